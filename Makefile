@@ -1,0 +1,60 @@
+# banger build, test and lint entry points. See README.md and AGENTS.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO        ?= go
+BIN       := build/bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
+SCRIPTS   := $(wildcard scripts/*.sh) $(wildcard .ci/*)
+
+.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-vsock-agent ./cmd/banger-vsock-agent
+
+test:
+	$(GO) test ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	@if [ -n "$(SCRIPTS)" ]; then shellcheck --severity=error $(SCRIPTS); fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+coverage:
+	$(GO) test -coverpkg=./... -coverprofile=coverage.out ./... >/dev/null
+	@scripts/coverage-report.sh coverage.out
+
+coverage-html: coverage
+	$(GO) tool cover -html=coverage.out -o coverage.html
+	@echo "wrote coverage.html"
+
+coverage-total:
+	@$(GO) test -coverpkg=./... -coverprofile=coverage.out ./... >/dev/null
+	@$(GO) tool cover -func=coverage.out | awk '/^total:/ {print $$3}'
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Checks and installs the host packages banger needs, builds, and runs a VM.
+run: deps build
+	$(BIN)/banger vm run
+
+deps:
+	scripts/host-deps.sh
+
+clean:
+	rm -rf build coverage.out coverage.html

@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/buildinfo"
+	"banger/internal/config"
+	"banger/internal/rpc"
+)
+
+func (a *app) newVersionCmd() *cobra.Command {
+	var out outputFormat
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of the CLI and of the running daemon",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			type daemonInfo struct {
+				Running bool   `json:"running"`
+				Version string `json:"version,omitempty"`
+				API     int    `json:"api,omitempty"`
+				PID     int    `json:"pid,omitempty"`
+				Error   string `json:"error,omitempty"`
+			}
+			res := struct {
+				CLI    string     `json:"cli"`
+				API    int        `json:"api"`
+				Daemon daemonInfo `json:"daemon"`
+			}{CLI: buildinfo.Version, API: buildinfo.APIVersion}
+			c, v, err := a.probe(cmd.Context())
+			var unreachable *rpc.DaemonUnreachableError
+			switch {
+			case err == nil:
+				c.Close()
+				res.Daemon = daemonInfo{Running: true, Version: v.Version, API: v.API, PID: v.PID}
+			case errors.As(err, &unreachable):
+			default:
+				res.Daemon.Error = err.Error()
+			}
+			if out.json() {
+				return writeJSON(a.stdout, res)
+			}
+			fmt.Fprintf(a.stdout, "banger  %s (api %d)\n", res.CLI, res.API)
+			switch {
+			case res.Daemon.Running:
+				fmt.Fprintf(a.stdout, "bangerd %s (api %d, pid %d)\n", res.Daemon.Version, res.Daemon.API, res.Daemon.PID)
+				if res.Daemon.Version != res.CLI {
+					a.warnf("the daemon comes from another build; run `banger daemon restart`")
+				}
+			case res.Daemon.Error != "":
+				fmt.Fprintf(a.stdout, "bangerd unknown: %s\n", res.Daemon.Error)
+			default:
+				fmt.Fprintln(a.stdout, "bangerd not running (the CLI starts it when needed)")
+			}
+			return nil
+		},
+	}
+	addOutputFlag(cmd, &out)
+	return cmd
+}
+
+func (a *app) newConfigCmd() *cobra.Command {
+	var out outputFormat
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "Print the effective configuration and where each value comes from",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := a.config()
+			if err != nil {
+				return err
+			}
+			settings := l.Settings()
+			if out.json() {
+				return writeJSON(a.stdout, struct {
+					File      string           `json:"file"`
+					FileFound bool             `json:"file_found"`
+					Settings  []config.Setting `json:"settings"`
+				}{l.Path, l.FileFound, settings})
+			}
+			found := "found"
+			if !l.FileFound {
+				found = "not found, defaults apply"
+			}
+			fmt.Fprintf(a.stdout, "# config file: %s (%s)\n", l.Path, found)
+			tw := newTable(a.stdout, "KEY", "VALUE", "SOURCE")
+			for _, s := range settings {
+				row(tw, s.Key, orDash(s.Value), s.Source.String())
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(show, &out)
+	keys := &cobra.Command{
+		Use:   "keys",
+		Short: "List every config key",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(*cobra.Command, []string) error {
+			for _, k := range config.Keys() {
+				fmt.Fprintln(a.stdout, k)
+			}
+			return nil
+		},
+	}
+	return group("config", "Inspect banger's configuration", show, keys)
+}
+
+// notImplemented makes a command that exists in the tree but whose
+// capability is not built yet: it fails honestly, with exit code 1.
+func notImplemented(use, short string, args cobra.PositionalArgs) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short + " (not implemented yet)",
+		Args:  args,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return fmt.Errorf("%s: %w", cmd.CommandPath(), errNotImplemented)
+		},
+	}
+}
+
+func (a *app) newVMCmd() *cobra.Command {
+	name := exactArgs(1, "one VM name")
+	anyArgs := cobra.ArbitraryArgs
+	return group("vm", "Create, run and manage microVMs",
+		notImplemented("run [IMAGE] [-- CMD...]", "Create and start a VM, then open SSH or run CMD", anyArgs),
+		notImplemented("create [IMAGE]", "Create a VM without starting it", maxArgs(1, "one image name")),
+		notImplemented("start NAME", "Start a stopped VM", name),
+		notImplemented("stop NAME", "Stop a running VM", name),
+		notImplemented("restart NAME", "Stop and start a VM", name),
+		notImplemented("rm NAME...", "Remove VMs", minArgs(1, "at least one VM name")),
+		notImplemented("ls", "List VMs", exactArgs(0, "no arguments")),
+		notImplemented("inspect NAME", "Show a VM in detail", name),
+		notImplemented("logs NAME", "Show a VM's console log", name),
+		notImplemented("ssh NAME [-- CMD...]", "Open SSH to a VM", minArgs(1, "a VM name")),
+		notImplemented("exec NAME -- CMD...", "Run a command in a VM through the guest agent", minArgs(2, "a VM name and a command")),
+		notImplemented("cp SRC DST", "Copy files to or from a VM (NAME:/path)", exactArgs(2, "a source and a destination")),
+		notImplemented("port-forward NAME HOSTPORT:GUESTPORT", "Forward a host port to a VM port", exactArgs(2, "a VM name and HOSTPORT:GUESTPORT")),
+	)
+}
+
+func (a *app) newImageCmd() *cobra.Command {
+	name := exactArgs(1, "one image name")
+	return group("image", "Pull, register and manage images",
+		notImplemented("pull NAME|REF", "Pull a catalog image or an OCI image", name),
+		notImplemented("register NAME", "Register an unmanaged image from host files", name),
+		notImplemented("promote NAME", "Copy an unmanaged image into managed artefacts", name),
+		notImplemented("build NAME", "Build a catalog image locally", name),
+		notImplemented("ls", "List images", exactArgs(0, "no arguments")),
+		notImplemented("inspect NAME", "Show an image in detail", name),
+		notImplemented("rm NAME...", "Remove images", minArgs(1, "at least one image name")),
+	)
+}
+
+func (a *app) newKernelCmd() *cobra.Command {
+	name := exactArgs(1, "one kernel name")
+	return group("kernel", "Pull, import and manage guest kernels",
+		notImplemented("pull NAME", "Pull a catalog kernel", name),
+		notImplemented("import PATH", "Import a kernel from a linux-image .deb or an extracted tree", exactArgs(1, "one path")),
+		notImplemented("ls", "List kernels", exactArgs(0, "no arguments")),
+		notImplemented("inspect NAME", "Show a kernel in detail", name),
+		notImplemented("rm NAME...", "Remove kernels", minArgs(1, "at least one kernel name")),
+	)
+}
+
+func (a *app) newDoctorCmd() *cobra.Command {
+	return notImplemented("doctor", "Check this host for what banger needs", exactArgs(0, "no arguments"))
+}

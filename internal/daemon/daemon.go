@@ -1,0 +1,226 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/buildinfo"
+	"banger/internal/config"
+	"banger/internal/daemon/opstate"
+	"banger/internal/daemon/sdnotify"
+	"banger/internal/rpc"
+	"banger/internal/store"
+)
+
+// Options configure one daemon run.
+type Options struct {
+	Config     config.Config
+	ConfigPath string
+	// Socket overrides <runtime_dir>/bangerd.sock.
+	Socket string
+	// Stderr receives a copy of the log unless Background is set (nil = os.Stderr).
+	Stderr     io.Writer
+	Background bool
+	// DirectKinds are operation kinds that POST /v1/ops may start by name.
+	// Production registers none; tests use it to drive operations end to end.
+	DirectKinds map[string]opstate.Func
+	// OnReady is called once the socket accepts requests.
+	OnReady func(rpc.VersionInfo)
+}
+
+// SocketPath is where the daemon for cfg listens unless overridden.
+func SocketPath(cfg config.Config) string { return filepath.Join(cfg.RuntimeDir, "bangerd.sock") }
+
+// LogPath is the daemon's log file for cfg.
+func LogPath(cfg config.Config) string { return filepath.Join(cfg.StateDir, "bangerd.log") }
+
+// StorePath is the database file for cfg.
+func StorePath(cfg config.Config) string { return filepath.Join(cfg.StateDir, "banger.db") }
+
+// Timeouts of the shutdown sequence.
+const (
+	opsShutdownTimeout  = 15 * time.Second
+	httpShutdownTimeout = 5 * time.Second
+)
+
+// Daemon is one running bangerd.
+type Daemon struct {
+	opts     Options
+	log      *slog.Logger
+	store    *store.Store
+	ops      *opstate.Manager
+	info     rpc.VersionInfo
+	shutdown chan struct{}
+}
+
+// Run starts the daemon and serves until ctx ends or a client asks it to
+// stop. Everything it set up is torn down before it returns.
+func Run(ctx context.Context, o Options) (err error) {
+	cfg := o.Config
+	for _, dir := range []string{cfg.StateDir, cfg.RuntimeDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	lock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+
+	logPath := LogPath(cfg)
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log file: %w", err)
+	}
+	defer logFile.Close()
+	log := newLogger(logFile, o, cfg.LogLevel)
+
+	socket := o.Socket
+	if socket == "" {
+		socket = SocketPath(cfg)
+	}
+	st, err := store.Open(ctx, StorePath(cfg))
+	if err != nil {
+		log.Error("open store", "error", err)
+		return err
+	}
+	defer st.Close()
+
+	d := &Daemon{
+		opts:     o,
+		log:      log,
+		store:    st,
+		ops:      opstate.New(st, log),
+		shutdown: make(chan struct{}),
+	}
+	if _, err := d.ops.Recover(ctx); err != nil {
+		return err
+	}
+
+	ln, err := listen(socket)
+	if err != nil {
+		log.Error("listen", "socket", socket, "error", err)
+		return err
+	}
+	defer os.Remove(socket)
+
+	d.info = rpc.VersionInfo{
+		Version:   buildinfo.Version,
+		API:       buildinfo.APIVersion,
+		PID:       os.Getpid(),
+		StateDir:  cfg.StateDir,
+		Socket:    socket,
+		LogFile:   logPath,
+		StartedAt: time.Now().UTC(),
+	}
+	srv := &http.Server{
+		Handler:           rpc.RequireAPIVersion(d.routes()),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	log.Info("bangerd ready", "version", buildinfo.Version, "pid", d.info.PID, "socket", socket, "state_dir", cfg.StateDir, "config", o.ConfigPath)
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		log.Warn("systemd readiness notification failed", "error", err)
+	}
+	if o.OnReady != nil {
+		o.OnReady(d.info)
+	}
+
+	var reason string
+	select {
+	case <-ctx.Done():
+		reason = "signal"
+	case <-d.shutdown:
+		reason = "client request"
+	case err = <-serveErr:
+		reason = "serve error"
+		log.Error("serving the API failed", "error", err)
+	}
+	log.Info("bangerd shutting down", "reason", reason)
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
+
+	opsCtx, cancel := context.WithTimeout(context.Background(), opsShutdownTimeout)
+	if e := d.ops.Shutdown(opsCtx); e != nil {
+		log.Error("operations did not stop in time", "error", e)
+	}
+	cancel()
+	httpCtx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+	if e := srv.Shutdown(httpCtx); e != nil {
+		_ = srv.Close()
+	}
+	cancel()
+	log.Info("bangerd stopped")
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func newLogger(file io.Writer, o Options, level string) *slog.Logger {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		lv = slog.LevelDebug
+	case "warn":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		lv = slog.LevelInfo
+	}
+	hopts := &slog.HandlerOptions{Level: lv}
+	handlers := []slog.Handler{slog.NewJSONHandler(file, hopts)}
+	if !o.Background {
+		stderr := o.Stderr
+		if stderr == nil {
+			stderr = os.Stderr
+		}
+		handlers = append(handlers, slog.NewTextHandler(stderr, hopts))
+	}
+	return slog.New(slog.NewMultiHandler(handlers...))
+}
+
+// listen opens the API socket with mode 0600. A socket file left by a dead
+// daemon is removed; one that still answers belongs to a live daemon of
+// another state dir and is refused.
+func listen(socket string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if _, err := os.Lstat(socket); err == nil {
+		c, derr := net.DialTimeout("unix", socket, time.Second)
+		if derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s is in use by another bangerd: stop it, or give this one another runtime_dir or --socket", socket)
+		}
+		if err := os.Remove(socket); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", socket, err)
+		}
+	}
+	// The socket's directory is 0700, so nobody else can reach the socket
+	// in the moment before its own mode is narrowed.
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	if err := os.Chmod(socket, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict socket %s: %w", socket, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	return ln, nil
+}
