@@ -97,6 +97,7 @@ func TestScripts(t *testing.T) {
 			"killdaemon": cmdKillDaemon,
 			"waitop":     cmdWaitOpState,
 			"waitlog":    cmdWaitLog,
+			"ptyrun":     cmdPTYRun,
 		},
 	})
 }
@@ -167,13 +168,17 @@ func cmdWaitLog(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Fatalf("no line matching %q in %s", args[0], path)
 }
 
-// killdaemon: SIGKILL the daemon, as a crash would.
+// killdaemon [-TERM]: SIGKILL the daemon, as a crash would, or SIGTERM it.
 func cmdKillDaemon(ts *testscript.TestScript, neg bool, args []string) {
 	pid := lockPID(filepath.Join(ts.Getenv("STATE")))
 	if pid <= 0 {
 		ts.Fatalf("no daemon pid in the lock file")
 	}
-	ts.Check(syscall.Kill(pid, syscall.SIGKILL))
+	sig := syscall.SIGKILL
+	if len(args) == 1 && args[0] == "-TERM" {
+		sig = syscall.SIGTERM
+	}
+	ts.Check(syscall.Kill(pid, sig))
 	waitGone(pid)
 }
 

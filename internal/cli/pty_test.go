@@ -1,0 +1,89 @@
+package cli_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"golang.org/x/sys/unix"
+)
+
+// openPTY returns the master and slave ends of a new pseudo-terminal.
+func openPTY() (*os.File, *os.File, error) {
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("pty number: %w", err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	return master, slave, nil
+}
+
+// ptyrun OUTFILE CMD ARGS...: run CMD with stderr on a terminal, stdout to a
+// pipe, and write both (terminal output after a line "--- tty") to OUTFILE.
+func cmdPTYRun(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 {
+		ts.Fatalf("usage: ptyrun OUTFILE CMD ARGS...")
+	}
+	master, slave, err := openPTY()
+	if err != nil {
+		ts.Fatalf("no pseudo-terminal here: %v", err)
+	}
+	defer master.Close()
+	var env []string
+	for _, kv := range []string{"PATH", "HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "BANGER_CONFIG", "TERM"} {
+		env = append(env, kv+"="+ts.Getenv(kv))
+	}
+	bin, err := lookPath(ts.Getenv("PATH"), args[1])
+	ts.Check(err)
+	cmd := exec.Command(bin, args[2:]...)
+	cmd.Env = append(env, "TERM=xterm")
+	cmd.Dir = ts.Getenv("WORK")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var tty bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _, _ = io.Copy(&tty, master) }()
+	runErr := cmd.Run()
+	slave.Close() // the reader sees EOF (EIO) once every slave fd is closed
+	wg.Wait()
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(stdout.String()+"--- tty\n"+tty.String()), 0o644))
+	if neg && runErr == nil {
+		ts.Fatalf("%s succeeded", args[1])
+	}
+	if !neg && runErr != nil {
+		ts.Fatalf("%s: %v\n%s", args[1], runErr, tty.String())
+	}
+}
+
+func lookPath(path, name string) (string, error) {
+	for _, dir := range strings.Split(path, ":") {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found on the script's PATH", name)
+}
