@@ -1,0 +1,88 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"slices"
+	"testing"
+)
+
+func FuzzReadFrame(f *testing.F) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	_ = w.WriteJSON(TypeHello, Hello{Protocol: 1, Version: "dev"})
+	_ = w.WriteJSON(TypeExec, ExecRequest{Argv: []string{"true"}})
+	_ = w.WriteFrame(TypeStdin, []byte("hello"))
+	_ = w.WriteFrame(TypeEOF, nil)
+	f.Add(buf.Bytes())
+	f.Add(header(TypeData, 0, MaxPayload+1))
+	f.Add(header(TypeData, 0, 0xffffffff))
+	f.Add(append(header(TypeData, 0, 4), "abcd"...))
+	f.Add(header(Type(0xee), 3, 2))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		for {
+			fr, err := r.Next()
+			if r.BufferCap() > MaxPayload {
+				t.Fatalf("reader buffer grew to %d bytes", r.BufferCap())
+			}
+			if err != nil {
+				if err != io.EOF && !IsFrameError(err) {
+					t.Fatalf("unexpected error type %T: %v", err, err)
+				}
+				break
+			}
+			if !fr.Type.Known() || len(fr.Payload) > MaxPayload {
+				t.Fatalf("accepted %s frame of %d bytes", fr.Type, len(fr.Payload))
+			}
+			// Whatever was accepted encodes back to the same bytes.
+			var out bytes.Buffer
+			if err := NewWriter(&out).WriteFrame(fr.Type, fr.Payload); err != nil {
+				t.Fatalf("re-encode: %v", err)
+			}
+			back, err := NewReader(&out).Next()
+			if err != nil || back.Type != fr.Type || !bytes.Equal(back.Payload, fr.Payload) {
+				t.Fatalf("re-decode: %v", err)
+			}
+		}
+		// The data reader must stop cleanly on the same input.
+		_, _ = io.Copy(io.Discard, NewDataReader(NewReader(bytes.NewReader(data)), TypeData))
+	})
+}
+
+func FuzzHello(f *testing.F) {
+	f.Add([]byte(`{"protocol":1,"version":"dev","capabilities":["exec","pty"]}`))
+	f.Add([]byte(`{"protocol":0,"version":""}`))
+	f.Add([]byte(`{"protocol":1e99,"version":"v1"}`))
+	f.Add([]byte(`{"protocol":1,"version":"v1","capabilities":null}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"version":"\u0000"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > MaxPayload {
+			t.Skip("a frame never carries more than MaxPayload")
+		}
+		h, err := DecodeHello(data)
+		if err != nil {
+			if !IsFrameError(err) {
+				t.Fatalf("error %T is not a frame error: %v", err, err)
+			}
+			return
+		}
+		if err := h.Validate(); err != nil {
+			t.Fatalf("decoded hello does not validate: %v", err)
+		}
+		b, err := json.Marshal(h)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		h2, err := DecodeHello(b)
+		if err != nil || h2.Protocol != h.Protocol || h2.Version != h.Version || !slices.Equal(h2.Capabilities, h.Capabilities) {
+			t.Fatalf("round trip changed %+v into %+v (%v)", h, h2, err)
+		}
+		if err := CheckCompatible(Version, h.Protocol); (err == nil) != (h.Protocol == Version) {
+			t.Fatalf("compatibility of %d with %d: %v", h.Protocol, Version, err)
+		}
+	})
+}

@@ -1,0 +1,290 @@
+package tarx
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// makeTree builds a tree with the features a copy must keep.
+func makeTree(t *testing.T, dir string) string {
+	t.Helper()
+	root := filepath.Join(dir, "tree")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "sub", "deeper"), 0o755))
+	must(os.Mkdir(filepath.Join(root, "empty"), 0o700))
+	must(os.WriteFile(filepath.Join(root, "file.txt"), []byte("hello\n"), 0o640))
+	must(os.WriteFile(filepath.Join(root, "run.sh"), []byte("#!/bin/sh\necho hi\n"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "sub", "deeper", "data"), bytes.Repeat([]byte{1, 2, 3}, 100000), 0o600))
+	must(os.Symlink("file.txt", filepath.Join(root, "rel-link")))
+	must(os.Symlink("/nonexistent/target", filepath.Join(root, "sub", "abs-link")))
+	must(os.Link(filepath.Join(root, "file.txt"), filepath.Join(root, "sub", "hard")))
+	must(os.Chmod(filepath.Join(root, "sub"), 0o750))
+	must(os.Chmod(filepath.Join(root, "run.sh"), 0o4755))
+	mt := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	must(os.Chtimes(filepath.Join(root, "file.txt"), mt, mt))
+	if os.Geteuid() == 0 {
+		must(os.Lchown(filepath.Join(root, "file.txt"), 1234, 5678))
+		must(os.Lchown(filepath.Join(root, "rel-link"), 4321, 8765))
+		must(os.Chmod(filepath.Join(root, "file.txt"), 0o640))
+	}
+	return root
+}
+
+type entry struct {
+	mode     fs.FileMode
+	uid, gid uint32
+	link     string
+	data     string
+	mtime    int64
+}
+
+// snapshot describes a tree by relative path.
+func snapshot(t *testing.T, root string) map[string]entry {
+	t.Helper()
+	out := map[string]entry{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		st := fi.Sys().(*syscall.Stat_t)
+		e := entry{mode: fi.Mode(), uid: st.Uid, gid: st.Gid}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			e.link, _ = os.Readlink(p)
+		case fi.Mode().IsRegular():
+			b, _ := os.ReadFile(p)
+			e.data = string(b)
+			e.mtime = fi.ModTime().Unix()
+		}
+		out[rel] = e
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func compare(t *testing.T, want, got map[string]entry, owners bool) {
+	t.Helper()
+	for p, w := range want {
+		g, ok := got[p]
+		if !ok {
+			t.Errorf("%s missing", p)
+			continue
+		}
+		if g.mode != w.mode || g.link != w.link || g.data != w.data || g.mtime != w.mtime {
+			t.Errorf("%s: got mode %v link %q %d bytes mtime %d, want mode %v link %q %d bytes mtime %d",
+				p, g.mode, g.link, len(g.data), g.mtime, w.mode, w.link, len(w.data), w.mtime)
+		}
+		if owners && (g.uid != w.uid || g.gid != w.gid) {
+			t.Errorf("%s: owner %d:%d, want %d:%d", p, g.uid, g.gid, w.uid, w.gid)
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			t.Errorf("unexpected %s", p)
+		}
+	}
+}
+
+func TestPackExtractRoundTrip(t *testing.T) {
+	src := makeTree(t, t.TempDir())
+	var buf bytes.Buffer
+	if err := Pack(context.Background(), &buf, src); err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	root := os.Geteuid() == 0
+	if err := Extract(context.Background(), &buf, dst, Options{Chown: root}); err != nil {
+		t.Fatal(err)
+	}
+	compare(t, snapshot(t, src), snapshot(t, filepath.Join(dst, "tree")), root)
+	a, _ := os.Stat(filepath.Join(dst, "tree", "file.txt"))
+	b, _ := os.Stat(filepath.Join(dst, "tree", "sub", "hard"))
+	if !os.SameFile(a, b) {
+		t.Error("hard link was not kept")
+	}
+}
+
+func TestPackSingleFileAndRefusals(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "one")
+	if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := Pack(context.Background(), &buf, f); err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := tar.NewReader(&buf).Next()
+	if err != nil || hdr.Name != "one" || hdr.Size != 1 {
+		t.Fatalf("got %+v, %v", hdr, err)
+	}
+	if err := Pack(context.Background(), &buf, "/"); err == nil {
+		t.Error("packing / was accepted")
+	}
+	if err := Pack(context.Background(), &buf, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing source: %v", err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err == nil {
+		if err := Pack(context.Background(), &buf, dir); err == nil || !strings.Contains(err.Error(), "FIFO") {
+			t.Errorf("fifo: %v", err)
+		}
+	}
+}
+
+type tarEntry struct {
+	name, link string
+	typ        byte
+	body       string
+}
+
+func makeTar(t *testing.T, entries ...tarEntry) *bytes.Buffer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body))}
+		if e.typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if e.typ == tar.TypeReg {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &buf
+}
+
+func TestExtractRefusesEscapes(t *testing.T) {
+	cases := map[string][]tarEntry{
+		"dotdot":        {{name: "../evil", typ: tar.TypeReg, body: "x"}},
+		"inner dotdot":  {{name: "a/../../evil", typ: tar.TypeReg, body: "x"}},
+		"absolute":      {{name: "/evil", typ: tar.TypeReg, body: "x"}},
+		"through link":  {{name: "link", link: "OUTSIDE", typ: tar.TypeSymlink}, {name: "link/evil", typ: tar.TypeReg, body: "x"}},
+		"inner link":    {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "../..", typ: tar.TypeSymlink}, {name: "d/l/evil", typ: tar.TypeReg, body: "x"}},
+		"hardlink out":  {{name: "h", link: "../OUTSIDE/victim", typ: tar.TypeLink}},
+		"hardlink abs":  {{name: "h", link: "/etc/passwd", typ: tar.TypeLink}},
+		"link in link":  {{name: "l", link: ".", typ: tar.TypeSymlink}, {name: "l/l/evil", typ: tar.TypeReg, body: "x"}},
+		"dir over link": {{name: "l", link: "OUTSIDE", typ: tar.TypeSymlink}, {name: "l/", typ: tar.TypeDir}, {name: "l/evil", typ: tar.TypeReg, body: "x"}},
+	}
+	for name, entries := range cases {
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			outside := filepath.Join(base, "OUTSIDE")
+			dst := filepath.Join(base, "dst")
+			for _, d := range []string{outside, dst} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Make "OUTSIDE" resolvable relative to dst, as an attacker would.
+			if err := os.Symlink(outside, filepath.Join(dst, "OUTSIDE")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(outside, "victim"), []byte("v"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := Extract(context.Background(), makeTar(t, entries...), dst, Options{})
+			if name == "dir over link" {
+				// Replacing the symlink by a real directory is fine, as long
+				// as nothing lands outside.
+				if err != nil {
+					t.Fatalf("got %v", err)
+				}
+			} else {
+				var esc *EscapeError
+				if !errors.As(err, &esc) {
+					t.Fatalf("got %v, want EscapeError", err)
+				}
+			}
+			for _, p := range []string{filepath.Join(base, "evil"), filepath.Join(outside, "evil"), "/evil"} {
+				if _, err := os.Lstat(p); err == nil {
+					t.Fatalf("%s was created", p)
+				}
+			}
+		})
+	}
+}
+
+func TestExtractReplacesFilesAndKeepsDirs(t *testing.T) {
+	dst := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dst, "f"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dst, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dst, "d", "keep"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr := makeTar(t, tarEntry{name: "f", typ: tar.TypeReg, body: "new"}, tarEntry{name: "d/", typ: tar.TypeDir}, tarEntry{name: "d/n/x", typ: tar.TypeReg, body: "x"})
+	if err := Extract(context.Background(), tr, dst, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "f")); string(b) != "new" {
+		t.Errorf("f = %q", b)
+	}
+	for _, p := range []string{"d/keep", "d/n/x"} {
+		if _, err := os.Stat(filepath.Join(dst, p)); err != nil {
+			t.Error(err)
+		}
+	}
+	tr = makeTar(t, tarEntry{name: "d", typ: tar.TypeReg, body: "x"})
+	if err := Extract(context.Background(), tr, dst, Options{}); err == nil {
+		t.Error("a file replaced a directory")
+	}
+}
+
+func TestExtractReadOnlyDirectoryIsFilled(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "ro/", Typeflag: tar.TypeDir, Mode: 0o555})
+	_ = tw.WriteHeader(&tar.Header{Name: "ro/f", Typeflag: tar.TypeReg, Mode: 0o444, Size: 1})
+	_, _ = tw.Write([]byte("x"))
+	_ = tw.Close()
+	dst := t.TempDir()
+	if err := Extract(context.Background(), &buf, dst, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dst, "ro"))
+	if err != nil || fi.Mode().Perm() != 0o555 {
+		t.Fatalf("ro: %v %v", fi.Mode(), err)
+	}
+	_ = os.Chmod(filepath.Join(dst, "ro"), 0o755)
+}
+
+func TestExtractRefusesDevices(t *testing.T) {
+	tr := makeTar(t, tarEntry{name: "null", typ: tar.TypeChar})
+	err := Extract(context.Background(), tr, t.TempDir(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("got %v", err)
+	}
+}
