@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -375,5 +376,30 @@ func bumpSchema(t *testing.T, path string, v int) {
 	defer db.Close()
 	if _, err := db.Exec(`UPDATE schema_version SET version = ?`, v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestNotifiesSystemdWhenReady(t *testing.T) {
+	cfg := testConfig(t)
+	path := filepath.Join(cfg.RuntimeDir, "notify.sock")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	r := start(t, cfg, nil)
+	buf := make([]byte, 64)
+	_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := pc.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("first notification = %q, %v; want READY=1", buf[:n], err)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	n, err = pc.Read(buf)
+	if err != nil || string(buf[:n]) != "STOPPING=1" {
+		t.Fatalf("second notification = %q, %v; want STOPPING=1", buf[:n], err)
 	}
 }
