@@ -141,30 +141,6 @@ func (a *app) newVMCmd() *cobra.Command {
 	)
 }
 
-func (a *app) newImageCmd() *cobra.Command {
-	name := exactArgs(1, "one image name")
-	return group("image", "Pull, register and manage images",
-		notImplemented("pull NAME|REF", "Pull a catalog image or an OCI image", name),
-		notImplemented("register NAME", "Register an unmanaged image from host files", name),
-		notImplemented("promote NAME", "Copy an unmanaged image into managed artefacts", name),
-		notImplemented("build NAME", "Build a catalog image locally", name),
-		notImplemented("ls", "List images", exactArgs(0, "no arguments")),
-		notImplemented("inspect NAME", "Show an image in detail", name),
-		notImplemented("rm NAME...", "Remove images", minArgs(1, "at least one image name")),
-	)
-}
-
-func (a *app) newKernelCmd() *cobra.Command {
-	name := exactArgs(1, "one kernel name")
-	return group("kernel", "Pull, import and manage guest kernels",
-		notImplemented("pull NAME", "Pull a catalog kernel", name),
-		notImplemented("import PATH", "Import a kernel from a linux-image .deb or an extracted tree", exactArgs(1, "one path")),
-		notImplemented("ls", "List kernels", exactArgs(0, "no arguments")),
-		notImplemented("inspect NAME", "Show a kernel in detail", name),
-		notImplemented("rm NAME...", "Remove kernels", minArgs(1, "at least one kernel name")),
-	)
-}
-
 func (a *app) newDoctorCmd() *cobra.Command {
 	return notImplemented("doctor", "Check this host for what banger needs", exactArgs(0, "no arguments"))
 }

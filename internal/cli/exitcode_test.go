@@ -17,6 +17,8 @@ func TestExitCodes(t *testing.T) {
 	t.Setenv("XDG_STATE_HOME", "")
 	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
 	t.Setenv("BANGER_CONFIG", "")
+	// None of these cases needs the daemon; never leave one running.
+	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
 	cases := []struct {
 		args []string
 		code int
@@ -31,7 +33,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"config", "show", "--nope"}, cli.ExitUsage, "unknown flag"},
 		{[]string{"config", "show", "-o", "xml"}, cli.ExitUsage, "is not an output format"},
 		{[]string{"vm", "run"}, cli.ExitFailure, "banger vm run: not implemented yet"},
-		{[]string{"kernel", "import", "/x.deb"}, cli.ExitFailure, "not implemented yet"},
+		{[]string{"kernel", "pull", "debian"}, cli.ExitFailure, "not implemented yet"},
 		{[]string{"--config", filepath.Join(home, "absent.toml"), "config", "show"}, cli.ExitFailure, "absent.toml"},
 	}
 	for _, c := range cases {

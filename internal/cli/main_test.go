@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,7 +77,28 @@ func TestMain(m *testing.M) {
 	})
 }
 
+// agentBin builds the static guest agent once per test run; kernel imports
+// need it as the initramfs's /init.
+var agentBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "banger-agent")
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "banger-vsock-agent")
+	cmd := exec.Command("go", "build", "-o", out, "banger/cmd/banger-vsock-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the agent: %v\n%s", err, b)
+	}
+	return out, nil
+})
+
 func TestScripts(t *testing.T) {
+	agent, err := agentBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(agent)) })
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
@@ -88,6 +111,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("XDG_STATE_HOME", "")
 			env.Setenv("BANGER_CONFIG", "")
 			env.Setenv("NO_COLOR", "1")
+			env.Setenv("BANGER_AGENT_BIN", agent)
 			env.Setenv("STATE", filepath.Join(home, ".local", "state", "banger"))
 			env.Defer(func() { stopDaemon(filepath.Join(home, ".local", "state", "banger")) })
 			return nil

@@ -46,13 +46,17 @@ type lineRenderer struct {
 
 const lineEvery = 5 * time.Second
 
-func (r *lineRenderer) update(op rpc.Operation) {
-	if op.Terminal() {
-		return
-	}
-	if !r.started {
+func (r *lineRenderer) header(op rpc.Operation) {
+	if !r.started && op.ID != "" {
 		r.started = true
 		fmt.Fprintf(r.w, "%s: %s %s\n", op.ID, op.Kind, op.Target)
+	}
+}
+
+func (r *lineRenderer) update(op rpc.Operation) {
+	r.header(op)
+	if op.Terminal() {
+		return
 	}
 	tenth := int64(-1)
 	if op.Total > 0 {
@@ -77,6 +81,7 @@ func (r *lineRenderer) finish(op rpc.Operation) {
 	if op.ID == "" {
 		return
 	}
+	r.header(op)
 	fmt.Fprintf(r.w, "%s: %s\n", op.ID, op.State)
 }
 

@@ -21,6 +21,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/ops/{id}", d.handleGetOp)
 	mux.HandleFunc("GET /v1/ops/{id}/watch", d.handleWatchOp)
 	mux.HandleFunc("POST /v1/ops/{id}/cancel", d.handleCancelOp)
+	d.imageRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		rpc.WriteError(w, rpc.Errorf(rpc.CodeNotFound, "bangerd has no endpoint %s %s: the CLI may be newer than the daemon; run `banger daemon restart`", r.Method, r.URL.Path))
 	})
@@ -73,12 +74,7 @@ func (d *Daemon) handleStartOp(w http.ResponseWriter, r *http.Request) {
 		rpc.WriteError(w, rpc.Errorf(rpc.CodeBadRequest, "operation kind %q cannot be started directly", req.Kind))
 		return
 	}
-	op, err := d.ops.Start(r.Context(), req.Kind, req.Target, fn)
-	if err != nil {
-		rpc.WriteError(w, rpc.Errorf(rpc.CodeUnavailable, "%v", err))
-		return
-	}
-	rpc.WriteJSON(w, http.StatusAccepted, wireOp(op))
+	d.startOp(w, r, req.Kind, req.Target, fn)
 }
 
 func (d *Daemon) handleGetOp(w http.ResponseWriter, r *http.Request) {

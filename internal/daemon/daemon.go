@@ -9,12 +9,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"banger/internal/buildinfo"
 	"banger/internal/config"
+	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/opstate"
 	"banger/internal/daemon/sdnotify"
 	"banger/internal/rpc"
@@ -58,6 +60,7 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *store.Store
 	ops      *opstate.Manager
+	images   *imagemgr.Manager
 	info     rpc.VersionInfo
 	shutdown chan struct{}
 }
@@ -101,6 +104,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		log:      log,
 		store:    st,
 		ops:      opstate.New(st, log),
+		images:   imagemgr.New(st, cfg.StateDir, agentBinary),
 		shutdown: make(chan struct{}),
 	}
 	if _, err := d.ops.Recover(ctx); err != nil {
@@ -168,6 +172,26 @@ func Run(ctx context.Context, o Options) (err error) {
 		err = nil
 	}
 	return err
+}
+
+// agentBinary finds banger-vsock-agent, which guest images carry and which
+// serves as /init in the initramfs of imported kernels: $BANGER_AGENT_BIN,
+// then beside the bangerd executable, then on PATH.
+func agentBinary() (string, error) {
+	if p := os.Getenv("BANGER_AGENT_BIN"); p != "" {
+		return p, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "banger-vsock-agent")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("banger-vsock-agent")
+	if err != nil {
+		return "", errors.New("banger-vsock-agent is neither beside bangerd nor on PATH: install it (make install) or set BANGER_AGENT_BIN")
+	}
+	return p, nil
 }
 
 func newLogger(file io.Writer, o Options, level string) *slog.Logger {

@@ -74,3 +74,51 @@ type ErrorBody struct {
 		Message string `json:"message"`
 	} `json:"error"`
 }
+
+// Kernel is the wire form of a guest kernel.
+type Kernel struct {
+	Name       string    `json:"name"`
+	ID         string    `json:"id"`
+	Version    string    `json:"version,omitempty"`
+	Managed    bool      `json:"managed"`
+	Vmlinux    string    `json:"vmlinux"`
+	Initrd     string    `json:"initrd,omitempty"`
+	Modules    string    `json:"modules,omitempty"`
+	Digest     string    `json:"digest,omitempty"`
+	OriginKind string    `json:"origin_kind,omitempty"`
+	OriginRef  string    `json:"origin_ref,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Image is the wire form of an image.
+type Image struct {
+	Name       string    `json:"name"`
+	ID         string    `json:"id"`
+	Managed    bool      `json:"managed"`
+	Rootfs     string    `json:"rootfs"`
+	WorkSeed   string    `json:"work_seed,omitempty"`
+	Kernel     string    `json:"kernel,omitempty"`
+	Initrd     string    `json:"initrd,omitempty"`
+	Modules    string    `json:"modules,omitempty"`
+	Digest     string    `json:"digest,omitempty"`
+	SizeBytes  int64     `json:"size_bytes"`
+	OriginKind string    `json:"origin_kind,omitempty"`
+	OriginRef  string    `json:"origin_ref,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// ImportKernelRequest asks for POST /v1/kernels/import. Path is absolute.
+type ImportKernelRequest struct {
+	Name string `json:"name,omitempty"`
+	Path string `json:"path"`
+}
+
+// RegisterImageRequest asks for POST /v1/images/register. Paths are absolute.
+type RegisterImageRequest struct {
+	Name     string `json:"name"`
+	Rootfs   string `json:"rootfs"`
+	WorkSeed string `json:"work_seed,omitempty"`
+	Kernel   string `json:"kernel,omitempty"`
+	Initrd   string `json:"initrd,omitempty"`
+	Modules  string `json:"modules,omitempty"`
+}
