@@ -1,0 +1,231 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Copy-on-write strategies.
+const (
+	Auto    = "auto"
+	DMSnap  = "dmsnap"
+	Reflink = "reflink"
+	Copy    = "copy"
+)
+
+// Manager owns <state_dir>/vms.
+type Manager struct{ root string }
+
+// New returns a manager of VM directories under stateDir/vms.
+func New(stateDir string) *Manager { return &Manager{root: filepath.Join(stateDir, "vms")} }
+
+// Dir is the directory of the VM with the given id.
+func (m *Manager) Dir(id string) string { return filepath.Join(m.root, id) }
+
+// Create makes the VM's directory (0700). It fails if it already exists, so
+// two VMs never share one.
+func (m *Manager) Create(id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/.") {
+		return "", fmt.Errorf("VM id %q cannot name a directory", id)
+	}
+	if err := os.MkdirAll(m.root, 0o700); err != nil {
+		return "", err
+	}
+	dir := m.Dir(id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create VM directory: %w", err)
+	}
+	return dir, nil
+}
+
+// Remove deletes the VM's directory and everything in it. Removing a VM
+// that has no directory is not an error.
+func (m *Manager) Remove(id string) error {
+	if id == "" || strings.ContainsAny(id, "/.") {
+		return fmt.Errorf("VM id %q cannot name a directory", id)
+	}
+	return os.RemoveAll(m.Dir(id))
+}
+
+// List returns the ids of the VM directories that exist, so the daemon can
+// find leftovers of VMs it has no row for.
+func (m *Manager) List() ([]string, error) {
+	ents, err := os.ReadDir(m.root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range ents {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, nil
+}
+
+// ErrReflinkUnsupported means the filesystem cannot clone extents.
+var ErrReflinkUnsupported = errors.New("the filesystem does not support reflink clones")
+
+// CloneDisk makes dst, a writable copy of src, with the given strategy
+// ("auto" tries reflink, then copy), then grows it to size bytes when size
+// is larger than src (the guest grows its filesystem at boot). dst must not
+// exist; on failure or cancellation it is removed. It returns the strategy
+// used.
+func CloneDisk(ctx context.Context, src, dst, strategy string, size int64) (string, error) {
+	used, err := cloneDisk(ctx, src, dst, strategy)
+	if err != nil {
+		return "", err
+	}
+	if size > 0 {
+		fi, err := os.Stat(dst)
+		if err != nil {
+			os.Remove(dst)
+			return "", err
+		}
+		if size > fi.Size() {
+			if err := os.Truncate(dst, size); err != nil {
+				os.Remove(dst)
+				return "", fmt.Errorf("grow %s to %d bytes: %w", dst, size, err)
+			}
+		}
+	}
+	return used, nil
+}
+
+func cloneDisk(ctx context.Context, src, dst, strategy string) (string, error) {
+	switch strategy {
+	case Reflink:
+		return Reflink, reflink(src, dst)
+	case Copy:
+		return Copy, sparseCopy(ctx, src, dst)
+	case Auto, "":
+		err := reflink(src, dst)
+		if err == nil {
+			return Reflink, nil
+		}
+		if !errors.Is(err, ErrReflinkUnsupported) {
+			return "", err
+		}
+		return Copy, sparseCopy(ctx, src, dst)
+	case DMSnap:
+		return "", errors.New("dmsnap disks are made by the dmsnap package, not by a file clone")
+	}
+	return "", fmt.Errorf("unknown copy-on-write strategy %q: use auto, dmsnap, reflink or copy", strategy)
+}
+
+// reflink clones src into a new dst with FICLONE: instant, and blocks are
+// shared until written.
+func reflink(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = unix.IoctlFileClone(int(out.Fd()), int(in.Fd()))
+	cerr := out.Close()
+	if err != nil {
+		os.Remove(dst)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
+			return fmt.Errorf("clone %s: %w (%v)", src, ErrReflinkUnsupported, err)
+		}
+		return fmt.Errorf("clone %s to %s: %w", src, dst, err)
+	}
+	if cerr != nil {
+		os.Remove(dst)
+		return cerr
+	}
+	return nil
+}
+
+// sparseCopy copies only the data extents of src (found with SEEK_DATA and
+// SEEK_HOLE), so a mostly empty filesystem image copies in a fraction of its
+// size and stays sparse.
+func sparseCopy(ctx context.Context, src, dst string) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cerr := out.Close()
+		if err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(dst)
+		}
+	}()
+	size := fi.Size()
+	if err := out.Truncate(size); err != nil {
+		return err
+	}
+	inFd := int(in.Fd())
+	var off int64
+	for off < size {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		data, err := unix.Seek(inFd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole remains
+		}
+		if err != nil {
+			return fmt.Errorf("find data in %s: %w", src, err)
+		}
+		hole, err := unix.Seek(inFd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("find hole in %s: %w", src, err)
+		}
+		if err := copyRange(ctx, in, out, data, hole-data); err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		off = hole
+	}
+	return out.Sync()
+}
+
+// copyRange copies n bytes at off, in the kernel with copy_file_range where
+// it can, else through a buffer; chunks keep cancellation prompt.
+func copyRange(ctx context.Context, in, out *os.File, off, n int64) error {
+	const chunk = 64 << 20
+	for n > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		want := min(n, chunk)
+		roff, woff := off, off
+		c, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &woff, int(want), 0)
+		if err != nil || c == 0 {
+			// Fall back to a plain copy for this chunk.
+			if _, err := io.Copy(io.NewOffsetWriter(out, off), io.NewSectionReader(in, off, want)); err != nil {
+				return err
+			}
+			c = int(want)
+		}
+		off += int64(c)
+		n -= int64(c)
+	}
+	return nil
+}

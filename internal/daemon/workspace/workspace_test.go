@@ -1,0 +1,211 @@
+package workspace_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"banger/internal/daemon/workspace"
+)
+
+// sparseImage writes a 64 MiB file with three small data extents.
+func sparseImage(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "rootfs.ext4")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	for i, off := range []int64{0, 10 << 20, 63 << 20} {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{byte('a' + i)}, 256<<10), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func blocks(t *testing.T, p string) int64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Blocks
+}
+
+func sameContent(t *testing.T, a, b string) {
+	t.Helper()
+	x, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(x, y) {
+		t.Fatalf("%s and %s differ", a, b)
+	}
+}
+
+func TestSparseCopyKeepsHoles(t *testing.T) {
+	dir := t.TempDir()
+	src := sparseImage(t, dir)
+	dst := filepath.Join(dir, "vm.ext4")
+	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Copy, 0)
+	if err != nil || used != workspace.Copy {
+		t.Fatalf("CloneDisk = %q, %v", used, err)
+	}
+	sameContent(t, src, dst)
+	// 768 KiB of data: the copy must not allocate the 64 MiB.
+	if b := blocks(t, dst); b*512 > 4<<20 {
+		t.Fatalf("copy allocated %d KiB, want it sparse", b/2)
+	}
+}
+
+func TestAutoFallsBackToCopyWithoutReflink(t *testing.T) {
+	dir := t.TempDir()
+	src := sparseImage(t, dir)
+	dst := filepath.Join(dir, "vm.ext4")
+	_, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Reflink, 0)
+	if err == nil {
+		t.Skip("this filesystem supports reflink; the fallback cannot be seen here")
+	}
+	if !errors.Is(err, workspace.ErrReflinkUnsupported) {
+		t.Fatalf("reflink error = %v, want ErrReflinkUnsupported", err)
+	}
+	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("failed reflink left %s", dst)
+	}
+	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, 0)
+	if err != nil || used != workspace.Copy {
+		t.Fatalf("auto = %q, %v; want copy", used, err)
+	}
+	sameContent(t, src, dst)
+}
+
+func TestGrowAndRefuseExisting(t *testing.T) {
+	dir := t.TempDir()
+	src := sparseImage(t, dir)
+	dst := filepath.Join(dir, "vm.ext4")
+	if _, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(dst)
+	if fi.Size() != 1<<30 {
+		t.Fatalf("size %d, want 1 GiB", fi.Size())
+	}
+	if _, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Copy, 0); err == nil {
+		t.Fatal("clone over an existing disk succeeded")
+	}
+	if fi2, _ := os.Stat(dst); fi2.Size() != 1<<30 {
+		t.Fatal("existing disk was touched")
+	}
+}
+
+func TestCancelledCopyLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	src := sparseImage(t, dir)
+	dst := filepath.Join(dir, "vm.ext4")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := workspace.CloneDisk(ctx, src, dst, workspace.Copy, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("cancelled copy left its file")
+	}
+}
+
+func TestUnknownStrategy(t *testing.T) {
+	dir := t.TempDir()
+	src := sparseImage(t, dir)
+	if _, err := workspace.CloneDisk(context.Background(), src, filepath.Join(dir, "x"), "magic", 0); err == nil {
+		t.Fatal("unknown strategy accepted")
+	}
+}
+
+// TestReflinkOnBtrfs clones on a real btrfs filesystem in a loop-mounted
+// image, where auto must pick reflink and share the blocks.
+func TestReflinkOnBtrfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a btrfs image needs root")
+	}
+	mkfs, err := exec.LookPath("mkfs.btrfs")
+	if err != nil {
+		t.Skip("mkfs.btrfs is not installed (apt-get install btrfs-progs)")
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "btrfs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.btrfs: %v\n%s", err, out)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount btrfs here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	src := sparseImage(t, mnt)
+	dst := filepath.Join(mnt, "vm.ext4")
+	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, 0)
+	if err != nil || used != workspace.Reflink {
+		t.Fatalf("auto on btrfs = %q, %v; want reflink", used, err)
+	}
+	sameContent(t, src, dst)
+}
+
+func TestDirs(t *testing.T) {
+	m := workspace.New(t.TempDir())
+	dir, err := m.Create("abc123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("dir %s: %v %v", dir, fi, err)
+	}
+	if _, err := m.Create("abc123"); err == nil {
+		t.Fatal("second Create of the same id succeeded")
+	}
+	for _, bad := range []string{"", "../x", "a/b", ".."} {
+		if _, err := m.Create(bad); err == nil {
+			t.Errorf("Create(%q) succeeded", bad)
+		}
+		if err := m.Remove(bad); err == nil {
+			t.Errorf("Remove(%q) succeeded", bad)
+		}
+	}
+	ids, _ := m.List()
+	if len(ids) != 1 || ids[0] != "abc123" {
+		t.Fatalf("List = %v", ids)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root.ext4"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove("abc123"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("Remove left the dir")
+	}
+	if err := m.Remove("abc123"); err != nil {
+		t.Fatalf("second Remove = %v", err)
+	}
+}
