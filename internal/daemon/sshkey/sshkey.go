@@ -1,0 +1,108 @@
+package sshkey
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Ensure returns the public key (an authorized_keys line) of the key at
+// path, creating an ed25519 key pair there (private 0600, public 0644 as
+// path.pub) when none exists. An existing key of any type is used as is.
+func Ensure(path string) (string, error) {
+	if data, err := os.ReadFile(path); err == nil {
+		signer, err := ssh.ParsePrivateKey(data)
+		if err != nil {
+			return "", fmt.Errorf("read SSH key %s: %w (point ssh_key_path at an unencrypted private key, or remove the file to let banger make one)", path, err)
+		}
+		return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read SSH key %s: %w", path, err)
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "banger")
+	if err != nil {
+		return "", err
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " banger"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := writeAtomic(path+".pub", []byte(line+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	// The private key last: its presence is what says the pair is complete.
+	if err := writeAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return "", err
+	}
+	return line, nil
+}
+
+// EncodeForCmdline makes an authorized_keys line safe to pass as one kernel
+// parameter (base64url without padding).
+func EncodeForCmdline(line string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(line))
+}
+
+// WriteKnownHosts records a VM's host public keys (authorized_keys format
+// lines) for the given addresses ("host:port" or "host") in path, replacing
+// what was there.
+func WriteKnownHosts(path string, addresses []string, hostKeys []string) error {
+	var b strings.Builder
+	for _, line := range hostKeys {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return fmt.Errorf("host key %q: %w", line, err)
+		}
+		b.WriteString(knownhosts.Line(addresses, key))
+		b.WriteByte('\n')
+	}
+	if b.Len() == 0 {
+		return errors.New("the VM reported no SSH host keys")
+	}
+	return writeAtomic(path, []byte(b.String()), 0o600)
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
