@@ -3,7 +3,6 @@ package sshkey
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -52,12 +51,6 @@ func Ensure(path string) (string, error) {
 		return "", err
 	}
 	return line, nil
-}
-
-// EncodeForCmdline makes an authorized_keys line safe to pass as one kernel
-// parameter (base64url without padding).
-func EncodeForCmdline(line string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(line))
 }
 
 // WriteKnownHosts records a VM's host public keys (authorized_keys format

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"banger/internal/guest/boot"
+	"banger/internal/guest/client"
+
+	"golang.org/x/crypto/ssh"
+)
+
+const testVersion = "v9.8.7-test"
+
+// buildAgent builds the binary as the Makefile does: static, with the
+// version stamped in.
+func buildAgent(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		if p := filepath.Join(os.Getenv("GOROOT"), "bin", "go"); os.Getenv("GOROOT") != "" {
+			goTool = p
+		} else {
+			t.Skip("the go tool is not on PATH")
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "banger-vsock-agent")
+	cmd := exec.Command(goTool, "build", "-trimpath", "-ldflags", "-X banger/internal/buildinfo.Version="+testVersion, "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// agentCmd runs the binary with only the test hooks and PATH set.
+func agentCmd(bin string, env map[string]string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd
+}
+
+func TestBinary(t *testing.T) {
+	bin := buildAgent(t)
+
+	t.Run("version", func(t *testing.T) {
+		for _, arg := range []string{"version", "--version"} {
+			out, err := agentCmd(bin, nil, arg).Output()
+			if err != nil {
+				t.Fatalf("%s: %v", arg, err)
+			}
+			if want := "banger-vsock-agent " + testVersion + " (protocol 1)\n"; string(out) != want {
+				t.Fatalf("%s printed %q, want %q", arg, out, want)
+			}
+		}
+	})
+
+	t.Run("static", func(t *testing.T) {
+		f, err := elf.Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Fatal("the agent is dynamically linked; guests may lack its libc")
+			}
+		}
+	})
+
+	t.Run("bad usage", func(t *testing.T) {
+		var stderr bytes.Buffer
+		cmd := agentCmd(bin, nil, "frobnicate")
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(stderr.String(), "usage:") {
+			t.Fatalf("unknown command: %v, stderr %q", err, stderr.String())
+		}
+	})
+
+	t.Run("boot", func(t *testing.T) { testBoot(t, bin) })
+	t.Run("serve", func(t *testing.T) { testServe(t, bin, "serve") })
+	t.Run("run", func(t *testing.T) { testServe(t, bin, "run") })
+}
+
+// testRoot makes a directory that stands in for a guest's /.
+func testRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"etc", "root", "run"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func testBoot(t *testing.T, bin string) {
+	root := testRoot(t)
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " test@host"
+	cmdline := filepath.Join(root, "cmdline")
+	os.WriteFile(cmdline, []byte("console=ttyS0 banger.hostname=vm1 banger.dns=10.0.0.1 banger.grow=0 "+
+		"banger.ip=10.0.0.2/24 banger.mtu=9 banger.ssh_key="+boot.EncodeSSHKey(key)+" banger.later=1\n"), 0o644)
+	var stdout, stderr bytes.Buffer
+	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root}, "boot")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("boot exited with %v (it must exit 0 even when duties fail)\nstderr: %s", err, stderr.String())
+	}
+	for _, want := range []string{"dns: done", "ssh-keys: done", "network: skipped", "grow: skipped", "ready: done", "hostname: failed"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	for _, want := range []string{"banger.mtu", "banger.later", "boot duty hostname"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(root, "etc", "resolv.conf")); !strings.Contains(string(data), "nameserver 10.0.0.1\n") {
+		t.Errorf("resolv.conf = %q", data)
+	}
+	if data, _ := os.ReadFile(filepath.Join(root, "root", ".ssh", "authorized_keys")); string(data) != key+"\n" {
+		t.Errorf("authorized_keys = %q", data)
+	}
+	if data, _ := os.ReadFile(filepath.Join(root, "etc", "hostname")); string(data) != "vm1\n" {
+		t.Errorf("hostname file = %q", data)
+	}
+	if !boot.Ready(filepath.Join(root, "run", "banger", "ready")) {
+		t.Error("no ready marker")
+	}
+}
+
+func testServe(t *testing.T, bin, mode string) {
+	root := testRoot(t)
+	sock := filepath.Join(root, "agent.sock")
+	cmdline := filepath.Join(root, "cmdline")
+	os.WriteFile(cmdline, []byte("banger.grow=0 banger.dns=10.0.0.1\n"), 0o644)
+	var stderr bytes.Buffer
+	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, mode)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
+	var hello client.Hello
+	for {
+		var err error
+		if hello, err = c.Hello(ctx); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("agent never answered on %s: %v\nstderr: %s", sock, err, stderr.String())
+		case err := <-exited:
+			t.Fatalf("agent exited early: %v\nstderr: %s", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if hello.Version != testVersion {
+		t.Errorf("hello version %q, want %q", hello.Version, testVersion)
+	}
+	for _, capName := range []string{"exec", "shutdown", "reboot", "sync-time"} {
+		if !hello.Has(capName) {
+			t.Errorf("agent does not announce %q: %v", capName, hello.Capabilities)
+		}
+	}
+
+	readyFile := filepath.Join(root, "run", "banger", "ready")
+	if mode == "serve" {
+		// serve reports ready once a boot run has left its marker.
+		h, err := c.Health(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Ready {
+			t.Fatal("serve reports ready before any boot run")
+		}
+		os.MkdirAll(filepath.Dir(readyFile), 0o755)
+		os.WriteFile(readyFile, []byte("done\n"), 0o644)
+	}
+	// run becomes ready by itself when its boot duties are done.
+	for {
+		h, err := c.Health(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Ready {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("agent never became ready\nstderr: %s", stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if mode == "run" {
+		if data, _ := os.ReadFile(filepath.Join(root, "etc", "resolv.conf")); !strings.Contains(string(data), "10.0.0.1") {
+			t.Errorf("run did not do its boot duties: resolv.conf = %q", data)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("agent exited with %v after SIGTERM\nstderr: %s", err, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket %s left behind: %v", sock, err)
+	}
+	if regexp.MustCompile(`panic|fatal error`).MatchString(stderr.String()) {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+}

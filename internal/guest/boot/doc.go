@@ -1,0 +1,6 @@
+// Package boot applies a guest's per-VM settings at boot: it reads the
+// banger.* kernel command-line parameters and sets the hostname, the network,
+// DNS and root's SSH keys, grows the root filesystem to fill its disk, and
+// leaves a ready marker behind. The banger-vsock-agent binary calls it before
+// (or instead of a separate unit before) serving the guest-agent protocol.
+package boot

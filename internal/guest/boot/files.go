@@ -1,0 +1,66 @@
+package boot
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// writeFileAtomic replaces path with data: it writes a temporary file in the
+// same directory, syncs it, and renames it over path, so a reader (or a
+// crash) sees the old or the new file, never half of one. A symlink at path
+// is replaced by the file, not followed. When path already is a regular file
+// with exactly this content and mode, nothing is written and changed is
+// false. uid and gid set the owner unless they are -1.
+func writeFileAtomic(path string, data []byte, perm os.FileMode, uid, gid int) (changed bool, err error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == perm && ownedBy(fi, uid, gid) {
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+			return false, nil
+		}
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".banger-*")
+	if err != nil {
+		return false, fmt.Errorf("create a temporary file beside %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil && (uid != -1 || gid != -1) {
+		err = f.Chown(uid, gid)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return false, fmt.Errorf("replace %s: %w", path, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		d.Sync()
+		d.Close()
+	}
+	return true, nil
+}
+
+// ownedBy reports whether fi belongs to uid and gid (-1 matches anything).
+func ownedBy(fi os.FileInfo, uid, gid int) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return uid == -1 && gid == -1
+	}
+	return (uid == -1 || int(st.Uid) == uid) && (gid == -1 || int(st.Gid) == gid)
+}
