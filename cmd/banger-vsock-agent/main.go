@@ -286,6 +286,7 @@ func serveVsock(ctx context.Context, port uint32, opts agent.Options) error {
 func serveSerial(ctx context.Context, opts agent.Options) error {
 	var b backoff
 	lastErr := ""
+	waiting := false
 	for {
 		if err := ensurePortNodes("/sys", "/dev", proto.SerialPortName); err != nil {
 			logf("%v", err)
@@ -306,14 +307,22 @@ func serveSerial(ctx context.Context, opts agent.Options) error {
 			continue
 		}
 		lastErr = ""
-		logf("serving on %s", dev)
+		// While no host is attached, each open ends at once with EOF; say
+		// so once, not on every retry.
+		if !waiting {
+			logf("serving on %s", dev)
+		}
 		started := time.Now()
 		err = agent.ServeMux(ctx, f, opts)
 		f.Close()
 		if ctx.Err() != nil {
 			return nil
 		}
-		logf("%v; reopening %s", err, dev)
+		short := time.Since(started) < time.Second
+		if !short || !waiting {
+			logf("%v; reopening %s", err, dev)
+		}
+		waiting = short
 		if time.Since(started) > 5*time.Second {
 			b.reset()
 		}

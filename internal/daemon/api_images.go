@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/opstate"
@@ -99,6 +101,10 @@ func (d *Daemon) handleImportKernel(w http.ResponseWriter, r *http.Request) {
 			rpc.WriteError(w, apiError(err))
 			return
 		}
+	}
+	if _, err := os.Stat(req.Path); err != nil || !filepath.IsAbs(req.Path) {
+		rpc.WriteError(w, rpc.Errorf(rpc.CodeBadRequest, "kernel source %q: not an existing absolute path (%v)", req.Path, err))
+		return
 	}
 	target := req.Name
 	if target == "" {

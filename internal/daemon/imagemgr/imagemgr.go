@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"banger/internal/catalog"
 	"banger/internal/store"
 )
 
@@ -85,28 +86,31 @@ func badInput(err error) error {
 	return &InputError{err}
 }
 
-// ValidName checks that name can name an image, kernel or VM: a DNS label of
-// lowercase letters, digits and '-', 1 to 63 long, not starting or ending
-// with '-'. Names never contain path characters.
+// ValidName checks that name can name an image, kernel or VM: 1 to 63
+// lowercase letters, digits, '-' and '.', starting and ending with a letter
+// or digit, with no "..". The rule is the catalogs' own, so every catalog
+// name is valid, and no name can carry a path.
 func ValidName(kind, name string) error {
-	bad := func(why string) error {
-		return badInput(fmt.Errorf("%s name %q is not valid: %s; use lowercase letters, digits and '-' (1 to 63, not at either end)", kind, name, why))
+	if catalog.IsName(name) {
+		return nil
 	}
-	if name == "" {
-		return bad("it is empty")
-	}
-	if len(name) > 63 {
-		return bad("it is longer than 63 characters")
-	}
-	if name[0] == '-' || name[len(name)-1] == '-' {
-		return bad("it starts or ends with '-'")
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return bad(fmt.Sprintf("it contains %q", r))
+	why := "it must start and end with a letter or digit"
+	switch {
+	case name == "":
+		why = "it is empty"
+	case len(name) > 63:
+		why = "it is longer than 63 characters"
+	case strings.Contains(name, ".."):
+		why = "it contains \"..\""
+	default:
+		for _, r := range name {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+				why = fmt.Sprintf("it contains %q", r)
+				break
+			}
 		}
 	}
-	return nil
+	return badInput(fmt.Errorf("%s name %q is not valid: %s; use lowercase letters, digits, '-' and '.' (1 to 63, a letter or digit at each end)", kind, name, why))
 }
 
 // nameFromRelease turns a kernel release such as "6.1.0-28-amd64" into a
