@@ -1,0 +1,512 @@
+package ociimage
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutMeta   = ".wh..wh."
+	opaqueMarker   = ".wh..wh..opq"
+	xattrPAXPrefix = "SCHILY.xattr."
+)
+
+// ApplyLayer applies one uncompressed layer tar stream onto root, the way an
+// overlay of the layers would look: entries in order, ".wh.NAME" deletes NAME,
+// ".wh..wh..opq" hides the lower contents of its directory. Entries that would
+// land outside root (".." components, writes through a symlinked parent,
+// hardlinks to outside or through a symlink) are refused with an error naming
+// layerName and the entry. Problems that do not endanger the tree (no
+// privilege for device nodes, unsupported xattrs) are skipped.
+func ApplyLayer(root string, layer io.Reader, layerName string) error {
+	a := newApplier(root)
+	return a.apply(context.Background(), layer, layerName)
+}
+
+// applier applies layers in order onto one tree and remembers, across layers,
+// which directories are known to be real directories inside the root.
+type applier struct {
+	root     string
+	dirs     map[string]bool // rel paths verified to be real directories
+	warnings []string
+	chownOK  bool // false once Lchown failed for lack of privilege
+
+	// per-layer state
+	layerPaths map[string]bool // rel path → true: entry of this layer; false: ancestor of one
+	dirMeta    []dirMeta
+}
+
+type dirMeta struct {
+	rel   string
+	mode  os.FileMode
+	atime time.Time
+	mtime time.Time
+}
+
+func newApplier(root string) *applier {
+	return &applier{root: root, dirs: map[string]bool{".": true}, chownOK: true}
+}
+
+func (a *applier) warn(format string, args ...any) {
+	if len(a.warnings) < 200 {
+		a.warnings = append(a.warnings, fmt.Sprintf(format, args...))
+	} else if len(a.warnings) == 200 {
+		a.warnings = append(a.warnings, "further warnings suppressed")
+	}
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// apply reads one layer. ctx is checked between entries.
+func (a *applier) apply(ctx context.Context, layer io.Reader, layerName string) error {
+	a.layerPaths = map[string]bool{}
+	a.dirMeta = a.dirMeta[:0]
+	tr := tar.NewReader(layer)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("layer %s: read tar stream: %w", layerName, err)
+		}
+		if err := a.entry(tr, hdr, layerName); err != nil {
+			return err
+		}
+	}
+	// Directory modes and times last: creating children changes a
+	// directory's mtime, and a read-only directory would block them.
+	// A later entry of the layer may have replaced or removed the directory,
+	// so each is looked up again without following symlinks.
+	for i := len(a.dirMeta) - 1; i >= 0; i-- {
+		m := a.dirMeta[i]
+		abs, err := a.ensureDir(m.rel, m.rel, layerName, false)
+		if err != nil || abs == "" {
+			continue
+		}
+		if err := os.Chmod(abs, m.mode); err != nil {
+			return fmt.Errorf("layer %s: chmod /%s: %w", layerName, m.rel, err)
+		}
+		setTimes(abs, m.atime, m.mtime)
+	}
+	return nil
+}
+
+// cleanName turns a tar name into a clean relative path, refusing ".."
+// components. "/" and "./" map to ".".
+func cleanName(n string) (string, error) {
+	for _, c := range strings.Split(n, "/") {
+		if c == ".." {
+			return "", errors.New(`path has a ".." component`)
+		}
+	}
+	if strings.IndexByte(n, 0) >= 0 {
+		return "", errors.New("path has a NUL byte")
+	}
+	rel := path.Clean("/" + n)[1:]
+	if rel == "" {
+		rel = "."
+	}
+	return rel, nil
+}
+
+func refuse(layer, name string, format string, args ...any) error {
+	return fmt.Errorf("layer %s: refusing entry %q: %s", layer, name, fmt.Sprintf(format, args...))
+}
+
+func (a *applier) entry(tr *tar.Reader, hdr *tar.Header, layer string) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil
+	}
+	rel, err := cleanName(hdr.Name)
+	if err != nil {
+		return refuse(layer, hdr.Name, "%v", err)
+	}
+	base := path.Base(rel)
+	dir := path.Dir(rel)
+
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		if base == opaqueMarker {
+			return a.opaque(dir, hdr.Name, layer)
+		}
+		if strings.HasPrefix(base, whiteoutMeta) {
+			return nil // other aufs metadata: not part of the tree
+		}
+		target := base[len(whiteoutPrefix):]
+		if target == "" || target == "." || target == ".." {
+			return refuse(layer, hdr.Name, "whiteout names no file")
+		}
+		return a.whiteout(path.Join(dir, target), hdr.Name, layer)
+	}
+
+	if rel == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return refuse(layer, hdr.Name, "the root can only be a directory")
+		}
+		a.chown(a.root, hdr, layer)
+		a.dirMeta = append(a.dirMeta, dirMeta{".", hdrMode(hdr), hdr.AccessTime, hdr.ModTime})
+		return nil
+	}
+
+	parent, err := a.ensureDir(dir, hdr.Name, layer, true)
+	if err != nil {
+		return err
+	}
+	abs := filepath.Join(parent, base)
+	a.markLayerPath(rel)
+
+	// Whatever is at abs now is replaced, except a directory by a directory.
+	existing, lerr := os.Lstat(abs)
+	exists := lerr == nil
+	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
+		return fmt.Errorf("layer %s: inspect %s: %w", layer, hdr.Name, lerr)
+	}
+	if exists && !(hdr.Typeflag == tar.TypeDir && existing.IsDir()) {
+		if hdr.Typeflag == tar.TypeLink && existing.Mode().IsRegular() {
+			// Linking a name to itself is a no-op; otherwise replace below.
+			if same, _ := a.sameAsLinkTarget(existing, hdr.Linkname); same {
+				return nil
+			}
+		}
+		if err := a.remove(rel, abs, existing.IsDir()); err != nil {
+			return fmt.Errorf("layer %s: replace %s: %w", layer, hdr.Name, err)
+		}
+	}
+
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if !exists || !existing.IsDir() {
+			if err := os.Mkdir(abs, 0o700); err != nil {
+				return fmt.Errorf("layer %s: mkdir %s: %w", layer, hdr.Name, err)
+			}
+		}
+		a.dirs[rel] = true
+		a.chown(abs, hdr, layer)
+		a.xattrs(abs, hdr, layer)
+		a.dirMeta = append(a.dirMeta, dirMeta{rel, hdrMode(hdr), hdr.AccessTime, hdr.ModTime})
+		return nil
+
+	case tar.TypeReg, tar.TypeGNUSparse:
+		f, err := os.OpenFile(abs, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return fmt.Errorf("layer %s: create %s: %w", layer, hdr.Name, err)
+		}
+		bp := copyBufPool.Get().(*[]byte)
+		_, cerr := io.CopyBuffer(onlyWriter{f}, tr, *bp)
+		copyBufPool.Put(bp)
+		if cerr != nil {
+			_ = f.Close()
+			return fmt.Errorf("layer %s: write %s: %w", layer, hdr.Name, cerr)
+		}
+		if a.chownOK {
+			if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
+				a.chownFailed(hdr.Name, layer, err)
+			}
+		}
+		// After chown, which clears setuid and setgid.
+		if err := f.Chmod(hdrMode(hdr)); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("layer %s: chmod %s: %w", layer, hdr.Name, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("layer %s: write %s: %w", layer, hdr.Name, err)
+		}
+		a.xattrs(abs, hdr, layer)
+		setTimes(abs, hdr.AccessTime, hdr.ModTime)
+		return nil
+
+	case tar.TypeSymlink:
+		if hdr.Linkname == "" {
+			return refuse(layer, hdr.Name, "symlink with an empty target")
+		}
+		if err := os.Symlink(hdr.Linkname, abs); err != nil {
+			return fmt.Errorf("layer %s: symlink %s: %w", layer, hdr.Name, err)
+		}
+		a.chown(abs, hdr, layer)
+		a.xattrs(abs, hdr, layer)
+		setTimes(abs, hdr.AccessTime, hdr.ModTime)
+		return nil
+
+	case tar.TypeLink:
+		target, err := a.linkTarget(hdr.Linkname)
+		if err != nil {
+			return refuse(layer, hdr.Name, "hardlink to %q: %v", hdr.Linkname, err)
+		}
+		if err := os.Link(target, abs); err != nil {
+			return fmt.Errorf("layer %s: hardlink %s to %s: %w", layer, hdr.Name, hdr.Linkname, err)
+		}
+		return nil
+
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		mode := uint32(hdrMode(hdr).Perm())
+		switch hdr.Typeflag {
+		case tar.TypeChar:
+			mode |= unix.S_IFCHR
+		case tar.TypeBlock:
+			mode |= unix.S_IFBLK
+		default:
+			mode |= unix.S_IFIFO
+		}
+		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+		if err := unix.Mknod(abs, mode, dev); err != nil {
+			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+				a.warn("layer %s: skipped device node %s (%d:%d): not permitted: %v", layer, hdr.Name, hdr.Devmajor, hdr.Devminor, err)
+				return nil
+			}
+			return fmt.Errorf("layer %s: mknod %s: %w", layer, hdr.Name, err)
+		}
+		a.chown(abs, hdr, layer)
+		// mknod is subject to the umask; chmod sets the exact mode (and
+		// setuid/sticky bits mknod would ignore).
+		if err := os.Chmod(abs, hdrMode(hdr)); err != nil {
+			return fmt.Errorf("layer %s: chmod %s: %w", layer, hdr.Name, err)
+		}
+		a.xattrs(abs, hdr, layer)
+		setTimes(abs, hdr.AccessTime, hdr.ModTime)
+		return nil
+
+	default:
+		a.warn("layer %s: skipped entry %s of unsupported tar type %q", layer, hdr.Name, string(hdr.Typeflag))
+		return nil
+	}
+}
+
+// onlyWriter hides ReadFrom so io.CopyBuffer uses our buffer.
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+func hdrMode(hdr *tar.Header) os.FileMode {
+	m := os.FileMode(hdr.Mode & 0o777)
+	if hdr.Mode&0o4000 != 0 {
+		m |= os.ModeSetuid
+	}
+	if hdr.Mode&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if hdr.Mode&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	return m
+}
+
+func setTimes(abs string, atime, mtime time.Time) {
+	if mtime.IsZero() {
+		return
+	}
+	if atime.IsZero() {
+		atime = mtime
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+	_ = unix.UtimesNanoAt(unix.AT_FDCWD, abs, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (a *applier) chown(abs string, hdr *tar.Header, layer string) {
+	if !a.chownOK {
+		return
+	}
+	if err := os.Lchown(abs, hdr.Uid, hdr.Gid); err != nil {
+		a.chownFailed(hdr.Name, layer, err)
+	}
+}
+
+func (a *applier) chownFailed(name, layer string, err error) {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
+		a.chownOK = false
+		a.warn("layer %s: ownership not kept from %s on: %v (run the import as root to keep owners)", layer, name, err)
+		return
+	}
+	a.warn("layer %s: chown %s: %v", layer, name, err)
+}
+
+func (a *applier) xattrs(abs string, hdr *tar.Header, layer string) {
+	for k, v := range hdr.PAXRecords {
+		if !strings.HasPrefix(k, xattrPAXPrefix) {
+			continue
+		}
+		key := k[len(xattrPAXPrefix):]
+		if key == "" {
+			continue
+		}
+		if err := unix.Lsetxattr(abs, key, []byte(v), 0); err != nil {
+			a.warn("layer %s: xattr %s on %s not kept: %v", layer, key, hdr.Name, err)
+		}
+	}
+}
+
+// markLayerPath records rel and its ancestors as present in the current layer.
+func (a *applier) markLayerPath(rel string) {
+	a.layerPaths[rel] = true
+	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+		if _, ok := a.layerPaths[d]; ok {
+			break
+		}
+		a.layerPaths[d] = false
+	}
+}
+
+// ensureDir returns the absolute path of the directory rel, checking that each
+// component is a real directory (not a symlink). Missing components are
+// created when create is set; otherwise "" and no error are returned for a
+// missing directory.
+func (a *applier) ensureDir(rel, name, layer string, create bool) (string, error) {
+	abs := filepath.Join(a.root, filepath.FromSlash(rel))
+	if a.dirs[rel] {
+		return abs, nil
+	}
+	parent := path.Dir(rel)
+	pabs, err := a.ensureDir(parent, name, layer, create)
+	if err != nil || pabs == "" {
+		return "", err
+	}
+	st, err := os.Lstat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if !create {
+			return "", nil
+		}
+		if err := os.Mkdir(abs, 0o755); err != nil {
+			return "", fmt.Errorf("layer %s: create parent /%s of %q: %w", layer, rel, name, err)
+		}
+		a.markLayerPath(rel)
+		a.layerPaths[rel] = false
+	case err != nil:
+		return "", fmt.Errorf("layer %s: inspect parent /%s of %q: %w", layer, rel, name, err)
+	case st.Mode()&fs.ModeSymlink != 0:
+		return "", refuse(layer, name, "parent /%s is a symlink; writing through it could leave the root", rel)
+	case !st.IsDir():
+		return "", refuse(layer, name, "parent /%s is not a directory", rel)
+	}
+	a.dirs[rel] = true
+	return abs, nil
+}
+
+// remove deletes rel and forgets cached directories under it.
+func (a *applier) remove(rel, abs string, isDir bool) error {
+	if isDir {
+		for d := range a.dirs {
+			if d == rel || strings.HasPrefix(d, rel+"/") {
+				delete(a.dirs, d)
+			}
+		}
+		return os.RemoveAll(abs)
+	}
+	return os.Remove(abs)
+}
+
+func (a *applier) whiteout(rel, name, layer string) error {
+	if rel == "." {
+		return refuse(layer, name, "whiteout of the root")
+	}
+	parent, err := a.ensureDir(path.Dir(rel), name, layer, false)
+	if err != nil || parent == "" {
+		return err // nothing below to hide
+	}
+	abs := filepath.Join(parent, path.Base(rel))
+	st, err := os.Lstat(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("layer %s: whiteout %s: %w", layer, name, err)
+	}
+	if err := a.remove(rel, abs, st.IsDir()); err != nil {
+		return fmt.Errorf("layer %s: whiteout %s: %w", layer, name, err)
+	}
+	return nil
+}
+
+// opaque hides what lower layers put under dir, keeping what this layer
+// already wrote there.
+func (a *applier) opaque(dir, name, layer string) error {
+	abs, err := a.ensureDir(dir, name, layer, true)
+	if err != nil {
+		return err
+	}
+	if dir != "." {
+		a.markLayerPath(dir)
+		a.layerPaths[dir] = false
+	}
+	return a.clearLower(dir, abs, name, layer)
+}
+
+func (a *applier) clearLower(dir, abs, name, layer string) error {
+	ents, err := os.ReadDir(abs)
+	if err != nil {
+		return fmt.Errorf("layer %s: opaque directory %s: %w", layer, name, err)
+	}
+	for _, e := range ents {
+		child := path.Join(dir, e.Name())
+		cabs := filepath.Join(abs, e.Name())
+		_, inLayer := a.layerPaths[child]
+		isDir := e.Type().IsDir()
+		switch {
+		case !inLayer:
+			if err := a.remove(child, cabs, isDir); err != nil {
+				return fmt.Errorf("layer %s: opaque directory %s: %w", layer, name, err)
+			}
+		case isDir:
+			if err := a.clearLower(child, cabs, name, layer); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// linkTarget resolves a hardlink target inside the root without following
+// symlinks in its parents. The target must exist and not be a directory.
+func (a *applier) linkTarget(linkname string) (string, error) {
+	rel, err := cleanName(linkname)
+	if err != nil {
+		return "", err
+	}
+	if rel == "." {
+		return "", errors.New("target is the root")
+	}
+	parent, err := a.ensureDir(path.Dir(rel), linkname, "", false)
+	if err != nil {
+		return "", errors.New("a parent of the target is a symlink or not a directory")
+	}
+	if parent == "" {
+		return "", errors.New("target does not exist")
+	}
+	abs := filepath.Join(parent, path.Base(rel))
+	st, err := os.Lstat(abs)
+	if err != nil {
+		return "", errors.New("target does not exist")
+	}
+	if st.IsDir() {
+		return "", errors.New("target is a directory")
+	}
+	return abs, nil
+}
+
+func (a *applier) sameAsLinkTarget(existing fs.FileInfo, linkname string) (bool, error) {
+	target, err := a.linkTarget(linkname)
+	if err != nil {
+		return false, err
+	}
+	st, err := os.Lstat(target)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(existing, st), nil
+}
