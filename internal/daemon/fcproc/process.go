@@ -1,0 +1,358 @@
+package fcproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// File names inside a VM's directory.
+const (
+	APISocketName   = "fc.sock"
+	VsockSocketName = "vsock.sock"
+	ConsoleLogName  = "console.log"
+	LogName         = "firecracker.log"
+	MetricsName     = "metrics.json"
+)
+
+// APISocketPath is the Firecracker API socket of the VM directory dir.
+func APISocketPath(dir string) string { return filepath.Join(dir, APISocketName) }
+
+// VsockPath is the vsock Unix socket (Firecracker's uds_path) of dir.
+func VsockPath(dir string) string { return filepath.Join(dir, VsockSocketName) }
+
+// ConsoleLogPath is where the guest's serial console (Firecracker's stdout
+// and stderr) is written.
+func ConsoleLogPath(dir string) string { return filepath.Join(dir, ConsoleLogName) }
+
+// LogPath is Firecracker's own log.
+func LogPath(dir string) string { return filepath.Join(dir, LogName) }
+
+// MetricsPath is the file Firecracker flushes its JSON metrics to.
+func MetricsPath(dir string) string { return filepath.Join(dir, MetricsName) }
+
+// Timeouts bound each stage. Zero fields take the defaults shown.
+type Timeouts struct {
+	Call       time.Duration // one API call (5 s)
+	APISocket  time.Duration // spawn until the API socket answers (5 s)
+	Graceful   time.Duration // the caller's graceful hook plus the wait for exit (10 s)
+	CtrlAltDel time.Duration // SendCtrlAltDel plus the wait for exit (5 s)
+	Kill       time.Duration // wait for exit after SIGKILL (5 s)
+}
+
+func (t Timeouts) withDefaults() Timeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Call, DefaultCallTimeout)
+	def(&t.APISocket, 5*time.Second)
+	def(&t.Graceful, 10*time.Second)
+	def(&t.CtrlAltDel, 5*time.Second)
+	def(&t.Kill, 5*time.Second)
+	return t
+}
+
+// StepTrace is how long one named step took.
+type StepTrace struct {
+	Name     string
+	Duration time.Duration
+}
+
+// ErrNotOurs is wrapped by Adopt when the process is not the Firecracker it
+// was asked for (PID reused, or another program).
+var ErrNotOurs = errors.New("not ours")
+
+// ErrNotRunning is wrapped by Adopt when the process has exited.
+var ErrNotRunning = errors.New("not running")
+
+// adoptPoll is how often an adopted process is checked for exit.
+const adoptPoll = 100 * time.Millisecond
+
+// Process is one running (or exited) Firecracker.
+type Process struct {
+	PID       int
+	StartTime uint64 // field 22 of /proc/PID/stat, to tell a reused PID apart
+	Dir       string
+	// ConfigDuration is the time from spawn to the InstanceStart call (zero
+	// for an adopted process).
+	ConfigDuration time.Duration
+	// Steps are the start steps in order with their durations.
+	Steps []StepTrace
+	// Timeouts bound Stop; Start copies them from Config, Adopt uses defaults.
+	Timeouts Timeouts
+
+	client *Client
+	log    *slog.Logger
+	cmd    *exec.Cmd // nil when adopted
+
+	done     chan struct{} // closed once the process has exited
+	exitErr  error         // cmd.Wait's result; set before done is closed
+	released chan struct{} // adopted only: stop watching
+	relOnce  sync.Once
+}
+
+// Client is the API client of this process.
+func (p *Process) Client() *Client { return p.client }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait blocks until the process exits and returns its exit error (nil for a
+// clean exit; always nil for an adopted process, whose status is not ours to
+// read). For an adopted process released with Release it returns at once
+// with an error.
+func (p *Process) Wait() error {
+	select {
+	case <-p.done:
+		return p.exitErr
+	case <-p.released:
+		select {
+		case <-p.done:
+			return p.exitErr
+		default:
+			return fmt.Errorf("firecracker pid %d: released, no longer watched", p.PID)
+		}
+	}
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Release stops watching an adopted process (its watcher goroutine ends);
+// the process itself keeps running. It is a no-op for a spawned process,
+// whose reaper must run until exit.
+func (p *Process) Release() {
+	if p.cmd != nil {
+		return
+	}
+	p.relOnce.Do(func() { close(p.released) })
+	p.client.Close()
+}
+
+// spawned sets up a Process for a child just started; it owns cmd.Wait.
+func spawned(cmd *exec.Cmd, startTime uint64, dir string, t Timeouts, log *slog.Logger) *Process {
+	p := &Process{
+		PID:       cmd.Process.Pid,
+		StartTime: startTime,
+		Dir:       dir,
+		Timeouts:  t,
+		client:    NewClient(APISocketPath(dir), t.Call),
+		log:       log,
+		cmd:       cmd,
+		done:      make(chan struct{}),
+		released:  make(chan struct{}),
+	}
+	go func() {
+		err := cmd.Wait()
+		p.exitErr = err
+		close(p.done)
+	}()
+	return p
+}
+
+// Adopt re-attaches to a Firecracker found running after a daemon restart.
+// It checks that pid still has startTime (field 22 of /proc/PID/stat) and
+// that its command line carries --api-sock dir/fc.sock; otherwise it fails
+// with ErrNotOurs (or ErrNotRunning when the process is gone). The returned
+// Process notices exit by polling; call Stop to stop the VM, or Release to
+// stop watching it.
+func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("adopt firecracker: invalid pid %d", pid)
+	}
+	sock := APISocketPath(dir)
+	st, err := readProcStat(pid)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("adopt firecracker pid %d: %w (no such process)", pid, ErrNotRunning)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("adopt firecracker pid %d: %w", pid, err)
+	}
+	if st.StartTime != startTime {
+		return nil, fmt.Errorf("adopt firecracker pid %d: %w: it started at tick %d, ours at %d (the PID was reused)", pid, ErrNotOurs, st.StartTime, startTime)
+	}
+	if st.State == 'Z' || st.State == 'X' || st.State == 'x' {
+		return nil, fmt.Errorf("adopt firecracker pid %d: %w (it has exited)", pid, ErrNotRunning)
+	}
+	args, err := readCmdline(pid)
+	if err != nil {
+		return nil, fmt.Errorf("adopt firecracker pid %d: read its command line: %w", pid, err)
+	}
+	if !cmdlineHasAPISock(args, sock) {
+		return nil, fmt.Errorf("adopt firecracker pid %d: %w: its command line has no --api-sock %s", pid, ErrNotOurs, sock)
+	}
+	t := Timeouts{}.withDefaults()
+	p := &Process{
+		PID:       pid,
+		StartTime: startTime,
+		Dir:       dir,
+		Timeouts:  t,
+		client:    NewClient(sock, t.Call),
+		log:       slog.New(slog.DiscardHandler),
+		done:      make(chan struct{}),
+		released:  make(chan struct{}),
+	}
+	go p.watchAdopted()
+	return p, nil
+}
+
+// watchAdopted polls until the adopted process exits or is released.
+func (p *Process) watchAdopted() {
+	tick := time.NewTicker(adoptPoll)
+	defer tick.Stop()
+	for {
+		if !processAlive(p.PID, p.StartTime) {
+			close(p.done)
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-p.released:
+			return
+		}
+	}
+}
+
+// waitExit waits until the process exits or ctx ends; it reports whether the
+// process exited.
+func (p *Process) waitExit(ctx context.Context) bool {
+	select {
+	case <-p.done:
+		return true
+	case <-ctx.Done():
+		return p.Exited()
+	}
+}
+
+// signal sends sig to the process, never to a different process that has
+// taken over its PID.
+func (p *Process) signal(sig syscall.Signal) error {
+	if p.Exited() {
+		return nil
+	}
+	if p.cmd != nil {
+		// Our child cannot be reused before our reaper has waited for it.
+		err := p.cmd.Process.Signal(sig)
+		if errors.Is(err, os.ErrProcessDone) {
+			return nil
+		}
+		return err
+	}
+	fd, err := unix.PidfdOpen(p.PID, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		// No pidfd (old kernel): check, then signal by PID.
+		if !processAlive(p.PID, p.StartTime) {
+			return nil
+		}
+		if err := unix.Kill(p.PID, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			return err
+		}
+		return nil
+	}
+	defer unix.Close(fd)
+	// The pidfd pins the process: if it is still ours now, the signal
+	// reaches it and nothing else.
+	if !processAlive(p.PID, p.StartTime) {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+// Stop stops the VM: first graceful (the guest agent's poweroff, may be nil)
+// bounded by Timeouts.Graceful, then Ctrl-Alt-Del bounded by
+// Timeouts.CtrlAltDel, then SIGKILL. When ctx ends the remaining polite
+// stages are skipped and the process is killed. Once it has exited, both
+// sockets are removed. Stop returns an error only if the process could not
+// be made to exit.
+func (p *Process) Stop(ctx context.Context, graceful func(context.Context) error) error {
+	t := p.Timeouts.withDefaults()
+	if p.Exited() {
+		p.removeSockets()
+		return nil
+	}
+	if graceful != nil && ctx.Err() == nil {
+		gctx, cancel := context.WithTimeout(ctx, t.Graceful)
+		err := graceful(gctx)
+		if err != nil {
+			p.log.Debug("firecracker stop: graceful hook failed", "pid", p.PID, "err", err)
+		}
+		exited := err == nil && p.waitExit(gctx)
+		cancel()
+		if exited {
+			p.removeSockets()
+			return nil
+		}
+	}
+	if ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, t.CtrlAltDel)
+		err := p.client.SendCtrlAltDel(cctx)
+		if err != nil {
+			p.log.Debug("firecracker stop: SendCtrlAltDel failed", "pid", p.PID, "err", err)
+		}
+		exited := err == nil && p.waitExit(cctx)
+		cancel()
+		if exited || p.Exited() {
+			p.removeSockets()
+			return nil
+		}
+	}
+	if err := p.signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("stop firecracker pid %d: SIGKILL: %w", p.PID, err)
+	}
+	// Killing cannot be refused; wait for it even when ctx has ended.
+	kctx, cancel := context.WithTimeout(context.Background(), t.Kill)
+	defer cancel()
+	if !p.waitExit(kctx) {
+		return fmt.Errorf("stop firecracker pid %d: still running %s after SIGKILL; check it with ps", p.PID, t.Kill)
+	}
+	p.removeSockets()
+	return nil
+}
+
+// kill is Start's cleanup: SIGKILL, wait, remove sockets.
+func (p *Process) kill() error {
+	if err := p.signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("SIGKILL pid %d: %w", p.PID, err)
+	}
+	kctx, cancel := context.WithTimeout(context.Background(), p.Timeouts.withDefaults().Kill)
+	defer cancel()
+	if !p.waitExit(kctx) {
+		return fmt.Errorf("pid %d still running after SIGKILL", p.PID)
+	}
+	p.client.Close()
+	p.removeSockets()
+	return nil
+}
+
+func (p *Process) removeSockets() {
+	p.client.Close()
+	for _, s := range []string{APISocketPath(p.Dir), VsockPath(p.Dir)} {
+		if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
+			p.log.Warn("firecracker: remove socket", "path", s, "err", err)
+		}
+	}
+}

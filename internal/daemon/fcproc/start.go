@@ -1,0 +1,500 @@
+package fcproc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config describes one Firecracker VM to start.
+type Config struct {
+	// Name is Firecracker's instance id (--id): letters, digits and '-',
+	// at most 64 characters.
+	Name string
+	// Binary is the firecracker executable; "firecracker" on PATH when empty.
+	Binary string
+	// Dir is the VM's own directory, which must exist. Sockets and logs go
+	// there (see APISocketPath and friends).
+	Dir       string
+	Kernel    string // uncompressed vmlinux
+	Initrd    string // optional
+	BootArgs  string
+	VCPUs     int // 1 to 32
+	MemoryMiB int
+	Drives    []DriveConfig
+	Net       *NetConfig // nil: no network interface
+	VsockCID  uint32     // 0: no vsock device; else at least 3
+	Timeouts  Timeouts
+	// Logger receives one debug record per step; nil discards.
+	Logger *slog.Logger
+}
+
+// DriveConfig is one virtio-block drive.
+type DriveConfig struct {
+	ID       string // letters, digits and '_'
+	Path     string
+	ReadOnly bool
+	Root     bool
+}
+
+// NetConfig is the VM's network interface, backed by an existing tap.
+type NetConfig struct {
+	Tap string // host tap device; must exist
+	MAC string // guest MAC, e.g. 06:00:ac:10:00:02
+}
+
+// IfaceID is the id of the one network interface fcproc configures.
+const IfaceID = "eth0"
+
+// ErrKVM is matched (errors.Is) by the error Start returns when Firecracker
+// could not use KVM, so a caller can offer QEMU instead.
+var ErrKVM = errors.New("firecracker could not use KVM")
+
+// KVMError is InstanceStart failing because KVM is unusable.
+type KVMError struct {
+	Fault string // Firecracker's fault_message
+}
+
+func (e *KVMError) Error() string {
+	return fmt.Sprintf("start VM: Firecracker could not use KVM (%s): /dev/kvm is missing or not accessible — load the kvm module and give this user access to /dev/kvm, or use vmm = \"qemu\"", e.Fault)
+}
+
+// Is makes errors.Is(err, ErrKVM) true.
+func (e *KVMError) Is(target error) bool { return target == ErrKVM }
+
+// isKVMFault reports whether an InstanceStart fault message is about KVM
+// itself (opening /dev/kvm, creating the VM) rather than the configuration.
+func isKVMFault(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "kvm error") || strings.Contains(m, "/dev/kvm")
+}
+
+// StepError is a failed start step. The process, if spawned, has been
+// killed and reaped and both sockets removed before it is returned.
+type StepError struct {
+	Step string
+	Err  error
+	PID  int // the Firecracker that was spawned and is now reaped; 0 if none
+	// Steps traces the steps run, the failed one last.
+	Steps []StepTrace
+}
+
+func (e *StepError) Error() string {
+	var k *KVMError
+	if errors.As(e.Err, &k) {
+		return k.Error()
+	}
+	return fmt.Sprintf("start VM: step %s: %v", e.Step, e.Err)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Step names, in the order Start runs them.
+const (
+	StepRemoveStaleSockets = "remove-stale-sockets"
+	StepCheckTap           = "check-tap"
+	StepSpawn              = "spawn"
+	StepWaitAPI            = "wait-api"
+	StepPutLogger          = "put-logger"
+	StepPutMetrics         = "put-metrics"
+	StepPutMachineConfig   = "put-machine-config"
+	StepPutBootSource      = "put-boot-source"
+	StepPutDrives          = "put-drives"
+	StepPutNetwork         = "put-network-interface"
+	StepPutVsock           = "put-vsock"
+	StepInstanceStart      = "instance-start"
+)
+
+type step struct {
+	name string
+	run  func(s *starter, ctx context.Context) error
+}
+
+// steps is the start chain. Every step after spawn talks to the process.
+var steps = []step{
+	{StepRemoveStaleSockets, (*starter).removeStaleSockets},
+	{StepCheckTap, (*starter).checkTap},
+	{StepSpawn, (*starter).spawn},
+	{StepWaitAPI, (*starter).waitAPI},
+	{StepPutLogger, (*starter).putLogger},
+	{StepPutMetrics, (*starter).putMetrics},
+	{StepPutMachineConfig, (*starter).putMachineConfig},
+	{StepPutBootSource, (*starter).putBootSource},
+	{StepPutDrives, (*starter).putDrives},
+	{StepPutNetwork, (*starter).putNetwork},
+	{StepPutVsock, (*starter).putVsock},
+	{StepInstanceStart, (*starter).instanceStart},
+}
+
+// StepNames lists the start steps in order.
+func StepNames() []string {
+	out := make([]string, len(steps))
+	for i, s := range steps {
+		out[i] = s.name
+	}
+	return out
+}
+
+// sysClassNet is where network devices are looked up; tests point it at a
+// directory of their own.
+var sysClassNet = "/sys/class/net"
+
+// maxSunPath is the longest Unix socket path Linux accepts.
+const maxSunPath = 107
+
+var (
+	nameRe    = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	driveIDRe = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+)
+
+func (c *Config) validate() error {
+	if !nameRe.MatchString(c.Name) {
+		return fmt.Errorf("VM name %q: Firecracker ids are 1 to 64 letters, digits or '-'", c.Name)
+	}
+	if c.Dir == "" || !filepath.IsAbs(c.Dir) {
+		return fmt.Errorf("VM directory %q: must be an absolute path", c.Dir)
+	}
+	if fi, err := os.Stat(c.Dir); err != nil {
+		return fmt.Errorf("VM directory: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("VM directory %s: not a directory", c.Dir)
+	}
+	for _, s := range []string{APISocketPath(c.Dir), VsockPath(c.Dir) + "_4294967295"} {
+		if len(s) > maxSunPath {
+			return fmt.Errorf("VM directory %s: socket path %s is longer than %d bytes; use a shorter state directory", c.Dir, s, maxSunPath)
+		}
+	}
+	if c.Kernel == "" {
+		return errors.New("no kernel given")
+	}
+	if err := regularFile("kernel", c.Kernel); err != nil {
+		return err
+	}
+	if c.Initrd != "" {
+		if err := regularFile("initrd", c.Initrd); err != nil {
+			return err
+		}
+	}
+	if c.VCPUs < 1 || c.VCPUs > 32 {
+		return fmt.Errorf("vcpus %d: Firecracker supports 1 to 32", c.VCPUs)
+	}
+	if c.MemoryMiB < 1 {
+		return fmt.Errorf("memory %d MiB: must be positive", c.MemoryMiB)
+	}
+	ids := map[string]bool{}
+	roots := 0
+	for _, d := range c.Drives {
+		if !driveIDRe.MatchString(d.ID) {
+			return fmt.Errorf("drive id %q: use 1 to 64 letters, digits or '_'", d.ID)
+		}
+		if ids[d.ID] {
+			return fmt.Errorf("drive id %q given twice", d.ID)
+		}
+		ids[d.ID] = true
+		if d.Root {
+			roots++
+		}
+		if err := regularFile("drive "+d.ID, d.Path); err != nil {
+			return err
+		}
+	}
+	if roots > 1 {
+		return fmt.Errorf("%d drives are marked root; at most one can be", roots)
+	}
+	if c.Net != nil {
+		if c.Net.Tap == "" || len(c.Net.Tap) > 15 || strings.ContainsAny(c.Net.Tap, "/ \t\n:") || c.Net.Tap == "." || c.Net.Tap == ".." {
+			return fmt.Errorf("tap name %q: must be 1 to 15 characters without '/', ':' or spaces", c.Net.Tap)
+		}
+		if c.Net.MAC != "" {
+			hw, err := net.ParseMAC(c.Net.MAC)
+			if err != nil || len(hw) != 6 {
+				return fmt.Errorf("guest MAC %q: not a 6-byte MAC address like 06:00:ac:10:00:02", c.Net.MAC)
+			}
+		}
+	}
+	if c.VsockCID == 1 || c.VsockCID == 2 {
+		return fmt.Errorf("vsock CID %d: CIDs 0 to 2 are reserved; use 3 or more", c.VsockCID)
+	}
+	return nil
+}
+
+func regularFile(what, path string) error {
+	if path == "" {
+		return fmt.Errorf("%s: no path given", what)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s %s: not a regular file", what, path)
+	}
+	return nil
+}
+
+// starter carries state between the steps of one Start.
+type starter struct {
+	cfg     Config
+	t       Timeouts
+	log     *slog.Logger
+	apiSock string
+	vsock   string
+	proc    *Process
+	spawnAt time.Time
+}
+
+// Start spawns Firecracker for cfg, configures it and boots the VM. On any
+// failure the process is killed and reaped, both sockets are removed, and
+// the error is a *StepError naming the step (whose message, when KVM is
+// unusable, is the KVMError's; errors.Is(err, ErrKVM) then holds). ctx bounds
+// the start only; the VM outlives it.
+func Start(ctx context.Context, cfg Config) (*Process, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("start VM: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("vm", cfg.Name)
+	s := &starter{
+		cfg:     cfg,
+		t:       cfg.Timeouts.withDefaults(),
+		log:     log,
+		apiSock: APISocketPath(cfg.Dir),
+		vsock:   VsockPath(cfg.Dir),
+	}
+	var trace []StepTrace
+	for _, st := range steps {
+		t0 := time.Now()
+		err := ctx.Err()
+		if err == nil {
+			err = st.run(s, ctx)
+		}
+		d := time.Since(t0)
+		trace = append(trace, StepTrace{Name: st.name, Duration: d})
+		if err != nil {
+			log.Debug("firecracker start step failed", "step", st.name, "took", d, "err", err)
+			pid := 0
+			if s.proc != nil {
+				pid = s.proc.PID
+				if kerr := s.proc.kill(); kerr != nil {
+					err = fmt.Errorf("%w; cleanup also failed: %v", err, kerr)
+				}
+			}
+			return nil, &StepError{Step: st.name, Err: err, PID: pid, Steps: trace}
+		}
+		log.Debug("firecracker start step", "step", st.name, "took", d)
+	}
+	s.proc.Steps = trace
+	log.Debug("firecracker started", "pid", s.proc.PID, "config_duration", s.proc.ConfigDuration)
+	return s.proc, nil
+}
+
+func (s *starter) removeStaleSockets(ctx context.Context) error {
+	// A live Firecracker on this socket is a VM we must not orphan.
+	d := net.Dialer{Timeout: 200 * time.Millisecond}
+	if c, err := d.DialContext(ctx, "unix", s.apiSock); err == nil {
+		c.Close()
+		return fmt.Errorf("a process is still serving %s: stop that VM first", s.apiSock)
+	}
+	for _, p := range []string{s.apiSock, s.vsock} {
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("check %s: %w", p, err)
+		}
+		if fi.IsDir() {
+			return fmt.Errorf("%s is a directory, not a stale socket: remove it by hand", p)
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func (s *starter) checkTap(context.Context) error {
+	if s.cfg.Net == nil {
+		return nil
+	}
+	tap := s.cfg.Net.Tap
+	dev := filepath.Join(sysClassNet, tap)
+	if _, err := os.Stat(dev); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("tap device %q does not exist (Firecracker would silently create an unconfigured one): create it before starting the VM", tap)
+	} else if err != nil {
+		return fmt.Errorf("check tap device %q: %w", tap, err)
+	}
+	if _, err := os.Stat(filepath.Join(dev, "tun_flags")); err != nil {
+		return fmt.Errorf("network device %q is not a tap device: give the VM a tap", tap)
+	}
+	return nil
+}
+
+func (s *starter) spawn(context.Context) error {
+	bin := s.cfg.Binary
+	if bin == "" {
+		bin = "firecracker"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return fmt.Errorf("firecracker binary %q not found: install Firecracker or set firecracker_bin: %w", bin, err)
+	}
+	console, err := os.OpenFile(ConsoleLogPath(s.cfg.Dir), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("open console log: %w", err)
+	}
+	defer console.Close() // the child has its own copy
+	cmd := exec.Command(path, "--api-sock", s.apiSock, "--id", s.cfg.Name)
+	cmd.Dir = s.cfg.Dir
+	cmd.Stdout = console
+	cmd.Stderr = console
+	// Its own process group: a terminal's Ctrl-C or a signal to the
+	// daemon's group does not reach the VM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", path, err)
+	}
+	s.spawnAt = time.Now()
+	// Read the start time before the reaper can reap the child, so the
+	// /proc entry exists even if it has already exited.
+	st, err := readProcStat(cmd.Process.Pid)
+	s.proc = spawned(cmd, st.StartTime, s.cfg.Dir, s.t, s.log)
+	if err != nil {
+		return fmt.Errorf("read start time of pid %d: %w", cmd.Process.Pid, err)
+	}
+	return nil
+}
+
+// apiPoll is the pause between attempts to reach a fresh API socket.
+const apiPoll = 2 * time.Millisecond
+
+func (s *starter) waitAPI(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.t.APISocket)
+	defer cancel()
+	probe := NewClient(s.apiSock, 250*time.Millisecond)
+	defer probe.Close()
+	var lastErr error
+	for {
+		if _, err := os.Stat(s.apiSock); err == nil {
+			_, err := probe.InstanceInfo(ctx)
+			if err == nil {
+				return nil
+			}
+			lastErr = err
+		}
+		select {
+		case <-s.proc.Done():
+			return fmt.Errorf("firecracker exited before its API socket answered (%v)%s", s.proc.exitErr, consoleTail(ConsoleLogPath(s.cfg.Dir)))
+		case <-ctx.Done():
+			if lastErr == nil {
+				lastErr = fmt.Errorf("%s was never created", s.apiSock)
+			}
+			return fmt.Errorf("API socket did not answer within %s: %v%s", s.t.APISocket, lastErr, consoleTail(ConsoleLogPath(s.cfg.Dir)))
+		case <-time.After(apiPoll):
+		}
+	}
+}
+
+func (s *starter) putLogger(ctx context.Context) error {
+	show := true
+	return s.proc.client.PutLogger(ctx, Logger{LogPath: LogPath(s.cfg.Dir), Level: "Info", ShowLevel: &show})
+}
+
+func (s *starter) putMetrics(ctx context.Context) error {
+	return s.proc.client.PutMetrics(ctx, Metrics{MetricsPath: MetricsPath(s.cfg.Dir)})
+}
+
+func (s *starter) putMachineConfig(ctx context.Context) error {
+	return s.proc.client.PutMachineConfig(ctx, MachineConfig{VCPUCount: s.cfg.VCPUs, MemSizeMiB: s.cfg.MemoryMiB})
+}
+
+func (s *starter) putBootSource(ctx context.Context) error {
+	return s.proc.client.PutBootSource(ctx, BootSource{
+		KernelImagePath: s.cfg.Kernel,
+		InitrdPath:      s.cfg.Initrd,
+		BootArgs:        s.cfg.BootArgs,
+	})
+}
+
+func (s *starter) putDrives(ctx context.Context) error {
+	for _, d := range s.cfg.Drives {
+		err := s.proc.client.PutDrive(ctx, Drive{
+			DriveID:      d.ID,
+			PathOnHost:   d.Path,
+			IsRootDevice: d.Root,
+			IsReadOnly:   d.ReadOnly,
+		})
+		if err != nil {
+			return fmt.Errorf("drive %s (%s): %w", d.ID, d.Path, err)
+		}
+	}
+	return nil
+}
+
+func (s *starter) putNetwork(ctx context.Context) error {
+	if s.cfg.Net == nil {
+		return nil
+	}
+	return s.proc.client.PutNetworkInterface(ctx, NetworkInterface{
+		IfaceID:     IfaceID,
+		HostDevName: s.cfg.Net.Tap,
+		GuestMAC:    s.cfg.Net.MAC,
+	})
+}
+
+func (s *starter) putVsock(ctx context.Context) error {
+	if s.cfg.VsockCID == 0 {
+		return nil
+	}
+	return s.proc.client.PutVsock(ctx, Vsock{GuestCID: s.cfg.VsockCID, UDSPath: s.vsock})
+}
+
+func (s *starter) instanceStart(ctx context.Context) error {
+	s.proc.ConfigDuration = time.Since(s.spawnAt)
+	err := s.proc.client.InstanceStart(ctx)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && isKVMFault(apiErr.FaultMessage) {
+		return &KVMError{Fault: apiErr.FaultMessage}
+	}
+	return err
+}
+
+// consoleTail returns the last lines of the console log, formatted to end an
+// error message, or "" when there is nothing to show.
+func consoleTail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const max = 1024
+	if fi, err := f.Stat(); err == nil && fi.Size() > max {
+		if _, err := f.Seek(-max, io.SeekEnd); err != nil {
+			return ""
+		}
+	}
+	data, _ := io.ReadAll(io.LimitReader(f, max))
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return ""
+	}
+	lines := strings.Split(string(bytes.ToValidUTF8(data, []byte("?"))), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return fmt.Sprintf("; last lines of %s:\n  %s", path, strings.Join(lines, "\n  "))
+}
