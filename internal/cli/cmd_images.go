@@ -14,12 +14,11 @@ import (
 )
 
 func (a *app) newImageCmd() *cobra.Command {
-	name := exactArgs(1, "one image name")
 	return group("image", "Pull, register and manage images",
-		notImplemented("pull NAME|REF", "Pull a catalog image or an OCI image", name),
+		a.newImagePullCmd(),
 		a.newImageRegisterCmd(),
 		a.newImagePromoteCmd(),
-		notImplemented("build NAME", "Build a catalog image locally", name),
+		a.newImageBuildCmd(),
 		a.newImageListCmd(),
 		a.newImageInspectCmd(),
 		a.newRemoveCmd("image", "images"),
@@ -28,7 +27,7 @@ func (a *app) newImageCmd() *cobra.Command {
 
 func (a *app) newKernelCmd() *cobra.Command {
 	return group("kernel", "Pull, import and manage guest kernels",
-		notImplemented("pull NAME", "Pull a catalog kernel", exactArgs(1, "one kernel name")),
+		a.newKernelPullCmd(),
 		a.newKernelImportCmd(),
 		a.newKernelListCmd(),
 		a.newKernelInspectCmd(),
@@ -313,4 +312,63 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+func (a *app) newImagePullCmd() *cobra.Command {
+	var req rpc.PullRequest
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "pull NAME|REF",
+		Short: "Pull a catalog image, or any OCI image",
+		Long: `Pull a catalog image by name (from its published bundle, or built locally
+when none can be had), or any OCI image by reference (registry/repo:tag or
+@digest), which becomes an ext4 root filesystem with banger's guest agent.
+Pulling what is already there is instant.`,
+		Args: exactArgs(1, "one catalog name or OCI reference"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Ref = args[0]
+			_, err := a.startOp(cmd.Context(), "/v1/images/pull", req, detach)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&req.Name, "name", "", "local name of an OCI image (default: from the reference)")
+	cmd.Flags().BoolVar(&req.Insecure, "insecure", false, "allow a plain-HTTP registry")
+	addDetachFlag(cmd, &detach)
+	return cmd
+}
+
+func (a *app) newImageBuildCmd() *cobra.Command {
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "build NAME",
+		Short: "Build a catalog image locally from its recipe",
+		Long: `Build a catalog image on this machine from its recipe instead of pulling a
+bundle. debian-bookworm is built with debootstrap from this host's own Debian
+mirror, which needs root and the debootstrap package.`,
+		Args: exactArgs(1, "one catalog image name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := a.startOp(cmd.Context(), "/v1/images/build", rpc.PullRequest{Ref: args[0]}, detach)
+			return err
+		},
+	}
+	addDetachFlag(cmd, &detach)
+	return cmd
+}
+
+func (a *app) newKernelPullCmd() *cobra.Command {
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "pull NAME",
+		Short: "Pull a catalog kernel",
+		Long: `Pull a catalog kernel: from its published bundle, or, when there is none,
+by downloading the distribution's kernel package with this host's apt and
+importing it.`,
+		Args: exactArgs(1, "one kernel name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := a.startOp(cmd.Context(), "/v1/kernels/pull", rpc.PullRequest{Ref: args[0]}, detach)
+			return err
+		},
+	}
+	addDetachFlag(cmd, &detach)
+	return cmd
 }

@@ -33,7 +33,6 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"config", "show", "--nope"}, cli.ExitUsage, "unknown flag"},
 		{[]string{"config", "show", "-o", "xml"}, cli.ExitUsage, "is not an output format"},
 		{[]string{"vm", "run"}, cli.ExitFailure, "banger vm run: not implemented yet"},
-		{[]string{"kernel", "pull", "debian"}, cli.ExitFailure, "not implemented yet"},
 		{[]string{"--config", filepath.Join(home, "absent.toml"), "config", "show"}, cli.ExitFailure, "absent.toml"},
 	}
 	for _, c := range cases {

@@ -19,6 +19,9 @@ func (d *Daemon) imageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/kernels/{name}", d.handleGetKernel)
 	mux.HandleFunc("DELETE /v1/kernels/{name}", d.handleRemoveKernel)
 	mux.HandleFunc("POST /v1/kernels/import", d.handleImportKernel)
+	mux.HandleFunc("POST /v1/kernels/pull", d.handlePullKernel)
+	mux.HandleFunc("POST /v1/images/pull", d.handlePullImage)
+	mux.HandleFunc("POST /v1/images/build", d.handleBuildImage)
 	mux.HandleFunc("GET /v1/images", d.handleListImages)
 	mux.HandleFunc("GET /v1/images/{name}", d.handleGetImage)
 	mux.HandleFunc("DELETE /v1/images/{name}", d.handleRemoveImage)
@@ -112,6 +115,57 @@ func (d *Daemon) handleImportKernel(w http.ResponseWriter, r *http.Request) {
 	}
 	d.startOp(w, r, "kernel import", target, func(ctx context.Context, p *opstate.Progress) error {
 		_, err := d.images.ImportKernel(ctx, req.Name, req.Path, p)
+		return err
+	})
+}
+
+func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
+	var req rpc.PullRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := imagemgr.ValidName("kernel", req.Ref); err != nil {
+		rpc.WriteError(w, apiError(err))
+		return
+	}
+	d.startOp(w, r, "kernel pull", req.Ref, func(ctx context.Context, p *opstate.Progress) error {
+		_, err := d.images.PullKernel(ctx, req.Ref, p)
+		return err
+	})
+}
+
+func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
+	var req rpc.PullRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Ref == "" {
+		rpc.WriteError(w, rpc.Errorf(rpc.CodeBadRequest, "image pull needs a catalog name or an OCI reference"))
+		return
+	}
+	if req.Name != "" {
+		if err := imagemgr.ValidName("image", req.Name); err != nil {
+			rpc.WriteError(w, apiError(err))
+			return
+		}
+	}
+	d.startOp(w, r, "image pull", req.Ref, func(ctx context.Context, p *opstate.Progress) error {
+		_, err := d.images.PullImage(ctx, req.Ref, imagemgr.PullOptions{Name: req.Name, Insecure: req.Insecure}, p)
+		return err
+	})
+}
+
+func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
+	var req rpc.PullRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if !d.images.IsCatalogImage(req.Ref) {
+		rpc.WriteError(w, rpc.Errorf(rpc.CodeBadRequest, "%q is not a catalog image: only catalog images have build recipes", req.Ref))
+		return
+	}
+	d.startOp(w, r, "image build", req.Ref, func(ctx context.Context, p *opstate.Progress) error {
+		_, err := d.images.BuildImage(ctx, req.Ref, p)
 		return err
 	})
 }

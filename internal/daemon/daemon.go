@@ -110,6 +110,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	if _, err := d.ops.Recover(ctx); err != nil {
 		return err
 	}
+	if err := wireImages(d.images, cfg.CatalogBaseURL); err != nil {
+		return err
+	}
 
 	ln, err := listen(socket)
 	if err != nil {

@@ -122,3 +122,11 @@ type RegisterImageRequest struct {
 	Initrd   string `json:"initrd,omitempty"`
 	Modules  string `json:"modules,omitempty"`
 }
+
+// PullRequest asks for POST /v1/images/pull, /v1/images/build or
+// /v1/kernels/pull. Ref is a catalog name or, for images, an OCI reference.
+type PullRequest struct {
+	Ref      string `json:"ref"`
+	Name     string `json:"name,omitempty"`
+	Insecure bool   `json:"insecure,omitempty"`
+}

@@ -49,10 +49,14 @@ func orNop(p Progress) Progress {
 
 // Manager owns <state_dir>/kernels and <state_dir>/images.
 type Manager struct {
-	st      Store
-	root    string
-	initBin func() (string, error)
-	now     func() time.Time
+	st       Store
+	root     string
+	initBin  func() (string, error)
+	now      func() time.Time
+	cat      Catalogs
+	pulls    keyedMutex
+	builders map[string]Builder
+	oci      OCIImporter
 }
 
 // New returns a manager keeping managed artefacts under stateDir. initBin

@@ -233,3 +233,5 @@ func TestRemoveRefusesImageInUse(t *testing.T) {
 		t.Fatalf("RemoveKernel in use = %v", err)
 	}
 }
+
+func testNow() time.Time { return time.Now().UTC() }

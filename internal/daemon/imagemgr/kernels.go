@@ -17,6 +17,10 @@ import (
 // lib/modules/) into a managed kernel. An empty name is derived from the
 // kernel release. Nothing is registered, and no file is left, on failure.
 func (m *Manager) ImportKernel(ctx context.Context, name, src string, p Progress) (store.Kernel, error) {
+	return m.importKernel(ctx, name, src, store.OriginImport, "", p)
+}
+
+func (m *Manager) importKernel(ctx context.Context, name, src, originKind, originRef string, p Progress) (store.Kernel, error) {
 	p = orNop(p)
 	if name != "" {
 		if err := ValidName("kernel", name); err != nil {
@@ -59,6 +63,9 @@ func (m *Manager) ImportKernel(ctx context.Context, name, src string, p Progress
 			return store.Kernel{}, fmt.Errorf("%w (or give another name with --name)", err)
 		}
 	}
+	if originRef == "" {
+		originRef = abs
+	}
 	p.Phase("hashing vmlinux")
 	digest, err := fileDigest(art.Vmlinux)
 	if err != nil {
@@ -67,7 +74,7 @@ func (m *Manager) ImportKernel(ctx context.Context, name, src string, p Progress
 	k := store.Kernel{
 		ID: id, Name: name, VmlinuxPath: art.Vmlinux, InitrdPath: art.Initrd, Modules: art.ModulesDir,
 		Version: art.Release, Digest: digest, Managed: true,
-		OriginKind: store.OriginImport, OriginRef: abs, CreatedAt: m.now().UTC(),
+		OriginKind: originKind, OriginRef: originRef, CreatedAt: m.now().UTC(),
 	}
 	if err := m.st.PutKernel(ctx, k); err != nil {
 		return store.Kernel{}, err

@@ -1,0 +1,17 @@
+// Package guest carries the files banger installs into guest images (the
+// agent's systemd units), embedded so the daemon can install them without
+// a source checkout.
+package guest
+
+import "embed"
+
+// Units are the systemd unit files, by file name.
+//
+//go:embed banger-agent-boot.service banger-agent.service
+var Units embed.FS
+
+// UnitNames lists the unit files in Units with the target that wants each.
+var UnitNames = map[string]string{
+	"banger-agent-boot.service": "sysinit.target",
+	"banger-agent.service":      "multi-user.target",
+}

@@ -1,0 +1,260 @@
+package golden
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	guestfiles "banger/images/guest"
+	"banger/internal/catalog"
+	"banger/internal/config"
+)
+
+// Progress is how the build reports; *opstate.Progress satisfies it.
+type Progress interface {
+	Phase(name string)
+	SetTotal(total int64, unit string)
+	Add(n int64)
+}
+
+// Options of a build.
+type Options struct {
+	// Agent is the static banger-vsock-agent binary installed in the image.
+	Agent string
+	// Mirror overrides the Debian mirror found in the host's apt sources.
+	Mirror string
+	// SourcesDir is where apt sources are read (default /etc/apt).
+	SourcesDir string
+}
+
+// Build runs the recipe of e (kind "debootstrap") and writes dir/rootfs.ext4
+// and dir/manifest.json. The tree is built in a temporary directory inside
+// dir and removed whatever happens.
+func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progress) error {
+	if p == nil {
+		p = nopProgress{}
+	}
+	if e.Build == nil || e.Build.Kind != "debootstrap" {
+		return fmt.Errorf("image %q has no debootstrap recipe", e.Name)
+	}
+	params := e.Build.Params
+	suite := params["suite"]
+	if suite == "" {
+		return fmt.Errorf("image %q: the recipe names no suite", e.Name)
+	}
+	size, err := config.ParseSize(orDefault(params["size"], "4GiB"))
+	if err != nil {
+		return fmt.Errorf("image %q: recipe size: %w", e.Name, err)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("building a Debian image with debootstrap needs root: run bangerd as root, or pull a published bundle")
+	}
+	debootstrap, err := exec.LookPath("debootstrap")
+	if err != nil {
+		return errors.New("debootstrap is not installed: install it (apt-get install debootstrap)")
+	}
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		return errors.New("mkfs.ext4 is not installed: install e2fsprogs")
+	}
+	if o.Agent == "" {
+		return errors.New("no guest agent binary to install")
+	}
+	mirror := o.Mirror
+	if mirror == "" {
+		if mirror, err = HostMirror(orDefault(o.SourcesDir, "/etc/apt"), suite); err != nil {
+			return err
+		}
+	}
+	tree := filepath.Join(dir, "tree")
+	defer os.RemoveAll(tree)
+
+	args := []string{"--variant=" + orDefault(params["variant"], "minbase")}
+	if pk := params["packages"]; pk != "" {
+		args = append(args, "--include="+pk)
+	}
+	args = append(args, suite, tree, mirror)
+	p.Phase(fmt.Sprintf("debootstrap %s from %s", suite, mirror))
+	if err := runLogged(ctx, p, debootstrapEnv(), debootstrap, args...); err != nil {
+		return fmt.Errorf("debootstrap %s: %w", suite, err)
+	}
+	p.Phase("installing banger's guest pieces")
+	if err := Customize(tree, o.Agent, e.Name); err != nil {
+		return err
+	}
+	p.Phase("making the ext4 image")
+	rootfs := filepath.Join(dir, "rootfs.ext4")
+	if out, err := exec.CommandContext(ctx, mkfs, "-q", "-F", "-L", "rootfs", "-E", "root_owner=0:0", "-d", tree,
+		rootfs, fmt.Sprintf("%dK", int64(size)/1024)).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	manifest := fmt.Sprintf("{\n  \"name\": %q,\n  \"kernel\": %q,\n  \"built_by\": \"debootstrap\",\n  \"suite\": %q\n}\n", e.Name, e.Kernel, suite)
+	return os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(manifest), 0o644)
+}
+
+// debootstrapEnv passes apt's configured HTTP proxy on, since debootstrap
+// does not read apt's configuration itself.
+func debootstrapEnv() []string {
+	env := os.Environ()
+	out, err := exec.Command("apt-config", "shell", "PROXY", "Acquire::http::Proxy").Output()
+	if err == nil {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "PROXY="); ok {
+			v = strings.Trim(v, "'\"")
+			if v != "" && os.Getenv("http_proxy") == "" {
+				env = append(env, "http_proxy="+v)
+			}
+		}
+	}
+	return env
+}
+
+// runLogged runs a command and turns each output line into a progress phase,
+// keeping the last lines for the error.
+func runLogged(ctx context.Context, p Progress, env []string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	var tail []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" {
+				continue
+			}
+			tail = append(tail, line)
+			if len(tail) > 8 {
+				tail = tail[1:]
+			}
+			if strings.HasPrefix(line, "I: ") {
+				p.Phase(strings.TrimPrefix(line, "I: "))
+			}
+		}
+	}()
+	err := cmd.Wait()
+	pw.Close()
+	<-done
+	if err != nil {
+		return fmt.Errorf("%w; last output:\n%s", err, strings.Join(tail, "\n"))
+	}
+	return nil
+}
+
+// Customize turns a debootstrapped tree into a banger guest: the agent and
+// its units installed and enabled, sshd taking root logins by key only, an
+// fstab for /dev/vda, and a hostname.
+func Customize(tree, agent, name string) error {
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"install the agent", func() error {
+			return copyFile(agent, filepath.Join(tree, "usr/local/bin/banger-vsock-agent"), 0o755)
+		}},
+		{"install the units", func() error { return installUnits(tree) }},
+		{"configure sshd", func() error {
+			return writeFile(filepath.Join(tree, "etc/ssh/sshd_config.d/banger.conf"),
+				"# Written by banger: root logs in with the key banger installs at boot.\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n", 0o644)
+		}},
+		{"write fstab", func() error {
+			return writeFile(filepath.Join(tree, "etc/fstab"), "/dev/vda / ext4 rw,relatime 0 1\n", 0o644)
+		}},
+		{"write hostname", func() error { return writeFile(filepath.Join(tree, "etc/hostname"), name+"\n", 0o644) }},
+		{"lock root's password", func() error { return lockRoot(filepath.Join(tree, "etc/shadow")) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			return fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	return nil
+}
+
+func installUnits(tree string) error {
+	sysd := filepath.Join(tree, "etc/systemd/system")
+	for unit, target := range guestfiles.UnitNames {
+		data, err := fs.ReadFile(guestfiles.Units, unit)
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(sysd, unit), string(data), 0o644); err != nil {
+			return err
+		}
+		wants := filepath.Join(sysd, target+".wants")
+		if err := os.MkdirAll(wants, 0o755); err != nil {
+			return err
+		}
+		link := filepath.Join(wants, unit)
+		_ = os.Remove(link)
+		if err := os.Symlink("/etc/systemd/system/"+unit, link); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockRoot makes root's password field "*" so only keys can log in.
+func lockRoot(shadow string) error {
+	data, err := os.ReadFile(shadow)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(string(data), "\n")
+	for i, l := range lines {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && f[0] == "root" {
+			lines[i] = "root:*:" + f[2]
+		}
+	}
+	return writeFile(shadow, strings.Join(lines, "\n"), 0o640)
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return writeFile(dst, string(data), mode)
+}
+
+func writeFile(path, data string, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".banger-tmp"
+	if err := os.WriteFile(tmp, []byte(data), mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+type nopProgress struct{}
+
+func (nopProgress) Phase(string)           {}
+func (nopProgress) SetTotal(int64, string) {}
+func (nopProgress) Add(int64)              {}

@@ -1,0 +1,103 @@
+package golden_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"banger/internal/catalog"
+	"banger/internal/daemon/golden"
+)
+
+func write(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHostMirror(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "sources.list"), "# nothing here\ndeb [arch=amd64] http://mirror.test/old buster main\n")
+	write(t, filepath.Join(dir, "sources.list.d", "a.sources"), `Types: deb
+URIs: http://mirror.test/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb-src
+URIs: http://mirror.test/src
+Suites: bookworm
+
+Types: deb
+URIs: http://mirror.test/debian http://other.test/debian
+Suites: bookworm bookworm-updates
+Components: main
+`)
+	got, err := golden.HostMirror(dir, "bookworm")
+	if err != nil || got != "http://mirror.test/debian" {
+		t.Fatalf("HostMirror = %q, %v", got, err)
+	}
+	got, err = golden.HostMirror(dir, "buster")
+	if err != nil || got != "http://mirror.test/old" {
+		t.Fatalf("one-line HostMirror = %q, %v", got, err)
+	}
+	if _, err := golden.HostMirror(dir, "trixie"); err == nil || !strings.Contains(err.Error(), "trixie") {
+		t.Fatalf("missing suite = %v", err)
+	}
+}
+
+func TestCustomize(t *testing.T) {
+	tree := t.TempDir()
+	agent := filepath.Join(t.TempDir(), "agent")
+	write(t, agent, "#!agent")
+	write(t, filepath.Join(tree, "etc/shadow"), "root:$6$hash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+	if err := golden.Customize(tree, agent, "debian-bookworm"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(rel, want string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(tree, rel))
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Fatalf("%s = %q, %v; want it to contain %q", rel, b, err, want)
+		}
+	}
+	check("usr/local/bin/banger-vsock-agent", "#!agent")
+	check("etc/ssh/sshd_config.d/banger.conf", "PasswordAuthentication no")
+	check("etc/fstab", "/dev/vda / ext4")
+	check("etc/hostname", "debian-bookworm")
+	check("etc/shadow", "root:*:19000")
+	check("etc/shadow", "daemon:*:19000")
+	check("etc/systemd/system/banger-agent.service", "banger-vsock-agent serve")
+	for link, target := range map[string]string{
+		"etc/systemd/system/multi-user.target.wants/banger-agent.service":   "/etc/systemd/system/banger-agent.service",
+		"etc/systemd/system/sysinit.target.wants/banger-agent-boot.service": "/etc/systemd/system/banger-agent-boot.service",
+	} {
+		got, err := os.Readlink(filepath.Join(tree, link))
+		if err != nil || got != target {
+			t.Fatalf("%s -> %q, %v", link, got, err)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(tree, "usr/local/bin/banger-vsock-agent")); fi.Mode().Perm() != 0o755 {
+		t.Fatalf("agent mode %v", fi.Mode())
+	}
+	// Customizing twice is harmless.
+	if err := golden.Customize(tree, agent, "debian-bookworm"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBuildRefusesWhatItCannotDo(t *testing.T) {
+	e := catalog.Entry{Name: "x", Build: &catalog.Recipe{Kind: "docker"}}
+	if err := golden.Build(context.Background(), e, t.TempDir(), golden.Options{}, nil); err == nil {
+		t.Fatal("a non-debootstrap recipe was accepted")
+	}
+	e.Build = &catalog.Recipe{Kind: "debootstrap", Params: map[string]string{}}
+	if err := golden.Build(context.Background(), e, t.TempDir(), golden.Options{}, nil); err == nil || !strings.Contains(err.Error(), "suite") {
+		t.Fatalf("no suite = %v", err)
+	}
+}

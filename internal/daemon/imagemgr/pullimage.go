@@ -1,0 +1,301 @@
+package imagemgr
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/catalog"
+	"banger/internal/daemon/bundle"
+	"banger/internal/store"
+)
+
+// Builder makes a catalog image locally from its recipe: it writes at least
+// rootfs.ext4 (and optionally work-seed.ext4) into dir.
+type Builder func(ctx context.Context, e catalog.Entry, dir string, p Progress) error
+
+// OCIImporter turns an OCI reference into dir/rootfs.ext4 and returns the
+// manifest digest and the size written.
+type OCIImporter interface {
+	// Digest resolves ref without pulling layers.
+	Digest(ctx context.Context, ref string, insecure bool) (string, error)
+	Import(ctx context.Context, ref, dest string, insecure bool, p Progress) (digest string, size int64, err error)
+}
+
+// SetBuilders registers local builders by recipe kind, and the OCI importer.
+func (m *Manager) SetBuilders(builders map[string]Builder, oci OCIImporter) {
+	m.builders = builders
+	m.oci = oci
+}
+
+// PullOptions adjust PullImage.
+type PullOptions struct {
+	// Name for an OCI image (default: derived from the reference).
+	Name     string
+	Insecure bool
+}
+
+// IsCatalogImage reports whether ref names an image catalog entry.
+func (m *Manager) IsCatalogImage(ref string) bool {
+	if m.cat.Images == nil {
+		return false
+	}
+	_, ok := m.cat.Images.Lookup(ref)
+	return ok
+}
+
+// PullImage makes an image available: a catalog name from its bundle or, when
+// there is none or it cannot be had, built locally; anything else is an OCI
+// reference. An image that is already there is returned at once (for OCI,
+// when the registry still serves the same digest). The image's kernel is
+// pulled too when it is a catalog kernel that is missing.
+func (m *Manager) PullImage(ctx context.Context, ref string, o PullOptions, p Progress) (store.Image, error) {
+	p = orNop(p)
+	if m.IsCatalogImage(ref) {
+		im, err := m.pullCatalogImage(ctx, ref, p)
+		if err != nil {
+			return store.Image{}, err
+		}
+		if im.KernelRef != "" {
+			if _, err := m.PullKernel(ctx, im.KernelRef, p); err != nil {
+				return im, fmt.Errorf("image %q is ready but its kernel %q is not: %w", im.Name, im.KernelRef, err)
+			}
+		}
+		return im, nil
+	}
+	return m.pullOCI(ctx, ref, o, p)
+}
+
+func (m *Manager) pullCatalogImage(ctx context.Context, name string, p Progress) (store.Image, error) {
+	unlock := m.pulls.lock("image/" + name)
+	defer unlock()
+	if im, err := m.st.GetImage(ctx, name); err == nil {
+		return im, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return store.Image{}, err
+	}
+	e, _ := m.cat.Images.Lookup(name)
+	id := newID()
+	dir := m.ImageDir(id)
+	origin, digest := "", ""
+	if e.Bundle != nil {
+		url, err := catalog.ResolveURL(m.cat.BaseURL, *e.Bundle)
+		if err == nil {
+			p.Phase("downloading " + url)
+			_, err = bundle.Fetch(ctx, bundle.Source{URL: url, SHA256: e.Bundle.SHA256, Size: e.Bundle.Size}, dir, p)
+		}
+		if err == nil {
+			origin, digest = url, "sha256:"+e.Bundle.SHA256
+		} else if e.Build == nil || ctx.Err() != nil {
+			return store.Image{}, fmt.Errorf("pull image %q: %w", name, err)
+		} else {
+			p.Phase(fmt.Sprintf("bundle unavailable (%v); building locally", err))
+		}
+	} else if e.Build != nil {
+		p.Phase("no published bundle; building locally")
+	}
+	if origin == "" {
+		if err := m.buildCatalogImage(ctx, e, dir, p); err != nil {
+			return store.Image{}, err
+		}
+		origin = "build:" + e.Build.Kind
+	}
+	return m.registerManaged(ctx, id, name, dir, e.Kernel, store.OriginCatalog, origin, digest)
+}
+
+// BuildImage builds a catalog image locally from its recipe, even when a
+// bundle is published. It replaces nothing: an existing image of that name
+// must be removed first.
+func (m *Manager) BuildImage(ctx context.Context, name string, p Progress) (store.Image, error) {
+	p = orNop(p)
+	if m.cat.Images == nil || !m.IsCatalogImage(name) {
+		return store.Image{}, badInput(fmt.Errorf("image %q is not in the catalog; catalog images: %s", name, m.catalogNames()))
+	}
+	unlock := m.pulls.lock("image/" + name)
+	defer unlock()
+	if err := m.checkFree(ctx, "image", name); err != nil {
+		return store.Image{}, err
+	}
+	e, _ := m.cat.Images.Lookup(name)
+	if e.Build == nil {
+		return store.Image{}, badInput(fmt.Errorf("image %q has no local build recipe; pull it instead", name))
+	}
+	id := newID()
+	dir := m.ImageDir(id)
+	if err := m.buildCatalogImage(ctx, e, dir, p); err != nil {
+		return store.Image{}, err
+	}
+	im, err := m.registerManaged(ctx, id, name, dir, e.Kernel, store.OriginCatalog, "build:"+e.Build.Kind, "")
+	if err != nil {
+		return im, err
+	}
+	if im.KernelRef != "" {
+		if _, err := m.PullKernel(ctx, im.KernelRef, p); err != nil {
+			return im, fmt.Errorf("image %q is built but its kernel %q is not: %w", im.Name, im.KernelRef, err)
+		}
+	}
+	return im, nil
+}
+
+func (m *Manager) catalogNames() string {
+	if m.cat.Images == nil {
+		return "none"
+	}
+	return strings.Join(m.cat.Images.Names(), ", ")
+}
+
+// buildCatalogImage runs the recipe's builder into a temporary directory
+// beside dir and renames it into place only when it succeeded.
+func (m *Manager) buildCatalogImage(ctx context.Context, e catalog.Entry, dir string, p Progress) error {
+	if e.Build == nil {
+		return fmt.Errorf("image %q has neither a reachable bundle nor a build recipe", e.Name)
+	}
+	b := m.builders[e.Build.Kind]
+	if b == nil {
+		return fmt.Errorf("image %q: this banger cannot run build recipes of kind %q", e.Name, e.Build.Kind)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".build-")
+	if err != nil {
+		return err
+	}
+	if err := b(ctx, e, tmp, p); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("build image %q: %w", e.Name, err)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "rootfs.ext4")); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("build image %q: the builder made no rootfs.ext4", e.Name)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	return nil
+}
+
+// manifest is the optional manifest.json of an image directory.
+type manifest struct {
+	Kernel string `json:"kernel,omitempty"`
+}
+
+// registerManaged records the managed image whose files are in dir; on
+// failure dir is removed.
+func (m *Manager) registerManaged(ctx context.Context, id, name, dir, kernel, originKind, originRef, digest string) (store.Image, error) {
+	fail := func(err error) (store.Image, error) {
+		_ = m.removeManagedDir(dir)
+		return store.Image{}, err
+	}
+	rootfs := filepath.Join(dir, "rootfs.ext4")
+	fi, err := os.Stat(rootfs)
+	if err != nil {
+		return fail(fmt.Errorf("image %q: %w", name, err))
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "manifest.json")); err == nil {
+		var mf manifest
+		if json.Unmarshal(b, &mf) == nil && mf.Kernel != "" && kernel == "" {
+			kernel = mf.Kernel
+		}
+	}
+	if digest == "" {
+		if digest, err = fileDigest(rootfs); err != nil {
+			return fail(err)
+		}
+	}
+	im := store.Image{ID: id, Name: name, Managed: true, RootfsPath: rootfs, KernelRef: kernel, Digest: digest,
+		SizeBytes: fi.Size(), OriginKind: originKind, OriginRef: originRef, CreatedAt: m.now().UTC()}
+	if _, err := os.Stat(filepath.Join(dir, "work-seed.ext4")); err == nil {
+		im.WorkSeedPath = filepath.Join(dir, "work-seed.ext4")
+	}
+	if err := m.st.PutImage(ctx, im); err != nil {
+		return fail(err)
+	}
+	return im, nil
+}
+
+// OCIName derives a local image name from an OCI reference:
+// "registry.example/team/app:1.2" becomes "app-1.2".
+func OCIName(ref string) string {
+	s := ref
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.LastIndex(s, "/"); i >= 0 {
+		s = s[i+1:]
+	}
+	s = strings.ToLower(strings.ReplaceAll(s, ":", "-"))
+	var b strings.Builder
+	for _, r := range s {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			b.WriteRune(r)
+		} else {
+			b.WriteRune('-')
+		}
+	}
+	out := strings.Trim(b.String(), "-.")
+	for strings.Contains(out, "..") {
+		out = strings.ReplaceAll(out, "..", ".")
+	}
+	if len(out) > 63 {
+		out = strings.Trim(out[:63], "-.")
+	}
+	return out
+}
+
+func (m *Manager) pullOCI(ctx context.Context, ref string, o PullOptions, p Progress) (store.Image, error) {
+	if m.oci == nil {
+		return store.Image{}, fmt.Errorf("%q is not a catalog image and this banger has no OCI support", ref)
+	}
+	name := o.Name
+	if name == "" {
+		name = OCIName(ref)
+	}
+	if err := ValidName("image", name); err != nil {
+		return store.Image{}, fmt.Errorf("%w (give one with --name)", err)
+	}
+	unlock := m.pulls.lock("image/" + name)
+	defer unlock()
+	existing, err := m.st.GetImage(ctx, name)
+	switch {
+	case err == nil:
+		if existing.OriginKind != store.OriginOCI || existing.OriginRef != ref {
+			return store.Image{}, badInput(fmt.Errorf("image %q already exists and is not %s: remove it or pull with --name", name, ref))
+		}
+		p.Phase("resolving " + ref)
+		d, err := m.oci.Digest(ctx, ref, o.Insecure)
+		if err != nil {
+			return store.Image{}, err
+		}
+		if d == existing.Digest {
+			return existing, nil // same digest: nothing to do
+		}
+		return store.Image{}, badInput(fmt.Errorf("image %q holds %s but %s is now %s: remove it first (banger image rm %s) to pull the new one", name, existing.Digest, ref, d, name))
+	case !errors.Is(err, store.ErrNotFound):
+		return store.Image{}, err
+	}
+	id := newID()
+	dir := m.ImageDir(id)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return store.Image{}, err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".pull-")
+	if err != nil {
+		return store.Image{}, err
+	}
+	digest, _, err := m.oci.Import(ctx, ref, filepath.Join(tmp, "rootfs.ext4"), o.Insecure, p)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return store.Image{}, err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return store.Image{}, err
+	}
+	return m.registerManaged(ctx, id, name, dir, "", store.OriginOCI, ref, digest)
+}
