@@ -190,6 +190,12 @@ var seeders = map[int]func(t *testing.T, s *Store){
 		}
 	},
 	2: func(t *testing.T, s *Store) { insertCore(t, s, "2") },
+	3: func(t *testing.T, s *Store) {
+		insertCore(t, s, "3")
+		if _, err := s.db.Exec(`UPDATE vms SET vmm_reason = 'no /dev/kvm', ssh_port = 2222 WHERE id = 'vm-3'`); err != nil {
+			t.Fatal(err)
+		}
+	},
 }
 
 var checkers = map[int]func(t *testing.T, s *Store){
@@ -206,6 +212,17 @@ var checkers = map[int]func(t *testing.T, s *Store){
 		var name string
 		if err := s.db.QueryRow(`SELECT v.name FROM vms v JOIN images i ON i.id = v.image_id JOIN kernels k ON k.id = v.kernel_id WHERE v.id = 'vm-2'`).Scan(&name); err != nil || name != "vm2" {
 			t.Errorf("VM after upgrade: %q, %v", name, err)
+		}
+	},
+	3: func(t *testing.T, s *Store) {
+		// A VM from before migration 3 reads back with the new fields empty.
+		v, err := s.GetVM(context.Background(), "vm2")
+		if err == nil && (v.VMMReason != "" || v.SSHPort != 0) {
+			t.Errorf("VM from version 2 after upgrade: %+v", v)
+		}
+		v, err = s.GetVM(context.Background(), "vm3")
+		if err != nil || v.VMMReason != "no /dev/kvm" || v.SSHPort != 2222 {
+			t.Errorf("VM of version 3: %+v, %v", v, err)
 		}
 	},
 }

@@ -22,7 +22,8 @@ func TestVMRoundTrip(t *testing.T) {
 	v := VM{ID: "v1", Name: "web", ImageID: "i", KernelID: "k", VCPUs: 2, MemoryBytes: 1 << 30, DiskBytes: 8 << 30,
 		State: VMRunning, PID: 4242, PIDStartTime: 1 << 40, APISocket: "/s/fc.sock", VMMKind: "qemu",
 		IP: "10.200.0.2", MAC: "02:00:00:00:00:01", Tap: "bgtap0", COWKind: "copy", COWDevice: "/s/root.ext4",
-		CreatedAt: now, UpdatedAt: now.Add(time.Second), StartedAt: now.Add(2 * time.Second), LastError: ""}
+		CreatedAt: now, UpdatedAt: now.Add(time.Second), StartedAt: now.Add(2 * time.Second), LastError: "",
+		VMMReason: "no /dev/kvm", RunDir: "/run/x", SSHPort: 40022, AgentSocket: "/run/x/agent.sock"}
 	if err := s.PutVM(ctx, v); err != nil {
 		t.Fatal(err)
 	}
