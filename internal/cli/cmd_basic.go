@@ -121,26 +121,6 @@ func notImplemented(use, short string, args cobra.PositionalArgs) *cobra.Command
 	}
 }
 
-func (a *app) newVMCmd() *cobra.Command {
-	name := exactArgs(1, "one VM name")
-	anyArgs := cobra.ArbitraryArgs
-	return group("vm", "Create, run and manage microVMs",
-		notImplemented("run [IMAGE] [-- CMD...]", "Create and start a VM, then open SSH or run CMD", anyArgs),
-		notImplemented("create [IMAGE]", "Create a VM without starting it", maxArgs(1, "one image name")),
-		notImplemented("start NAME", "Start a stopped VM", name),
-		notImplemented("stop NAME", "Stop a running VM", name),
-		notImplemented("restart NAME", "Stop and start a VM", name),
-		notImplemented("rm NAME...", "Remove VMs", minArgs(1, "at least one VM name")),
-		notImplemented("ls", "List VMs", exactArgs(0, "no arguments")),
-		notImplemented("inspect NAME", "Show a VM in detail", name),
-		notImplemented("logs NAME", "Show a VM's console log", name),
-		notImplemented("ssh NAME [-- CMD...]", "Open SSH to a VM", minArgs(1, "a VM name")),
-		notImplemented("exec NAME -- CMD...", "Run a command in a VM through the guest agent", minArgs(2, "a VM name and a command")),
-		notImplemented("cp SRC DST", "Copy files to or from a VM (NAME:/path)", exactArgs(2, "a source and a destination")),
-		notImplemented("port-forward NAME HOSTPORT:GUESTPORT", "Forward a host port to a VM port", exactArgs(2, "a VM name and HOSTPORT:GUESTPORT")),
-	)
-}
-
 func (a *app) newDoctorCmd() *cobra.Command {
 	return notImplemented("doctor", "Check this host for what banger needs", exactArgs(0, "no arguments"))
 }

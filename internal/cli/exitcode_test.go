@@ -32,7 +32,11 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"vm", "start"}, cli.ExitUsage, "takes one VM name"},
 		{[]string{"config", "show", "--nope"}, cli.ExitUsage, "unknown flag"},
 		{[]string{"config", "show", "-o", "xml"}, cli.ExitUsage, "is not an output format"},
-		{[]string{"vm", "run"}, cli.ExitFailure, "banger vm run: not implemented yet"},
+		{[]string{"doctor"}, cli.ExitFailure, "banger doctor: not implemented yet"},
+		{[]string{"vm", "run", "a", "b"}, cli.ExitUsage, "at most one image"},
+		{[]string{"vm", "exec", "x"}, cli.ExitUsage, "usage: banger vm exec NAME -- CMD"},
+		{[]string{"vm", "create", "--memory", "lots"}, cli.ExitUsage, "--memory"},
+		{[]string{"vm", "cp", "a", "b"}, cli.ExitUsage, "one side must be NAME:/path"},
 		{[]string{"--config", filepath.Join(home, "absent.toml"), "config", "show"}, cli.ExitFailure, "absent.toml"},
 	}
 	for _, c := range cases {

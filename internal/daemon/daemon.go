@@ -61,6 +61,7 @@ type Daemon struct {
 	store    *store.Store
 	ops      *opstate.Manager
 	images   *imagemgr.Manager
+	vms      *vmManager
 	info     rpc.VersionInfo
 	shutdown chan struct{}
 }
@@ -113,6 +114,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := wireImages(d.images, cfg.CatalogBaseURL); err != nil {
 		return err
 	}
+	d.vms = newVMManager(cfg, st, d.images, log)
+	if err := d.vms.Reconcile(ctx); err != nil {
+		log.Error("reconcile VMs", "error", err)
+		return fmt.Errorf("reconcile VMs with the store: %w", err)
+	}
+	defer d.vms.Shutdown()
 
 	ln, err := listen(socket)
 	if err != nil {

@@ -150,3 +150,17 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	return nil, &Error{Status: resp.StatusCode, Code: CodeInternal,
 		Message: fmt.Sprintf("%s %s: daemon answered %s: %s", method, path, resp.Status, bytes.TrimSpace(raw))}
 }
+
+// Raw sends a request and copies the answer's body to w as it arrives.
+func (c *Client) Raw(ctx context.Context, method, path string, w io.Writer) error {
+	resp, err := c.send(ctx, method, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

@@ -130,3 +130,48 @@ type PullRequest struct {
 	Name     string `json:"name,omitempty"`
 	Insecure bool   `json:"insecure,omitempty"`
 }
+
+// VM is the wire form of a VM.
+type VM struct {
+	Name        string    `json:"name"`
+	ID          string    `json:"id"`
+	State       string    `json:"state"`
+	Image       string    `json:"image"`
+	Kernel      string    `json:"kernel"`
+	VCPUs       int       `json:"vcpus"`
+	MemoryBytes int64     `json:"memory_bytes"`
+	DiskBytes   int64     `json:"disk_bytes"`
+	VMM         string    `json:"vmm"`
+	VMMReason   string    `json:"vmm_reason,omitempty"`
+	COW         string    `json:"cow"`
+	Disk        string    `json:"disk"`
+	PID         int       `json:"pid,omitempty"`
+	SSHPort     int       `json:"ssh_port,omitempty"`
+	KnownHosts  string    `json:"known_hosts,omitempty"`
+	ConsoleLog  string    `json:"console_log,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	StoppedAt   time.Time `json:"stopped_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// CreateVMRequest asks for POST /v1/vms. Zero values take the config's
+// defaults. Start boots the VM once it is created (vm run).
+type CreateVMRequest struct {
+	Name   string `json:"name,omitempty"`
+	Image  string `json:"image,omitempty"`
+	VCPUs  int    `json:"vcpus,omitempty"`
+	Memory int64  `json:"memory,omitempty"`
+	Disk   int64  `json:"disk,omitempty"`
+	VMM    string `json:"vmm,omitempty"`
+	Start  bool   `json:"start,omitempty"`
+}
+
+// StartVMRequest asks for POST /v1/vms/{name}/start.
+type StartVMRequest struct {
+	VMM string `json:"vmm,omitempty"`
+}
+
+// UpgradeAgent is the Upgrade protocol of GET /v1/vms/{name}/agent: after
+// "101 Switching Protocols" the connection is one guest-agent stream.
+const UpgradeAgent = "banger-agent"

@@ -252,3 +252,21 @@ func boolInt(b bool) int {
 func isUnique(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
+
+// GetKernelByID returns the kernel with the given id.
+func (s *Store) GetKernelByID(ctx context.Context, id string) (Kernel, error) {
+	k, err := scanKernel(s.db.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Kernel{}, fmt.Errorf("kernel id %q: %w", id, ErrNotFound)
+	}
+	return k, err
+}
+
+// GetImageByID returns the image with the given id.
+func (s *Store) GetImageByID(ctx context.Context, id string) (Image, error) {
+	im, err := scanImage(s.db.QueryRowContext(ctx, `SELECT `+imageColumns+` FROM images WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Image{}, fmt.Errorf("image id %q: %w", id, ErrNotFound)
+	}
+	return im, err
+}

@@ -33,6 +33,15 @@ func TestKernelAndImageRoundTripAndInUse(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(gotIm, im) {
 		t.Fatalf("GetImage = %+v, %v; want %+v", gotIm, err, im)
 	}
+	if byID, err := s.GetImageByID(ctx, "i1"); err != nil || byID.Name != "deb" {
+		t.Fatalf("GetImageByID = %+v, %v", byID, err)
+	}
+	if byID, err := s.GetKernelByID(ctx, "k1"); err != nil || byID.Name != "debian-6.1" {
+		t.Fatalf("GetKernelByID = %+v, %v", byID, err)
+	}
+	if _, err := s.GetKernelByID(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetKernelByID unknown = %v", err)
+	}
 	// A second row with the same name is refused.
 	dup := im
 	dup.ID = "i2"

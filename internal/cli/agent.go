@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"banger/internal/buildinfo"
+	"banger/internal/guest/client"
+	"banger/internal/rpc"
+)
+
+// agentClient returns a guest-agent client whose every stream goes through
+// the daemon: one upgraded connection per stream.
+func (a *app) agentClient(ctx context.Context, vm string) (*client.Client, error) {
+	if _, err := a.daemon(ctx); err != nil {
+		return nil, err
+	}
+	sock, err := a.socketPath()
+	if err != nil {
+		return nil, err
+	}
+	open := func(ctx context.Context) (net.Conn, error) { return dialAgent(ctx, sock, vm) }
+	// One stream up front, so an error (VM not running) shows before any
+	// work starts.
+	c, err := open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.Close()
+	return client.New(open, client.Config{}), nil
+}
+
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *bufferedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+func dialAgent(ctx context.Context, sock, vm string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, &rpc.DaemonUnreachableError{Socket: sock, Err: err}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	req := fmt.Sprintf("GET /v1/vms/%s/agent HTTP/1.1\r\nHost: bangerd\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
+		url.PathEscape(vm), rpc.UpgradeAgent, rpc.HeaderAPIVersion, strconv.Itoa(buildinfo.APIVersion))
+	if _, err := io.WriteString(conn, req); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("reach the agent of %s through bangerd: %w", vm, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		var eb rpc.ErrorBody
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(body, &eb) == nil && eb.Error.Message != "" {
+			return nil, &rpc.Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return nil, fmt.Errorf("reach the agent of %s: daemon answered %s", vm, resp.Status)
+	}
+	_ = conn.SetDeadline(timeZero)
+	return &bufferedConn{Conn: conn, r: br}, nil
+}
+
+var timeZero time.Time

@@ -1,0 +1,225 @@
+package qemuproc
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestArgs(t *testing.T) {
+	common := func(accel, cpu string) []string {
+		return []string{"-M", "microvm,acpi=on", "-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "256M",
+			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", "/k/vmlinux"}
+	}
+	tail := []string{"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name=banger.agent"}
+	monitor := []string{"-chardev", "file,id=console,path=/run/vm/console.log", "-serial", "chardev:console",
+		"-qmp", "unix:/run/vm/qmp.sock,server=on,wait=off"}
+	base := Config{Dir: "/run/vm", Kernel: "/k/vmlinux", Cmdline: "root=/dev/vda rw", VCPUs: 2, MemoryMiB: 256}
+	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
+
+	tests := []struct {
+		name string
+		plan plan
+		want []string
+	}{
+		{
+			name: "tcg, no net, no drives",
+			plan: plan{cfg: base, accel: AccelTCG, tscKHz: 2596126},
+			want: cat(common("tcg", "max"),
+				[]string{"-append", "root=/dev/vda rw console=ttyS0 tsc_early_khz=2596126"}, monitor, tail),
+		},
+		{
+			name: "kvm with initrd, drives and tap",
+			plan: func() plan {
+				c := base
+				c.Initrd = "/k/initrd.img"
+				c.Drives = []Drive{{Path: "/img/root.ext4"}, {Path: "/img/a,b.img", ReadOnly: true}}
+				c.Net = Net{Tap: &Tap{Name: "tap-vm1", MAC: "02:FC:00:00:00:01"}}
+				return plan{cfg: c, accel: AccelKVM, tscKHz: 0}
+			}(),
+			want: cat(common("kvm", "host"),
+				[]string{"-initrd", "/k/initrd.img", "-append", "root=/dev/vda rw console=ttyS0"}, monitor,
+				[]string{"-drive", "id=vd0,file=/img/root.ext4,format=raw,if=none", "-device", "virtio-blk-device,drive=vd0",
+					"-drive", "id=vd1,file=/img/a,,b.img,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd1",
+					"-netdev", "tap,id=n0,ifname=tap-vm1,script=no,downscript=no", "-device", "virtio-net-device,netdev=n0,mac=02:fc:00:00:00:01"},
+				tail),
+		},
+		{
+			name: "tcg with user net and forwards",
+			plan: func() plan {
+				c := base
+				c.Cmdline = "quiet console=ttyS0,115200 tsc_early_khz=1000"
+				c.Drives = []Drive{{Path: "/img/root.ext4", ReadOnly: true}}
+				c.Net = Net{User: &User{}}
+				return plan{cfg: c, accel: AccelTCG, tscKHz: 2596126, fwds: []Forward{
+					{HostAddr: "127.0.0.1", HostPort: 2222, GuestPort: 22},
+					{HostAddr: "0.0.0.0", HostPort: 8080, GuestPort: 80},
+				}}
+			}(),
+			want: cat(common("tcg", "max"),
+				[]string{"-append", "quiet console=ttyS0,115200 tsc_early_khz=1000"}, monitor,
+				[]string{"-drive", "id=vd0,file=/img/root.ext4,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd0",
+					"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:0.0.0.0:8080-:80", "-device", "virtio-net-device,netdev=n0"},
+				tail),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.plan.args()
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("argv differs\n got: %q\nwant: %q", got, tt.want)
+			}
+			// Adopt reads the accelerator and forwards back from the argv.
+			accel, fwds := describeArgs(got)
+			if accel != tt.plan.accel || !slices.Equal(fwds, tt.plan.fwds) {
+				t.Errorf("describeArgs = %q %v, want %q %v", accel, fwds, tt.plan.accel, tt.plan.fwds)
+			}
+		})
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinux")
+	if err := os.WriteFile(kernel, []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := Config{Dir: filepath.Join(dir, "vm"), Kernel: kernel}
+	c := ok
+	if err := c.check(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	if c.VCPUs != 1 || c.MemoryMiB != 512 || c.Accel != AccelAuto || c.Timeouts.Kill == 0 || c.StartTimeout == 0 {
+		t.Errorf("defaults not filled in: %+v", c)
+	}
+	bad := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"relative dir", func(c *Config) { c.Dir = "vm" }, "not an absolute path"},
+		{"comma dir", func(c *Config) { c.Dir = "/tmp/a,b" }, "comma"},
+		{"long dir", func(c *Config) { c.Dir = "/" + strings.Repeat("d", 100) }, "too long"},
+		{"no kernel", func(c *Config) { c.Kernel = "" }, "no kernel"},
+		{"missing kernel", func(c *Config) { c.Kernel = filepath.Join(dir, "nope") }, "kernel:"},
+		{"kernel is a dir", func(c *Config) { c.Kernel = dir }, "not a regular file"},
+		{"missing initrd", func(c *Config) { c.Initrd = filepath.Join(dir, "nope") }, "initrd:"},
+		{"missing drive", func(c *Config) { c.Drives = []Drive{{Path: filepath.Join(dir, "nope")}} }, "drive 0"},
+		{"bad accel", func(c *Config) { c.Accel = "hvf" }, "not one of auto, kvm, tcg"},
+		{"too little memory", func(c *Config) { c.MemoryMiB = 8 }, "too small"},
+		{"two nets", func(c *Config) { c.Net = Net{Tap: &Tap{Name: "t0"}, User: &User{}} }, "choose one"},
+		{"bad tap name", func(c *Config) { c.Net = Net{Tap: &Tap{Name: "tap,x"}} }, "not a valid interface name"},
+		{"long tap name", func(c *Config) { c.Net = Net{Tap: &Tap{Name: strings.Repeat("t", 16)}} }, "not a valid interface name"},
+		{"bad mac", func(c *Config) { c.Net = Net{Tap: &Tap{Name: "t0", MAC: "02:00:00:00:00"}} }, "MAC address"},
+		{"multicast mac", func(c *Config) { c.Net = Net{User: &User{MAC: "01:00:00:00:00:01"}} }, "multicast"},
+		{"ipv6 forward", func(c *Config) { c.Net = Net{User: &User{Forwards: []Forward{{HostAddr: "::1", GuestPort: 22}}}} }, "not an IPv4"},
+		{"no guest port", func(c *Config) { c.Net = Net{User: &User{Forwards: []Forward{{}}}} }, "guest port 0"},
+		{"duplicate host port", func(c *Config) {
+			c.Net = Net{User: &User{Forwards: []Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 2222, GuestPort: 23}}}}
+		}, "forwarded twice"},
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			c := ok
+			b.mod(&c)
+			err := c.check()
+			if err == nil || !strings.Contains(err.Error(), b.want) {
+				t.Fatalf("check() = %v, want an error with %q", err, b.want)
+			}
+		})
+	}
+}
+
+func TestKernelCmdline(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		khz  int
+		want string
+	}{
+		{"", 0, "console=ttyS0"},
+		{"  root=/dev/vda   rw ", 1234, "root=/dev/vda rw console=ttyS0 tsc_early_khz=1234"},
+		{"console=ttyS0,115200", 5, "console=ttyS0,115200 tsc_early_khz=5"},
+		{"console=hvc0 tsc_early_khz=7", 5, "console=hvc0 tsc_early_khz=7 console=ttyS0"},
+	} {
+		if got := kernelCmdline(tt.in, tt.khz); got != tt.want {
+			t.Errorf("kernelCmdline(%q, %d) = %q, want %q", tt.in, tt.khz, got, tt.want)
+		}
+	}
+}
+
+func TestParseStartTime(t *testing.T) {
+	// Field 22 is 8766; the command name holds spaces and a ')'.
+	line := "4242 (qemu sys) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 8766 100000 500 18446744073709551615"
+	got, err := parseStartTime([]byte(line))
+	if err != nil || got != 8766 {
+		t.Fatalf("parseStartTime = %d, %v; want 8766", got, err)
+	}
+	for _, bad := range []string{"", "4242 qemu S 1", "1 (x) S 1 2 3"} {
+		if _, err := parseStartTime([]byte(bad)); err == nil {
+			t.Errorf("parseStartTime(%q) accepted", bad)
+		}
+	}
+	// Our own start time is readable and stable.
+	a, err := processStartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := processStartTime(os.Getpid())
+	if a != b || a == 0 {
+		t.Errorf("start time of self: %d then %d", a, b)
+	}
+}
+
+func TestParseCPUInfo(t *testing.T) {
+	in := "processor\t: 0\ncpu MHz\t\t: 2596.126\nflags\t\t: fpu tsc constant_tsc\n\nprocessor\t: 1\ncpu MHz\t\t: 800.000\nflags\t\t: fpu\n"
+	flags, mhz := parseCPUInfo(bufio.NewScanner(strings.NewReader(in)))
+	if mhz != 2596.126 || !flags["constant_tsc"] || !flags["tsc"] || flags["nope"] {
+		t.Errorf("parseCPUInfo = %v, %v", flags, mhz)
+	}
+	if _, mhz := parseCPUInfo(bufio.NewScanner(strings.NewReader("cpu MHz : lots\n"))); mhz != 0 {
+		t.Errorf("garbage MHz parsed as %v", mhz)
+	}
+}
+
+func TestHostTSC(t *testing.T) {
+	khz, from := hostTSCkHz()
+	if _, mhz := readCPUInfo("/proc/cpuinfo"); mhz == 0 && khz == 0 {
+		t.Skip("this host's /proc/cpuinfo has no cpu MHz and the TSC cannot be measured")
+	}
+	if khz < 100_000 || khz > 20_000_000 {
+		t.Fatalf("host TSC %d kHz (from %s) is not believable", khz, from)
+	}
+	t.Logf("host TSC %d kHz from %s", khz, from)
+}
+
+func TestChooseAccel(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, nil, 0o600)
+	missing := filepath.Join(dir, "missing")
+
+	for _, dev := range []string{missing, plain} {
+		a, why, err := chooseAccel(AccelAuto, dev)
+		if err != nil || a != AccelTCG || !strings.Contains(why, dev) {
+			t.Errorf("auto with %s: %q %q %v, want tcg with a reason naming the device", dev, a, why, err)
+		}
+		if _, _, err := chooseAccel(AccelKVM, dev); err == nil || !strings.Contains(err.Error(), "tcg") {
+			t.Errorf("kvm with %s: %v, want an error suggesting tcg", dev, err)
+		}
+	}
+	if a, _, err := chooseAccel(AccelTCG, missing); a != AccelTCG || err != nil {
+		t.Errorf("tcg: %q %v", a, err)
+	}
+	if ok, why := kvmUsable(KVMDevice); ok {
+		if a, _, err := chooseAccel(AccelAuto, KVMDevice); a != AccelKVM || err != nil {
+			t.Errorf("auto with a usable %s: %q %v", KVMDevice, a, err)
+		}
+	} else {
+		t.Logf("real %s not usable: %s", KVMDevice, why)
+	}
+}

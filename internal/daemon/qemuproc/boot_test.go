@@ -1,0 +1,246 @@
+package qemuproc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"banger/internal/kernelprep"
+)
+
+// The boot test runs Debian's real kernel under QEMU with TCG. The kernel
+// package is fetched with apt-get download (following the host's apt
+// configuration) and cached in $BANGER_TEST_CACHE (default
+// ~/.cache/banger-test), so only the first run downloads.
+
+func testCacheDir() (string, error) {
+	if d := os.Getenv("BANGER_TEST_CACHE"); d != "" {
+		return d, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, ".cache", "banger-test"), nil
+}
+
+// debianKernelDeb returns the cached linux-image .deb, or why not.
+func debianKernelDeb() (string, string) {
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return "", "apt-get not available; cannot fetch Debian's kernel package"
+	}
+	out, err := exec.Command("apt-cache", "depends", "linux-image-amd64").Output()
+	if err != nil {
+		return "", fmt.Sprintf("apt-cache depends linux-image-amd64 failed (%v); no Debian kernel package known", err)
+	}
+	var pkg string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
+			pkg = f[1]
+			break
+		}
+	}
+	if pkg == "" {
+		return "", "linux-image-amd64 names no linux-image package"
+	}
+	dir, err := testCacheDir()
+	if err != nil {
+		return "", err.Error()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Sprintf("cannot create the test cache %s: %v", dir, err)
+	}
+	glob := filepath.Join(dir, pkg+"_*_amd64.deb")
+	if m, _ := filepath.Glob(glob); len(m) > 0 {
+		return m[len(m)-1], ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Sprintf("apt-get download %s failed: %v: %s", pkg, err, strings.TrimSpace(string(out)))
+	}
+	if m, _ := filepath.Glob(glob); len(m) > 0 {
+		return m[len(m)-1], ""
+	}
+	return "", "apt-get download " + pkg + " left no .deb in " + dir
+}
+
+// goBuildStatic builds a static linux/amd64 binary of pkg into out.
+func goBuildStatic(t *testing.T, pkg, out string) {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
+
+// bootArtefacts prepares the kernel and initramfs, and a root disk whose
+// /sbin/init is testdata/guestinit.
+func bootArtefacts(t *testing.T) (kernelprep.Artefacts, string) {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed (apt package e2fsprogs); cannot make a root disk")
+	}
+	deb, skip := debianKernelDeb()
+	if skip != "" {
+		t.Skip(skip)
+	}
+	dir := t.TempDir()
+	// The initramfs /init: loads the modules and switches to /dev/vda.
+	initBin := filepath.Join(dir, "init")
+	goBuildStatic(t, "../../guest/initrd/testdata/initmain", initBin)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	art, err := kernelprep.Prepare(ctx, deb, filepath.Join(dir, "kernel"), kernelprep.Options{Init: initBin})
+	if err != nil {
+		t.Fatalf("prepare the kernel from %s: %v", deb, err)
+	}
+	tree := filepath.Join(dir, "root")
+	for _, d := range []string{"sbin", "dev", "proc", "sys"} {
+		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goBuildStatic(t, "./testdata/guestinit", filepath.Join(tree, "sbin", "init"))
+	disk := filepath.Join(dir, "root.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, disk, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	return art, disk
+}
+
+func TestBootDebianKernel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the QEMU boot")
+	}
+	if _, err := exec.LookPath(DefaultBinary); err != nil {
+		t.Skip("qemu-system-x86_64 not installed (apt package qemu-system-x86); cannot boot a VM")
+	}
+	art, rootDisk := bootArtefacts(t)
+	t.Run("tcg", func(t *testing.T) { bootAndStop(t, art, rootDisk, AccelTCG) })
+	t.Run("kvm", func(t *testing.T) {
+		// Opt-in: a nested /dev/kvm can answer every probe yet make QEMU
+		// abort with -cpu host or boot slower than TCG.
+		if os.Getenv("BANGER_TEST_QEMU_KVM") != "1" {
+			t.Skip("set BANGER_TEST_QEMU_KVM=1 to boot under KVM as well")
+		}
+		if ok, why := kvmUsable(KVMDevice); !ok {
+			t.Skip(why)
+		}
+		bootAndStop(t, art, rootDisk, AccelKVM)
+	})
+}
+
+// bootAndStop boots the guest with a root disk, a read-only data disk, user
+// networking with a forward and the agent port, checks what the guest
+// saw, and stops it through the graceful hook.
+func bootAndStop(t *testing.T, art kernelprep.Artefacts, rootDisk string, accel Accel) {
+	data := filepath.Join(t.TempDir(), "data.img")
+	if err := os.WriteFile(data, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	p, err := Start(ctx, Config{
+		Dir:       filepath.Join(t.TempDir(), "vm"),
+		Kernel:    art.Vmlinux,
+		Initrd:    art.Initrd,
+		Cmdline:   "root=/dev/vda rw panic=-1",
+		MemoryMiB: 256,
+		Drives:    []Drive{{Path: rootDisk}, {Path: data, ReadOnly: true}},
+		Net:       Net{User: &User{Forwards: []Forward{{GuestPort: 22}}}},
+		Accel:     accel,
+		Timeouts:  Timeouts{Graceful: 60 * time.Second, Powerdown: 5 * time.Second, Quit: 10 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if !p.Exited() {
+			p.Stop(context.Background(), nil)
+		}
+	}()
+	if p.Accel != accel {
+		t.Errorf("accel %q (%s), want %s", p.Accel, p.AccelReason, accel)
+	}
+	console := func() string {
+		b, _ := os.ReadFile(p.ConsoleLog)
+		return string(b)
+	}
+
+	// The forward's host port is reported and QEMU listens on it.
+	if len(p.Forwards) != 1 || p.Forwards[0].HostPort == 0 {
+		t.Fatalf("forwards %+v: want one with a host port", p.Forwards)
+	}
+	hostPort := net.JoinHostPort(p.Forwards[0].HostAddr, strconv.Itoa(p.Forwards[0].HostPort))
+	if c, err := net.DialTimeout("tcp", hostPort, 10*time.Second); err != nil {
+		t.Errorf("forwarded host port %s: %v", hostPort, err)
+	} else {
+		c.Close()
+	}
+
+	// The guest's init greets us on the banger.agent port.
+	var d net.Dialer
+	agent, err := d.DialContext(ctx, "unix", p.AgentSocket)
+	if err != nil {
+		t.Fatalf("connect to the agent socket: %v", err)
+	}
+	defer agent.Close()
+	agent.SetDeadline(time.Now().Add(60 * time.Second))
+	line, err := bufio.NewReader(agent).ReadString('\n')
+	if err != nil || line != "hello from the guest\n" {
+		t.Fatalf("agent port said %q, %v; console:\n%s", line, err, tail(console(), 40))
+	}
+	agent.SetDeadline(time.Time{})
+
+	log := console()
+	if strings.Contains(log, "tsc_early_khz=") != (accel == AccelTCG) {
+		t.Errorf("tsc_early_khz on the %s command line: %v", accel, !(accel == AccelTCG))
+	}
+	for _, want := range []string{
+		"Linux version 6.1",
+		"GUESTINIT: root /dev/vda ext4", // the first drive is the root disk
+		"GUESTINIT: disk vdb ro=1",      // the second is read-only
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("console lacks %q:\n%s", want, tail(log, 40))
+		}
+	}
+
+	// Graceful stop: the guest powers itself off and QEMU exits.
+	err = p.Stop(ctx, func(ctx context.Context) error {
+		_, err := agent.Write([]byte("poweroff\n"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.StoppedBy() != StopGraceful {
+		t.Errorf("stopped by %q, want graceful; console:\n%s", p.StoppedBy(), tail(console(), 20))
+	}
+	assertGone(t, p)
+	if c, err := net.DialTimeout("tcp", hostPort, 5*time.Second); err == nil {
+		c.Close()
+		t.Errorf("host port %s still open after Stop", hostPort)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

@@ -1,0 +1,668 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"banger/internal/config"
+	"banger/internal/daemon/fcproc"
+	"banger/internal/daemon/imagemgr"
+	"banger/internal/daemon/qemuproc"
+	"banger/internal/daemon/sshkey"
+	"banger/internal/daemon/workspace"
+	"banger/internal/guest/boot"
+	"banger/internal/guest/client"
+	"banger/internal/store"
+)
+
+// Bounds of the VM lifecycle.
+const (
+	bootTimeoutKVM = 60 * time.Second
+	bootTimeoutTCG = 180 * time.Second
+	stopTimeout    = 30 * time.Second
+)
+
+// QEMU user-mode networking's fixed addresses, given to the guest agent so
+// the guest needs no DHCP client.
+const (
+	userNetIP  = "10.0.2.15/24"
+	userNetGW  = "10.0.2.2"
+	userNetDNS = "10.0.2.3"
+)
+
+// vmManager runs the VM lifecycle: create, start, stop, remove, and the
+// reconciliation of what the store says with what runs after a restart.
+type vmManager struct {
+	cfg    config.Config
+	st     *store.Store
+	images *imagemgr.Manager
+	ws     *workspace.Manager
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	live  map[string]*liveVM // by VM id
+	locks keyedLocks
+}
+
+type liveVM struct {
+	m     machine
+	agent *agentLink
+}
+
+type keyedLocks struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex
+}
+
+func (k *keyedLocks) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*sync.Mutex{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &sync.Mutex{}
+		k.m[key] = l
+	}
+	k.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, log *slog.Logger) *vmManager {
+	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{}}
+}
+
+// vmInputError marks a bad request; nothing was changed.
+type vmInputError struct{ error }
+
+func (e vmInputError) Unwrap() error { return e.error }
+
+func inputf(format string, args ...any) error { return vmInputError{fmt.Errorf(format, args...)} }
+
+// CreateRequest describes a new VM.
+type CreateRequest struct {
+	Name   string
+	Image  string
+	VCPUs  int
+	Memory int64
+	Disk   int64
+	VMM    string
+	COW    string
+}
+
+func randomName() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "vm-" + hex.EncodeToString(b[:])
+}
+
+func newVMID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// validate fills defaults and checks a create request without side effects.
+func (vm *vmManager) validate(r *CreateRequest) error {
+	if r.Name == "" {
+		r.Name = randomName()
+	}
+	if err := imagemgr.ValidName("VM", r.Name); err != nil {
+		return vmInputError{err}
+	}
+	if r.Image == "" {
+		r.Image = vm.cfg.DefaultImageName
+	}
+	if r.VCPUs == 0 {
+		r.VCPUs = vm.cfg.DefaultVCPUs
+	}
+	if r.VCPUs < 1 || r.VCPUs > 64 {
+		return inputf("--cpus %d is outside 1 to 64", r.VCPUs)
+	}
+	if r.Memory == 0 {
+		r.Memory = int64(vm.cfg.DefaultMemory)
+	}
+	if r.Memory < 128<<20 {
+		return inputf("--memory %s is below 128MiB", config.Size(r.Memory))
+	}
+	if r.Disk == 0 {
+		r.Disk = int64(vm.cfg.DefaultDiskSize)
+	}
+	if r.VMM == "" {
+		r.VMM = vm.cfg.VMM
+	}
+	switch r.VMM {
+	case "auto", vmmFirecracker, vmmQEMU:
+	default:
+		return inputf("unknown vmm %q: use auto, firecracker or qemu", r.VMM)
+	}
+	if r.COW == "" {
+		r.COW = vm.cfg.COW
+	}
+	return nil
+}
+
+// Create makes a VM: its image and kernel (pulled on a miss), its directory
+// and its copy-on-write root disk. On failure nothing is left.
+func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Progress) (store.VM, error) {
+	if err := vm.validate(&r); err != nil {
+		return store.VM{}, err
+	}
+	unlock := vm.locks.lock("name/" + r.Name)
+	defer unlock()
+	if _, err := vm.st.GetVM(ctx, r.Name); err == nil {
+		return store.VM{}, vmInputError{fmt.Errorf("VM %q already exists: pick another name, or remove it (banger vm rm %s)", r.Name, r.Name)}
+	}
+	im, err := vm.image(ctx, r.Image, p)
+	if err != nil {
+		return store.VM{}, err
+	}
+	if im.KernelRef == "" {
+		return store.VM{}, inputf("image %q names no kernel: register it with --kernel", im.Name)
+	}
+	k, err := vm.kernel(ctx, im.KernelRef, p)
+	if err != nil {
+		return store.VM{}, err
+	}
+	id := newVMID()
+	dir, err := vm.ws.Create(id)
+	if err != nil {
+		return store.VM{}, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = vm.ws.Remove(id)
+		}
+	}()
+	p.Phase("making the root disk")
+	disk := filepath.Join(dir, "root.ext4")
+	strategy := r.COW
+	if strategy == workspace.DMSnap {
+		return store.VM{}, inputf("cow = dmsnap needs device-mapper, which this banger does not drive yet: use auto, reflink or copy")
+	}
+	used, err := workspace.CloneDisk(ctx, im.RootfsPath, disk, strategy, r.Disk)
+	if err != nil {
+		return store.VM{}, fmt.Errorf("make the root disk of %s: %w", r.Name, err)
+	}
+	now := time.Now().UTC()
+	v := store.VM{ID: id, Name: r.Name, ImageID: im.ID, KernelID: k.ID, VCPUs: r.VCPUs, MemoryBytes: r.Memory,
+		DiskBytes: r.Disk, State: store.VMCreated, VMMKind: r.VMM, COWKind: used, COWDevice: disk,
+		CreatedAt: now, UpdatedAt: now}
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		return store.VM{}, err
+	}
+	ok = true
+	return v, nil
+}
+
+func (vm *vmManager) image(ctx context.Context, name string, p imagemgr.Progress) (store.Image, error) {
+	im, err := vm.images.Image(ctx, name)
+	if err == nil {
+		return im, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.Image{}, err
+	}
+	if !vm.images.IsCatalogImage(name) {
+		return store.Image{}, vmInputError{fmt.Errorf("image %q not found: pull it (banger image pull %s) or register one", name, name)}
+	}
+	p.Phase("pulling image " + name)
+	return vm.images.PullImage(ctx, name, imagemgr.PullOptions{}, p)
+}
+
+func (vm *vmManager) kernel(ctx context.Context, name string, p imagemgr.Progress) (store.Kernel, error) {
+	k, err := vm.images.Kernel(ctx, name)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.Kernel{}, err
+	}
+	p.Phase("pulling kernel " + name)
+	return vm.images.PullKernel(ctx, name, p)
+}
+
+// runDir is where a VM's sockets and logs live while it runs: under the
+// runtime dir, whose paths are short enough for Unix sockets.
+func (vm *vmManager) runDir(id string) string { return filepath.Join(vm.cfg.RuntimeDir, "vms", id) }
+
+func (vm *vmManager) knownHosts(id string) string {
+	return filepath.Join(vm.ws.Dir(id), "known_hosts")
+}
+
+// Start boots a created or stopped VM and waits until its agent is ready.
+func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imagemgr.Progress) (store.VM, error) {
+	v, err := vm.st.GetVM(ctx, name)
+	if err != nil {
+		return store.VM{}, err
+	}
+	unlock := vm.locks.lock(v.ID)
+	defer unlock()
+	if v, err = vm.st.GetVM(ctx, name); err != nil {
+		return store.VM{}, err
+	}
+	if vm.isLive(v.ID) {
+		return store.VM{}, inputf("VM %q is already %s", name, v.State)
+	}
+	want := v.VMMKind
+	if vmmOverride != "" {
+		want = vmmOverride
+	}
+	kind, reason, err := chooseVMM(want, vm.cfg.FirecrackerBin)
+	if err != nil {
+		return store.VM{}, vmInputError{err}
+	}
+	k, err := vm.st.GetKernelByID(ctx, v.KernelID)
+	if err != nil {
+		return store.VM{}, fmt.Errorf("kernel of VM %q: %w", name, err)
+	}
+	im, err := vm.st.GetImageByID(ctx, v.ImageID)
+	if err != nil {
+		return store.VM{}, fmt.Errorf("image of VM %q: %w", name, err)
+	}
+	pub, err := sshkey.Ensure(vm.cfg.SSHKeyPath)
+	if err != nil {
+		return store.VM{}, err
+	}
+	dir := vm.runDir(v.ID)
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return store.VM{}, err
+	}
+	params := []string{"root=/dev/vda", "rw", "panic=-1", "banger.hostname=" + v.Name, "banger.ssh_key=" + boot.EncodeSSHKey(pub)}
+	if im.OriginKind == store.OriginOCI {
+		params = append(params, "init="+OCIInit)
+	}
+	v.State, v.VMMKind, v.VMMReason, v.RunDir, v.LastError = store.VMStarting, kind, reason, dir, ""
+	v.UpdatedAt = time.Now().UTC()
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		return store.VM{}, err
+	}
+	p.Phase(fmt.Sprintf("starting %s (%s)", kind, reason))
+	var m machine
+	var link *agentLink
+	bootTimeout := bootTimeoutKVM
+	switch kind {
+	case vmmQEMU:
+		params = append(params, "banger.transport=serial", "banger.ip="+userNetIP, "banger.gw="+userNetGW, "banger.dns="+userNetDNS)
+		qcfg := qemuproc.Config{
+			Binary: vm.cfg.QemuBin, Dir: dir, Kernel: k.VmlinuxPath, Initrd: k.InitrdPath,
+			Cmdline: strings.Join(params, " "), VCPUs: v.VCPUs, MemoryMiB: int(v.MemoryBytes >> 20),
+			Drives: []qemuproc.Drive{{Path: v.COWDevice}},
+			Net:    qemuproc.Net{User: &qemuproc.User{Forwards: []qemuproc.Forward{{GuestPort: 22}}}},
+		}
+		qp, err := qemuproc.Start(ctx, qcfg)
+		if err != nil && kvmUsable() == nil && ctx.Err() == nil {
+			// Some hosts expose /dev/kvm that QEMU cannot drive (nested
+			// virtualisation missing MSRs): fall back to TCG and say so.
+			vm.log.Warn("QEMU failed with KVM; retrying under TCG", "vm", v.Name, "error", err)
+			qcfg.Accel = qemuproc.AccelTCG
+			var err2 error
+			if qp, err2 = qemuproc.Start(ctx, qcfg); err2 == nil {
+				reason += fmt.Sprintf("; QEMU could not use KVM here (%s), so it runs under TCG", firstLine(err.Error()))
+				v.VMMReason = reason
+			}
+			err = err2
+		}
+		if err != nil {
+			return vm.failStart(ctx, v, fmt.Errorf("start QEMU: %w", err))
+		}
+		if qp.Accel != "kvm" {
+			bootTimeout = bootTimeoutTCG
+		}
+		for _, f := range qp.Forwards {
+			if f.GuestPort == 22 {
+				v.SSHPort = f.HostPort
+			}
+		}
+		m = qemuMachine{qp}
+		link = &agentLink{vmm: vmmQEMU, socket: qp.AgentSocket}
+		v.AgentSocket, v.APISocket = qp.AgentSocket, qp.QMPSocket
+	case vmmFirecracker:
+		params = append(params, "banger.transport=vsock")
+		bin, _ := firecrackerPath(vm.cfg.FirecrackerBin)
+		fp, err := fcproc.Start(ctx, fcproc.Config{
+			Name: v.Name, Binary: bin, Dir: dir, Kernel: k.VmlinuxPath, Initrd: k.InitrdPath,
+			BootArgs: "console=ttyS0 reboot=k pci=off " + strings.Join(params, " "), VCPUs: v.VCPUs,
+			MemoryMiB: int(v.MemoryBytes >> 20),
+			Drives:    []fcproc.DriveConfig{{ID: "root", Path: v.COWDevice, Root: true}},
+			VsockCID:  3, Logger: vm.log,
+		})
+		if err != nil {
+			return vm.failStart(ctx, v, err)
+		}
+		m = fcMachine{fp}
+		link = &agentLink{vmm: vmmFirecracker, socket: fcproc.VsockPath(dir)}
+		v.AgentSocket, v.APISocket = fcproc.VsockPath(dir), fcproc.APISocketPath(dir)
+	}
+	v.PID, v.PIDStartTime = m.pid(), m.startTime()
+	v.UpdatedAt = time.Now().UTC()
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		_ = m.stop(context.Background(), nil)
+		return store.VM{}, err
+	}
+	vm.setLive(v.ID, &liveVM{m: m, agent: link})
+
+	p.Phase("waiting for the guest agent")
+	if err := vm.waitReady(ctx, link, m, bootTimeout); err != nil {
+		vm.dropLive(v.ID)
+		_ = m.stop(context.Background(), nil)
+		return vm.failStart(ctx, v, fmt.Errorf("%w; the console log is %s%s", err, consoleLog(kind, dir), tailOf(consoleLog(kind, dir))))
+	}
+	p.Phase("recording the guest's SSH host keys")
+	if err := vm.recordHostKeys(ctx, v, link); err != nil {
+		vm.log.Warn("no SSH host keys recorded", "vm", v.Name, "error", err)
+	}
+	v.State, v.StartedAt, v.UpdatedAt = store.VMRunning, time.Now().UTC(), time.Now().UTC()
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		return store.VM{}, err
+	}
+	go vm.watch(v.ID, v.Name, m)
+	return v, nil
+}
+
+func consoleLog(kind, dir string) string {
+	if kind == vmmFirecracker {
+		return fcproc.ConsoleLogPath(dir)
+	}
+	return qemuproc.ConsoleLogPath(dir)
+}
+
+func tailOf(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil || len(data) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return "\n\nlast lines of the console:\n  " + strings.Join(lines, "\n  ")
+}
+
+func (vm *vmManager) failStart(ctx context.Context, v store.VM, err error) (store.VM, error) {
+	v.State, v.LastError, v.PID, v.PIDStartTime = store.VMFailed, err.Error(), 0, 0
+	v.UpdatedAt = time.Now().UTC()
+	if perr := vm.st.PutVM(context.WithoutCancel(ctx), v); perr != nil {
+		vm.log.Error("record failed start", "vm", v.Name, "error", perr)
+	}
+	return v, fmt.Errorf("start VM %s: %w", v.Name, err)
+}
+
+// waitReady polls the agent until it answers and reports ready, the VMM
+// exits, or the bound passes.
+func (vm *vmManager) waitReady(ctx context.Context, link *agentLink, m machine, bound time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	c := link.client()
+	var last error
+	for {
+		select {
+		case <-m.done():
+			return errors.New("the VMM exited while the guest was booting")
+		default:
+		}
+		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		h, err := c.Health(hctx)
+		hcancel()
+		if err == nil && h.Ready {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("the agent answers but the guest is not ready yet")
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("the guest agent was not ready within %s (last: %v)", bound, last)
+			}
+			return ctx.Err()
+		case <-m.done():
+			return errors.New("the VMM exited while the guest was booting")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (vm *vmManager) recordHostKeys(ctx context.Context, v store.VM, link *agentLink) error {
+	var out strings.Builder
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	st, err := link.client().Exec(ctx, client.ExecRequest{Argv: []string{"/bin/sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null"}}, nil, &out, io.Discard)
+	if err != nil {
+		return err
+	}
+	if st.Code != 0 && out.Len() == 0 {
+		return errors.New("the guest has no SSH host keys")
+	}
+	return sshkey.WriteKnownHosts(vm.knownHosts(v.ID), []string{v.Name + ".banger"}, strings.Split(out.String(), "\n"))
+}
+
+// watch records a VM whose VMM exits on its own (a poweroff inside the
+// guest, a crash) as stopped.
+func (vm *vmManager) watch(id, name string, m machine) {
+	<-m.done()
+	unlock := vm.locks.lock(id)
+	defer unlock()
+	cur := vm.getLive(id)
+	if cur == nil || cur.m != m {
+		return // stopped through the manager, which recorded it
+	}
+	vm.dropLive(id)
+	ctx := context.Background()
+	v, err := vm.st.GetVM(ctx, name)
+	if err != nil || v.ID != id {
+		return
+	}
+	v.State, v.PID, v.PIDStartTime = store.VMStopped, 0, 0
+	v.StoppedAt, v.UpdatedAt = time.Now().UTC(), time.Now().UTC()
+	_ = vm.st.PutVM(ctx, v)
+	_ = os.RemoveAll(v.RunDir)
+	vm.log.Info("VM stopped on its own", "vm", name)
+}
+
+func (vm *vmManager) isLive(id string) bool { return vm.getLive(id) != nil }
+
+func (vm *vmManager) getLive(id string) *liveVM {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.live[id]
+}
+
+func (vm *vmManager) setLive(id string, l *liveVM) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.live[id] = l
+}
+
+func (vm *vmManager) dropLive(id string) {
+	vm.mu.Lock()
+	l := vm.live[id]
+	delete(vm.live, id)
+	vm.mu.Unlock()
+	if l != nil && l.agent != nil {
+		l.agent.close()
+	}
+}
+
+// Stop shuts a running VM down: the agent powers the guest off, then the
+// VMM's own escalation, each bounded.
+func (vm *vmManager) Stop(ctx context.Context, name string) (store.VM, error) {
+	v, err := vm.st.GetVM(ctx, name)
+	if err != nil {
+		return store.VM{}, err
+	}
+	unlock := vm.locks.lock(v.ID)
+	defer unlock()
+	return vm.stopLocked(ctx, v)
+}
+
+func (vm *vmManager) stopLocked(ctx context.Context, v store.VM) (store.VM, error) {
+	l := vm.getLive(v.ID)
+	if l == nil {
+		if v.State == store.VMRunning || v.State == store.VMStarting || v.State == store.VMStopping {
+			v.State = store.VMStopped
+		}
+		return v, nil
+	}
+	v.State, v.UpdatedAt = store.VMStopping, time.Now().UTC()
+	_ = vm.st.PutVM(ctx, v)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	graceful := func(c context.Context) error { return l.agent.client().Shutdown(c) }
+	err := l.m.stop(sctx, graceful)
+	vm.dropLive(v.ID)
+	_ = os.RemoveAll(v.RunDir)
+	v.State, v.PID, v.PIDStartTime = store.VMStopped, 0, 0
+	v.StoppedAt, v.UpdatedAt = time.Now().UTC(), time.Now().UTC()
+	if err != nil {
+		v.LastError = "stop: " + err.Error()
+	}
+	if perr := vm.st.PutVM(context.WithoutCancel(ctx), v); perr != nil {
+		return v, perr
+	}
+	return v, err
+}
+
+// Remove stops a VM if needed and deletes it with its disks and files.
+func (vm *vmManager) Remove(ctx context.Context, name string, force bool) error {
+	v, err := vm.st.GetVM(ctx, name)
+	if err != nil {
+		return err
+	}
+	unlock := vm.locks.lock(v.ID)
+	defer unlock()
+	if vm.isLive(v.ID) {
+		if !force {
+			return vmInputError{fmt.Errorf("VM %q is running: stop it first, or use rm -f", name)}
+		}
+		if _, err := vm.stopLocked(ctx, v); err != nil {
+			vm.log.Warn("stop before remove", "vm", name, "error", err)
+		}
+	}
+	if v.RunDir != "" {
+		_ = os.RemoveAll(v.RunDir)
+	}
+	if err := vm.ws.Remove(v.ID); err != nil {
+		return fmt.Errorf("remove the files of VM %q: %w", name, err)
+	}
+	return vm.st.DeleteVM(ctx, name)
+}
+
+// Agent returns a client for a running VM's guest agent.
+func (vm *vmManager) Agent(ctx context.Context, name string) (*agentLink, store.VM, error) {
+	v, err := vm.st.GetVM(ctx, name)
+	if err != nil {
+		return nil, store.VM{}, err
+	}
+	l := vm.getLive(v.ID)
+	if l == nil || v.State != store.VMRunning {
+		return nil, v, vmInputError{fmt.Errorf("VM %q is %s, not running: start it (banger vm start %s)", name, v.State, name)}
+	}
+	return l.agent, v, nil
+}
+
+// Reconcile makes the store true after a daemon (re)start: VMM processes
+// that still run are adopted, dead ones are recorded as stopped with the
+// reason, and files no VM owns are removed.
+func (vm *vmManager) Reconcile(ctx context.Context) error {
+	vms, err := vm.st.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, v := range vms {
+		known[v.ID] = true
+		if v.State != store.VMRunning && v.State != store.VMStarting && v.State != store.VMStopping {
+			if v.RunDir != "" {
+				_ = os.RemoveAll(v.RunDir)
+			}
+			continue
+		}
+		var m machine
+		var link *agentLink
+		switch v.VMMKind {
+		case vmmQEMU:
+			if p, err := qemuproc.Adopt(v.PID, v.PIDStartTime, v.RunDir); err == nil {
+				m, link = qemuMachine{p}, &agentLink{vmm: vmmQEMU, socket: v.AgentSocket}
+			}
+		case vmmFirecracker:
+			if p, err := fcproc.Adopt(v.PID, v.PIDStartTime, v.RunDir); err == nil {
+				m, link = fcMachine{p}, &agentLink{vmm: vmmFirecracker, socket: v.AgentSocket}
+			}
+		}
+		if m != nil && v.State == store.VMRunning {
+			vm.setLive(v.ID, &liveVM{m: m, agent: link})
+			go vm.watch(v.ID, v.Name, m)
+			vm.log.Info("re-adopted running VM", "vm", v.Name, "pid", v.PID)
+			continue
+		}
+		if m != nil { // caught mid-start or mid-stop: finish it off
+			_ = m.stop(ctx, nil)
+		}
+		reason := "the VMM process was gone when bangerd started"
+		if v.State == store.VMStarting {
+			v.State, v.LastError = store.VMFailed, "bangerd stopped while the VM was starting"
+		} else {
+			v.State, v.LastError = store.VMStopped, reason
+		}
+		v.PID, v.PIDStartTime, v.UpdatedAt = 0, 0, time.Now().UTC()
+		if v.StoppedAt.IsZero() || v.State == store.VMStopped {
+			v.StoppedAt = time.Now().UTC()
+		}
+		if err := vm.st.PutVM(ctx, v); err != nil {
+			return err
+		}
+		if v.RunDir != "" {
+			_ = os.RemoveAll(v.RunDir)
+		}
+		vm.log.Warn("VM found not running at start", "vm", v.Name, "now", v.State)
+	}
+	// Leftovers: VM dirs and run dirs with no row (a create or start cut short).
+	ids, _ := vm.ws.List()
+	for _, id := range ids {
+		if !known[id] {
+			vm.log.Warn("removing leftover VM directory", "id", id)
+			_ = vm.ws.Remove(id)
+		}
+	}
+	runs, _ := os.ReadDir(filepath.Join(vm.cfg.RuntimeDir, "vms"))
+	for _, e := range runs {
+		if !known[e.Name()] {
+			_ = os.RemoveAll(filepath.Join(vm.cfg.RuntimeDir, "vms", e.Name()))
+		}
+	}
+	return nil
+}
+
+// Shutdown leaves running VMs running: they are re-adopted at the next
+// start. It only drops the agent connections.
+func (vm *vmManager) Shutdown() {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	for _, l := range vm.live {
+		if l.agent != nil {
+			l.agent.close()
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
