@@ -11,7 +11,7 @@ DESTDIR   ?=
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 SCRIPTS   := $(wildcard scripts/*.sh) $(wildcard .ci/*)
 
-.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench
+.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e
 
 all: build
 
@@ -58,3 +58,7 @@ deps:
 
 clean:
 	rm -rf build coverage.out coverage.html
+
+# End-to-end: real VMs under QEMU through the CLI (see e2e/doc.go).
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./e2e/...

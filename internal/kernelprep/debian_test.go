@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"banger/internal/guest/initrd"
+	"banger/internal/testutil/debkernel"
 )
 
 // These tests use Debian's real kernel package, fetched with apt-get
@@ -38,60 +39,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func cacheDir() (string, error) {
-	if d := os.Getenv("BANGER_TEST_CACHE"); d != "" {
-		return d, nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(home, ".cache", "banger-test"), nil
-}
-
-// debianKernelDeb returns the path of the cached linux-image .deb, or a
-// reason to skip.
-func debianKernelDeb() (string, string) {
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return "", "apt-get not available; cannot fetch Debian's kernel package"
-	}
-	out, err := exec.Command("apt-cache", "depends", "linux-image-amd64").Output()
-	if err != nil {
-		return "", fmt.Sprintf("apt-cache depends linux-image-amd64 failed (%v); no Debian kernel package known", err)
-	}
-	var pkg string
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
-			pkg = f[1]
-			break
-		}
-	}
-	if pkg == "" {
-		return "", "linux-image-amd64 names no linux-image package"
-	}
-	dir, err := cacheDir()
-	if err != nil {
-		return "", err.Error()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Sprintf("cannot create cache dir %s: %v", dir, err)
-	}
-	if m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*_amd64.deb")); len(m) > 0 {
-		return m[len(m)-1], ""
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Sprintf("apt-get download %s failed: %v: %s", pkg, err, strings.TrimSpace(string(out)))
-	}
-	if m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*_amd64.deb")); len(m) > 0 {
-		return m[len(m)-1], ""
-	}
-	return "", "apt-get download " + pkg + " left no .deb in " + dir
-}
-
 // buildInit builds the test /init (a static binary calling initrd.Run).
 func buildInit(dir string) (string, error) {
 	goBin, err := exec.LookPath("go")
@@ -111,7 +58,7 @@ func buildInit(dir string) (string, error) {
 func debianKernel(t *testing.T) Artefacts {
 	t.Helper()
 	debianOnce.Do(func() {
-		deb, skip := debianKernelDeb()
+		deb, skip := debkernel.Deb()
 		if skip != "" {
 			debianSkip = skip
 			return

@@ -3,7 +3,6 @@ package qemuproc
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -14,66 +13,13 @@ import (
 	"time"
 
 	"banger/internal/kernelprep"
+	"banger/internal/testutil/debkernel"
 )
 
 // The boot test runs Debian's real kernel under QEMU with TCG. The kernel
 // package is fetched with apt-get download (following the host's apt
 // configuration) and cached in $BANGER_TEST_CACHE (default
 // ~/.cache/banger-test), so only the first run downloads.
-
-func testCacheDir() (string, error) {
-	if d := os.Getenv("BANGER_TEST_CACHE"); d != "" {
-		return d, nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(home, ".cache", "banger-test"), nil
-}
-
-// debianKernelDeb returns the cached linux-image .deb, or why not.
-func debianKernelDeb() (string, string) {
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return "", "apt-get not available; cannot fetch Debian's kernel package"
-	}
-	out, err := exec.Command("apt-cache", "depends", "linux-image-amd64").Output()
-	if err != nil {
-		return "", fmt.Sprintf("apt-cache depends linux-image-amd64 failed (%v); no Debian kernel package known", err)
-	}
-	var pkg string
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
-			pkg = f[1]
-			break
-		}
-	}
-	if pkg == "" {
-		return "", "linux-image-amd64 names no linux-image package"
-	}
-	dir, err := testCacheDir()
-	if err != nil {
-		return "", err.Error()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Sprintf("cannot create the test cache %s: %v", dir, err)
-	}
-	glob := filepath.Join(dir, pkg+"_*_amd64.deb")
-	if m, _ := filepath.Glob(glob); len(m) > 0 {
-		return m[len(m)-1], ""
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Sprintf("apt-get download %s failed: %v: %s", pkg, err, strings.TrimSpace(string(out)))
-	}
-	if m, _ := filepath.Glob(glob); len(m) > 0 {
-		return m[len(m)-1], ""
-	}
-	return "", "apt-get download " + pkg + " left no .deb in " + dir
-}
 
 // goBuildStatic builds a static linux/amd64 binary of pkg into out.
 func goBuildStatic(t *testing.T, pkg, out string) {
@@ -96,7 +42,7 @@ func bootArtefacts(t *testing.T) (kernelprep.Artefacts, string) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("mkfs.ext4 not installed (apt package e2fsprogs); cannot make a root disk")
 	}
-	deb, skip := debianKernelDeb()
+	deb, skip := debkernel.Deb()
 	if skip != "" {
 		t.Skip(skip)
 	}

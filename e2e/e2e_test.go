@@ -1,0 +1,487 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"banger/internal/testutil/debkernel"
+)
+
+// env is the isolated world of one test run: its own home, state and
+// runtime dirs, and freshly built binaries.
+type env struct {
+	bin     string // dir with banger, bangerd, banger-vsock-agent
+	home    string
+	runtime string
+	state   string
+	kernel  string // kernel name
+	release string
+}
+
+var world *env
+var skipReason string
+
+func TestMain(m *testing.M) {
+	w, cleanup, reason, err := setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		cleanup()
+		os.Exit(1)
+	}
+	world, skipReason = w, reason
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+func need(tools ...string) string {
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			return t + " is not installed"
+		}
+	}
+	return ""
+}
+
+func setup() (*env, func(), string, error) {
+	var dirs []string
+	cleanup := func() {
+		if world != nil {
+			stopDaemon(world)
+		}
+		for _, d := range dirs {
+			os.RemoveAll(d)
+		}
+	}
+	if r := need("qemu-system-x86_64", "mkfs.ext4", "busybox", "ssh", "ssh-keygen", "go"); r != "" {
+		return nil, cleanup, r, nil
+	}
+	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+		return nil, cleanup, "openssh-server is not installed (the test image carries the host's sshd)", nil
+	}
+	deb, skip := debkernel.Deb()
+	if skip != "" {
+		return nil, cleanup, skip, nil
+	}
+	root, err := os.MkdirTemp("", "banger-e2e-")
+	if err != nil {
+		return nil, cleanup, "", err
+	}
+	dirs = append(dirs, root)
+	// The runtime dir holds Unix sockets: keep its path short.
+	run, err := os.MkdirTemp("", "bge")
+	if err != nil {
+		return nil, cleanup, "", err
+	}
+	dirs = append(dirs, run)
+	w := &env{bin: filepath.Join(root, "bin"), home: filepath.Join(root, "home"), runtime: run}
+	w.state = filepath.Join(w.home, ".local", "state", "banger")
+	for _, b := range []struct{ name, pkg, cgo string }{
+		{"banger", "banger/cmd/banger", "1"},
+		{"bangerd", "banger/cmd/bangerd", "1"},
+		{"banger-vsock-agent", "banger/cmd/banger-vsock-agent", "0"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(w.bin, b.name), b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, cleanup, "", fmt.Errorf("build %s: %v\n%s", b.name, err, out)
+		}
+	}
+	cfgDir := filepath.Join(w.home, ".config", "banger")
+	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+		return nil, cleanup, "", err
+	}
+	// QEMU, whatever this host has: the tests must mean the same everywhere.
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte("vmm = \"qemu\"\ndefault_memory = \"512MiB\"\ndefault_disk_size = \"1GiB\"\n"), 0o600); err != nil {
+		return nil, cleanup, "", err
+	}
+	world = w
+	w.kernel = "e2e-kernel"
+	if out, code := w.cli("kernel", "import", "--name", w.kernel, deb); code != 0 {
+		return nil, cleanup, "", fmt.Errorf("kernel import: %s", out)
+	}
+	var k struct{ Version string }
+	out, _ := w.cli("kernel", "inspect", w.kernel, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &k); err != nil {
+		return nil, cleanup, "", fmt.Errorf("kernel inspect: %v: %s", err, out)
+	}
+	w.release = k.Version
+	img := filepath.Join(root, "test.ext4")
+	script, _ := filepath.Abs("../scripts/make-test-image.sh")
+	if out, err := exec.Command("bash", script, img, filepath.Join(w.bin, "banger-vsock-agent"), "192").CombinedOutput(); err != nil {
+		return nil, cleanup, "", fmt.Errorf("make the test image: %v\n%s", err, out)
+	}
+	if out, code := w.cli("image", "register", "e2e", "--rootfs", img, "--kernel", w.kernel); code != 0 {
+		return nil, cleanup, "", fmt.Errorf("image register: %s", out)
+	}
+	return w, cleanup, "", nil
+}
+
+func (w *env) environ() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "BANGER_CONFIG":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "HOME="+w.home, "XDG_RUNTIME_DIR="+w.runtime, "NO_COLOR=1")
+}
+
+// cli runs banger and returns stdout+stderr and the exit code.
+func (w *env) cli(args ...string) (string, int) {
+	stdout, stderr, code := w.cliSplit(nil, args...)
+	return stdout + stderr, code
+}
+
+func (w *env) cliSplit(stdin io.Reader, args ...string) (string, string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(w.bin, "banger"), args...)
+	cmd.Env = w.environ()
+	cmd.Stdin = stdin
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+		e.WriteString(err.Error())
+	}
+	return o.String(), e.String(), code
+}
+
+func (w *env) must(t *testing.T, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := w.cliSplit(nil, args...)
+	if code != 0 {
+		t.Fatalf("banger %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
+	}
+	return stdout
+}
+
+func daemonPID(w *env) int {
+	b, _ := os.ReadFile(filepath.Join(w.state, "bangerd.lock"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func waitGone(pid int) {
+	for i := 0; i < 1000 && pid > 0; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func stopDaemon(w *env) {
+	w.cli("daemon", "stop")
+	waitGone(daemonPID(w))
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	return world
+}
+
+// vmProcesses lists QEMU processes whose command line mentions dir.
+func vmProcesses(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmd, []byte(dir)) && bytes.Contains(cmd, []byte("qemu")) {
+			if st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); !strings.Contains(string(st), ") Z ") {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// assertClean checks that no VM is left anywhere: no row, no directory, no
+// run dir, no QEMU process.
+func assertClean(t *testing.T, w *env) {
+	t.Helper()
+	out := w.must(t, "vm", "ls", "-o", "json")
+	if strings.TrimSpace(out) != "[]" {
+		t.Errorf("VMs left in the store: %s", out)
+	}
+	for _, d := range []string{filepath.Join(w.state, "vms"), filepath.Join(w.runtime, "banger", "vms")} {
+		if ents, _ := os.ReadDir(d); len(ents) > 0 {
+			t.Errorf("%s still holds %d entries", d, len(ents))
+		}
+	}
+	if pids := vmProcesses(w.runtime); len(pids) > 0 {
+		t.Errorf("QEMU processes left: %v", pids)
+	}
+}
+
+func TestRunPrintsGuestKernelRelease(t *testing.T) {
+	w := start(t)
+	stdout, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "e2e", "--rm", "--", "uname", "-r")
+	if code != 0 || strings.TrimSpace(stdout) != w.release {
+		t.Fatalf("vm run -- uname -r: exit %d, stdout %q (want %q)\n%s", code, stdout, w.release, stderr)
+	}
+	assertClean(t, w)
+}
+
+func TestRunPropagatesExitCode(t *testing.T) {
+	w := start(t)
+	_, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "e2e", "--rm", "--", "sh", "-c", "exit 7")
+	if code != 7 {
+		t.Fatalf("exit code %d, want 7\n%s", code, stderr)
+	}
+	assertClean(t, w)
+}
+
+func TestWorkspaceIsCopiedIn(t *testing.T) {
+	w := start(t)
+	ws := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(ws, "sub", "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ws, "sub", "hello.txt"), []byte("from the host\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "e2e", "--rm", "--workspace", ws, "--",
+		"sh", "-c", "pwd; cat sub/hello.txt; stat -c %a sub/hello.txt; test -d sub/empty && echo empty-dir")
+	want := "/workspace\nfrom the host\n640\nempty-dir\n"
+	if code != 0 || stdout != want {
+		t.Fatalf("workspace: exit %d, stdout %q, want %q\n%s", code, stdout, want, stderr)
+	}
+	assertClean(t, w)
+}
+
+func TestLifecycle(t *testing.T) {
+	w := start(t)
+	name := "life"
+	w.must(t, "-q", "vm", "create", "e2e", "--name", name)
+	out := w.must(t, "vm", "inspect", name)
+	if !strings.Contains(out, "created") {
+		t.Fatalf("after create: %s", out)
+	}
+	w.must(t, "-q", "vm", "start", name)
+	defer w.cli("vm", "rm", "-f", name)
+	out = w.must(t, "vm", "inspect", name)
+	for _, want := range []string{"running", "qemu", "vmm reason"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("inspect lacks %q:\n%s", want, out)
+		}
+	}
+
+	t.Run("ssh", func(t *testing.T) {
+		stdout, stderr, code := w.cliSplit(nil, "vm", "ssh", name, "--", "hostname")
+		if code != 0 || strings.TrimSpace(stdout) != name {
+			t.Fatalf("vm ssh: exit %d, %q\n%s", code, stdout, stderr)
+		}
+	})
+
+	t.Run("exec-stdin", func(t *testing.T) {
+		stdout, stderr, code := w.cliSplit(strings.NewReader("piped\n"), "vm", "exec", name, "--", "cat")
+		if code != 0 || stdout != "piped\n" {
+			t.Fatalf("vm exec cat: exit %d, %q\n%s", code, stdout, stderr)
+		}
+	})
+
+	t.Run("cp-both-ways", func(t *testing.T) {
+		src := t.TempDir()
+		if err := os.WriteFile(filepath.Join(src, "f.txt"), []byte("payload"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("f.txt", filepath.Join(src, "link")); err != nil {
+			t.Fatal(err)
+		}
+		w.must(t, "vm", "cp", src, name+":/root")
+		back := t.TempDir()
+		w.must(t, "vm", "cp", name+":/root/"+filepath.Base(src), back)
+		got, err := os.ReadFile(filepath.Join(back, filepath.Base(src), "f.txt"))
+		if err != nil || string(got) != "payload" {
+			t.Fatalf("round trip: %q, %v", got, err)
+		}
+		if l, err := os.Readlink(filepath.Join(back, filepath.Base(src), "link")); err != nil || l != "f.txt" {
+			t.Fatalf("symlink after round trip: %q, %v", l, err)
+		}
+	})
+
+	t.Run("port-forward", func(t *testing.T) {
+		w.must(t, "vm", "exec", name, "--", "sh", "-c",
+			"mkdir -p /www && echo served-by-guest > /www/index.html && httpd -p 8080 -h /www")
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		cmd := exec.Command(filepath.Join(w.bin, "banger"), "vm", "port-forward", name, fmt.Sprintf("%d:8080", port))
+		cmd.Env = w.environ()
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+		var body []byte
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if strings.TrimSpace(string(body)) != "served-by-guest" {
+			t.Fatalf("through the forward: %q\n%s", body, out.String())
+		}
+	})
+
+	t.Run("stop-start-keeps-disk", func(t *testing.T) {
+		w.must(t, "vm", "exec", name, "--", "sh", "-c", "echo persisted > /root/marker; sync")
+		w.must(t, "vm", "stop", name)
+		if out := w.must(t, "vm", "inspect", name); !strings.Contains(out, "stopped") {
+			t.Fatalf("after stop: %s", out)
+		}
+		if pids := vmProcesses(w.runtime); len(pids) > 0 {
+			t.Fatalf("QEMU still running after stop: %v", pids)
+		}
+		w.must(t, "-q", "vm", "start", name)
+		if out := w.must(t, "vm", "exec", name, "--", "cat", "/root/marker"); out != "persisted\n" {
+			t.Fatalf("after restart the marker reads %q", out)
+		}
+	})
+
+	w.must(t, "vm", "rm", "-f", name)
+	assertClean(t, w)
+}
+
+// TestDaemonKilledDuringStart kills bangerd with SIGKILL while a VM boots,
+// restarts it, and checks that the VM's state is true and nothing leaked.
+func TestDaemonKilledDuringStart(t *testing.T) {
+	w := start(t)
+	name := "crash-start"
+	w.must(t, "-q", "vm", "create", "e2e", "--name", name)
+	defer w.cli("vm", "rm", "-f", name)
+	op := strings.TrimSpace(w.must(t, "vm", "start", "--detach", name))
+	if !strings.HasPrefix(op, "op-") {
+		t.Fatalf("start --detach printed %q", op)
+	}
+	// Wait until the VMM runs, then kill the daemon under it.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(vmProcesses(w.runtime)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	pid := daemonPID(w)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(pid)
+
+	// The next command starts a new daemon, which reconciles.
+	var v struct{ State, LastError string }
+	out := w.must(t, "vm", "inspect", name, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.State != "failed" && v.State != "running" {
+		t.Fatalf("after the crash the VM is %q (%s), want failed or running", v.State, v.LastError)
+	}
+	var o struct{ State, Error string }
+	json.Unmarshal([]byte(w.must(t, "op", "show", op, "-o", "json")), &o)
+	if o.State != "failed" && o.State != "succeeded" {
+		t.Fatalf("start operation is %q after the crash", o.State)
+	}
+	if v.State == "failed" && len(vmProcesses(w.runtime)) > 0 {
+		t.Fatalf("VM recorded failed but QEMU still runs: %v", vmProcesses(w.runtime))
+	}
+	// It starts cleanly again and is removed without a trace.
+	if v.State == "failed" {
+		w.must(t, "-q", "vm", "start", name)
+	}
+	w.must(t, "vm", "exec", name, "--", "true")
+	w.must(t, "vm", "rm", "-f", name)
+	assertClean(t, w)
+}
+
+// TestDaemonKilledWithRunningVM restarts the daemon under a running VM,
+// which must be re-adopted and still work.
+func TestDaemonKilledWithRunningVM(t *testing.T) {
+	w := start(t)
+	name := "adopted"
+	w.must(t, "-q", "vm", "run", "e2e", "--name", name, "--", "true")
+	defer w.cli("vm", "rm", "-f", name)
+	pids := vmProcesses(w.runtime)
+	pid := daemonPID(w)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(pid)
+	out := w.must(t, "vm", "exec", name, "--", "echo", "still-here")
+	if out != "still-here\n" {
+		t.Fatalf("after the daemon restart: %q", out)
+	}
+	if now := vmProcesses(w.runtime); len(now) != len(pids) || (len(now) > 0 && now[0] != pids[0]) {
+		t.Fatalf("QEMU processes changed across the restart: %v -> %v", pids, now)
+	}
+	w.must(t, "vm", "rm", "-f", name)
+	assertClean(t, w)
+}
+
+// TestDaemonKilledDuringCreate kills bangerd while it copies a root disk
+// and checks that no half-made VM is left.
+func TestDaemonKilledDuringCreate(t *testing.T) {
+	w := start(t)
+	op := strings.TrimSpace(w.must(t, "vm", "create", "--detach", "e2e", "--name", "crash-create", "--disk", "4GiB"))
+	pid := daemonPID(w)
+	// Kill as soon as the operation runs.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := w.cli("op", "show", op, "-o", "json")
+		if strings.Contains(out, `"state": "running"`) || strings.Contains(out, `"state": "succeeded"`) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(pid)
+	out := w.must(t, "vm", "ls", "-o", "json")
+	if strings.Contains(out, "crash-create") {
+		// The create finished before the kill: then it must be whole.
+		w.must(t, "-q", "vm", "start", "crash-create")
+		w.must(t, "vm", "rm", "-f", "crash-create")
+	}
+	assertClean(t, w)
+}
