@@ -12,31 +12,9 @@ import (
 	"syscall"
 
 	"github.com/rogpeppe/go-internal/testscript"
-	"golang.org/x/sys/unix"
-)
 
-// openPTY returns the master and slave ends of a new pseudo-terminal.
-func openPTY() (*os.File, *os.File, error) {
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("unlock pty: %w", err)
-	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("pty number: %w", err)
-	}
-	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
-}
+	"banger/internal/testutil/ptypair"
+)
 
 // ptyrun OUTFILE CMD ARGS...: run CMD with stderr on a terminal, stdout to a
 // pipe, and write both (terminal output after a line "--- tty") to OUTFILE.
@@ -44,7 +22,7 @@ func cmdPTYRun(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 2 {
 		ts.Fatalf("usage: ptyrun OUTFILE CMD ARGS...")
 	}
-	master, slave, err := openPTY()
+	master, slave, err := ptypair.Open()
 	if err != nil {
 		ts.Fatalf("no pseudo-terminal here: %v", err)
 	}

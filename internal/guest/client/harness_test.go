@@ -13,6 +13,7 @@ import (
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
+	"banger/internal/testutil/ptypair"
 )
 
 // shortDir returns a fresh directory with a short path: Unix socket paths
@@ -175,6 +176,36 @@ var transports = []transport{
 	{"mux", func(t testing.TB, opts agent.Options) client.OpenFunc {
 		return serveMux(t, opts).Open
 	}},
+	// A raw pty pair stands in for QEMU's virtio-serial port: the guest
+	// side is a character device, the host side a byte stream.
+	{"pty", func(t testing.TB, opts agent.Options) client.OpenFunc {
+		return servePTYMux(t, opts).Open
+	}},
+}
+
+// servePTYMux runs an agent's mux server on the slave of a raw pty pair and
+// returns the host's Mux on the master.
+func servePTYMux(t testing.TB, opts agent.Options) *client.Mux {
+	t.Helper()
+	master, slave, err := ptypair.OpenRaw()
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.ServeMux(ctx, slave, opts) }()
+	m, err := client.NewMux(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		m.Close()
+		master.Close()
+		<-done
+		slave.Close()
+	})
+	return m
 }
 
 // eachTransport runs fn against a fresh agent on every transport.
