@@ -27,9 +27,6 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// errNotImplemented is returned by commands whose capability is not built yet.
-var errNotImplemented = errors.New("not implemented yet")
-
 // app holds what every command shares: streams, global flags, and the lazily
 // loaded config and daemon client.
 type app struct {

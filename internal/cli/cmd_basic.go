@@ -107,20 +107,3 @@ func (a *app) newConfigCmd() *cobra.Command {
 	}
 	return group("config", "Inspect banger's configuration", show, keys)
 }
-
-// notImplemented makes a command that exists in the tree but whose
-// capability is not built yet: it fails honestly, with exit code 1.
-func notImplemented(use, short string, args cobra.PositionalArgs) *cobra.Command {
-	return &cobra.Command{
-		Use:   use,
-		Short: short + " (not implemented yet)",
-		Args:  args,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("%s: %w", cmd.CommandPath(), errNotImplemented)
-		},
-	}
-}
-
-func (a *app) newDoctorCmd() *cobra.Command {
-	return notImplemented("doctor", "Check this host for what banger needs", exactArgs(0, "no arguments"))
-}

@@ -32,7 +32,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"vm", "start"}, cli.ExitUsage, "takes one VM name"},
 		{[]string{"config", "show", "--nope"}, cli.ExitUsage, "unknown flag"},
 		{[]string{"config", "show", "-o", "xml"}, cli.ExitUsage, "is not an output format"},
-		{[]string{"doctor"}, cli.ExitFailure, "banger doctor: not implemented yet"},
+		{[]string{"doctor", "extra"}, cli.ExitUsage, "banger doctor takes no arguments"},
+		// A config error is a failed check: reported on stdout, exit 1.
+		{[]string{"--config", filepath.Join(home, "absent.toml"), "doctor"}, cli.ExitFailure, ""},
 		{[]string{"vm", "run", "a", "b"}, cli.ExitUsage, "at most one image"},
 		{[]string{"vm", "exec", "x"}, cli.ExitUsage, "usage: banger vm exec NAME -- CMD"},
 		{[]string{"vm", "create", "--memory", "lots"}, cli.ExitUsage, "--memory"},

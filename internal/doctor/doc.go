@@ -1,0 +1,7 @@
+// Package doctor checks whether this host has what banger needs — a VMM and
+// KVM, disk space and copy-on-write support in the state dir, the kernel
+// features behind networking and device-mapper, a valid config and a
+// reachable daemon — and says, for every check that is not ok, how to fix
+// it. It only reads the host (its probes leave nothing behind) and never
+// imports the daemon: the CLI hands it the config and the daemon's answer.
+package doctor

@@ -1,0 +1,4 @@
+package doctor
+
+// ParseFirecrackerVersion exposes the version parser to the tests.
+var ParseFirecrackerVersion = parseFirecrackerVersion

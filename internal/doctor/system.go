@@ -1,0 +1,179 @@
+package doctor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// notBuilt explains why the networking and device-mapper checks only warn.
+const notBuilt = "needed only for bridged networking, which banger does not set up yet"
+
+func checkDaemon(d Daemon, cliVersion string, api int) Result {
+	switch {
+	case d.Err != nil:
+		return fail("daemon", "run `banger daemon restart`; if that fails too, read `banger daemon logs`", "cannot talk to bangerd: %v", d.Err)
+	case !d.Running:
+		return warn("daemon", "nothing to do; `banger daemon start` starts it now",
+			"bangerd is not running on %s: the CLI starts it on demand", d.Socket)
+	case d.API != api:
+		return fail("daemon", "run `banger daemon restart` to run the daemon of this build",
+			"bangerd %s (pid %d) speaks API version %d, this CLI speaks %d: it refuses this CLI's requests", d.Version, d.PID, d.API, api)
+	case d.Version != cliVersion:
+		return warn("daemon", "run `banger daemon restart` to run the daemon of this build",
+			"bangerd %s (pid %d) is another build than this CLI (%s)", d.Version, d.PID, cliVersion)
+	}
+	return ok("daemon", "bangerd %s is running (pid %d) on %s", d.Version, d.PID, d.Socket)
+}
+
+// checkHelper reports on the privileged helper, which is not built yet.
+func checkHelper(h Host) Result {
+	if h.UID == 0 {
+		return ok("helper", "banger runs as root, so bangerd does privileged work itself: no helper needed")
+	}
+	return warn("helper", "none yet: run banger as root for privileged work; nothing that exists today needs it",
+		"the privileged helper (bangerd helper, /run/banger/helper.sock) is not built yet, so bangerd running as you cannot make bridges, taps or device-mapper disks; neither bridged networking nor dmsnap is built yet either")
+}
+
+// checkDeviceMapper looks for /dev/mapper/control and the snapshot target.
+func checkDeviceMapper(ctx context.Context, h Host) Result {
+	const why = "only cow = dmsnap needs it, and cow = auto does not use dmsnap yet"
+	const fix = "`sudo modprobe dm_snapshot` (it loads device-mapper too)"
+	if !h.exists("/dev/mapper/control") {
+		return warn("device-mapper", fix, "no /dev/mapper/control, so device-mapper is not loaded (%s)", why)
+	}
+	if h.exists("/sys/module/dm_snapshot") {
+		return ok("device-mapper", "/dev/mapper/control and the snapshot target are present (%s)", why)
+	}
+	if h.UID == 0 {
+		if bin, err := h.lookAdmin("dmsetup"); err == nil {
+			if out, err := runOutput(ctx, bin, "targets"); err == nil && hasWord(out, "snapshot") {
+				return ok("device-mapper", "/dev/mapper/control and the snapshot target are present (%s)", why)
+			}
+		}
+	}
+	return warn("device-mapper", fix, "device-mapper is loaded but its snapshot target is not (%s)", why)
+}
+
+func hasWord(text, word string) bool {
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == word {
+			return true
+		}
+	}
+	return false
+}
+
+func checkLoop(h Host) Result {
+	if h.exists("/dev/loop-control") {
+		return ok("loop", "/dev/loop-control is present (used by dmsnap disks, which are not built yet)")
+	}
+	return warn("loop", "`sudo modprobe loop`", "no /dev/loop-control: loop devices are not available (only dmsnap disks need them, and they are not built yet)")
+}
+
+func checkTun(h Host) Result {
+	if h.exists("/dev/net/tun") {
+		return ok("tun", "/dev/net/tun is present (%s)", notBuilt)
+	}
+	return warn("tun", "`sudo modprobe tun`", "no /dev/net/tun: tap devices cannot be made (%s)", notBuilt)
+}
+
+func checkBridge(h Host) Result {
+	if h.exists("/sys/module/bridge") || h.exists("/proc/sys/net/bridge") {
+		return ok("bridge", "the bridge module is loaded (%s)", notBuilt)
+	}
+	return warn("bridge", "`sudo modprobe bridge`", "the bridge module is not loaded (%s)", notBuilt)
+}
+
+func checkNftables(ctx context.Context, h Host) Result {
+	bin, err := h.lookAdmin("nft")
+	if err != nil {
+		return warn("nftables", "`sudo apt install nftables`", "nft not found (%v): NAT for VMs cannot be set up (%s)", err, notBuilt)
+	}
+	version := bin + " is found"
+	if line, err := firstLine(ctx, bin, "--version"); err == nil {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nftables" {
+			version = fmt.Sprintf("%s is nftables %s", bin, f[1])
+		}
+	}
+	module := "nf_tables is loaded"
+	if !h.exists("/sys/module/nf_tables") && !procModulesHas(h, "nf_tables") {
+		module = "nf_tables is not loaded yet (the kernel loads it on first use)"
+	}
+	return ok("nftables", "%s; %s (%s)", version, module, notBuilt)
+}
+
+func procModulesHas(h Host, name string) bool {
+	data, err := os.ReadFile(h.path("/proc/modules"))
+	if err != nil {
+		return false
+	}
+	return hasWord(string(data), name)
+}
+
+func checkIPForward(h Host) Result {
+	const fix = "`sudo sysctl -w net.ipv4.ip_forward=1` (and net.ipv4.ip_forward = 1 in /etc/sysctl.d/ to keep it)"
+	data, err := os.ReadFile(h.path("/proc/sys/net/ipv4/ip_forward"))
+	if err != nil {
+		return warn("ip-forward", fix, "cannot read net.ipv4.ip_forward: %v (%s)", unwrapPath(err), notBuilt)
+	}
+	if v := string(bytes.TrimSpace(data)); v != "1" {
+		return warn("ip-forward", fix, "net.ipv4.ip_forward is %s: VMs on a bridge could not reach beyond this host (%s)", v, notBuilt)
+	}
+	return ok("ip-forward", "net.ipv4.ip_forward is 1 (%s)", notBuilt)
+}
+
+// checkTools looks for the programs that turn trees into disks and that
+// build debian-bookworm locally; the daemon looks for them on PATH.
+func checkTools(h Host) Result {
+	var missing, offPath []string
+	var fixes []string
+	for _, t := range []struct{ name, pkg string }{
+		{"mkfs.ext4", "e2fsprogs"},
+		{"debootstrap", "debootstrap"},
+		{"apt-get", "apt"},
+	} {
+		if _, err := h.lookPath(t.name); err == nil {
+			continue
+		}
+		if p, err := h.lookAdmin(t.name); err == nil {
+			offPath = append(offPath, p)
+			continue
+		}
+		missing = append(missing, t.name)
+		fixes = append(fixes, t.pkg)
+	}
+	const why = "mkfs.ext4 makes every image disk (OCI pulls and local builds); debootstrap and apt-get build debian-bookworm and its kernel when their bundles cannot be downloaded"
+	switch {
+	case len(missing) > 0:
+		fix := "`sudo apt install " + strings.Join(fixes, " ") + "`"
+		if contains(missing, "apt-get") {
+			fix += "; without apt (not a Debian-family host), pull images as bundles or from OCI registries instead of building them"
+		}
+		return warn("tools", fix, "%s not found (%s)", strings.Join(missing, ", "), why)
+	case len(offPath) > 0:
+		dirs := map[string]bool{}
+		var ds []string
+		for _, p := range offPath {
+			if d := filepath.Dir(p); !dirs[d] {
+				dirs[d] = true
+				ds = append(ds, d)
+			}
+		}
+		return warn("tools", "add "+strings.Join(ds, ":")+" to PATH (for example in your shell profile), then `banger daemon restart`",
+			"%s found but not on PATH, where bangerd looks (%s)", strings.Join(offPath, ", "), why)
+	}
+	return ok("tools", "mkfs.ext4, debootstrap and apt-get are on PATH")
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
