@@ -1,0 +1,6 @@
+// Package scriptstest runs banger's maintainer shell scripts
+// (scripts/publish-kernel.sh, scripts/publish-golden-image.sh and
+// scripts/make-generic-kernel.sh --dry-run) against throwaway inputs and
+// checks their bundles with banger's own catalog parser and bundle fetcher.
+// It holds tests only.
+package scriptstest
