@@ -1,0 +1,6 @@
+// Package netmgr sets up and tears down the host side of VM networking: the
+// bridge with its gateway address, one tap per VM, IPv4 leases, and banger's
+// own nftables table (masquerade out of the host, forward accept, DNAT for
+// published ports), plus the managed /etc/hosts block that makes NAME.banger
+// resolve on the host. It needs root; it never shells out to ip or nft.
+package netmgr
