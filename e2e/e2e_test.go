@@ -33,6 +33,8 @@ type env struct {
 	release string
 }
 
+const baseConfig = "vmm = \"qemu\"\ndefault_memory = \"512MiB\"\ndefault_disk_size = \"1GiB\"\n"
+
 var world *env
 var skipReason string
 
@@ -106,8 +108,10 @@ func setup() (*env, func(), string, error) {
 	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
 		return nil, cleanup, "", err
 	}
-	// QEMU, whatever this host has: the tests must mean the same everywhere.
-	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte("vmm = \"qemu\"\ndefault_memory = \"512MiB\"\ndefault_disk_size = \"1GiB\"\n"), 0o600); err != nil {
+	// QEMU with user-mode networking, whatever this host has: the tests must
+	// mean the same everywhere, and must not touch the host's own network
+	// (bridged networking is tested in a namespace of its own).
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(baseConfig+"network = \"user\"\nhosts_file = \"\"\n"), 0o600); err != nil {
 		return nil, cleanup, "", err
 	}
 	world = w

@@ -52,6 +52,7 @@ type vmFlags struct {
 	name, vmm    string
 	cpus         int
 	memory, disk string
+	publish      []string
 }
 
 func (f *vmFlags) add(cmd *cobra.Command) {
@@ -61,10 +62,16 @@ func (f *vmFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.memory, "memory", "", "memory, e.g. 2GiB (default: default_memory)")
 	fl.StringVar(&f.disk, "disk", "", "root disk size, e.g. 20GiB; the guest grows its filesystem to it (default: default_disk_size)")
 	fl.StringVar(&f.vmm, "vmm", "", "auto, firecracker or qemu (default: vmm)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port on the host, HOSTPORT:GUESTPORT (repeatable)")
 }
 
 func (f *vmFlags) request(image string, start bool) (rpc.CreateVMRequest, error) {
-	req := rpc.CreateVMRequest{Name: f.name, Image: image, VCPUs: f.cpus, VMM: f.vmm, Start: start}
+	req := rpc.CreateVMRequest{Name: f.name, Image: image, VCPUs: f.cpus, VMM: f.vmm, Start: start, Publish: f.publish}
+	for _, p := range f.publish {
+		if _, _, err := parsePortPair(p); err != nil || !strings.Contains(p, ":") {
+			return req, usagef("-p %q is not HOSTPORT:GUESTPORT", p)
+		}
+	}
 	for _, s := range []struct {
 		flag, v string
 		dst     *int64
@@ -266,6 +273,16 @@ func (a *app) newVMInspectCmd() *cobra.Command {
 			row(tw, "vmm reason", orDash(v.VMMReason))
 			if v.PID > 0 {
 				row(tw, "pid", strconv.Itoa(v.PID))
+			}
+			if v.Network != "" {
+				nw := v.Network
+				if v.IP != "" {
+					nw += " " + v.IP + " (" + v.Tap + "), " + v.Name + ".banger"
+				}
+				row(tw, "network", nw)
+			}
+			if v.Publish != "" {
+				row(tw, "published", v.Publish)
 			}
 			if v.SSHPort > 0 {
 				row(tw, "ssh", "127.0.0.1:"+strconv.Itoa(v.SSHPort))

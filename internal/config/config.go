@@ -29,6 +29,8 @@ type Config struct {
 	CatalogBaseURL   string // "" = use the URLs in catalog entries as they are
 	BridgeName       string
 	BridgeSubnet     netip.Prefix
+	Network          string // "auto", "bridge" (tap on the bridge, needs root) or "user" (QEMU user-mode)
+	HostsFile        string // where NAME.banger lines are kept; "" = nowhere
 	DefaultVCPUs     int
 	DefaultMemory    Size
 	DefaultDiskSize  Size

@@ -82,6 +82,8 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			RuntimeDir:       filepath.Join(state, "run"),
 			BridgeName:       "banger0",
 			BridgeSubnet:     netip.MustParsePrefix("10.200.0.0/24"),
+			Network:          "auto",
+			HostsFile:        "/etc/hosts",
 			DefaultVCPUs:     2,
 			DefaultMemory:    1 << 30,
 			DefaultDiskSize:  8 << 30,
@@ -112,6 +114,8 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			"catalog_base_url":   " | default",
 			"bridge_name":        "banger0 | default",
 			"bridge_subnet":      "10.200.0.0/24 | default",
+			"network":            "auto | default",
+			"hosts_file":         "/etc/hosts | default",
 			"default_vcpus":      "2 | default",
 			"default_memory":     "1GiB | default",
 			"default_disk_size":  "8GiB | default",
@@ -319,6 +323,8 @@ default_vcpus = 64
 default_memory = "1536MiB"
 default_disk_size = 21474836480   # bytes
 log_level = "debug"
+network = "user"
+hosts_file = ""
 `
 
 func TestFileOverridesEveryKey(t *testing.T) {
@@ -342,6 +348,8 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		CatalogBaseURL:   "https://mirror.example.test/banger",
 		BridgeName:       "bgr1",
 		BridgeSubnet:     netip.MustParsePrefix("172.30.8.0/22"),
+		Network:          "user",
+		HostsFile:        "",
 		DefaultVCPUs:     64,
 		DefaultMemory:    1536 << 20,
 		DefaultDiskSize:  20 << 30,
@@ -358,14 +366,14 @@ func TestFileOverridesEveryKey(t *testing.T) {
 	for _, s := range settings {
 		order = append(order, s.Key)
 	}
-	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 15 {
+	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 17 {
 		t.Errorf("settings order %v, want %v", order, config.Keys())
 	}
 	wantLines := map[string]int{
 		"default_image_name": 2, "firecracker_bin": 3, "qemu_bin": 4, "vmm": 5, "cow": 6,
 		"ssh_key_path": 8, "state_dir": 9, "runtime_dir": 10, "catalog_base_url": 11,
 		"bridge_name": 12, "bridge_subnet": 13, "default_vcpus": 14, "default_memory": 15,
-		"default_disk_size": 16, "log_level": 17,
+		"default_disk_size": 16, "log_level": 17, "network": 18, "hosts_file": 19,
 	}
 	for _, s := range settings {
 		if s.Source.Kind != config.SourceFile || s.Source.File != p || s.Source.Line != wantLines[s.Key] {

@@ -37,6 +37,7 @@ const (
 
 var (
 	vmmValues      = []string{"auto", "firecracker", "qemu"}
+	networkValues  = []string{"auto", "bridge", "user"}
 	cowValues      = []string{"auto", "dmsnap", "reflink", "copy"}
 	logLevelValues = []string{"debug", "info", "warn", "error"}
 )
@@ -137,6 +138,18 @@ var keys = []keySpec{
 			return ""
 		},
 		get: func(c *Config) string { return c.BridgeSubnet.String() },
+	},
+	{
+		name: "network",
+		def:  func(c *Config) { c.Network = "auto" },
+		set:  oneOfSetter(func(c *Config) *string { return &c.Network }, networkValues),
+		get:  func(c *Config) string { return c.Network },
+	},
+	{
+		name: "hosts_file",
+		def:  func(c *Config) { c.HostsFile = "/etc/hosts" },
+		set:  pathSetter(func(c *Config) *string { return &c.HostsFile }, true),
+		get:  func(c *Config) string { return c.HostsFile },
 	},
 	{
 		name: "default_vcpus",

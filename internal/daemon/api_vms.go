@@ -40,7 +40,8 @@ func (d *Daemon) wireVM(ctx context.Context, v store.VM) rpc.VM {
 	out := rpc.VM{Name: v.Name, ID: v.ID, State: v.State, VCPUs: v.VCPUs, MemoryBytes: v.MemoryBytes,
 		DiskBytes: v.DiskBytes, VMM: v.VMMKind, VMMReason: v.VMMReason, COW: v.COWKind, Disk: v.COWDevice,
 		PID: v.PID, SSHPort: v.SSHPort, CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, StoppedAt: v.StoppedAt,
-		LastError: v.LastError, KnownHosts: d.vms.knownHosts(v.ID)}
+		LastError: v.LastError, KnownHosts: d.vms.knownHosts(v.ID), Network: v.Network, IP: v.IP, Tap: v.Tap,
+		Publish: v.Publish}
 	if im, err := d.store.GetImageByID(ctx, v.ImageID); err == nil {
 		out.Image = im.Name
 	}
@@ -80,7 +81,7 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	cr := CreateRequest{Name: req.Name, Image: req.Image, VCPUs: req.VCPUs, Memory: req.Memory, Disk: req.Disk, VMM: req.VMM}
+	cr := CreateRequest{Name: req.Name, Image: req.Image, VCPUs: req.VCPUs, Memory: req.Memory, Disk: req.Disk, VMM: req.VMM, Publish: req.Publish}
 	if err := d.vms.validate(&cr); err != nil {
 		rpc.WriteError(w, vmAPIError(err))
 		return

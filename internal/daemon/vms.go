@@ -17,6 +17,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/daemon/fcproc"
 	"banger/internal/daemon/imagemgr"
+	"banger/internal/daemon/netmgr"
 	"banger/internal/daemon/qemuproc"
 	"banger/internal/daemon/sshkey"
 	"banger/internal/daemon/workspace"
@@ -49,6 +50,8 @@ type vmManager struct {
 	ws     *workspace.Manager
 	log    *slog.Logger
 
+	net *network
+
 	mu    sync.Mutex
 	live  map[string]*liveVM // by VM id
 	locks keyedLocks
@@ -80,7 +83,9 @@ func (k *keyedLocks) lock(key string) func() {
 }
 
 func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, log *slog.Logger) *vmManager {
-	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{}}
+	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{},
+		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st,
+			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet}}}
 }
 
 // vmInputError marks a bad request; nothing was changed.
@@ -92,13 +97,15 @@ func inputf(format string, args ...any) error { return vmInputError{fmt.Errorf(f
 
 // CreateRequest describes a new VM.
 type CreateRequest struct {
-	Name   string
-	Image  string
-	VCPUs  int
-	Memory int64
-	Disk   int64
-	VMM    string
-	COW    string
+	Name    string
+	Image   string
+	VCPUs   int
+	Memory  int64
+	Disk    int64
+	VMM     string
+	COW     string
+	Publish []string // "HOSTPORT:GUESTPORT"
+	publish string   // normalised by validate
 }
 
 func randomName() string {
@@ -150,6 +157,11 @@ func (vm *vmManager) validate(r *CreateRequest) error {
 	if r.COW == "" {
 		r.COW = vm.cfg.COW
 	}
+	pub, err := checkPublish(r.Publish)
+	if err != nil {
+		return err
+	}
+	r.publish = pub
 	return nil
 }
 
@@ -199,7 +211,7 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	now := time.Now().UTC()
 	v := store.VM{ID: id, Name: r.Name, ImageID: im.ID, KernelID: k.ID, VCPUs: r.VCPUs, MemoryBytes: r.Memory,
 		DiskBytes: r.Disk, State: store.VMCreated, VMMKind: r.VMM, COWKind: used, COWDevice: disk,
-		CreatedAt: now, UpdatedAt: now}
+		Publish: r.publish, CreatedAt: now, UpdatedAt: now}
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
 	}
@@ -285,10 +297,33 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	if im.OriginKind == store.OriginOCI {
 		params = append(params, "init="+OCIInit)
 	}
+	netMode, err := vm.net.mode()
+	if err != nil {
+		return store.VM{}, vmInputError{err}
+	}
 	v.State, v.VMMKind, v.VMMReason, v.RunDir, v.LastError = store.VMStarting, kind, reason, dir, ""
+	v.Network, v.IP, v.Tap, v.MAC = netMode, "", "", ""
 	v.UpdatedAt = time.Now().UTC()
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
+	}
+	var att netmgr.Attachment
+	if netMode == netBridge {
+		p.Phase("attaching to bridge " + vm.cfg.BridgeName)
+		if att, err = vm.net.attach(ctx, v); err != nil {
+			return vm.failStart(ctx, v, err)
+		}
+		dns := make([]string, 0, len(att.DNS))
+		for _, d := range att.DNS {
+			dns = append(dns, d.String())
+		}
+		params = append(params, "banger.ip="+att.IP.String(), "banger.gw="+att.Gateway.String())
+		if len(dns) > 0 {
+			params = append(params, "banger.dns="+strings.Join(dns, ","))
+		}
+		v.IP, v.Tap, v.MAC = att.IP.Addr().String(), att.Tap, att.MAC.String()
+	} else if kind == vmmFirecracker {
+		p.Phase("no bridged network (network = user): this Firecracker VM is reached through its agent only")
 	}
 	p.Phase(fmt.Sprintf("starting %s (%s)", kind, reason))
 	var m machine
@@ -296,12 +331,21 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	bootTimeout := bootTimeoutKVM
 	switch kind {
 	case vmmQEMU:
-		params = append(params, "banger.transport=serial", "banger.ip="+userNetIP, "banger.gw="+userNetGW, "banger.dns="+userNetDNS)
+		params = append(params, "banger.transport=serial")
+		qnet := qemuproc.Net{Tap: &qemuproc.Tap{Name: att.Tap, MAC: v.MAC}}
+		if netMode == netUser {
+			params = append(params, "banger.ip="+userNetIP, "banger.gw="+userNetGW, "banger.dns="+userNetDNS)
+			fwd := []qemuproc.Forward{{GuestPort: 22}}
+			for _, pp := range parsePublish(v.Publish) {
+				fwd = append(fwd, qemuproc.Forward{HostPort: pp.host, GuestPort: pp.guest})
+			}
+			qnet = qemuproc.Net{User: &qemuproc.User{Forwards: fwd}}
+		}
 		qcfg := qemuproc.Config{
 			Binary: vm.cfg.QemuBin, Dir: dir, Kernel: k.VmlinuxPath, Initrd: k.InitrdPath,
 			Cmdline: strings.Join(params, " "), VCPUs: v.VCPUs, MemoryMiB: int(v.MemoryBytes >> 20),
 			Drives: []qemuproc.Drive{{Path: v.COWDevice}},
-			Net:    qemuproc.Net{User: &qemuproc.User{Forwards: []qemuproc.Forward{{GuestPort: 22}}}},
+			Net:    qnet,
 		}
 		qp, err := qemuproc.Start(ctx, qcfg)
 		if err != nil && kvmUsable() == nil && ctx.Err() == nil {
@@ -339,6 +383,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 			MemoryMiB: int(v.MemoryBytes >> 20),
 			Drives:    []fcproc.DriveConfig{{ID: "root", Path: v.COWDevice, Root: true}},
 			VsockCID:  3, Logger: vm.log,
+			Net: fcNet(att, v.MAC),
 		})
 		if err != nil {
 			return vm.failStart(ctx, v, err)
@@ -369,6 +414,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
 	}
+	vm.hostsChanged(ctx)
 	go vm.watch(v.ID, v.Name, m)
 	return v, nil
 }
@@ -393,6 +439,11 @@ func tailOf(path string) string {
 }
 
 func (vm *vmManager) failStart(ctx context.Context, v store.VM, err error) (store.VM, error) {
+	if v.Network == netBridge {
+		if derr := vm.net.detach(context.WithoutCancel(ctx), v.ID); derr != nil {
+			vm.log.Warn("detach network after a failed start", "vm", v.Name, "error", derr)
+		}
+	}
 	v.State, v.LastError, v.PID, v.PIDStartTime = store.VMFailed, err.Error(), 0, 0
 	v.UpdatedAt = time.Now().UTC()
 	if perr := vm.st.PutVM(context.WithoutCancel(ctx), v); perr != nil {
@@ -471,6 +522,7 @@ func (vm *vmManager) watch(id, name string, m machine) {
 	v.StoppedAt, v.UpdatedAt = time.Now().UTC(), time.Now().UTC()
 	_ = vm.st.PutVM(ctx, v)
 	_ = os.RemoveAll(v.RunDir)
+	vm.releaseNetwork(ctx, v)
 	vm.log.Info("VM stopped on its own", "vm", name)
 }
 
@@ -526,6 +578,7 @@ func (vm *vmManager) stopLocked(ctx context.Context, v store.VM) (store.VM, erro
 	err := l.m.stop(sctx, graceful)
 	vm.dropLive(v.ID)
 	_ = os.RemoveAll(v.RunDir)
+	vm.releaseNetwork(context.WithoutCancel(ctx), v)
 	v.State, v.PID, v.PIDStartTime = store.VMStopped, 0, 0
 	v.StoppedAt, v.UpdatedAt = time.Now().UTC(), time.Now().UTC()
 	if err != nil {
@@ -534,7 +587,26 @@ func (vm *vmManager) stopLocked(ctx context.Context, v store.VM) (store.VM, erro
 	if perr := vm.st.PutVM(context.WithoutCancel(ctx), v); perr != nil {
 		return v, perr
 	}
+	vm.hostsChanged(ctx)
 	return v, err
+}
+
+// releaseNetwork gives back a bridged VM's tap, ports and lease.
+func (vm *vmManager) releaseNetwork(ctx context.Context, v store.VM) {
+	if v.Network != netBridge {
+		return
+	}
+	if err := vm.net.detach(ctx, v.ID); err != nil {
+		vm.log.Warn("detach network", "vm", v.Name, "error", err)
+	}
+}
+
+// hostsChanged rewrites the NAME.banger block; a failure is logged, never
+// fatal to the VM.
+func (vm *vmManager) hostsChanged(ctx context.Context) {
+	if err := vm.net.updateHosts(context.WithoutCancel(ctx)); err != nil {
+		vm.log.Warn("update the hosts file", "file", vm.cfg.HostsFile, "error", err)
+	}
 }
 
 // Remove stops a VM if needed and deletes it with its disks and files.
@@ -629,6 +701,7 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 		if v.RunDir != "" {
 			_ = os.RemoveAll(v.RunDir)
 		}
+		vm.releaseNetwork(ctx, v)
 		vm.log.Warn("VM found not running at start", "vm", v.Name, "now", v.State)
 	}
 	// Leftovers: VM dirs and run dirs with no row (a create or start cut short).
@@ -651,6 +724,7 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 // Shutdown leaves running VMs running: they are re-adopted at the next
 // start. It only drops the agent connections.
 func (vm *vmManager) Shutdown() {
+	defer vm.net.close()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	for _, l := range vm.live {
@@ -665,4 +739,13 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// fcNet is Firecracker's network interface: the tap when the VM is on the
+// bridge, none otherwise.
+func fcNet(att netmgr.Attachment, mac string) *fcproc.NetConfig {
+	if att.Tap == "" {
+		return nil
+	}
+	return &fcproc.NetConfig{Tap: att.Tap, MAC: mac}
 }

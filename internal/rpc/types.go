@@ -147,6 +147,10 @@ type VM struct {
 	Disk        string    `json:"disk"`
 	PID         int       `json:"pid,omitempty"`
 	SSHPort     int       `json:"ssh_port,omitempty"`
+	Network     string    `json:"network,omitempty"`
+	IP          string    `json:"ip,omitempty"`
+	Tap         string    `json:"tap,omitempty"`
+	Publish     string    `json:"publish,omitempty"`
 	KnownHosts  string    `json:"known_hosts,omitempty"`
 	ConsoleLog  string    `json:"console_log,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
@@ -158,13 +162,14 @@ type VM struct {
 // CreateVMRequest asks for POST /v1/vms. Zero values take the config's
 // defaults. Start boots the VM once it is created (vm run).
 type CreateVMRequest struct {
-	Name   string `json:"name,omitempty"`
-	Image  string `json:"image,omitempty"`
-	VCPUs  int    `json:"vcpus,omitempty"`
-	Memory int64  `json:"memory,omitempty"`
-	Disk   int64  `json:"disk,omitempty"`
-	VMM    string `json:"vmm,omitempty"`
-	Start  bool   `json:"start,omitempty"`
+	Name    string   `json:"name,omitempty"`
+	Image   string   `json:"image,omitempty"`
+	VCPUs   int      `json:"vcpus,omitempty"`
+	Memory  int64    `json:"memory,omitempty"`
+	Disk    int64    `json:"disk,omitempty"`
+	VMM     string   `json:"vmm,omitempty"`
+	Publish []string `json:"publish,omitempty"`
+	Start   bool     `json:"start,omitempty"`
 }
 
 // StartVMRequest asks for POST /v1/vms/{name}/start.

@@ -190,6 +190,12 @@ var seeders = map[int]func(t *testing.T, s *Store){
 		}
 	},
 	2: func(t *testing.T, s *Store) { insertCore(t, s, "2") },
+	4: func(t *testing.T, s *Store) {
+		insertCore(t, s, "4")
+		if _, err := s.db.Exec(`INSERT INTO leases (vm_id, ip, created_at) VALUES ('vm-4', '10.200.0.9', '2025-01-01T00:00:00.000000000Z')`); err != nil {
+			t.Fatal(err)
+		}
+	},
 	3: func(t *testing.T, s *Store) {
 		insertCore(t, s, "3")
 		if _, err := s.db.Exec(`UPDATE vms SET vmm_reason = 'no /dev/kvm', ssh_port = 2222 WHERE id = 'vm-3'`); err != nil {
@@ -199,6 +205,12 @@ var seeders = map[int]func(t *testing.T, s *Store){
 }
 
 var checkers = map[int]func(t *testing.T, s *Store){
+	4: func(t *testing.T, s *Store) {
+		ls, err := s.ListLeases(context.Background())
+		if err != nil || ls["vm-4"].String() != "10.200.0.9" {
+			t.Errorf("leases after upgrade: %v, %v", ls, err)
+		}
+	},
 	1: func(t *testing.T, s *Store) {
 		op, err := s.GetOperation(context.Background(), "op-v1")
 		if err != nil {
@@ -221,6 +233,9 @@ var checkers = map[int]func(t *testing.T, s *Store){
 			t.Errorf("VM from version 2 after upgrade: %+v", v)
 		}
 		v, err = s.GetVM(context.Background(), "vm3")
+		if err == nil && (v.Publish != "" || v.Network != "") {
+			t.Errorf("VM of version 3 after upgrade to 4: %+v", v)
+		}
 		if err != nil || v.VMMReason != "no /dev/kvm" || v.SSHPort != 2222 {
 			t.Errorf("VM of version 3: %+v, %v", v, err)
 		}

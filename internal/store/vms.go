@@ -36,11 +36,13 @@ type VM struct {
 	VMMReason, RunDir      string
 	SSHPort                int
 	AgentSocket            string
+	Publish                string // "HOSTPORT:GUESTPORT,..."
+	Network                string // "bridge" or "user" once started
 }
 
 const vmColumns = `id, name, image_id, kernel_id, vcpus, memory_bytes, disk_bytes, state, pid, pid_start_time,
 	api_socket, vmm_kind, ip, mac, tap, cow_kind, cow_device, created_at, updated_at, started_at, stopped_at, last_error,
-	vmm_reason, run_dir, ssh_port, agent_socket`
+	vmm_reason, run_dir, ssh_port, agent_socket, publish, network`
 
 func nullTime(t time.Time) any {
 	if t.IsZero() {
@@ -60,18 +62,19 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 	if v.State == "" {
 		v.State = VMCreated
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT (id) DO UPDATE SET name=excluded.name, image_id=excluded.image_id, kernel_id=excluded.kernel_id,
 		vcpus=excluded.vcpus, memory_bytes=excluded.memory_bytes, disk_bytes=excluded.disk_bytes, state=excluded.state,
 		pid=excluded.pid, pid_start_time=excluded.pid_start_time, api_socket=excluded.api_socket,
 		vmm_kind=excluded.vmm_kind, ip=excluded.ip, mac=excluded.mac, tap=excluded.tap, cow_kind=excluded.cow_kind,
 		cow_device=excluded.cow_device, updated_at=excluded.updated_at, started_at=excluded.started_at,
 		stopped_at=excluded.stopped_at, last_error=excluded.last_error, vmm_reason=excluded.vmm_reason,
-		run_dir=excluded.run_dir, ssh_port=excluded.ssh_port, agent_socket=excluded.agent_socket`,
+		run_dir=excluded.run_dir, ssh_port=excluded.ssh_port, agent_socket=excluded.agent_socket,
+		publish=excluded.publish, network=excluded.network`,
 		v.ID, v.Name, v.ImageID, v.KernelID, v.VCPUs, v.MemoryBytes, v.DiskBytes, v.State, v.PID, int64(v.PIDStartTime),
 		v.APISocket, v.VMMKind, v.IP, v.MAC, v.Tap, v.COWKind, v.COWDevice, formatTime(v.CreatedAt),
 		formatTime(v.UpdatedAt), nullTime(v.StartedAt), nullTime(v.StoppedAt), v.LastError,
-		v.VMMReason, v.RunDir, v.SSHPort, v.AgentSocket)
+		v.VMMReason, v.RunDir, v.SSHPort, v.AgentSocket, v.Publish, v.Network)
 	if isUnique(err) {
 		return fmt.Errorf("VM %q: %w", v.Name, ErrExists)
 	}
@@ -88,7 +91,7 @@ func scanVM(r rowScanner) (VM, error) {
 	var started, stopped sql.NullString
 	if err := r.Scan(&v.ID, &v.Name, &v.ImageID, &v.KernelID, &v.VCPUs, &v.MemoryBytes, &v.DiskBytes, &v.State,
 		&v.PID, &startTime, &v.APISocket, &v.VMMKind, &v.IP, &v.MAC, &v.Tap, &v.COWKind, &v.COWDevice,
-		&created, &updated, &started, &stopped, &v.LastError, &v.VMMReason, &v.RunDir, &v.SSHPort, &v.AgentSocket); err != nil {
+		&created, &updated, &started, &stopped, &v.LastError, &v.VMMReason, &v.RunDir, &v.SSHPort, &v.AgentSocket, &v.Publish, &v.Network); err != nil {
 		return VM{}, err
 	}
 	v.PIDStartTime = uint64(startTime)

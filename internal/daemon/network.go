@@ -1,0 +1,185 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"banger/internal/daemon/netmgr"
+	"banger/internal/store"
+)
+
+// Network modes of a VM.
+const (
+	netBridge = "bridge"
+	netUser   = "user"
+)
+
+// network decides how VMs are networked and owns the bridge when there is
+// one. The netmgr.Manager is made on first use, so a daemon that only runs
+// user-mode VMs never touches the host's network.
+type network struct {
+	cfgMode string
+	bridge  netmgr.Config
+	hosts   string
+	st      *store.Store
+
+	mu sync.Mutex
+	nm *netmgr.Manager
+}
+
+// storeLeases backs netmgr's leases with the store.
+type storeLeases struct{ st *store.Store }
+
+func (l storeLeases) Acquire(ctx context.Context, vmID string, pick func([]netip.Addr) (netip.Addr, error)) (netip.Addr, error) {
+	return l.st.AcquireLease(ctx, vmID, pick)
+}
+func (l storeLeases) Release(ctx context.Context, vmID string) error {
+	return l.st.ReleaseLease(ctx, vmID)
+}
+func (l storeLeases) List(ctx context.Context) (map[string]netip.Addr, error) {
+	return l.st.ListLeases(ctx)
+}
+
+// mode resolves the configured mode for one VM start.
+func (n *network) mode() (string, error) {
+	switch n.cfgMode {
+	case netUser:
+		return netUser, nil
+	case netBridge:
+		if os.Geteuid() != 0 {
+			return "", errors.New("network = \"bridge\" needs bangerd to run as root (the privileged helper is not wired to it yet); use network = \"user\"")
+		}
+		return netBridge, nil
+	default: // auto
+		if os.Geteuid() == 0 {
+			return netBridge, nil
+		}
+		return netUser, nil
+	}
+}
+
+func (n *network) manager() (*netmgr.Manager, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nm != nil {
+		return n.nm, nil
+	}
+	nm, err := netmgr.New(n.bridge, storeLeases{n.st})
+	if err != nil {
+		return nil, fmt.Errorf("set up bridged networking: %w", err)
+	}
+	n.nm = nm
+	return nm, nil
+}
+
+// attach gives a VM its tap, address and published ports.
+func (n *network) attach(ctx context.Context, v store.VM) (netmgr.Attachment, error) {
+	nm, err := n.manager()
+	if err != nil {
+		return netmgr.Attachment{}, err
+	}
+	att, err := nm.Attach(ctx, v.ID)
+	if err != nil {
+		return att, fmt.Errorf("attach %s to bridge %s: %w", v.Name, n.bridge.Bridge, err)
+	}
+	for _, p := range parsePublish(v.Publish) {
+		if err := nm.Publish(ctx, v.ID, uint16(p.host), att.IP.Addr(), uint16(p.guest)); err != nil {
+			_ = nm.Detach(context.WithoutCancel(ctx), v.ID)
+			return att, fmt.Errorf("publish port %d of %s: %w", p.host, v.Name, err)
+		}
+	}
+	return att, nil
+}
+
+// detach removes a VM's tap, ports and lease, and the bridge after the
+// last VM.
+func (n *network) detach(ctx context.Context, vmID string) error {
+	n.mu.Lock()
+	nm := n.nm
+	n.mu.Unlock()
+	if nm == nil {
+		// Nothing set up by this daemon; a lease from a previous one goes.
+		return n.st.ReleaseLease(ctx, vmID)
+	}
+	err := nm.Detach(ctx, vmID)
+	if terr := nm.TeardownIfUnused(ctx); terr != nil && err == nil {
+		err = terr
+	}
+	return err
+}
+
+// updateHosts rewrites the NAME.banger block of the hosts file from the
+// running bridged VMs.
+func (n *network) updateHosts(ctx context.Context) error {
+	if n.hosts == "" {
+		return nil
+	}
+	vms, err := n.st.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	entries := map[string]netip.Addr{}
+	for _, v := range vms {
+		if v.State == store.VMRunning && v.Network == netBridge && v.IP != "" {
+			if a, err := netip.ParseAddr(v.IP); err == nil {
+				entries[v.Name] = a
+			}
+		}
+	}
+	return netmgr.UpdateHosts(n.hosts, entries)
+}
+
+func (n *network) close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nm != nil {
+		_ = n.nm.Close()
+		n.nm = nil
+	}
+}
+
+type portPair struct{ host, guest int }
+
+// parsePublish reads "HOST:GUEST,HOST:GUEST"; bad pairs were refused when
+// the VM was created.
+func parsePublish(s string) []portPair {
+	var out []portPair
+	for _, p := range strings.Split(s, ",") {
+		if p == "" {
+			continue
+		}
+		hp, gp, ok := strings.Cut(p, ":")
+		h, err1 := strconv.Atoi(hp)
+		g, err2 := strconv.Atoi(gp)
+		if ok && err1 == nil && err2 == nil {
+			out = append(out, portPair{h, g})
+		}
+	}
+	return out
+}
+
+// checkPublish validates and normalises -p values.
+func checkPublish(ps []string) (string, error) {
+	var out []string
+	seen := map[int]bool{}
+	for _, p := range ps {
+		hp, gp, ok := strings.Cut(p, ":")
+		h, err1 := strconv.Atoi(hp)
+		g, err2 := strconv.Atoi(gp)
+		if !ok || err1 != nil || err2 != nil || h < 1 || h > 65535 || g < 1 || g > 65535 {
+			return "", inputf("-p %q is not HOSTPORT:GUESTPORT", p)
+		}
+		if seen[h] {
+			return "", inputf("-p: host port %d given twice", h)
+		}
+		seen[h] = true
+		out = append(out, fmt.Sprintf("%d:%d", h, g))
+	}
+	return strings.Join(out, ","), nil
+}
