@@ -25,6 +25,9 @@ import (
 // env is the isolated world of one test run: its own home, state and
 // runtime dirs, and freshly built binaries.
 type env struct {
+	netns   string // when set, every command runs in this network namespace
+	deb     string // Debian kernel package
+	image   string // the test image
 	bin     string // dir with banger, bangerd, banger-vsock-agent
 	home    string
 	runtime string
@@ -91,7 +94,7 @@ func setup() (*env, func(), string, error) {
 		return nil, cleanup, "", err
 	}
 	dirs = append(dirs, run)
-	w := &env{bin: filepath.Join(root, "bin"), home: filepath.Join(root, "home"), runtime: run}
+	w := &env{bin: filepath.Join(root, "bin"), home: filepath.Join(root, "home"), runtime: run, deb: deb}
 	w.state = filepath.Join(w.home, ".local", "state", "banger")
 	for _, b := range []struct{ name, pkg, cgo string }{
 		{"banger", "banger/cmd/banger", "1"},
@@ -126,6 +129,7 @@ func setup() (*env, func(), string, error) {
 	}
 	w.release = k.Version
 	img := filepath.Join(root, "test.ext4")
+	w.image = img
 	script, _ := filepath.Abs("../scripts/make-test-image.sh")
 	if out, err := exec.Command("bash", script, img, filepath.Join(w.bin, "banger-vsock-agent"), "192").CombinedOutput(); err != nil {
 		return nil, cleanup, "", fmt.Errorf("make the test image: %v\n%s", err, out)
@@ -158,8 +162,7 @@ func (w *env) cli(args ...string) (string, int) {
 func (w *env) cliSplit(stdin io.Reader, args ...string) (string, string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(w.bin, "banger"), args...)
-	cmd.Env = w.environ()
+	cmd := w.command(ctx, args...)
 	cmd.Stdin = stdin
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -172,6 +175,18 @@ func (w *env) cliSplit(stdin io.Reader, args ...string) (string, string, int) {
 		e.WriteString(err.Error())
 	}
 	return o.String(), e.String(), code
+}
+
+// command is banger with args, in the env's namespace when it has one.
+func (w *env) command(ctx context.Context, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if w.netns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", w.netns, filepath.Join(w.bin, "banger")}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, filepath.Join(w.bin, "banger"), args...)
+	}
+	cmd.Env = w.environ()
+	return cmd
 }
 
 func (w *env) must(t *testing.T, args ...string) string {
@@ -347,8 +362,7 @@ func TestLifecycle(t *testing.T) {
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		cmd := exec.Command(filepath.Join(w.bin, "banger"), "vm", "port-forward", name, fmt.Sprintf("%d:8080", port))
-		cmd.Env = w.environ()
+		cmd := w.command(context.Background(), "vm", "port-forward", name, fmt.Sprintf("%d:8080", port))
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"banger/internal/daemon/dnsd"
 	"banger/internal/daemon/netmgr"
 	"banger/internal/store"
 )
@@ -29,8 +32,13 @@ type network struct {
 	hosts   string
 	st      *store.Store
 
-	mu sync.Mutex
-	nm *netmgr.Manager
+	log *slog.Logger
+
+	mu      sync.Mutex
+	nm      *netmgr.Manager
+	dns     *dnsd.Server
+	dnsStop context.CancelFunc
+	dnsDone chan error
 }
 
 // storeLeases backs netmgr's leases with the store.
@@ -88,6 +96,13 @@ func (n *network) attach(ctx context.Context, v store.VM) (netmgr.Attachment, er
 	if err != nil {
 		return att, fmt.Errorf("attach %s to bridge %s: %w", v.Name, n.bridge.Bridge, err)
 	}
+	// Guests ask the gateway, where bangerd answers NAME.banger and
+	// host.banger and forwards the rest to the host's resolvers.
+	if err := n.ensureDNS(att.Gateway, att.DNS); err != nil {
+		n.log.Warn("no DNS responder on the bridge; guests use the host's resolvers and cannot resolve NAME.banger", "error", err)
+	} else {
+		att.DNS = []netip.Addr{att.Gateway}
+	}
 	for _, p := range parsePublish(v.Publish) {
 		if err := nm.Publish(ctx, v.ID, uint16(p.host), att.IP.Addr(), uint16(p.guest)); err != nil {
 			_ = nm.Detach(context.WithoutCancel(ctx), v.ID)
@@ -108,10 +123,72 @@ func (n *network) detach(ctx context.Context, vmID string) error {
 		return n.st.ReleaseLease(ctx, vmID)
 	}
 	err := nm.Detach(ctx, vmID)
+	if ls, lerr := n.st.ListLeases(ctx); lerr == nil && len(ls) == 0 {
+		n.stopDNS()
+	}
 	if terr := nm.TeardownIfUnused(ctx); terr != nil && err == nil {
 		err = terr
 	}
 	return err
+}
+
+// ensureDNS starts the responder on the gateway once the bridge has its
+// address. Upstreams are the host's resolvers, never the gateway itself.
+func (n *network) ensureDNS(gw netip.Addr, hostDNS []netip.Addr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dns != nil {
+		return nil
+	}
+	var ups []netip.AddrPort
+	for _, a := range hostDNS {
+		if a != gw {
+			ups = append(ups, netip.AddrPortFrom(a, 53))
+		}
+	}
+	srv, err := dnsd.Listen(dnsd.Config{
+		Addr:      netip.AddrPortFrom(gw, 53),
+		Lookup:    n.lookup(gw),
+		Upstreams: ups,
+		Clients:   []netip.Prefix{n.bridge.Subnet},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	n.dns, n.dnsStop, n.dnsDone = srv, cancel, done
+	return nil
+}
+
+func (n *network) stopDNS() {
+	n.mu.Lock()
+	stop, done := n.dnsStop, n.dnsDone
+	n.dns, n.dnsStop, n.dnsDone = nil, nil, nil
+	n.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// lookup answers NAME.banger from the running bridged VMs, and host.banger
+// with the gateway.
+func (n *network) lookup(gw netip.Addr) dnsd.Lookup {
+	return func(name string) (netip.Addr, bool) {
+		if name == "host" {
+			return gw, true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		v, err := n.st.GetVM(ctx, name)
+		if err != nil || v.State != store.VMRunning || v.Network != netBridge {
+			return netip.Addr{}, false
+		}
+		a, err := netip.ParseAddr(v.IP)
+		return a, err == nil
+	}
 }
 
 // updateHosts rewrites the NAME.banger block of the hosts file from the
@@ -136,6 +213,7 @@ func (n *network) updateHosts(ctx context.Context) error {
 }
 
 func (n *network) close() {
+	n.stopDNS()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.nm != nil {

@@ -84,7 +84,7 @@ func (k *keyedLocks) lock(key string) func() {
 
 func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, log *slog.Logger) *vmManager {
 	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{},
-		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st,
+		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st, log: log,
 			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet}}}
 }
 
