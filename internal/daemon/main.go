@@ -13,6 +13,7 @@ import (
 	"banger/internal/buildinfo"
 	"banger/internal/config"
 	"banger/internal/daemon/opstate"
+	"banger/internal/daemon/privhelper"
 )
 
 // MainOptions adjust Main for tests.
@@ -24,6 +25,9 @@ type MainOptions struct {
 // Main is bangerd's entry point: it parses flags, loads the config and runs
 // the daemon until SIGTERM or SIGINT. It returns the process exit code.
 func Main(args []string, mo MainOptions) int {
+	if len(args) > 0 && args[0] == "helper" {
+		return privhelper.Main(args[1:])
+	}
 	stderr := mo.Stderr
 	if stderr == nil {
 		stderr = os.Stderr
@@ -35,7 +39,7 @@ func Main(args []string, mo MainOptions) int {
 	background := fs.Bool("background", false, "log only to the log file, not to stderr (used when the CLI starts the daemon)")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bangerd [flags]\n\nbangerd is banger's daemon. The banger CLI starts it on demand;\nrun it yourself only under systemd or to debug.\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: bangerd [flags]\n       bangerd helper [flags]   (the privileged helper, as root)\n\nbangerd is banger's daemon. The banger CLI starts it on demand;\nrun it yourself only under systemd or to debug.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

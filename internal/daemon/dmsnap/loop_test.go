@@ -313,3 +313,53 @@ func TestConcurrentAttachDetach(t *testing.T) {
 		waitUnbound(t, p.file)
 	}
 }
+
+func TestExportedAttachLoopStaysUntilDetach(t *testing.T) {
+	requireLoop(t)
+	p, want := patternFile(t, t.TempDir(), "disk.img", 1<<20)
+	m := &Manager{LockDir: t.TempDir()}
+	ctx := context.Background()
+	dev, err := m.AttachLoop(ctx, p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.DetachLoop(ctx, dev) })
+	// Nothing holds the device open now, yet it is still bound: no autoclear.
+	if got, err := LoopBacking(dev); err != nil || got != p {
+		t.Fatalf("LoopBacking(%s) = %q, %v; want %q", dev, got, err, p)
+	}
+	n := strings.TrimPrefix(dev, "/dev/loop")
+	if ro := sysLoop(atoiOrFail(t, n), "ro"); ro != "1" {
+		t.Errorf("%s ro = %q, want 1", dev, ro)
+	}
+	got, err := os.ReadFile(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("the loop device does not read back the file's bytes")
+	}
+	if err := m.DetachLoop(ctx, dev); err != nil {
+		t.Fatal(err)
+	}
+	waitUnbound(t, p)
+	if got, err := LoopBacking(dev); err != nil || got != "" {
+		t.Errorf("after DetachLoop, LoopBacking = %q, %v; want unbound", got, err)
+	}
+	// Detaching again is not an error; a non-loop path is refused.
+	if err := m.DetachLoop(ctx, dev); err != nil {
+		t.Errorf("second DetachLoop: %v", err)
+	}
+	if err := m.DetachLoop(ctx, "/dev/sda"); err == nil {
+		t.Error("DetachLoop(/dev/sda) succeeded")
+	}
+}
+
+func atoiOrFail(t *testing.T, s string) int {
+	t.Helper()
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

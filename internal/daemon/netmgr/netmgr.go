@@ -213,93 +213,18 @@ func (m *Manager) Ensure(ctx context.Context) error {
 }
 
 func (m *Manager) ensureLocked() error {
-	if _, err := m.ensureBridge(); err != nil {
+	if err := EnsureBridge(m.h, m.cfg.Bridge, netip.PrefixFrom(m.gateway, m.cfg.Subnet.Bits())); err != nil {
 		return err
 	}
 	if err := m.ensureNft(); err != nil {
 		return err
 	}
-	return runIn(m.ns, func() error {
-		_, err := setSysctl("net/ipv4/ip_forward", "1")
-		return err
-	})
+	return EnableIPForward(m.ns)
 }
 
 func isNotFound(err error) bool {
 	var lnf netlink.LinkNotFoundError
 	return errors.As(err, &lnf)
-}
-
-func (m *Manager) ensureBridge() (netlink.Link, error) {
-	br, err := m.h.LinkByName(m.cfg.Bridge)
-	switch {
-	case isNotFound(err):
-		if err := m.checkSubnetFree(); err != nil {
-			return nil, err
-		}
-		if err := m.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: m.cfg.Bridge}}); err != nil {
-			return nil, fmt.Errorf("netmgr: cannot create bridge %s (needs root): %w", m.cfg.Bridge, err)
-		}
-		if br, err = m.h.LinkByName(m.cfg.Bridge); err != nil {
-			return nil, fmt.Errorf("netmgr: bridge %s vanished after creation: %w", m.cfg.Bridge, err)
-		}
-	case err != nil:
-		return nil, fmt.Errorf("netmgr: cannot look up bridge %s: %w", m.cfg.Bridge, err)
-	}
-	if br.Type() != "bridge" {
-		return nil, fmt.Errorf("netmgr: %s exists but is a %s, not a bridge; remove it or set bridge_name to another name", m.cfg.Bridge, br.Type())
-	}
-	gw := netip.PrefixFrom(m.gateway, m.cfg.Subnet.Bits())
-	addrs, err := m.h.AddrList(br, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("netmgr: cannot list the addresses of %s: %w", m.cfg.Bridge, err)
-	}
-	have := false
-	for _, a := range addrs {
-		if p, ok := ipNetPrefix(a.IPNet); ok && p == gw {
-			have = true
-		}
-	}
-	if !have {
-		if err := m.checkSubnetFree(); err != nil {
-			return nil, err
-		}
-		ipn := &net.IPNet{IP: m.gateway.AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
-		if err := m.h.AddrAdd(br, &netlink.Addr{IPNet: ipn}); err != nil {
-			return nil, fmt.Errorf("netmgr: cannot add %s to bridge %s: %w", gw, m.cfg.Bridge, err)
-		}
-	}
-	if br.Attrs().Flags&net.FlagUp == 0 {
-		if err := m.h.LinkSetUp(br); err != nil {
-			return nil, fmt.Errorf("netmgr: cannot bring bridge %s up: %w", m.cfg.Bridge, err)
-		}
-	}
-	return br, nil
-}
-
-// checkSubnetFree refuses a subnet that overlaps an address on another
-// interface, which would make routing ambiguous.
-func (m *Manager) checkSubnetFree() error {
-	addrs, err := m.h.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("netmgr: cannot list host addresses: %w", err)
-	}
-	for _, a := range addrs {
-		p, ok := ipNetPrefix(a.IPNet)
-		if !ok || !p.Overlaps(m.cfg.Subnet) {
-			continue
-		}
-		l, err := m.h.LinkByIndex(a.LinkIndex)
-		if err == nil && l.Attrs().Name == m.cfg.Bridge {
-			continue
-		}
-		name := fmt.Sprintf("interface %d", a.LinkIndex)
-		if err == nil {
-			name = l.Attrs().Name
-		}
-		return fmt.Errorf("netmgr: bridge_subnet %s overlaps %s on %s; set bridge_subnet to a free range", m.cfg.Subnet, p, name)
-	}
-	return nil
 }
 
 func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
@@ -360,44 +285,9 @@ func (m *Manager) attach(ctx context.Context, vmID string, ip netip.Addr) (Attac
 	if err := m.ensureLocked(); err != nil {
 		return Attachment{}, err
 	}
-	br, err := m.h.LinkByName(m.cfg.Bridge)
-	if err != nil {
-		return Attachment{}, fmt.Errorf("netmgr: cannot look up bridge %s: %w", m.cfg.Bridge, err)
-	}
 	name := m.TapName(vmID)
-	tap, err := m.h.LinkByName(name)
-	switch {
-	case isNotFound(err):
-		t := &netlink.Tuntap{
-			LinkAttrs: netlink.LinkAttrs{Name: name},
-			Mode:      netlink.TUNTAP_MODE_TAP,
-			Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_TUN_EXCL,
-			Owner:     uint32(m.tapUID),
-			Group:     uint32(m.tapGID),
-		}
-		// /dev/net/tun creates the device in the opening thread's namespace.
-		if err := runIn(m.ns, func() error { return m.h.LinkAdd(t) }); err != nil {
-			return Attachment{}, fmt.Errorf("netmgr: cannot create tap %s for VM %s (needs root and /dev/net/tun): %w", name, vmID, err)
-		}
-		if tap, err = m.h.LinkByName(name); err != nil {
-			return Attachment{}, fmt.Errorf("netmgr: tap %s vanished after creation: %w", name, err)
-		}
-	case err != nil:
-		return Attachment{}, fmt.Errorf("netmgr: cannot look up tap %s: %w", name, err)
-	case tap.Type() != "tuntap":
-		return Attachment{}, fmt.Errorf("netmgr: %s exists but is a %s, not a tap; remove it", name, tap.Type())
-	}
-	if tap.Attrs().MasterIndex != br.Attrs().Index {
-		if err := m.h.LinkSetMaster(tap, br); err != nil {
-			_ = m.deleteTap(name)
-			return Attachment{}, fmt.Errorf("netmgr: cannot put tap %s on bridge %s: %w", name, m.cfg.Bridge, err)
-		}
-	}
-	if tap.Attrs().Flags&net.FlagUp == 0 {
-		if err := m.h.LinkSetUp(tap); err != nil {
-			_ = m.deleteTap(name)
-			return Attachment{}, fmt.Errorf("netmgr: cannot bring tap %s up: %w", name, err)
-		}
+	if err := CreateTap(m.ns, m.h, name, m.cfg.Bridge, m.tapUID, m.tapGID); err != nil {
+		return Attachment{}, fmt.Errorf("%w (VM %s)", err, vmID)
 	}
 	return Attachment{
 		Tap:     name,
@@ -418,22 +308,7 @@ func (m *Manager) dns() []netip.Addr {
 }
 
 // deleteTap removes a tap, ignoring one that is already gone.
-func (m *Manager) deleteTap(name string) error {
-	l, err := m.h.LinkByName(name)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("netmgr: cannot look up tap %s: %w", name, err)
-	}
-	if l.Type() != "tuntap" {
-		return fmt.Errorf("netmgr: %s is a %s, not a tap; not deleting it", name, l.Type())
-	}
-	if err := m.h.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("netmgr: cannot delete tap %s: %w", name, err)
-	}
-	return nil
-}
+func (m *Manager) deleteTap(name string) error { return DeleteTap(m.h, name) }
 
 // Detach deletes vmID's tap and published ports and releases its lease.
 // Detaching a VM that is not attached is not an error.
@@ -475,29 +350,5 @@ func (m *Manager) TeardownIfUnused(ctx context.Context) error {
 	if err := m.deleteTable(); err != nil {
 		return err
 	}
-	br, err := m.h.LinkByName(m.cfg.Bridge)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("netmgr: cannot look up bridge %s: %w", m.cfg.Bridge, err)
-	}
-	if br.Type() != "bridge" {
-		return fmt.Errorf("netmgr: %s is a %s, not a bridge; not deleting it", m.cfg.Bridge, br.Type())
-	}
-	links, err := m.h.LinkList()
-	if err != nil {
-		return fmt.Errorf("netmgr: cannot list links: %w", err)
-	}
-	for _, l := range links {
-		if l.Attrs().MasterIndex == br.Attrs().Index && l.Type() == "tuntap" && strings.HasPrefix(l.Attrs().Name, m.cfg.TapPrefix) {
-			if err := m.deleteTap(l.Attrs().Name); err != nil {
-				return err
-			}
-		}
-	}
-	if err := m.h.LinkDel(br); err != nil && !isNotFound(err) {
-		return fmt.Errorf("netmgr: cannot delete bridge %s: %w", m.cfg.Bridge, err)
-	}
-	return nil
+	return DeleteBridge(m.h, m.cfg.Bridge, m.cfg.TapPrefix)
 }
