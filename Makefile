@@ -11,7 +11,7 @@ DESTDIR   ?=
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 SCRIPTS   := $(wildcard scripts/*.sh) $(wildcard .ci/*)
 
-.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e
+.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e install uninstall
 
 all: build
 
@@ -47,7 +47,7 @@ coverage-total:
 	@$(GO) tool cover -func=coverage.out | awk '/^total:/ {print $$3}'
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	scripts/bench/run.sh
 
 # Checks and installs the host packages banger needs, builds, and runs a VM.
 run: deps build
@@ -55,6 +55,14 @@ run: deps build
 
 deps:
 	scripts/host-deps.sh
+
+# Installs the binaries and the systemd units (PREFIX, DESTDIR honoured);
+# see docs/install.md.
+install: build
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BIN_DIR=$(BIN) scripts/install.sh
+
+uninstall:
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) scripts/install.sh --uninstall
 
 clean:
 	rm -rf build coverage.out coverage.html

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Measures banger's overhead on `banger vm run --rm -- true` under QEMU TCG
+# against a bare qemu-system-x86_64 booting the same kernel, initrd and
+# (a copy of the) disk to the same point: the guest runs `true` and powers off.
+#
+#   scripts/bench/qemu-overhead.sh [RUNS]     (default 5; prints Markdown)
+#
+# Needs: build/bin/{banger,bangerd,banger-vsock-agent} (make build),
+# qemu-system-x86_64, busybox-static, openssh-server, debugfs, and the cached
+# Debian kernel package that the e2e tests use (~/.cache/banger-test or
+# $BANGER_TEST_CACHE). HOME and XDG_RUNTIME_DIR are temporary; nothing of the
+# user's banger is touched.
+set -euo pipefail
+
+runs=${1:-5}
+# The goal is measured under TCG: on a host with KVM, rerun this script in a
+# private mount namespace whose /dev/kvm is /dev/null, so that banger (which
+# picks KVM when it can) and the bare QEMU both use TCG. BENCH_QEMU_ACCEL=kvm
+# keeps KVM.
+if [ "${BENCH_QEMU_ACCEL:-tcg}" = tcg ] && [ -e /dev/kvm ] && [ -z "${BENCH_QEMU_NS:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null 2>&1; then
+    exec env BENCH_QEMU_NS=1 unshare -m --propagation private bash "$0" "$@"
+  fi
+  echo "qemu-overhead: cannot hide /dev/kvm (needs root and unshare); measuring with KVM" >&2
+fi
+if [ -n "${BENCH_QEMU_NS:-}" ]; then
+  mount --bind /dev/null /dev/kvm
+fi
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bin=$repo/build/bin
+say() { echo "qemu-overhead: $*" >&2; }
+skip() { printf '\n#### banger vm run vs bare QEMU\n\nSkipped: %s\n' "$*"; exit 0; }
+
+for t in qemu-system-x86_64 debugfs mkfs.ext4 busybox; do
+  command -v "$t" >/dev/null 2>&1 || skip "$t is not installed"
+done
+for b in banger bangerd banger-vsock-agent; do
+  [ -x "$bin/$b" ] || skip "$bin/$b is missing (run make build)"
+done
+cache=${BANGER_TEST_CACHE:-$HOME/.cache/banger-test}
+deb=$(find "$cache" -maxdepth 1 -name 'linux-image-*_amd64.deb' 2>/dev/null | sort | tail -n1)
+[ -n "$deb" ] || skip "no cached Debian kernel package in $cache (run the e2e tests once: make e2e)"
+
+root=$(mktemp -d /tmp/banger-qbench-XXXXXX)
+run=$(mktemp -d /tmp/bgq-XXXXXX)
+export HOME=$root/home XDG_RUNTIME_DIR=$run NO_COLOR=1
+unset XDG_CONFIG_HOME XDG_STATE_HOME BANGER_CONFIG
+cleanup() {
+  "$bin/banger" daemon stop >/dev/null 2>&1 || true
+  rm -rf "$root" "$run"
+}
+trap cleanup EXIT
+mkdir -p "$HOME/.config/banger"
+printf 'vmm = "qemu"\ndefault_memory = "512MiB"\ndefault_disk_size = "1GiB"\n' >"$HOME/.config/banger/config.toml"
+banger() { "$bin/banger" "$@"; }
+
+say "importing kernel $deb"
+banger kernel import --name bench-kernel "$deb" >/dev/null
+banger kernel inspect bench-kernel -o json >"$root/kernel.json"
+say "building test image"
+bash "$repo/scripts/make-test-image.sh" "$root/test.ext4" "$bin/banger-vsock-agent" 192 >/dev/null
+banger image register bench --rootfs "$root/test.ext4" --kernel bench-kernel >/dev/null
+
+# The bare image: the same tree whose init mounts /proc, runs true and
+# powers off at once.
+cp --sparse=always "$root/test.ext4" "$root/bare.ext4"
+printf '#!/bin/sh\nmount -t proc proc /proc\ntrue\npoweroff -f\n' >"$root/init.bare"
+debugfs -w -R "rm /sbin/init" "$root/bare.ext4" >/dev/null 2>&1
+debugfs -w -R "write $root/init.bare /sbin/init" "$root/bare.ext4" >/dev/null 2>&1
+debugfs -w -R "sif /sbin/init mode 0100755" "$root/bare.ext4" >/dev/null 2>&1
+
+# Warm-up run (starts the daemon, fills the page cache) that also records
+# the QEMU command line banger uses, so the bare run gets the same kernel
+# command line, -m, -smp and -cpu.
+say "warm-up run"
+banger vm run --rm -- true >/dev/null 2>&1 &
+vmrun=$!
+qpid=""
+for _ in $(seq 1 3000); do
+  for p in $(pgrep -f qemu-system-x86_64 || true); do
+    if { tr '\0' '\n' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF "$HOME"; then qpid=$p; break; fi
+  done
+  [ -n "$qpid" ] && { { tr '\0' '\n' <"/proc/$qpid/cmdline" >"$root/qemu.args"; } 2>/dev/null || true; break; }
+  sleep 0.02
+done
+wait "$vmrun" || skip "banger vm run --rm -- true failed in the warm-up run"
+[ -s "$root/qemu.args" ] || skip "could not read the QEMU command line banger used"
+
+get() { awk -v k="$1" 'p {print; exit} $0 == k {p=1}' "$root/qemu.args"; }
+append=$(get -append); mem=$(get -m); smp=$(get -smp); cpu=$(get -cpu); accel=$(get -accel); machine=$(get -M)
+say "banger's QEMU: -M $machine -accel $accel -cpu $cpu -smp $smp -m $mem"
+say "kernel command line: $append"
+# The bare run is banger's own command line with the VM's directory (console
+# log, QMP and agent sockets, root disk) swapped for ours and the disk for the
+# bare image: same kernel, initrd, command line, machine and devices.
+console=$(sed -n 's/^file,id=console,path=//p' "$root/qemu.args")
+vmdir=$(dirname "$console")
+disk=$(sed -n 's/^id=vd0,file=\([^,]*\),.*/\1/p' "$root/qemu.args")
+[ -n "$console" ] && [ -n "$disk" ] || skip "could not find the console log and root disk in banger's QEMU command line"
+baredir=$root/bare
+mkdir -p "$baredir"
+mapfile -t bare < <(sed -e "s|$disk|$baredir/disk.ext4|g" -e "s|$vmdir|$baredir|g" "$root/qemu.args")
+cp --sparse=always "$root/bare.ext4" "$baredir/disk.ext4"
+
+now() { date +%s%N; }
+declare -a tb tq
+for i in $(seq 1 "$runs"); do
+  say "run $i/$runs"
+  sync
+  t0=$(now); banger vm run --rm -- true >/dev/null 2>&1 || { say "banger vm run failed"; exit 1; }; t1=$(now)
+  tb+=($(((t1 - t0) / 1000000)))
+  sync
+  rm -f "$baredir"/*.sock
+  t0=$(now); timeout 300 "${bare[@]}" </dev/null >"$root/bare.out" 2>&1 || { say "bare QEMU failed: $(tail -5 "$root/bare.out"); console: $(tail -5 "$baredir/$(basename "$console")")"; exit 1; }; t1=$(now)
+  tq+=($(((t1 - t0) / 1000000)))
+done
+grep -q 'reboot: Power down' "$baredir/$(basename "$console")" || say "warning: the bare guest's console shows no power-down"
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+minv() { printf '%s\n' "$@" | sort -n | head -n1; }
+maxv() { printf '%s\n' "$@" | sort -n | tail -n1; }
+mb=$(median "${tb[@]}"); mq=$(median "${tq[@]}")
+printf '\n#### banger vm run --rm -- true vs bare QEMU (%s, -smp %s -m %s, %s runs each, interleaved, daemon warm)\n\n' "$accel" "$smp" "$mem" "$runs"
+echo "| variant | runs | median | min | max | overhead vs bare |"
+echo "|---|---:|---:|---:|---:|---:|"
+printf '| banger vm run --rm -- true | %s | %s ms | %s ms | %s ms | %s |\n' "$runs" "$mb" "$(minv "${tb[@]}")" "$(maxv "${tb[@]}")" \
+  "$(awk -v a="$mb" -v b="$mq" 'BEGIN {printf "%+.0f%%", (a/b-1)*100}')"
+printf '| bare qemu-system-x86_64 (init: true; poweroff -f) | %s | %s ms | %s ms | %s ms | — |\n' "$runs" "$mq" "$(minv "${tq[@]}")" "$(maxv "${tq[@]}")"
+printf '\nAll banger runs (ms): %s. All bare runs (ms): %s.\n' "${tb[*]}" "${tq[*]}"
