@@ -503,3 +503,30 @@ func TestDaemonKilledDuringCreate(t *testing.T) {
 	}
 	assertClean(t, w)
 }
+
+// TestWorkSeedBecomesSecondDisk checks that an image's work-seed reaches
+// each VM as its own copy on /dev/vdb, and that the seed itself never
+// changes.
+func TestWorkSeedBecomesSecondDisk(t *testing.T) {
+	w := start(t)
+	tree := t.TempDir()
+	if err := os.WriteFile(filepath.Join(tree, "marker"), []byte("seeded\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	seed := filepath.Join(t.TempDir(), "seed.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-d", tree, seed, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	before, _ := os.ReadFile(seed)
+	w.must(t, "image", "register", "seeded", "--rootfs", w.image, "--kernel", w.kernel, "--work-seed", seed)
+	defer w.cli("image", "rm", "seeded")
+	stdout, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "seeded", "--rm", "--",
+		"sh", "-c", "mkdir -p /mnt && mount /dev/vdb /mnt && cat /mnt/marker && echo changed > /mnt/marker && umount /mnt")
+	if code != 0 || stdout != "seeded\n" {
+		t.Fatalf("work disk: exit %d, %q\n%s", code, stdout, stderr)
+	}
+	if after, _ := os.ReadFile(seed); !bytes.Equal(before, after) {
+		t.Fatal("the VM wrote to the image's work-seed")
+	}
+	assertClean(t, w)
+}

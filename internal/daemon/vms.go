@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"banger/internal/config"
+	"banger/internal/daemon/dmsnap"
 	"banger/internal/daemon/fcproc"
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/netmgr"
@@ -51,6 +52,7 @@ type vmManager struct {
 	log    *slog.Logger
 
 	net *network
+	dm  *dmsnap.Manager
 
 	mu    sync.Mutex
 	live  map[string]*liveVM // by VM id
@@ -84,6 +86,7 @@ func (k *keyedLocks) lock(key string) func() {
 
 func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, log *slog.Logger) *vmManager {
 	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{},
+		dm: &dmsnap.Manager{LockDir: cfg.StateDir},
 		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st, log: log,
 			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet}}}
 }
@@ -199,14 +202,19 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 		}
 	}()
 	p.Phase("making the root disk")
-	disk := filepath.Join(dir, "root.ext4")
-	strategy := r.COW
-	if strategy == workspace.DMSnap {
-		return store.VM{}, inputf("cow = dmsnap needs device-mapper, which this banger does not drive yet: use auto, reflink or copy")
-	}
-	used, err := workspace.CloneDisk(ctx, im.RootfsPath, disk, strategy, r.Disk)
+	disk, used, err := vm.makeRootDisk(ctx, r, im, dir, p)
 	if err != nil {
-		return store.VM{}, fmt.Errorf("make the root disk of %s: %w", r.Name, err)
+		return store.VM{}, err
+	}
+	if im.WorkSeedPath != "" {
+		p.Phase("seeding the work disk")
+		fileCOW := r.COW
+		if fileCOW == workspace.DMSnap {
+			fileCOW = workspace.Auto
+		}
+		if _, err := workspace.CloneDisk(ctx, im.WorkSeedPath, filepath.Join(dir, workDiskName), fileCOW, 0); err != nil {
+			return store.VM{}, fmt.Errorf("seed the work disk of %s: %w", r.Name, err)
+		}
 	}
 	now := time.Now().UTC()
 	v := store.VM{ID: id, Name: r.Name, ImageID: im.ID, KernelID: k.ID, VCPUs: r.VCPUs, MemoryBytes: r.Memory,
@@ -217,6 +225,77 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	}
 	ok = true
 	return v, nil
+}
+
+// workDiskName is the VM's second disk, seeded from the image's work-seed;
+// the guest sees it as /dev/vdb.
+const workDiskName = "work.ext4"
+
+// makeRootDisk gives the VM its writable root: a device-mapper snapshot
+// over the image (its copy-on-write store is made at start), or a reflink
+// clone or sparse copy grown to the requested size. auto takes dmsnap when
+// this host has device-mapper, as the fastest on ext4.
+func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store.Image, dir string, p imagemgr.Progress) (path, used string, err error) {
+	useDM := false
+	switch r.COW {
+	case workspace.DMSnap:
+		if err := dmsnap.Available(); err != nil {
+			return "", "", inputf("cow = dmsnap: %v; or use cow = auto, reflink or copy", err)
+		}
+		useDM = true
+	case workspace.Auto, "":
+		useDM = dmsnap.Available() == nil
+	}
+	if useDM {
+		if r.Disk > im.SizeBytes && im.SizeBytes > 0 {
+			p.Phase(fmt.Sprintf("dmsnap: the root disk keeps the image's size (%s); --disk sets the room for changes", config.Size(im.SizeBytes)))
+		}
+		return filepath.Join(dir, "root.cow"), workspace.DMSnap, nil
+	}
+	disk := filepath.Join(dir, "root.ext4")
+	strategy := r.COW
+	if strategy == "" {
+		strategy = workspace.Auto
+	}
+	used, err = workspace.CloneDisk(ctx, im.RootfsPath, disk, strategy, r.Disk)
+	if err != nil {
+		return "", "", fmt.Errorf("make the root disk of %s: %w", r.Name, err)
+	}
+	return disk, used, nil
+}
+
+func snapshotName(id string) string { return dmsnap.Prefix + id }
+
+// rootDevice returns the path the VMM opens as /dev/vda, setting up the
+// dm snapshot of a dmsnap VM.
+func (vm *vmManager) rootDevice(ctx context.Context, v store.VM, im store.Image) (string, error) {
+	if v.COWKind != workspace.DMSnap {
+		return v.COWDevice, nil
+	}
+	snap, err := vm.dm.Create(ctx, snapshotName(v.ID), im.RootfsPath, v.COWDevice, v.DiskBytes)
+	if err != nil {
+		return "", fmt.Errorf("set up the root snapshot of %s: %w", v.Name, err)
+	}
+	return snap.Device, nil
+}
+
+// releaseRoot tears a dmsnap VM's snapshot down (its COW file stays).
+func (vm *vmManager) releaseRoot(ctx context.Context, v store.VM) {
+	if v.COWKind != workspace.DMSnap {
+		return
+	}
+	if err := vm.dm.Remove(ctx, snapshotName(v.ID)); err != nil {
+		vm.log.Warn("remove the root snapshot", "vm", v.Name, "error", err)
+	}
+}
+
+// drives lists the VM's extra disks after the root.
+func (vm *vmManager) extraDisks(v store.VM) []string {
+	work := filepath.Join(vm.ws.Dir(v.ID), workDiskName)
+	if _, err := os.Stat(work); err == nil {
+		return []string{work}
+	}
+	return nil
 }
 
 func (vm *vmManager) image(ctx context.Context, name string, p imagemgr.Progress) (store.Image, error) {
@@ -307,6 +386,11 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
 	}
+	root, err := vm.rootDevice(ctx, v, im)
+	if err != nil {
+		return vm.failStart(ctx, v, err)
+	}
+	extra := vm.extraDisks(v)
 	var att netmgr.Attachment
 	if netMode == netBridge {
 		p.Phase("attaching to bridge " + vm.cfg.BridgeName)
@@ -344,7 +428,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 		qcfg := qemuproc.Config{
 			Binary: vm.cfg.QemuBin, Dir: dir, Kernel: k.VmlinuxPath, Initrd: k.InitrdPath,
 			Cmdline: strings.Join(params, " "), VCPUs: v.VCPUs, MemoryMiB: int(v.MemoryBytes >> 20),
-			Drives: []qemuproc.Drive{{Path: v.COWDevice}},
+			Drives: qemuDrives(root, extra),
 			Net:    qnet,
 		}
 		qp, err := qemuproc.Start(ctx, qcfg)
@@ -381,7 +465,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 			Name: v.Name, Binary: bin, Dir: dir, Kernel: k.VmlinuxPath, Initrd: k.InitrdPath,
 			BootArgs: "console=ttyS0 reboot=k pci=off " + strings.Join(params, " "), VCPUs: v.VCPUs,
 			MemoryMiB: int(v.MemoryBytes >> 20),
-			Drives:    []fcproc.DriveConfig{{ID: "root", Path: v.COWDevice, Root: true}},
+			Drives:    fcDrives(root, extra),
 			VsockCID:  3, Logger: vm.log,
 			Net: fcNet(att, v.MAC),
 		})
@@ -439,6 +523,7 @@ func tailOf(path string) string {
 }
 
 func (vm *vmManager) failStart(ctx context.Context, v store.VM, err error) (store.VM, error) {
+	vm.releaseRoot(context.WithoutCancel(ctx), v)
 	if v.Network == netBridge {
 		if derr := vm.net.detach(context.WithoutCancel(ctx), v.ID); derr != nil {
 			vm.log.Warn("detach network after a failed start", "vm", v.Name, "error", derr)
@@ -523,6 +608,7 @@ func (vm *vmManager) watch(id, name string, m machine) {
 	_ = vm.st.PutVM(ctx, v)
 	_ = os.RemoveAll(v.RunDir)
 	vm.releaseNetwork(ctx, v)
+	vm.releaseRoot(ctx, v)
 	vm.log.Info("VM stopped on its own", "vm", name)
 }
 
@@ -579,6 +665,7 @@ func (vm *vmManager) stopLocked(ctx context.Context, v store.VM) (store.VM, erro
 	vm.dropLive(v.ID)
 	_ = os.RemoveAll(v.RunDir)
 	vm.releaseNetwork(context.WithoutCancel(ctx), v)
+	vm.releaseRoot(context.WithoutCancel(ctx), v)
 	v.State, v.PID, v.PIDStartTime = store.VMStopped, 0, 0
 	v.StoppedAt, v.UpdatedAt = time.Now().UTC(), time.Now().UTC()
 	if err != nil {
@@ -702,7 +789,19 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 			_ = os.RemoveAll(v.RunDir)
 		}
 		vm.releaseNetwork(ctx, v)
+		vm.releaseRoot(ctx, v)
 		vm.log.Warn("VM found not running at start", "vm", v.Name, "now", v.State)
+	}
+	// Leftover snapshots of VMs that do not run (a crash between setup and
+	// start, or a daemon killed with VMs stopping).
+	if snaps, err := dmsnap.List(); err == nil {
+		for _, sn := range snaps {
+			id := strings.TrimPrefix(sn.Name, dmsnap.Prefix)
+			if !vm.isLive(id) {
+				vm.log.Warn("removing leftover root snapshot", "name", sn.Name)
+				_ = vm.dm.Remove(ctx, sn.Name)
+			}
+		}
 	}
 	// Leftovers: VM dirs and run dirs with no row (a create or start cut short).
 	ids, _ := vm.ws.List()
@@ -748,4 +847,20 @@ func fcNet(att netmgr.Attachment, mac string) *fcproc.NetConfig {
 		return nil
 	}
 	return &fcproc.NetConfig{Tap: att.Tap, MAC: mac}
+}
+
+func qemuDrives(root string, extra []string) []qemuproc.Drive {
+	ds := []qemuproc.Drive{{Path: root}}
+	for _, e := range extra {
+		ds = append(ds, qemuproc.Drive{Path: e})
+	}
+	return ds
+}
+
+func fcDrives(root string, extra []string) []fcproc.DriveConfig {
+	ds := []fcproc.DriveConfig{{ID: "root", Path: root, Root: true}}
+	for i, e := range extra {
+		ds = append(ds, fcproc.DriveConfig{ID: fmt.Sprintf("disk%d", i+1), Path: e})
+	}
+	return ds
 }

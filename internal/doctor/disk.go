@@ -154,15 +154,18 @@ func checkReflink(p reflinkProbe) Result {
 }
 
 // checkCOW says how `vm create` will make root disks, by the daemon's rules:
-// auto is reflink where the state dir supports it, else copy; dmsnap is not
-// driven yet.
-func checkCOW(want string, rl reflinkProbe) Result {
+// auto is a dm snapshot where device-mapper is usable (dm), else reflink
+// where the state dir supports it, else copy.
+func checkCOW(want string, rl reflinkProbe, dm bool) Result {
 	switch want {
 	case "copy":
 		return ok("cow", "cow = copy: each VM disk is a sparse copy of its image")
 	case "dmsnap":
-		return fail("cow", `set cow = "auto" (or "reflink" or "copy")`,
-			"cow = dmsnap, but this banger does not drive device-mapper yet, so `vm create` refuses it")
+		if dm {
+			return ok("cow", "cow = dmsnap: each VM disk is a device-mapper snapshot of its image")
+		}
+		return fail("cow", `load device-mapper (sudo modprobe dm_snapshot) and run bangerd as root, or set cow = "auto"`,
+			"cow = dmsnap, but device-mapper is not usable here, so `vm create` refuses it")
 	case "reflink":
 		switch {
 		case rl.supported:
@@ -174,12 +177,14 @@ func checkCOW(want string, rl reflinkProbe) Result {
 			"cow = reflink, but %s (%s) does not support reflink clones, so `vm create` fails", rl.at, rl.fs)
 	}
 	switch {
+	case dm:
+		return ok("cow", "auto picks dmsnap: device-mapper and loop devices are usable")
 	case rl.supported:
 		return ok("cow", "auto picks reflink: %s (%s) supports clones", rl.at, rl.fs)
 	case rl.err != nil:
 		return ok("cow", "auto tries reflink and falls back to copy (reflink could not be tested: %v)", rl.err)
 	}
-	return ok("cow", "auto picks copy: %s (%s) does not support reflink clones (auto does not use dmsnap yet)", rl.at, rl.fs)
+	return ok("cow", "auto picks copy: no usable device-mapper, and %s (%s) does not support reflink clones", rl.at, rl.fs)
 }
 
 // checkSSHKey looks at the key VMs are reached with; the daemon makes one

@@ -126,7 +126,7 @@ func TestBareHostHasNoVMM(t *testing.T) {
 	expect(t, find(t, rs, "firecracker"), doctor.Warn, "firecracker is not on PATH", "set firecracker_bin")
 	expect(t, find(t, rs, "qemu"), doctor.Warn, "qemu-system-x86_64 is not on PATH", "apt install qemu-system-x86")
 	expect(t, find(t, rs, "vmm"), doctor.Fail, "no VMM can run", "qemu_bin")
-	expect(t, find(t, rs, "helper"), doctor.Warn, "not built yet", "root")
+	expect(t, find(t, rs, "helper"), doctor.Warn, "does not use the privileged helper", "root")
 	expect(t, find(t, rs, "device-mapper"), doctor.Warn, "no /dev/mapper/control", "modprobe dm_snapshot")
 	expect(t, find(t, rs, "loop"), doctor.Warn, "no /dev/loop-control", "modprobe loop")
 	expect(t, find(t, rs, "tun"), doctor.Warn, "no /dev/net/tun", "modprobe tun")
@@ -298,6 +298,22 @@ func fsOf(t *testing.T, dir string) int64 {
 	return int64(st.Type)
 }
 
+func TestCOWPicksDMSnapWhereDeviceMapperIsUsable(t *testing.T) {
+	f := newFakeHost(t)
+	s := settings(t)
+	f.add("dev/mapper/control", "")
+	f.add("dev/loop-control", "")
+	for _, cow := range []string{"auto", "dmsnap"} {
+		s.COW = cow
+		expect(t, find(t, run(f.host(0), s), "cow"), doctor.OK, "dmsnap", "")
+	}
+	// As a user the daemon cannot set snapshots up itself.
+	s.COW = "auto"
+	if r := find(t, run(f.host(1000), s), "cow"); strings.Contains(r.Detail, "dmsnap") {
+		t.Fatalf("as a user auto picks dmsnap: %+v", r)
+	}
+}
+
 func TestCOWWithoutReflink(t *testing.T) {
 	f := newFakeHost(t)
 	s := settings(t)
@@ -309,10 +325,10 @@ func TestCOWWithoutReflink(t *testing.T) {
 		status      doctor.Status
 		detail, fix string
 	}{
-		{"auto", doctor.OK, "auto picks copy: " + s.StateDir, ""},
+		{"auto", doctor.OK, "auto picks copy: no usable device-mapper, and " + s.StateDir, ""},
 		{"copy", doctor.OK, "cow = copy", ""},
 		{"reflink", doctor.Fail, "cow = reflink, but " + s.StateDir, `cow = "auto"`},
-		{"dmsnap", doctor.Fail, "does not drive device-mapper yet", `cow = "auto"`},
+		{"dmsnap", doctor.Fail, "device-mapper is not usable here", `cow = "auto"`},
 	}
 	for _, c := range cases {
 		s.COW = c.cow

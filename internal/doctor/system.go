@@ -9,8 +9,13 @@ import (
 	"strings"
 )
 
-// notBuilt explains why the networking and device-mapper checks only warn.
-const notBuilt = "needed only for bridged networking, which banger does not set up yet"
+// notBuilt explains why the networking checks only warn.
+const notBuilt = "needed for bridged networking (network = bridge, the default as root); without it VMs use QEMU user-mode networking"
+
+// dmUsable is the daemon's rule for cow = auto picking dmsnap.
+func (h Host) dmUsable() bool {
+	return h.UID == 0 && h.exists("/dev/mapper/control") && h.exists("/dev/loop-control")
+}
 
 func checkDaemon(d Daemon, cliVersion string, api int) Result {
 	switch {
@@ -29,18 +34,18 @@ func checkDaemon(d Daemon, cliVersion string, api int) Result {
 	return ok("daemon", "bangerd %s is running (pid %d) on %s", d.Version, d.PID, d.Socket)
 }
 
-// checkHelper reports on the privileged helper, which is not built yet.
+// checkHelper reports on the privileged helper.
 func checkHelper(h Host) Result {
 	if h.UID == 0 {
 		return ok("helper", "banger runs as root, so bangerd does privileged work itself: no helper needed")
 	}
-	return warn("helper", "none yet: run banger as root for privileged work; nothing that exists today needs it",
-		"the privileged helper (bangerd helper, /run/banger/helper.sock) is not built yet, so bangerd running as you cannot make bridges, taps or device-mapper disks; neither bridged networking nor dmsnap is built yet either")
+	return warn("helper", "run banger as root for bridged networking and dmsnap disks",
+		"bangerd running as you does not use the privileged helper (bangerd helper) yet: VMs get QEMU user-mode networking and copied disks")
 }
 
 // checkDeviceMapper looks for /dev/mapper/control and the snapshot target.
 func checkDeviceMapper(ctx context.Context, h Host) Result {
-	const why = "only cow = dmsnap needs it, and cow = auto does not use dmsnap yet"
+	const why = "cow = dmsnap, and cow = auto as root, use it; without it disks are reflink clones or copies"
 	const fix = "`sudo modprobe dm_snapshot` (it loads device-mapper too)"
 	if !h.exists("/dev/mapper/control") {
 		return warn("device-mapper", fix, "no /dev/mapper/control, so device-mapper is not loaded (%s)", why)
@@ -69,9 +74,9 @@ func hasWord(text, word string) bool {
 
 func checkLoop(h Host) Result {
 	if h.exists("/dev/loop-control") {
-		return ok("loop", "/dev/loop-control is present (used by dmsnap disks, which are not built yet)")
+		return ok("loop", "/dev/loop-control is present (used by dmsnap disks)")
 	}
-	return warn("loop", "`sudo modprobe loop`", "no /dev/loop-control: loop devices are not available (only dmsnap disks need them, and they are not built yet)")
+	return warn("loop", "`sudo modprobe loop`", "no /dev/loop-control: loop devices are not available (only dmsnap disks need them)")
 }
 
 func checkTun(h Host) Result {
