@@ -530,3 +530,47 @@ func TestWorkSeedBecomesSecondDisk(t *testing.T) {
 	}
 	assertClean(t, w)
 }
+
+// TestDefaultImageBuildsAndBoots is what `make run` does on a fresh host:
+// `vm run` with no image pulls debian-bookworm, which has no published
+// bundle, so banger builds it with debootstrap from the host's Debian
+// mirror and pulls its kernel with apt; the VM boots systemd with the
+// agent and sshd enabled, and `vm ssh` logs in.
+func TestDefaultImageBuildsAndBoots(t *testing.T) {
+	w := start(t)
+	if os.Geteuid() != 0 {
+		t.Skip("building debian-bookworm with debootstrap needs root")
+	}
+	if r := need("debootstrap", "apt-get"); r != "" {
+		t.Skip(r)
+	}
+	stdout, stderr, code := w.cliSplit(nil, "vm", "run", "--rm", "--name", "golden", "--",
+		"sh", "-c", "systemctl is-active banger-agent.service; test -x /usr/sbin/sshd && echo has-sshd; . /etc/os-release; echo $VERSION_CODENAME")
+	if code != 0 {
+		t.Fatalf("vm run (default image): exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"active", "has-sshd", "bookworm"} {
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("guest output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if !strings.Contains(stderr, "building locally") {
+		t.Errorf("the pull did not say it built locally:\n%s", stderr)
+	}
+	var im struct {
+		OriginRef string `json:"origin_ref"`
+		Kernel    string
+	}
+	_ = json.Unmarshal([]byte(w.must(t, "image", "inspect", "debian-bookworm", "-o", "json")), &im)
+	if im.OriginRef != "build:debootstrap" || im.Kernel != "debian-6.1-amd64" {
+		t.Fatalf("image = %+v", im)
+	}
+	w.must(t, "-q", "vm", "run", "--name", "golden-ssh", "--", "true")
+	defer w.cli("vm", "rm", "-f", "golden-ssh")
+	out, errOut, code := w.cliSplit(nil, "vm", "ssh", "golden-ssh", "--", "id", "-un")
+	if code != 0 || strings.TrimSpace(out) != "root" {
+		t.Fatalf("vm ssh into the golden image: exit %d, %q\n%s", code, out, errOut)
+	}
+	w.must(t, "vm", "rm", "-f", "golden-ssh")
+	assertClean(t, w)
+}

@@ -641,6 +641,9 @@ func (a *app) ssh(ctx context.Context, name string, command []string) error {
 	if err != nil {
 		return errors.New("no ssh client on PATH: install openssh-client, or use banger vm exec")
 	}
+	if err := a.waitForSSH(ctx, name); err != nil {
+		return err
+	}
 	l, err := a.config()
 	if err != nil {
 		return err
@@ -681,6 +684,34 @@ func (a *app) ssh(ctx context.Context, name string, command []string) error {
 		return exitError{ee.ExitCode()}
 	}
 	return err
+}
+
+// sshWait bounds how long vm ssh waits for the guest's sshd, which may
+// start a little after the agent reports the guest ready.
+const sshWait = 60 * time.Second
+
+// waitForSSH waits until something accepts on port 22 in the guest.
+func (a *app) waitForSSH(ctx context.Context, name string) error {
+	c, err := a.agentClient(ctx, name)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(sshWait)
+	for {
+		g, err := c.Forward(ctx, 22)
+		if err == nil {
+			g.Close()
+			return nil
+		}
+		if !strings.Contains(err.Error(), "refused") || time.Now().After(deadline) {
+			return fmt.Errorf("no SSH server answers on port 22 in VM %s (%v): the image may have no sshd; use banger vm exec %s -- CMD", name, err, name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
