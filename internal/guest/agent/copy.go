@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -53,7 +54,12 @@ func (s *server) copyOut(ctx context.Context, c net.Conn, pc *proto.Conn, f prot
 	}
 	stop := watchHangup(c, pc.Reader)
 	defer stop()
-	if err := tarx.Pack(ctx, pc.DataWriter(proto.TypeData), req.Path); err != nil {
+	bw := bufio.NewWriterSize(pc.DataWriter(proto.TypeData), proto.ChunkSize)
+	err := tarx.Pack(ctx, bw, req.Path)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		s.opts.Logf("agent: copy-out: %v", err)
 		_ = pc.WriteError(proto.Errorf(proto.CodeFailed, "copy out of %s: %v", req.Path, err))
 		return nil

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -51,7 +52,13 @@ func (c *Client) copyIn(ctx context.Context, dstDir string, produce func(io.Writ
 		answer <- err
 	}()
 	w := &trackingWriter{w: s.DataWriter(proto.TypeData)}
-	perr := produce(w)
+	// Whole chunks per frame: tar writes 512-byte headers and 32 KiB
+	// blocks, which would otherwise each cost a frame and a syscall.
+	bw := bufio.NewWriterSize(w, proto.ChunkSize)
+	perr := produce(bw)
+	if perr == nil {
+		perr = bw.Flush()
+	}
 	if perr == nil {
 		perr = s.WriteFrame(proto.TypeEOF, nil)
 	} else if w.err == nil {

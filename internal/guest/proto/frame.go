@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 )
 
@@ -195,10 +196,9 @@ func (w *Writer) WriteFrame(t Type, payload []byte) error {
 		_, err := w.w.Write(w.scratch)
 		return err
 	}
-	if _, err := w.w.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := w.w.Write(payload)
+	// Header and payload in one writev where the stream supports it.
+	bufs := net.Buffers{hdr[:], payload}
+	_, err := bufs.WriteTo(w.w)
 	return err
 }
 

@@ -76,7 +76,11 @@ type extractor struct {
 	// inside the root.
 	safe map[string]bool
 	dirs []*tar.Header
+	buf  []byte // file copies, in chunks the size of a data frame
 }
+
+// copyBufSize matches the protocol's data frames.
+const copyBufSize = 256 << 10
 
 // cleanName turns a tar entry name into a clean relative path, refusing
 // absolute names and ".." components.
@@ -189,7 +193,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(f, r)
+		if x.buf == nil {
+			x.buf = make([]byte, copyBufSize)
+		}
+		// Hide the file's ReadFrom so the copy uses the large buffer.
+		_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, x.buf)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
