@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"banger/internal/guest/initrd"
 	"banger/internal/guest/proto"
 
 	"golang.org/x/crypto/ssh"
@@ -78,7 +79,7 @@ func ParseCmdline(s string) (Settings, error) {
 	st := Defaults()
 	var errs []error
 	keyIndex := 0
-	for _, arg := range splitCmdline(s) {
+	for _, arg := range initrd.SplitCmdline(s) {
 		if arg == "--" {
 			break
 		}
@@ -265,32 +266,4 @@ func validIfaceName(name string) error {
 		return fmt.Errorf("%q is not an interface name (1 to 15 characters, no '/', ':' or blanks)", name)
 	}
 	return nil
-}
-
-// splitCmdline splits on blanks outside double quotes and drops the quotes,
-// as the kernel does.
-func splitCmdline(s string) []string {
-	var args []string
-	var cur strings.Builder
-	inQuote, have := false, false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			inQuote = !inQuote
-			have = true
-		case !inQuote && (r == ' ' || r == '\t' || r == '\n' || r == '\r'):
-			if have {
-				args = append(args, cur.String())
-				cur.Reset()
-				have = false
-			}
-		default:
-			cur.WriteRune(r)
-			have = true
-		}
-	}
-	if have {
-		args = append(args, cur.String())
-	}
-	return args
 }

@@ -36,7 +36,7 @@ type Config struct {
 func ParseCmdline(s string) Config {
 	c := Config{Root: DefaultRoot, FSTypes: []string{DefaultRootFSType}, ReadOnly: true,
 		Init: DefaultInit, RootWait: DefaultRootWait, ModuleParams: map[string][]string{}}
-	for _, arg := range splitCmdline(s) {
+	for _, arg := range SplitCmdline(s) {
 		if arg == "--" {
 			break
 		}
@@ -92,8 +92,10 @@ func (c Config) Params(name string) string {
 	return strings.Join(c.ModuleParams[strings.ReplaceAll(name, "-", "_")], " ")
 }
 
-// splitCmdline splits on blanks outside double quotes and drops the quotes.
-func splitCmdline(s string) []string {
+// SplitCmdline splits a kernel command line on blanks outside double
+// quotes and drops the quotes, as the kernel does. The agent's boot duties
+// read /proc/cmdline with it too.
+func SplitCmdline(s string) []string {
 	var args []string
 	var cur strings.Builder
 	inQuote, have := false, false

@@ -48,7 +48,7 @@ func TestParseCmdline(t *testing.T) {
 }
 
 func TestSplitCmdlineQuotes(t *testing.T) {
-	got := splitCmdline(` a  "b c"  d="e f" "" g`)
+	got := SplitCmdline(` a  "b c"  d="e f" "" g`)
 	want := []string{"a", "b c", "d=e f", "", "g"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
