@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"banger/internal/config"
@@ -53,6 +54,8 @@ type vmManager struct {
 
 	net *network
 	dm  *dmsnap.Manager
+	// qemuNoKVM holds why QEMU could not use this host's KVM, once seen.
+	qemuNoKVM atomic.Pointer[string]
 
 	mu    sync.Mutex
 	live  map[string]*liveVM // by VM id
@@ -431,15 +434,23 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 			Drives: qemuDrives(root, extra),
 			Net:    qnet,
 		}
+		if why := vm.qemuNoKVM.Load(); why != nil {
+			qcfg.Accel = qemuproc.AccelTCG
+			reason += "; " + *why
+			v.VMMReason = reason
+		}
 		qp, err := qemuproc.Start(ctx, qcfg)
-		if err != nil && kvmUsable() == nil && ctx.Err() == nil {
+		if err != nil && qcfg.Accel != qemuproc.AccelTCG && kvmUsable() == nil && ctx.Err() == nil {
 			// Some hosts expose /dev/kvm that QEMU cannot drive (nested
-			// virtualisation missing MSRs): fall back to TCG and say so.
+			// virtualisation missing MSRs): fall back to TCG, say so, and
+			// remember it for this daemon's later starts.
 			vm.log.Warn("QEMU failed with KVM; retrying under TCG", "vm", v.Name, "error", err)
 			qcfg.Accel = qemuproc.AccelTCG
 			var err2 error
 			if qp, err2 = qemuproc.Start(ctx, qcfg); err2 == nil {
-				reason += fmt.Sprintf("; QEMU could not use KVM here (%s), so it runs under TCG", firstLine(err.Error()))
+				why := fmt.Sprintf("QEMU could not use KVM here (%s), so it runs under TCG", firstLine(err.Error()))
+				vm.qemuNoKVM.Store(&why)
+				reason += "; " + why
 				v.VMMReason = reason
 			}
 			err = err2
@@ -568,10 +579,14 @@ func (vm *vmManager) waitReady(ctx context.Context, link *agentLink, m machine, 
 			return ctx.Err()
 		case <-m.done():
 			return errors.New("the VMM exited while the guest was booting")
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(readyPoll):
 		}
 	}
 }
+
+// readyPoll is how often the agent is asked whether the guest is ready;
+// each asking is one small request on an open connection.
+const readyPoll = 50 * time.Millisecond
 
 func (vm *vmManager) recordHostKeys(ctx context.Context, v store.VM, link *agentLink) error {
 	var out strings.Builder
