@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,11 +55,27 @@ func (a *app) probe(ctx context.Context) (*rpc.Client, rpc.VersionInfo, error) {
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	v, err := c.Version(pctx)
+	if err != nil && dying(err) {
+		// A daemon that was just killed can accept a connection in the
+		// moment before its sockets close; ask once more.
+		time.Sleep(200 * time.Millisecond)
+		c.Close()
+		c = rpc.NewClient(sock)
+		v, err = c.Version(pctx)
+		if err != nil && dying(err) {
+			err = &rpc.DaemonUnreachableError{Socket: sock, Err: err}
+		}
+	}
 	if err != nil {
 		c.Close()
 		return nil, v, err
 	}
 	return c, v, nil
+}
+
+// dying reports a connection that was accepted and then dropped.
+func dying(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // daemon returns a client for a running daemon, starting one when none

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,9 +11,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"banger/internal/config"
@@ -784,8 +787,18 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 			vm.log.Info("re-adopted running VM", "vm", v.Name, "pid", v.PID)
 			continue
 		}
-		if m != nil { // caught mid-start or mid-stop: finish it off
-			_ = m.stop(ctx, nil)
+		if m != nil {
+			// Caught mid-start or mid-stop: kill it at once (a cancelled
+			// context skips the graceful steps), since the daemon does not
+			// answer the CLI until reconciliation is done.
+			kctx, kill := context.WithCancel(ctx)
+			kill()
+			_ = m.stop(kctx, nil)
+		}
+		// A daemon killed between spawning the VMM and recording its pid
+		// leaves a VMM nobody knows: find it by its run dir.
+		if n := killStrays(v.RunDir); n > 0 {
+			vm.log.Warn("killed VMM processes left by a previous daemon", "vm", v.Name, "count", n)
 		}
 		reason := "the VMM process was gone when bangerd started"
 		if v.State == store.VMStarting {
@@ -829,7 +842,9 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	runs, _ := os.ReadDir(filepath.Join(vm.cfg.RuntimeDir, "vms"))
 	for _, e := range runs {
 		if !known[e.Name()] {
-			_ = os.RemoveAll(filepath.Join(vm.cfg.RuntimeDir, "vms", e.Name()))
+			dir := filepath.Join(vm.cfg.RuntimeDir, "vms", e.Name())
+			killStrays(dir)
+			_ = os.RemoveAll(dir)
 		}
 	}
 	return nil
@@ -878,4 +893,48 @@ func fcDrives(root string, extra []string) []fcproc.DriveConfig {
 		ds = append(ds, fcproc.DriveConfig{ID: fmt.Sprintf("disk%d", i+1), Path: e})
 	}
 	return ds
+}
+
+// killStrays SIGKILLs every process whose command line names a file in
+// runDir (the VMM's sockets live there, so only a VMM of that VM does) and
+// waits, bounded, for them to go. It returns how many it killed.
+func killStrays(runDir string) int {
+	if runDir == "" {
+		return 0
+	}
+	needle := []byte(strings.TrimSuffix(runDir, "/") + "/")
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmd, needle) {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) && processRunning(pid) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return len(pids)
+}
+
+// processRunning is false for a pid that is gone or a zombie.
+func processRunning(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	return !(i > 0 && i+2 < len(st) && st[i+2] == 'Z')
 }
