@@ -571,6 +571,32 @@ func TestDefaultImageBuildsAndBoots(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != "root" {
 		t.Fatalf("vm ssh into the golden image: exit %d, %q\n%s", code, out, errOut)
 	}
-	w.must(t, "vm", "rm", "-f", "golden-ssh")
+	// Each VM of the image makes its own host keys.
+	w.must(t, "-q", "vm", "run", "--name", "golden-ssh2", "--", "true")
+	defer w.cli("vm", "rm", "-f", "golden-ssh2")
+	if out, errOut, code := w.cliSplit(nil, "vm", "ssh", "golden-ssh2", "--", "true"); code != 0 {
+		t.Fatalf("vm ssh golden-ssh2: exit %d %s%s", code, out, errOut)
+	}
+	hostKey := func(name string) string {
+		var v struct {
+			KnownHosts string `json:"known_hosts"`
+		}
+		_ = json.Unmarshal([]byte(w.must(t, "vm", "inspect", name, "-o", "json")), &v)
+		data, err := os.ReadFile(v.KnownHosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) >= 3 {
+				keys = append(keys, f[2])
+			}
+		}
+		return strings.Join(keys, ",")
+	}
+	if a, b := hostKey("golden-ssh"), hostKey("golden-ssh2"); a == "" || a == b {
+		t.Fatalf("two VMs of the golden image share SSH host keys (%q)", a)
+	}
+	w.must(t, "vm", "rm", "-f", "golden-ssh", "golden-ssh2")
 	assertClean(t, w)
 }

@@ -644,6 +644,13 @@ func (a *app) ssh(ctx context.Context, name string, command []string) error {
 	if err := a.waitForSSH(ctx, name); err != nil {
 		return err
 	}
+	// Record the host keys sshd serves now (an image may make them at first
+	// boot, after the guest reported ready).
+	if c, err := a.daemon(ctx); err == nil {
+		if err := c.Do(ctx, "POST", "/v1/vms/"+url.PathEscape(name)+"/hostkeys", nil, nil); err != nil {
+			return err
+		}
+	}
 	l, err := a.config()
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ func (d *Daemon) vmRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/vms/{name}/restart", d.handleRestartVM)
 	mux.HandleFunc("GET /v1/vms/{name}/logs", d.handleVMLogs)
 	mux.HandleFunc("GET /v1/vms/{name}/agent", d.handleVMAgent)
+	mux.HandleFunc("POST /v1/vms/{name}/hostkeys", d.handleVMHostKeys)
 }
 
 func vmAPIError(err error) error {
@@ -204,6 +205,22 @@ func (d *Daemon) handleVMLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// handleVMHostKeys records the guest's current SSH host keys in the VM's
+// known_hosts. vm ssh asks for it once sshd answers, since an image may
+// make its host keys at first boot, after the agent reported ready.
+func (d *Daemon) handleVMHostKeys(w http.ResponseWriter, r *http.Request) {
+	link, v, err := d.vms.Agent(r.Context(), r.PathValue("name"))
+	if err != nil {
+		rpc.WriteError(w, vmAPIError(err))
+		return
+	}
+	if err := d.vms.recordHostKeys(r.Context(), v, link); err != nil {
+		rpc.WriteError(w, rpc.Errorf(rpc.CodeUnavailable, "record the SSH host keys of %s: %v", v.Name, err))
+		return
+	}
+	rpc.WriteJSON(w, http.StatusOK, d.wireVM(r.Context(), v))
 }
 
 // handleVMAgent turns the request's connection into one guest-agent stream

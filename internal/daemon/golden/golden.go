@@ -174,6 +174,7 @@ func Customize(tree, agent, name string) error {
 		}},
 		{"write hostname", func() error { return writeFile(filepath.Join(tree, "etc/hostname"), name+"\n", 0o644) }},
 		{"lock root's password", func() error { return lockRoot(filepath.Join(tree, "etc/shadow")) }},
+		{"make host keys per VM", func() error { return perVMHostKeys(tree) }},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -181,6 +182,20 @@ func Customize(tree, agent, name string) error {
 		}
 	}
 	return nil
+}
+
+// perVMHostKeys removes the SSH host keys made while the image was built,
+// which every VM of the image would otherwise share, and has ssh.service
+// make fresh ones on each VM's first boot.
+func perVMHostKeys(tree string) error {
+	keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*"))
+	for _, k := range keys {
+		if err := os.Remove(k); err != nil {
+			return err
+		}
+	}
+	return writeFile(filepath.Join(tree, "etc/systemd/system/ssh.service.d/banger-host-keys.conf"),
+		"# Written by banger: each VM makes its own SSH host keys at first boot,\n# before the unit's own configuration check (which needs them).\n[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n", 0o644)
 }
 
 func installUnits(tree string) error {

@@ -56,6 +56,8 @@ func TestCustomize(t *testing.T) {
 	agent := filepath.Join(t.TempDir(), "agent")
 	write(t, agent, "#!agent")
 	write(t, filepath.Join(tree, "etc/shadow"), "root:$6$hash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+	write(t, filepath.Join(tree, "etc/ssh/ssh_host_ed25519_key"), "build-time key")
+	write(t, filepath.Join(tree, "etc/ssh/ssh_host_ed25519_key.pub"), "build-time key")
 	if err := golden.Customize(tree, agent, "debian-bookworm"); err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +75,10 @@ func TestCustomize(t *testing.T) {
 	check("etc/shadow", "root:*:19000")
 	check("etc/shadow", "daemon:*:19000")
 	check("etc/systemd/system/banger-agent.service", "banger-vsock-agent serve")
+	check("etc/systemd/system/ssh.service.d/banger-host-keys.conf", "ssh-keygen -A")
+	if keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*")); len(keys) != 0 {
+		t.Fatalf("build-time host keys left: %v", keys)
+	}
 	for link, target := range map[string]string{
 		"etc/systemd/system/multi-user.target.wants/banger-agent.service":   "/etc/systemd/system/banger-agent.service",
 		"etc/systemd/system/sysinit.target.wants/banger-agent-boot.service": "/etc/systemd/system/banger-agent-boot.service",
