@@ -51,7 +51,9 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$HOME/.config/banger"
-printf 'vmm = "qemu"\ndefault_memory = "512MiB"\ndefault_disk_size = "1GiB"\n' >"$HOME/.config/banger/config.toml"
+# User-mode networking: a benchmark must not set up a bridge, NAT rules or
+# ip_forward on the host it runs on (as root, network = auto would).
+printf 'vmm = "qemu"\nnetwork = "user"\nhosts_file = ""\ndefault_memory = "512MiB"\ndefault_disk_size = "1GiB"\n' >"$HOME/.config/banger/config.toml"
 banger() { "$bin/banger" "$@"; }
 
 say "importing kernel $deb"
