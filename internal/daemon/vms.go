@@ -28,6 +28,7 @@ import (
 	"banger/internal/daemon/workspace"
 	"banger/internal/guest/boot"
 	"banger/internal/guest/client"
+	"banger/internal/keylock"
 	"banger/internal/store"
 )
 
@@ -62,32 +63,12 @@ type vmManager struct {
 
 	mu    sync.Mutex
 	live  map[string]*liveVM // by VM id
-	locks keyedLocks
+	locks keylock.Map
 }
 
 type liveVM struct {
 	m     machine
 	agent *agentLink
-}
-
-type keyedLocks struct {
-	mu sync.Mutex
-	m  map[string]*sync.Mutex
-}
-
-func (k *keyedLocks) lock(key string) func() {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*sync.Mutex{}
-	}
-	l := k.m[key]
-	if l == nil {
-		l = &sync.Mutex{}
-		k.m[key] = l
-	}
-	k.mu.Unlock()
-	l.Lock()
-	return l.Unlock
 }
 
 func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, log *slog.Logger) *vmManager {
@@ -180,7 +161,7 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	if err := vm.validate(&r); err != nil {
 		return store.VM{}, err
 	}
-	unlock := vm.locks.lock("name/" + r.Name)
+	unlock := vm.locks.MustLock("name/" + r.Name)
 	defer unlock()
 	if _, err := vm.st.GetVM(ctx, r.Name); err == nil {
 		return store.VM{}, vmInputError{fmt.Errorf("VM %q already exists: pick another name, or remove it (banger vm rm %s)", r.Name, r.Name)}
@@ -345,7 +326,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	if err != nil {
 		return store.VM{}, err
 	}
-	unlock := vm.locks.lock(v.ID)
+	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
 	if v, err = vm.st.GetVM(ctx, name); err != nil {
 		return store.VM{}, err
@@ -504,10 +485,6 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 		_ = m.stop(context.Background(), nil)
 		return vm.failStart(ctx, v, fmt.Errorf("%w; the console log is %s%s", err, consoleLog(kind, dir), tailOf(consoleLog(kind, dir))))
 	}
-	p.Phase("recording the guest's SSH host keys")
-	if err := vm.recordHostKeys(ctx, v, link); err != nil {
-		vm.log.Warn("no SSH host keys recorded", "vm", v.Name, "error", err)
-	}
 	v.State, v.StartedAt, v.UpdatedAt = store.VMRunning, time.Now().UTC(), time.Now().UTC()
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
@@ -609,7 +586,7 @@ func (vm *vmManager) recordHostKeys(ctx context.Context, v store.VM, link *agent
 // guest, a crash) as stopped.
 func (vm *vmManager) watch(id, name string, m machine) {
 	<-m.done()
-	unlock := vm.locks.lock(id)
+	unlock := vm.locks.MustLock(id)
 	defer unlock()
 	cur := vm.getLive(id)
 	if cur == nil || cur.m != m {
@@ -661,7 +638,7 @@ func (vm *vmManager) Stop(ctx context.Context, name string) (store.VM, error) {
 	if err != nil {
 		return store.VM{}, err
 	}
-	unlock := vm.locks.lock(v.ID)
+	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
 	return vm.stopLocked(ctx, v)
 }
@@ -720,7 +697,7 @@ func (vm *vmManager) Remove(ctx context.Context, name string, force bool) error 
 	if err != nil {
 		return err
 	}
-	unlock := vm.locks.lock(v.ID)
+	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
 	if vm.isLive(v.ID) {
 		if !force {

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"banger/internal/guest/initrd"
 	"banger/internal/testutil/debkernel"
+	"banger/internal/testutil/guestbuild"
 )
 
 // These tests use Debian's real kernel package, fetched with apt-get
@@ -119,27 +119,6 @@ func TestPrepareDebianKernel(t *testing.T) {
 	}
 }
 
-// hostTSCkHz returns the host's TSC frequency in kHz from /proc/cpuinfo;
-// under TCG the microvm kernel can hang calibrating without it.
-func hostTSCkHz() int {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == "cpu MHz" {
-			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return int(mhz * 1000)
-			}
-		}
-	}
-	return 0
-}
-
 // bootQEMU boots the kernel and initrd with a root disk under QEMU microvm
 // (software emulation) and returns the console output up to the first line
 // containing one of stop, or until QEMU exits or two minutes pass.
@@ -150,7 +129,7 @@ func bootQEMU(t *testing.T, a Artefacts, disk, extraArgs string, stop ...string)
 		t.Skip("qemu-system-x86_64 not installed (apt package qemu-system-x86); cannot boot the initramfs")
 	}
 	appendLine := "console=ttyS0 root=/dev/vda rw panic=-1 reboot=t " + extraArgs
-	if khz := hostTSCkHz(); khz > 0 {
+	if khz := guestbuild.HostTSCkHz(); khz > 0 {
 		appendLine += fmt.Sprintf(" tsc_early_khz=%d", khz)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

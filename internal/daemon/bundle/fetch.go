@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"banger/internal/keylock"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -68,7 +69,7 @@ var client = &http.Client{}
 
 // inProcess serialises fetches of one destination inside this process; the
 // lock file serialises them between processes.
-var inProcess = keyedMutex{m: map[string]*keyEntry{}}
+var inProcess keylock.Map
 
 // Fetch downloads the bundle src into the directory dest.
 //
@@ -106,7 +107,7 @@ func Fetch(ctx context.Context, src Source, dest string, p Progress) (Result, er
 		return Result{}, err
 	}
 
-	unlock, err := inProcess.lock(ctx, dest)
+	unlock, err := inProcess.Lock(ctx, dest)
 	if err != nil {
 		return Result{}, fmt.Errorf("waiting for another fetch into %s: %w", dest, err)
 	}

@@ -13,14 +13,7 @@ import (
 	"time"
 )
 
-func refs(key string) int {
-	inProcess.mu.Lock()
-	defer inProcess.mu.Unlock()
-	if e := inProcess.m[key]; e != nil {
-		return e.refs
-	}
-	return 0
-}
+func refs(key string) int { return inProcess.Users(key) }
 
 // runtimeYield lets other goroutines run while a test waits for a state it
 // can observe; it is a poll interval, not a timing assertion.

@@ -5,57 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// keyedMutex is one mutex per key, created on demand and dropped when no
-// caller holds or waits for it. Waiting honours the context.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyEntry
-}
-
-type keyEntry struct {
-	ch   chan struct{} // holds one token while locked
-	refs int           // holders plus waiters
-}
-
-func (k *keyedMutex) lock(ctx context.Context, key string) (unlock func(), err error) {
-	k.mu.Lock()
-	e := k.m[key]
-	if e == nil {
-		e = &keyEntry{ch: make(chan struct{}, 1)}
-		k.m[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-
-	select {
-	case e.ch <- struct{}{}:
-		var once sync.Once
-		return func() {
-			once.Do(func() {
-				<-e.ch
-				k.release(key, e)
-			})
-		}, nil
-	case <-ctx.Done():
-		k.release(key, e)
-		return nil, ctx.Err()
-	}
-}
-
-func (k *keyedMutex) release(key string, e *keyEntry) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	e.refs--
-	if e.refs == 0 {
-		delete(k.m, key)
-	}
-}
 
 // lockPoll is how often a fetch waiting for another process's lock looks
 // again; flock itself cannot be interrupted by a context.

@@ -1,20 +1,19 @@
 package dmsnap
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"banger/internal/kernelprep"
 	"banger/internal/testutil/debkernel"
+	"banger/internal/testutil/guestbuild"
 )
 
 // TestSnapshotInGuest runs testdata/guesttest as /sbin/init of a Debian
@@ -38,7 +37,7 @@ func TestSnapshotInGuest(t *testing.T) {
 	}
 	dir := t.TempDir()
 	initBin := filepath.Join(dir, "init")
-	goBuildStatic(t, "banger/internal/guest/initrd/testdata/initmain", initBin)
+	guestbuild.GoBuildStatic(t, "banger/internal/guest/initrd/testdata/initmain", initBin)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	mods := append(slices.Clone(kernelprep.DefaultOptionalModules), "dm_mod", "dm_snapshot", "loop")
@@ -58,7 +57,7 @@ func TestSnapshotInGuest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	goBuildStatic(t, "./testdata/guesttest", filepath.Join(tree, "sbin", "init"))
+	guestbuild.GoBuildStatic(t, "./testdata/guesttest", filepath.Join(tree, "sbin", "init"))
 	disk := filepath.Join(dir, "root.ext4")
 	// Room for a 16 MiB origin and the COW files' writes.
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, disk, "160M").CombinedOutput(); err != nil {
@@ -67,7 +66,7 @@ func TestSnapshotInGuest(t *testing.T) {
 
 	logPath := filepath.Join(dir, "console.log")
 	appendLine := "console=ttyS0 root=/dev/vda rw panic=-1"
-	if khz := hostTSCkHz(); khz > 0 {
+	if khz := guestbuild.HostTSCkHz(); khz > 0 {
 		appendLine += fmt.Sprintf(" tsc_early_khz=%d", khz)
 	}
 	qctx, qcancel := context.WithTimeout(context.Background(), 150*time.Second)
@@ -95,40 +94,6 @@ func TestSnapshotInGuest(t *testing.T) {
 	if result != "DMSNAP-TEST: PASS" {
 		t.Fatalf("the guest test did not pass (last: %q); console:\n%s", result, tail(string(log), 60))
 	}
-}
-
-// goBuildStatic builds a static linux/amd64 binary of pkg into out.
-func goBuildStatic(t *testing.T, pkg, out string) {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-}
-
-// hostTSCkHz is the host's "cpu MHz" in kHz: under TCG the microvm
-// kernel can hang calibrating the TSC without tsc_early_khz.
-func hostTSCkHz() int {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == "cpu MHz" {
-			if mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-				return int(mhz * 1000)
-			}
-		}
-	}
-	return 0
 }
 
 func tail(s string, n int) string {

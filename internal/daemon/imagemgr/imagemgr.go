@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/catalog"
+	"banger/internal/keylock"
 	"banger/internal/store"
 )
 
@@ -54,7 +55,7 @@ type Manager struct {
 	initBin  func() (string, error)
 	now      func() time.Time
 	cat      Catalogs
-	pulls    keyedMutex
+	pulls    keylock.Map
 	builders map[string]Builder
 	oci      OCIImporter
 }

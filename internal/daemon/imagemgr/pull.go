@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"banger/internal/catalog"
 	"banger/internal/daemon/bundle"
@@ -28,33 +27,12 @@ type Catalogs struct {
 // SetCatalogs gives the manager its catalogs. Call it before any pull.
 func (m *Manager) SetCatalogs(c Catalogs) { m.cat = c }
 
-// keyedMutex serialises work per key, so two pulls of one name run once.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-}
-
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*sync.Mutex{}
-	}
-	l := k.locks[key]
-	if l == nil {
-		l = &sync.Mutex{}
-		k.locks[key] = l
-	}
-	k.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
-
 // PullKernel makes the catalog kernel name available: at once when it is
 // already there, else from its published bundle, else (no bundle, or the
 // download failed) built locally from its recipe, saying so in the progress.
 func (m *Manager) PullKernel(ctx context.Context, name string, p Progress) (store.Kernel, error) {
 	p = orNop(p)
-	unlock := m.pulls.lock("kernel/" + name)
+	unlock := m.pulls.MustLock("kernel/" + name)
 	defer unlock()
 	if k, err := m.st.GetKernel(ctx, name); err == nil {
 		return k, nil

@@ -71,7 +71,7 @@ func (m *Manager) PullImage(ctx context.Context, ref string, o PullOptions, p Pr
 }
 
 func (m *Manager) pullCatalogImage(ctx context.Context, name string, p Progress) (store.Image, error) {
-	unlock := m.pulls.lock("image/" + name)
+	unlock := m.pulls.MustLock("image/" + name)
 	defer unlock()
 	if im, err := m.st.GetImage(ctx, name); err == nil {
 		return im, nil
@@ -115,7 +115,7 @@ func (m *Manager) BuildImage(ctx context.Context, name string, p Progress) (stor
 	if m.cat.Images == nil || !m.IsCatalogImage(name) {
 		return store.Image{}, badInput(fmt.Errorf("image %q is not in the catalog; catalog images: %s", name, m.catalogNames()))
 	}
-	unlock := m.pulls.lock("image/" + name)
+	unlock := m.pulls.MustLock("image/" + name)
 	defer unlock()
 	if err := m.checkFree(ctx, "image", name); err != nil {
 		return store.Image{}, err
@@ -259,7 +259,7 @@ func (m *Manager) pullOCI(ctx context.Context, ref string, o PullOptions, p Prog
 	if err := ValidName("image", name); err != nil {
 		return store.Image{}, fmt.Errorf("%w (give one with --name)", err)
 	}
-	unlock := m.pulls.lock("image/" + name)
+	unlock := m.pulls.MustLock("image/" + name)
 	defer unlock()
 	existing, err := m.st.GetImage(ctx, name)
 	switch {

@@ -14,26 +14,13 @@ import (
 
 	"banger/internal/kernelprep"
 	"banger/internal/testutil/debkernel"
+	"banger/internal/testutil/guestbuild"
 )
 
 // The boot test runs Debian's real kernel under QEMU with TCG. The kernel
 // package is fetched with apt-get download (following the host's apt
 // configuration) and cached in $BANGER_TEST_CACHE (default
 // ~/.cache/banger-test), so only the first run downloads.
-
-// goBuildStatic builds a static linux/amd64 binary of pkg into out.
-func goBuildStatic(t *testing.T, pkg, out string) {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-}
 
 // bootArtefacts prepares the kernel and initramfs, and a root disk whose
 // /sbin/init is testdata/guestinit.
@@ -49,7 +36,7 @@ func bootArtefacts(t *testing.T) (kernelprep.Artefacts, string) {
 	dir := t.TempDir()
 	// The initramfs /init: loads the modules and switches to /dev/vda.
 	initBin := filepath.Join(dir, "init")
-	goBuildStatic(t, "../../guest/initrd/testdata/initmain", initBin)
+	guestbuild.GoBuildStatic(t, "../../guest/initrd/testdata/initmain", initBin)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	art, err := kernelprep.Prepare(ctx, deb, filepath.Join(dir, "kernel"), kernelprep.Options{Init: initBin})
@@ -62,7 +49,7 @@ func bootArtefacts(t *testing.T) (kernelprep.Artefacts, string) {
 			t.Fatal(err)
 		}
 	}
-	goBuildStatic(t, "./testdata/guestinit", filepath.Join(tree, "sbin", "init"))
+	guestbuild.GoBuildStatic(t, "./testdata/guestinit", filepath.Join(tree, "sbin", "init"))
 	disk := filepath.Join(dir, "root.ext4")
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, disk, "32M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
