@@ -26,6 +26,8 @@ import (
 // runtime dirs, and freshly built binaries.
 type env struct {
 	netns   string // when set, every command runs in this network namespace
+	asUser  []int  // when set (uid, gid), banger runs as that user
+	tunNode string // when set, bound over /dev/net/tun for banger (and the daemon it starts)
 	deb     string // Debian kernel package
 	image   string // the test image
 	bin     string // dir with banger, bangerd, banger-vsock-agent
@@ -181,7 +183,16 @@ func (w *env) cliSplit(stdin io.Reader, args ...string) (string, string, int) {
 func (w *env) command(ctx context.Context, args ...string) *exec.Cmd {
 	var cmd *exec.Cmd
 	if w.netns != "" {
-		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", w.netns, filepath.Join(w.bin, "banger")}, args...)...)
+		argv := []string{"netns", "exec", w.netns}
+		if w.tunNode != "" {
+			argv = append(argv, "unshare", "-m", "--propagation", "private", "sh", "-c",
+				`mount --bind "$0" /dev/net/tun && exec "$@"`, w.tunNode)
+		}
+		if w.asUser != nil {
+			argv = append(argv, "setpriv", fmt.Sprintf("--reuid=%d", w.asUser[0]), fmt.Sprintf("--regid=%d", w.asUser[1]), "--clear-groups")
+		}
+		argv = append(argv, filepath.Join(w.bin, "banger"))
+		cmd = exec.CommandContext(ctx, "ip", append(argv, args...)...)
 	} else {
 		cmd = exec.CommandContext(ctx, filepath.Join(w.bin, "banger"), args...)
 	}

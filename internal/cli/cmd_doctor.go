@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"banger/internal/buildinfo"
+	"banger/internal/daemon/privhelper"
 	"banger/internal/doctor"
 	"banger/internal/rpc"
 )
@@ -40,7 +44,10 @@ never change the exit code. It does not start the daemon.`,
 				in.ConfigPath, in.ConfigFound = l.Path, l.FileFound
 				in.Config = &doctor.Settings{
 					VMM: c.VMM, COW: c.COW, FirecrackerBin: c.FirecrackerBin, QemuBin: c.QemuBin,
-					StateDir: c.StateDir, SSHKeyPath: c.SSHKeyPath,
+					StateDir: c.StateDir, SSHKeyPath: c.SSHKeyPath, Network: c.Network, HelperSocket: c.HelperSocket,
+				}
+				if in.Host.UID != 0 {
+					in.Helper = probeHelper(ctx, c.HelperSocket, c.StateDir)
 				}
 			}
 			if err == nil || a.socket != "" {
@@ -92,6 +99,31 @@ func (a *app) doctorProbe(cmd *cobra.Command) *doctor.Daemon {
 		d.Err = err
 	}
 	return d
+}
+
+// probeHelper asks the privileged helper who it is and whether it can make
+// dm snapshots.
+func probeHelper(ctx context.Context, socket, stateDir string) *doctor.Helper {
+	h := &doctor.Helper{Socket: socket, Want: privhelper.ProtocolVersion}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c := privhelper.Client{Socket: socket}
+	r, err := c.Do(ctx, privhelper.Request{Op: privhelper.OpHello})
+	if err != nil {
+		h.Err = err
+		return h
+	}
+	h.Version, h.Protocol = r.Version, r.Protocol
+	if h.Protocol == h.Want {
+		if err := c.SnapshotsAvailable(ctx); err != nil {
+			h.Snapshots = err.Error()
+		} else if real, err := filepath.EvalSymlinks(stateDir); err != nil || real != r.StateDir {
+			// The daemon's rule (privileged.disks): the helper takes disk
+			// files only from the state dir it knows for this user.
+			h.Snapshots = fmt.Sprintf("the helper accepts disk files only in %q, not state_dir %s", r.StateDir, stateDir)
+		}
+	}
+	return h
 }
 
 func plural(n int, word string) string {

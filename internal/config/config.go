@@ -29,8 +29,9 @@ type Config struct {
 	CatalogBaseURL   string // "" = use the URLs in catalog entries as they are
 	BridgeName       string
 	BridgeSubnet     netip.Prefix
-	Network          string // "auto", "bridge" (tap on the bridge, needs root) or "user" (QEMU user-mode)
+	Network          string // "auto", "bridge" (tap on the bridge; root or the helper) or "user" (QEMU user-mode)
 	HostsFile        string // where NAME.banger lines are kept; "" = nowhere
+	HelperSocket     string // the privileged helper's socket, used when bangerd is not root
 	DefaultVCPUs     int
 	DefaultMemory    Size
 	DefaultDiskSize  Size

@@ -84,6 +84,7 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			BridgeSubnet:     netip.MustParsePrefix("10.200.0.0/24"),
 			Network:          "auto",
 			HostsFile:        "/etc/hosts",
+			HelperSocket:     "/run/banger/helper.sock",
 			DefaultVCPUs:     2,
 			DefaultMemory:    1 << 30,
 			DefaultDiskSize:  8 << 30,
@@ -116,6 +117,7 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			"bridge_subnet":      "10.200.0.0/24 | default",
 			"network":            "auto | default",
 			"hosts_file":         "/etc/hosts | default",
+			"helper_socket":      "/run/banger/helper.sock | default",
 			"default_vcpus":      "2 | default",
 			"default_memory":     "1GiB | default",
 			"default_disk_size":  "8GiB | default",
@@ -325,6 +327,7 @@ default_disk_size = 21474836480   # bytes
 log_level = "debug"
 network = "user"
 hosts_file = ""
+helper_socket = "/run/banger-test/helper.sock"
 `
 
 func TestFileOverridesEveryKey(t *testing.T) {
@@ -350,6 +353,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		BridgeSubnet:     netip.MustParsePrefix("172.30.8.0/22"),
 		Network:          "user",
 		HostsFile:        "",
+		HelperSocket:     "/run/banger-test/helper.sock",
 		DefaultVCPUs:     64,
 		DefaultMemory:    1536 << 20,
 		DefaultDiskSize:  20 << 30,
@@ -366,14 +370,14 @@ func TestFileOverridesEveryKey(t *testing.T) {
 	for _, s := range settings {
 		order = append(order, s.Key)
 	}
-	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 17 {
+	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 18 {
 		t.Errorf("settings order %v, want %v", order, config.Keys())
 	}
 	wantLines := map[string]int{
 		"default_image_name": 2, "firecracker_bin": 3, "qemu_bin": 4, "vmm": 5, "cow": 6,
 		"ssh_key_path": 8, "state_dir": 9, "runtime_dir": 10, "catalog_base_url": 11,
 		"bridge_name": 12, "bridge_subnet": 13, "default_vcpus": 14, "default_memory": 15,
-		"default_disk_size": 16, "log_level": 17, "network": 18, "hosts_file": 19,
+		"default_disk_size": 16, "log_level": 17, "network": 18, "hosts_file": 19, "helper_socket": 20,
 	}
 	for _, s := range settings {
 		if s.Source.Kind != config.SourceFile || s.Source.File != p || s.Source.Line != wantLines[s.Key] {

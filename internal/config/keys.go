@@ -152,6 +152,12 @@ var keys = []keySpec{
 		get:  func(c *Config) string { return c.HostsFile },
 	},
 	{
+		name: "helper_socket",
+		def:  func(c *Config) { c.HelperSocket = "/run/banger/helper.sock" },
+		set:  pathSetter(func(c *Config) *string { return &c.HelperSocket }, false),
+		get:  func(c *Config) string { return c.HelperSocket },
+	},
+	{
 		name: "default_vcpus",
 		def:  func(c *Config) { c.DefaultVCPUs = 2 },
 		set: func(c *Config, v any, _ *environ) string {

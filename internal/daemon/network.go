@@ -31,6 +31,7 @@ type network struct {
 	bridge  netmgr.Config
 	hosts   string
 	st      *store.Store
+	priv    *privileged
 
 	log *slog.Logger
 
@@ -54,31 +55,53 @@ func (l storeLeases) List(ctx context.Context) (map[string]netip.Addr, error) {
 	return l.st.ListLeases(ctx)
 }
 
-// mode resolves the configured mode for one VM start.
-func (n *network) mode() (string, error) {
+// mode resolves the configured mode for one VM start: the bridge when
+// bangerd can do privileged work (as root, or through the helper).
+func (n *network) mode(ctx context.Context) (string, error) {
 	switch n.cfgMode {
 	case netUser:
 		return netUser, nil
 	case netBridge:
-		if os.Geteuid() != 0 {
-			return "", errors.New("network = \"bridge\" needs bangerd to run as root (the privileged helper is not wired to it yet); use network = \"user\"")
+		if _, err := n.priv.get(ctx); err != nil {
+			return "", fmt.Errorf("network = \"bridge\" needs bangerd to run as root or the banger helper (see docs/install.md): %w; or use network = \"user\"", err)
+		}
+		if err := tunUsable(); err != nil {
+			return "", fmt.Errorf("network = \"bridge\": %w; or use network = \"user\"", err)
 		}
 		return netBridge, nil
 	default: // auto
-		if os.Geteuid() == 0 {
-			return netBridge, nil
+		if _, err := n.priv.get(ctx); err != nil {
+			n.log.Debug("network = auto picks user-mode networking", "reason", err)
+			return netUser, nil
 		}
-		return netUser, nil
+		if err := tunUsable(); err != nil {
+			n.log.Warn("network = auto picks user-mode networking", "reason", err)
+			return netUser, nil
+		}
+		return netBridge, nil
 	}
 }
 
-func (n *network) manager() (*netmgr.Manager, error) {
+// tunUsable says why a VMM running as this user could not attach to a tap.
+func tunUsable() error {
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("a VMM running as uid %d cannot open /dev/net/tun to attach to its tap (%w); `sudo chmod 0666 /dev/net/tun` is the kernel's usual mode", os.Getuid(), err)
+	}
+	return f.Close()
+}
+
+func (n *network) manager(ctx context.Context) (*netmgr.Manager, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.nm != nil {
 		return n.nm, nil
 	}
-	nm, err := netmgr.New(n.bridge, storeLeases{n.st})
+	ops, err := n.priv.get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("set up bridged networking: %w", err)
+	}
+	nm, err := netmgr.New(n.bridge, storeLeases{n.st}, netmgr.WithOps(ops))
 	if err != nil {
 		return nil, fmt.Errorf("set up bridged networking: %w", err)
 	}
@@ -88,7 +111,7 @@ func (n *network) manager() (*netmgr.Manager, error) {
 
 // attach gives a VM its tap, address and published ports.
 func (n *network) attach(ctx context.Context, v store.VM) (netmgr.Attachment, error) {
-	nm, err := n.manager()
+	nm, err := n.manager(ctx)
 	if err != nil {
 		return netmgr.Attachment{}, err
 	}
@@ -115,14 +138,16 @@ func (n *network) attach(ctx context.Context, v store.VM) (netmgr.Attachment, er
 // detach removes a VM's tap, ports and lease, and the bridge after the
 // last VM.
 func (n *network) detach(ctx context.Context, vmID string) error {
-	n.mu.Lock()
-	nm := n.nm
-	n.mu.Unlock()
-	if nm == nil {
-		// Nothing set up by this daemon; a lease from a previous one goes.
-		return n.st.ReleaseLease(ctx, vmID)
+	nm, err := n.manager(ctx)
+	if err != nil {
+		// No way to root: the tap and ports cannot be removed now, but the
+		// lease goes so that the store stays true.
+		if rerr := n.st.ReleaseLease(ctx, vmID); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
 	}
-	err := nm.Detach(ctx, vmID)
+	err = nm.Detach(ctx, vmID)
 	if ls, lerr := n.st.ListLeases(ctx); lerr == nil && len(ls) == 0 {
 		n.stopDNS()
 	}
@@ -220,6 +245,7 @@ func (n *network) close() {
 		_ = n.nm.Close()
 		n.nm = nil
 	}
+	n.priv.close()
 }
 
 type portPair struct{ host, guest int }

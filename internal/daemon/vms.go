@@ -56,8 +56,8 @@ type vmManager struct {
 	ws     *workspace.Manager
 	log    *slog.Logger
 
-	net *network
-	dm  *dmsnap.Manager
+	net  *network
+	priv *privileged
 	// qemuNoKVM holds why QEMU could not use this host's KVM, once seen.
 	qemuNoKVM atomic.Pointer[string]
 
@@ -72,9 +72,10 @@ type liveVM struct {
 }
 
 func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, log *slog.Logger) *vmManager {
+	priv := newPrivileged(cfg.HelperSocket, cfg.StateDir)
 	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{},
-		dm: &dmsnap.Manager{LockDir: cfg.StateDir},
-		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st, log: log,
+		priv: priv,
+		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st, log: log, priv: priv,
 			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet}}}
 }
 
@@ -226,12 +227,12 @@ func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store
 	useDM := false
 	switch r.COW {
 	case workspace.DMSnap:
-		if err := dmsnap.Available(); err != nil {
+		if err := vm.snapshotsAvailable(ctx); err != nil {
 			return "", "", inputf("cow = dmsnap: %v; or use cow = auto, reflink or copy", err)
 		}
 		useDM = true
 	case workspace.Auto, "":
-		useDM = dmsnap.Available() == nil
+		useDM = vm.snapshotsAvailable(ctx) == nil
 	}
 	if useDM {
 		if r.Disk > im.SizeBytes && im.SizeBytes > 0 {
@@ -253,13 +254,27 @@ func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store
 
 func snapshotName(id string) string { return dmsnap.Prefix + id }
 
+// snapshotsAvailable says why dm snapshots cannot be made (no way to root,
+// or no device-mapper), or nil.
+func (vm *vmManager) snapshotsAvailable(ctx context.Context) error {
+	ops, err := vm.priv.disks(ctx, vm.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	return ops.SnapshotsAvailable(ctx)
+}
+
 // rootDevice returns the path the VMM opens as /dev/vda, setting up the
 // dm snapshot of a dmsnap VM.
 func (vm *vmManager) rootDevice(ctx context.Context, v store.VM, im store.Image) (string, error) {
 	if v.COWKind != workspace.DMSnap {
 		return v.COWDevice, nil
 	}
-	snap, err := vm.dm.Create(ctx, snapshotName(v.ID), im.RootfsPath, v.COWDevice, v.DiskBytes)
+	ops, err := vm.priv.disks(ctx, vm.cfg.StateDir)
+	if err != nil {
+		return "", fmt.Errorf("set up the root snapshot of %s: %w", v.Name, err)
+	}
+	snap, err := ops.CreateSnapshot(ctx, snapshotName(v.ID), im.RootfsPath, v.COWDevice, v.DiskBytes)
 	if err != nil {
 		return "", fmt.Errorf("set up the root snapshot of %s: %w", v.Name, err)
 	}
@@ -271,7 +286,11 @@ func (vm *vmManager) releaseRoot(ctx context.Context, v store.VM) {
 	if v.COWKind != workspace.DMSnap {
 		return
 	}
-	if err := vm.dm.Remove(ctx, snapshotName(v.ID)); err != nil {
+	ops, err := vm.priv.get(ctx)
+	if err == nil {
+		err = ops.RemoveSnapshot(ctx, snapshotName(v.ID))
+	}
+	if err != nil {
 		vm.log.Warn("remove the root snapshot", "vm", v.Name, "error", err)
 	}
 }
@@ -363,7 +382,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	if im.OriginKind == store.OriginOCI {
 		params = append(params, "init="+OCIInit)
 	}
-	netMode, err := vm.net.mode()
+	netMode, err := vm.net.mode(ctx)
 	if err != nil {
 		return store.VM{}, vmInputError{err}
 	}
@@ -799,15 +818,7 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	}
 	// Leftover snapshots of VMs that do not run (a crash between setup and
 	// start, or a daemon killed with VMs stopping).
-	if snaps, err := dmsnap.List(); err == nil {
-		for _, sn := range snaps {
-			id := strings.TrimPrefix(sn.Name, dmsnap.Prefix)
-			if !vm.isLive(id) {
-				vm.log.Warn("removing leftover root snapshot", "name", sn.Name)
-				_ = vm.dm.Remove(ctx, sn.Name)
-			}
-		}
-	}
+	vm.removeLeftoverSnapshots(ctx)
 	// Leftovers: VM dirs and run dirs with no row (a create or start cut short).
 	ids, _ := vm.ws.List()
 	for _, id := range ids {
@@ -914,4 +925,36 @@ func processRunning(pid int) bool {
 	}
 	i := bytes.LastIndexByte(st, ')')
 	return !(i > 0 && i+2 < len(st) && st[i+2] == 'Z')
+}
+
+// removeLeftoverSnapshots removes the snapshots of this bangerd's VMs (their
+// changes live in its state dir) that do not run. Only a daemon that can
+// reach root has any; without one there is nothing to look at.
+func (vm *vmManager) removeLeftoverSnapshots(ctx context.Context) {
+	ops, err := vm.priv.get(ctx)
+	if err != nil {
+		return
+	}
+	snaps, err := ops.ListSnapshots(ctx)
+	if err != nil {
+		vm.log.Warn("list root snapshots", "error", err)
+		return
+	}
+	state, err := filepath.EvalSymlinks(vm.cfg.StateDir)
+	if err != nil {
+		state = vm.cfg.StateDir
+	}
+	for _, sn := range snaps {
+		rel, err := filepath.Rel(state, sn.COWFile)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue // another user's, or another state dir's
+		}
+		id := strings.TrimPrefix(sn.Name, dmsnap.Prefix)
+		if !vm.isLive(id) {
+			vm.log.Warn("removing leftover root snapshot", "name", sn.Name)
+			if err := ops.RemoveSnapshot(ctx, sn.Name); err != nil {
+				vm.log.Warn("remove leftover root snapshot", "name", sn.Name, "error", err)
+			}
+		}
+	}
 }

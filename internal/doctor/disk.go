@@ -164,7 +164,7 @@ func checkCOW(want string, rl reflinkProbe, dm bool) Result {
 		if dm {
 			return ok("cow", "cow = dmsnap: each VM disk is a device-mapper snapshot of its image")
 		}
-		return fail("cow", `load device-mapper (sudo modprobe dm_snapshot) and run bangerd as root, or set cow = "auto"`,
+		return fail("cow", `load device-mapper (sudo modprobe dm_snapshot), and run bangerd as root or through the banger helper, or set cow = "auto"`,
 			"cow = dmsnap, but device-mapper is not usable here, so `vm create` refuses it")
 	case "reflink":
 		switch {

@@ -53,6 +53,22 @@ type Settings struct {
 	QemuBin        string // "" = qemu-system-x86_64 on PATH
 	StateDir       string
 	SSHKeyPath     string
+	Network        string // "auto", "bridge" or "user"
+	HelperSocket   string
+}
+
+// Helper is what asking the privileged helper found. Only a user's bangerd
+// uses it; for root it is not probed.
+type Helper struct {
+	Socket   string
+	Version  string // the helper's build
+	Protocol int    // the protocol it speaks
+	// Want is the protocol this build speaks.
+	Want int
+	// Err is why the helper could not be asked (nothing listens, refused).
+	Err error
+	// Snapshots is the helper's reason for having no dm snapshots, or "".
+	Snapshots string
 }
 
 // Daemon is what probing the daemon's socket found.
@@ -79,6 +95,9 @@ type Inputs struct {
 	// Daemon is nil when the daemon could not be probed (no socket path
 	// without a config); those checks are then left out.
 	Daemon *Daemon
+	// Helper is nil when it was not probed (banger runs as root, or no
+	// config); the helper check then says whether it is needed.
+	Helper *Helper
 	// CLIVersion and APIVersion are this build's, compared with the
 	// daemon's.
 	CLIVersion string
@@ -113,13 +132,13 @@ func Run(ctx context.Context, in Inputs) []Result {
 		out = append(out, checkVMM(s.VMM, kvm, fc, qemu))
 		space := probeSpace(s.StateDir)
 		rl := probeReflink(s.StateDir)
-		out = append(out, checkCOW(s.COW, rl, in.Host.dmUsable()), checkStateDir(space), checkReflink(rl), checkSSHKey(s.SSHKeyPath))
+		out = append(out, checkCOW(s.COW, rl, in.Host.dmUsable(in.Helper)), checkStateDir(space), checkReflink(rl), checkSSHKey(s.SSHKeyPath))
 	}
 	if in.Daemon != nil {
 		out = append(out, checkDaemon(*in.Daemon, in.CLIVersion, in.APIVersion))
 	}
 	out = append(out,
-		checkHelper(h),
+		checkHelper(h, in.Helper, s.Network, in.CLIVersion),
 		checkDeviceMapper(ctx, h),
 		checkLoop(h),
 		checkTun(h),

@@ -126,7 +126,7 @@ func TestBareHostHasNoVMM(t *testing.T) {
 	expect(t, find(t, rs, "firecracker"), doctor.Warn, "firecracker is not on PATH", "set firecracker_bin")
 	expect(t, find(t, rs, "qemu"), doctor.Warn, "qemu-system-x86_64 is not on PATH", "apt install qemu-system-x86")
 	expect(t, find(t, rs, "vmm"), doctor.Fail, "no VMM can run", "qemu_bin")
-	expect(t, find(t, rs, "helper"), doctor.Warn, "does not use the privileged helper", "root")
+	expect(t, find(t, rs, "helper"), doctor.Warn, "not probed", "helper-users")
 	expect(t, find(t, rs, "device-mapper"), doctor.Warn, "no /dev/mapper/control", "modprobe dm_snapshot")
 	expect(t, find(t, rs, "loop"), doctor.Warn, "no /dev/loop-control", "modprobe loop")
 	expect(t, find(t, rs, "tun"), doctor.Warn, "no /dev/net/tun", "modprobe tun")
@@ -581,4 +581,35 @@ func FuzzParseFirecrackerVersion(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestHelperFindings covers what doctor says about the helper for a user's
+// banger: missing, of another protocol, another build, or fine; and that
+// network = bridge makes a missing helper a failure.
+func TestHelperFindings(t *testing.T) {
+	f := newFakeHost(t)
+	withHelper := func(hp *doctor.Helper, network string) []doctor.Result {
+		s := settings(t)
+		s.Network = network
+		return doctor.Run(context.Background(), doctor.Inputs{Host: f.host(1000), Config: s, ConfigPath: "/etc/banger.toml",
+			Helper: hp, CLIVersion: "v1"})
+	}
+	gone := &doctor.Helper{Socket: "/run/banger/helper.sock", Want: 2, Err: errors.New("connection refused")}
+	expect(t, find(t, withHelper(gone, "auto"), "helper"), doctor.Warn, "not usable on /run/banger/helper.sock: connection refused", "systemctl enable --now banger-helper")
+	expect(t, find(t, withHelper(gone, "bridge"), "helper"), doctor.Fail, "user-mode networking", "helper-users")
+	old := &doctor.Helper{Socket: "/s", Version: "v0", Protocol: 1, Want: 2}
+	expect(t, find(t, withHelper(old, "auto"), "helper"), doctor.Warn, "speaks protocol 1, this build 2", "restart banger-helper")
+	other := &doctor.Helper{Socket: "/s", Version: "v0", Protocol: 2, Want: 2}
+	expect(t, find(t, withHelper(other, "auto"), "helper"), doctor.Warn, "build v0, this CLI v1", "restart banger-helper")
+	good := &doctor.Helper{Socket: "/s", Version: "v1", Protocol: 2, Want: 2, Snapshots: "no device-mapper"}
+	rs := withHelper(good, "auto")
+	expect(t, find(t, rs, "helper"), doctor.OK, "answers (build v1)", "")
+	if c := find(t, rs, "cow"); strings.Contains(c.Detail, "picks dmsnap") {
+		t.Errorf("cow with a helper that has no snapshots: %q", c.Detail)
+	}
+	dm := *good
+	dm.Snapshots = ""
+	if c := find(t, withHelper(&dm, "auto"), "cow"); !strings.Contains(c.Detail, "picks dmsnap") {
+		t.Errorf("cow with a helper that makes snapshots: %q", c.Detail)
+	}
 }

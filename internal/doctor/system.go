@@ -10,11 +10,15 @@ import (
 )
 
 // notBuilt explains why the networking checks only warn.
-const notBuilt = "needed for bridged networking (network = bridge, the default as root); without it VMs use QEMU user-mode networking"
+const notBuilt = "needed for bridged networking (network = bridge, and auto as root or with the helper); without it VMs use QEMU user-mode networking"
 
-// dmUsable is the daemon's rule for cow = auto picking dmsnap.
-func (h Host) dmUsable() bool {
-	return h.UID == 0 && h.exists("/dev/mapper/control") && h.exists("/dev/loop-control")
+// dmUsable is the daemon's rule for cow = auto picking dmsnap: as root,
+// device-mapper and loop devices here; as a user, the helper says it can.
+func (h Host) dmUsable(helper *Helper) bool {
+	if h.UID != 0 {
+		return helper != nil && helper.Err == nil && helper.Protocol == helper.Want && helper.Snapshots == ""
+	}
+	return h.exists("/dev/mapper/control") && h.exists("/dev/loop-control")
 }
 
 func checkDaemon(d Daemon, cliVersion string, api int) Result {
@@ -34,18 +38,35 @@ func checkDaemon(d Daemon, cliVersion string, api int) Result {
 	return ok("daemon", "bangerd %s is running (pid %d) on %s", d.Version, d.PID, d.Socket)
 }
 
-// checkHelper reports on the privileged helper.
-func checkHelper(h Host) Result {
+// checkHelper reports on the privileged helper: not needed as root; for a
+// user, reachable and of this build, or what that costs.
+func checkHelper(h Host, hp *Helper, network, cliVersion string) Result {
 	if h.UID == 0 {
 		return ok("helper", "banger runs as root, so bangerd does privileged work itself: no helper needed")
 	}
-	return warn("helper", "run banger as root for bridged networking and dmsnap disks",
-		"bangerd running as you does not use the privileged helper (bangerd helper) yet: VMs get QEMU user-mode networking and copied disks")
+	const install = "install it (`sudo make install` or scripts/install.sh), add yourself to /etc/banger/helper-users, then `sudo systemctl enable --now banger-helper`"
+	bad := warn
+	if network == "bridge" {
+		bad = fail // network = bridge cannot work without it
+	}
+	switch {
+	case hp == nil:
+		return warn("helper", install, "the helper was not probed (no usable config)")
+	case hp.Err != nil:
+		return bad("helper", install, "bangerd runs as you, so bridged networking and dmsnap disks go through the helper, which is not usable on %s: %v; VMs get user-mode networking and copied disks", hp.Socket, hp.Err)
+	case hp.Protocol != hp.Want:
+		return bad("helper", "`sudo systemctl restart banger-helper` after installing this build",
+			"the helper on %s (%s) speaks protocol %d, this build %d", hp.Socket, hp.Version, hp.Protocol, hp.Want)
+	case hp.Version != cliVersion:
+		return warn("helper", "`sudo systemctl restart banger-helper` after installing this build",
+			"the helper on %s is build %s, this CLI %s (same protocol, so it works)", hp.Socket, hp.Version, cliVersion)
+	}
+	return ok("helper", "the helper on %s answers (build %s): bridged networking and dmsnap disks go through it", hp.Socket, hp.Version)
 }
 
 // checkDeviceMapper looks for /dev/mapper/control and the snapshot target.
 func checkDeviceMapper(ctx context.Context, h Host) Result {
-	const why = "cow = dmsnap, and cow = auto as root, use it; without it disks are reflink clones or copies"
+	const why = "cow = dmsnap, and cow = auto as root or through the helper, use it; without it disks are reflink clones or copies"
 	const fix = "`sudo modprobe dm_snapshot` (it loads device-mapper too)"
 	if !h.exists("/dev/mapper/control") {
 		return warn("device-mapper", fix, "no /dev/mapper/control, so device-mapper is not loaded (%s)", why)
@@ -80,10 +101,18 @@ func checkLoop(h Host) Result {
 }
 
 func checkTun(h Host) Result {
-	if h.exists("/dev/net/tun") {
-		return ok("tun", "/dev/net/tun is present (%s)", notBuilt)
+	if !h.exists("/dev/net/tun") {
+		return warn("tun", "`sudo modprobe tun`", "no /dev/net/tun: tap devices cannot be made (%s)", notBuilt)
 	}
-	return warn("tun", "`sudo modprobe tun`", "no /dev/net/tun: tap devices cannot be made (%s)", notBuilt)
+	// A VMM running as this user opens /dev/net/tun to attach to its tap,
+	// whoever made the tap.
+	f, err := os.OpenFile(h.path("/dev/net/tun"), os.O_RDWR, 0)
+	if err != nil {
+		return warn("tun", "`sudo chmod 0666 /dev/net/tun` (the kernel's usual mode; the tap's owner still decides who may attach)",
+			"/dev/net/tun is not usable by this user (%v): a VMM running as you cannot attach to a tap, so bridged VMs fail to start", err)
+	}
+	f.Close()
+	return ok("tun", "/dev/net/tun opens read-write (%s)", notBuilt)
 }
 
 func checkBridge(h Host) Result {

@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"banger/internal/daemon/privops"
 )
 
 // Defaults for the fields of Config left empty.
@@ -46,37 +47,58 @@ type Attachment struct {
 	DNS     []netip.Addr     // resolvers for the guest (see HostResolvers)
 }
 
-// Manager owns banger's host networking in one network namespace.
+// Manager runs banger's bridged networking for one bangerd: it leases
+// addresses, names taps and MACs, finds the guests' resolvers, and asks a
+// privops.Network (root in-process, or the helper) for the privileged
+// steps.
 type Manager struct {
 	cfg      Config
 	leases   Leases
-	ns       netns.NsHandle // < 0: the calling process's namespace
-	h        *netlink.Handle
-	tapUID   int
+	ops      privops.Network
+	owned    *Host // made by New when no WithOps was given; closed by Close
+	ns       netns.NsHandle
+	tapUID   int // -1: the process's own
 	tapGID   int
 	resolved string // systemd-resolved's upstream resolv.conf
 	gateway  netip.Addr
 
-	mu sync.Mutex // serialises changes to links and nftables
+	// mu orders tap creation against teardown: Attach takes its lease
+	// before it, so a teardown under mu sees the lease or runs before the
+	// network is brought up again.
+	mu sync.Mutex
 }
 
 // Option adjusts a Manager.
 type Option func(*Manager)
 
-// WithNetNS makes the Manager work inside the network namespace ns instead
-// of the caller's (tests use this). The caller keeps ns open while the
-// Manager is in use.
+// WithOps makes the Manager do its privileged steps through ops (the
+// helper's client, say) rather than in-process.
+func WithOps(ops privops.Network) Option { return func(m *Manager) { m.ops = ops } }
+
+// WithNetNS makes the in-process Host work inside the network namespace
+// ns instead of the caller's (tests use this). The caller keeps ns open
+// while the Manager is in use. It has no effect with WithOps.
 func WithNetNS(ns netns.NsHandle) Option { return func(m *Manager) { m.ns = ns } }
 
-// WithTapOwner sets the user and group that own new taps, so that a VMM
-// running as that user can open them. The default is the process's own
-// uid and gid.
+// WithTapOwner makes the in-process Host act for uid and gid: new taps
+// are theirs, so that a VMM running as that user can open them. The
+// default is the process's own uid and gid. No effect with WithOps.
 func WithTapOwner(uid, gid int) Option {
 	return func(m *Manager) { m.tapUID, m.tapGID = uid, gid }
 }
 
+// TableFor is the nftables table of the network on bridge: "banger" for
+// the default bridge, "banger-BRIDGE" for any other, so that two networks
+// on one host never share a table.
+func TableFor(bridge string) string {
+	if bridge == DefaultBridge || bridge == "" {
+		return DefaultTable
+	}
+	return DefaultTable + "-" + bridge
+}
+
 // New checks cfg, fills its defaults and returns a Manager. It changes
-// nothing on the host; Close releases its netlink socket.
+// nothing on the host; Close releases what it opened.
 func New(cfg Config, leases Leases, opts ...Option) (*Manager, error) {
 	if leases == nil {
 		return nil, errors.New("netmgr: no lease store given")
@@ -91,7 +113,7 @@ func New(cfg Config, leases Leases, opts ...Option) (*Manager, error) {
 		cfg.TapPrefix = DefaultTapPrefix
 	}
 	if cfg.Table == "" {
-		cfg.Table = DefaultTable
+		cfg.Table = TableFor(cfg.Bridge)
 	}
 	if cfg.ResolvConf == "" {
 		cfg.ResolvConf = "/etc/resolv.conf"
@@ -121,35 +143,46 @@ func New(cfg Config, leases Leases, opts ...Option) (*Manager, error) {
 		cfg:      cfg,
 		leases:   leases,
 		ns:       -1,
-		tapUID:   os.Getuid(),
-		tapGID:   os.Getgid(),
+		tapUID:   -1,
 		resolved: SystemdResolvedConf,
 		gateway:  cfg.Subnet.Addr().Next(),
 	}
 	for _, o := range opts {
 		o(m)
 	}
-	var err error
-	if m.ns >= 0 {
-		m.h, err = netlink.NewHandleAt(m.ns)
-	} else {
-		m.h, err = netlink.NewHandle()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("netmgr: cannot open a netlink socket: %w", err)
+	if m.ops == nil {
+		var hopts []HostOption
+		if m.ns >= 0 {
+			hopts = append(hopts, InNetNS(m.ns))
+		}
+		h, err := NewHost(hopts...)
+		if err != nil {
+			return nil, err
+		}
+		m.ops, m.owned = h, h
+		if m.tapUID >= 0 {
+			m.ops = h.As(m.tapUID, m.tapGID)
+		}
 	}
 	return m, nil
 }
 
-// Close releases the Manager's netlink socket. It changes nothing on the
-// host.
+// Close releases the in-process Host's netlink socket, if the Manager made
+// one. It changes nothing on the host.
 func (m *Manager) Close() error {
-	m.h.Close()
+	if m.owned != nil {
+		return m.owned.Close()
+	}
 	return nil
 }
 
 // Config returns the configuration in use, defaults filled in.
 func (m *Manager) Config() Config { return m.cfg }
+
+// Spec is the network the Manager asks its privops.Network about.
+func (m *Manager) Spec() privops.NetSpec {
+	return privops.NetSpec{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, TapPrefix: m.cfg.TapPrefix, Table: m.cfg.Table}
+}
 
 // Gateway returns the bridge's address.
 func (m *Manager) Gateway() netip.Addr { return m.gateway }
@@ -204,22 +237,7 @@ func checkVMID(vmID string) error {
 // Whatever is already right is left alone, so a second call changes
 // nothing.
 func (m *Manager) Ensure(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.ensureLocked()
-}
-
-func (m *Manager) ensureLocked() error {
-	if err := EnsureBridge(m.h, m.cfg.Bridge, netip.PrefixFrom(m.gateway, m.cfg.Subnet.Bits())); err != nil {
-		return err
-	}
-	if err := m.ensureNft(); err != nil {
-		return err
-	}
-	return EnableIPForward(m.ns)
+	return m.ops.EnsureNetwork(ctx, m.Spec())
 }
 
 func isNotFound(err error) bool {
@@ -282,11 +300,11 @@ func (m *Manager) attach(ctx context.Context, vmID string, ip netip.Addr) (Attac
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.ensureLocked(); err != nil {
+	if err := m.ops.EnsureNetwork(ctx, m.Spec()); err != nil {
 		return Attachment{}, err
 	}
 	name := m.TapName(vmID)
-	if err := CreateTap(m.ns, m.h, name, m.cfg.Bridge, m.tapUID, m.tapGID); err != nil {
+	if err := m.ops.CreateTap(ctx, m.Spec(), name); err != nil {
 		return Attachment{}, fmt.Errorf("%w (VM %s)", err, vmID)
 	}
 	return Attachment{
@@ -307,9 +325,6 @@ func (m *Manager) dns() []netip.Addr {
 	return []netip.Addr{m.gateway}
 }
 
-// deleteTap removes a tap, ignoring one that is already gone.
-func (m *Manager) deleteTap(name string) error { return DeleteTap(m.h, name) }
-
 // Detach deletes vmID's tap and published ports and releases its lease.
 // Detaching a VM that is not attached is not an error.
 func (m *Manager) Detach(ctx context.Context, vmID string) error {
@@ -319,19 +334,37 @@ func (m *Manager) Detach(ctx context.Context, vmID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	err := m.deleteTap(m.TapName(vmID))
-	if err == nil {
-		err = m.unpublishLocked(vmID, 0)
+	if err := m.ops.DeleteTap(ctx, m.Spec(), m.TapName(vmID)); err != nil {
+		return err
 	}
-	m.mu.Unlock()
-	if err != nil {
+	if err := m.ops.Unpublish(ctx, m.Spec(), vmID, 0); err != nil {
 		return err
 	}
 	if err := m.leases.Release(ctx, vmID); err != nil {
 		return fmt.Errorf("netmgr: cannot release VM %s's lease: %w", vmID, err)
 	}
 	return nil
+}
+
+// Publish forwards TCP hostPort on every local address of the host to
+// guestIP:guestPort (see privops.Network.Publish).
+func (m *Manager) Publish(ctx context.Context, vmID string, hostPort uint16, guestIP netip.Addr, guestPort uint16) error {
+	if err := checkVMID(vmID); err != nil {
+		return err
+	}
+	if !m.cfg.Subnet.Contains(guestIP) {
+		return fmt.Errorf("netmgr: cannot publish port %d for VM %s: guest address %s is outside %s", hostPort, vmID, guestIP, m.cfg.Subnet)
+	}
+	return m.ops.Publish(ctx, m.Spec(), privops.Publish{VMID: vmID, HostPort: hostPort, Guest: netip.AddrPortFrom(guestIP, guestPort)})
+}
+
+// Unpublish removes what Publish added for vmID and hostPort; removing what
+// is not there is not an error.
+func (m *Manager) Unpublish(ctx context.Context, vmID string, hostPort uint16) error {
+	if hostPort == 0 {
+		return fmt.Errorf("netmgr: cannot unpublish port 0 for VM %s", vmID)
+	}
+	return m.ops.Unpublish(ctx, m.Spec(), vmID, hostPort)
 }
 
 // TeardownIfUnused removes banger's nftables table, any leftover taps on
@@ -347,8 +380,5 @@ func (m *Manager) TeardownIfUnused(ctx context.Context) error {
 	if len(leases) > 0 {
 		return nil
 	}
-	if err := m.deleteTable(); err != nil {
-		return err
-	}
-	return DeleteBridge(m.h, m.cfg.Bridge, m.cfg.TapPrefix)
+	return m.ops.TeardownNetwork(ctx, m.Spec())
 }

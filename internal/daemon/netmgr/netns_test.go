@@ -187,7 +187,7 @@ func TestEnsureIdempotentAndRepairs(t *testing.T) {
 	}
 	for _, want := range []string{
 		"link bgtest0 bridge up=true", "addr 10.200.0.1/24",
-		"chain banger/postrouting nat", "chain banger/forward filter", "chain banger/prerouting nat", "chain banger/output nat",
+		"chain banger-bgtest0/postrouting nat", "chain banger-bgtest0/forward filter", "chain banger-bgtest0/prerouting nat", "chain banger-bgtest0/output nat",
 		"masquerade 10.200.0.0/24 out of all but bgtest0", "ip_forward=1",
 	} {
 		if !strings.Contains(s1, want) {
@@ -210,7 +210,7 @@ func TestEnsureIdempotentAndRepairs(t *testing.T) {
 		h.AddrDel(br, &a)
 	}
 	c, _ := nftables.New(nftables.WithNetNSFd(int(ns)))
-	ch := &nftables.Chain{Name: chainPostrouting, Table: m.table()}
+	ch := &nftables.Chain{Name: chainPostrouting, Table: table(m.Spec())}
 	rules, _ := c.GetRules(ch.Table, ch)
 	c.DelRule(rules[0])
 	if err := c.Flush(); err != nil {
@@ -584,7 +584,7 @@ func TestNATAndPublish(t *testing.T) {
 		t.Fatalf("the host received %q first: a guest reached its loopback", got)
 	}
 
-	if p, err := m.Published(ctx); err != nil || p[18080] != "vm1" || len(p) != 1 {
+	if p, err := m.owned.Published(ctx, m.Spec()); err != nil || p[18080] != "vm1" || len(p) != 1 {
 		t.Fatalf("Published = %v, %v", p, err)
 	}
 
@@ -605,7 +605,7 @@ func TestNATAndPublish(t *testing.T) {
 	if err := m.Detach(ctx, "vm1"); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := m.Published(ctx); len(p) != 0 {
+	if p, _ := m.owned.Published(ctx, m.Spec()); len(p) != 0 {
 		t.Fatalf("Detach left published ports: %v", p)
 	}
 	hh.LinkDel(vmh)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -12,6 +13,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/daemon/privops"
 )
 
 // The chains of banger's table. postrouting and forward hold only rules
@@ -41,11 +44,11 @@ var chainSpecs = []chainSpec{
 	{chainOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest, false},
 }
 
-func (m *Manager) nftConn() (*nftables.Conn, error) {
+func (h *Host) nftConn() (*nftables.Conn, error) {
 	var c *nftables.Conn
 	var err error
-	if m.ns >= 0 {
-		c, err = nftables.New(nftables.WithNetNSFd(int(m.ns)))
+	if h.ns >= 0 {
+		c, err = nftables.New(nftables.WithNetNSFd(int(h.ns)))
 	} else {
 		c, err = nftables.New()
 	}
@@ -55,12 +58,12 @@ func (m *Manager) nftConn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-func (m *Manager) table() *nftables.Table {
-	return &nftables.Table{Name: m.cfg.Table, Family: nftables.TableFamilyIPv4}
+func table(n privops.NetSpec) *nftables.Table {
+	return &nftables.Table{Name: n.Table, Family: nftables.TableFamilyIPv4}
 }
 
-func (m *Manager) chain(s chainSpec) *nftables.Chain {
-	c := &nftables.Chain{Name: s.name, Table: m.table(), Type: s.typ, Hooknum: s.hook, Priority: s.prio}
+func chain(n privops.NetSpec, s chainSpec) *nftables.Chain {
+	c := &nftables.Chain{Name: s.name, Table: table(n), Type: s.typ, Hooknum: s.hook, Priority: s.prio}
 	if s.name == chainForward || s.name == chainInput {
 		p := nftables.ChainPolicyAccept
 		c.Policy = &p
@@ -88,10 +91,10 @@ func ifname(s string) []byte {
 // staticRules are the rules of a static chain. Each comment names what the
 // rule does and the values it was built from, so a rule built from another
 // Config is noticed and replaced.
-func (m *Manager) staticRules(ch *nftables.Chain) []*nftables.Rule {
+func staticRules(n privops.NetSpec, ch *nftables.Chain) []*nftables.Rule {
 	t := ch.Table
-	br := m.cfg.Bridge
-	sub := m.cfg.Subnet
+	br := n.Bridge
+	sub := n.Subnet
 	mask := netipMask(sub.Bits())
 	net4 := sub.Addr().As4()
 	switch ch.Name {
@@ -189,12 +192,12 @@ func comments(rs []*nftables.Rule) []string {
 // ensureNft creates what is missing of banger's table and rebuilds a static
 // chain whose rules differ from the Config's, in one transaction. When all
 // is in place it sends nothing.
-func (m *Manager) ensureNft() error {
-	c, err := m.nftConn()
+func (h *Host) ensureNft(n privops.NetSpec) error {
+	c, err := h.nftConn()
 	if err != nil {
 		return err
 	}
-	t := m.table()
+	t := table(n)
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
 		return fmt.Errorf("netmgr: cannot list nftables tables (needs root): %w", err)
@@ -216,7 +219,7 @@ func (m *Manager) ensureNft() error {
 	}
 	changed := !haveTable
 	for _, s := range chainSpecs {
-		want := m.chain(s)
+		want := chain(n, s)
 		got, ok := existing[s.name]
 		if ok && !sameHook(got, want) {
 			return fmt.Errorf("netmgr: chain %s of nftables table ip %s is not the %s chain banger expects; delete the table (nft delete table ip %s) with no VM running and retry", s.name, t.Name, s.typ, t.Name)
@@ -228,7 +231,7 @@ func (m *Manager) ensureNft() error {
 		if !s.static {
 			continue
 		}
-		rules := m.staticRules(want)
+		rules := staticRules(n, want)
 		if ok {
 			cur, err := c.GetRules(t, want)
 			if err != nil {
@@ -259,8 +262,8 @@ func sameHook(a, b *nftables.Chain) bool {
 	return a.Type == b.Type && eq(a.Hooknum, b.Hooknum) && eqp(a.Priority, b.Priority)
 }
 
-func (m *Manager) deleteTable() error {
-	c, err := m.nftConn()
+func (h *Host) deleteTable(n privops.NetSpec) error {
+	c, err := h.nftConn()
 	if err != nil {
 		return err
 	}
@@ -268,38 +271,48 @@ func (m *Manager) deleteTable() error {
 	if err != nil {
 		return fmt.Errorf("netmgr: cannot list nftables tables: %w", err)
 	}
-	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == m.cfg.Table }) {
+	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == n.Table }) {
 		return nil
 	}
-	c.DelTable(m.table())
+	c.DelTable(table(n))
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("netmgr: cannot delete nftables table ip %s: %w", m.cfg.Table, err)
+		return fmt.Errorf("netmgr: cannot delete nftables table ip %s: %w", n.Table, err)
 	}
 	return nil
 }
 
-// publishComment is the comment of a published port's rules; its prefix up
-// to the VM id identifies the host port.
-func publishComment(hostPort uint16, vmID string, to netip.AddrPort) string {
-	return fmt.Sprintf("%svm=%s to=%s", publishPrefix(hostPort), vmID, to)
+// publishComment is the comment of a published port's rules: the host
+// port, the VM, where it goes, and the uid of the user whose VM it is.
+func publishComment(hostPort uint16, vmID string, to netip.AddrPort, uid int) string {
+	return fmt.Sprintf("banger: publish tcp/%d vm=%s to=%s uid=%d", hostPort, vmID, to, uid)
 }
-
-func publishPrefix(hostPort uint16) string { return fmt.Sprintf("banger: publish tcp/%d ", hostPort) }
 
 // parsePublish splits a publish comment; ok is false for other comments.
-func parsePublish(c string) (hostPort uint16, vmID string, ok bool) {
-	var port uint16
-	var rest string
+// A comment without a uid (from an older banger) has uid -1.
+func parsePublish(c string) (hostPort uint16, vmID string, uid int, ok bool) {
 	if !strings.HasPrefix(c, "banger: publish tcp/") {
-		return 0, "", false
+		return 0, "", 0, false
 	}
-	if _, err := fmt.Sscanf(c, "banger: publish tcp/%d vm=%s", &port, &rest); err != nil {
-		return 0, "", false
+	f := strings.Fields(strings.TrimPrefix(c, "banger: publish tcp/"))
+	if len(f) < 2 || !strings.HasPrefix(f[1], "vm=") {
+		return 0, "", 0, false
 	}
-	return port, rest, true
+	p, err := strconv.ParseUint(f[0], 10, 16)
+	if err != nil {
+		return 0, "", 0, false
+	}
+	uid = -1
+	for _, kv := range f[2:] {
+		if v, ok := strings.CutPrefix(kv, "uid="); ok {
+			if n, err := strconv.Atoi(v); err == nil {
+				uid = n
+			}
+		}
+	}
+	return uint16(p), strings.TrimPrefix(f[1], "vm="), uid, true
 }
 
-func (m *Manager) dnatRule(ch *nftables.Chain, hostPort uint16, to netip.AddrPort, comm string) *nftables.Rule {
+func dnatRule(ch *nftables.Chain, hostPort uint16, to netip.AddrPort, comm string) *nftables.Rule {
 	ip := to.Addr().As4()
 	return withComment(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: []expr.Any{
 		// fib daddr type local
@@ -317,97 +330,117 @@ func (m *Manager) dnatRule(ch *nftables.Chain, hostPort uint16, to netip.AddrPor
 	}}, comm)
 }
 
-// Publish forwards TCP hostPort on every local address of the host to
-// guestIP:guestPort: DNAT in prerouting for clients elsewhere and in output
-// for clients on the host (loopback included). Publishing the same thing
-// again changes nothing; a host port published for another VM is refused.
-func (m *Manager) Publish(ctx context.Context, vmID string, hostPort uint16, guestIP netip.Addr, guestPort uint16) error {
-	if err := checkVMID(vmID); err != nil {
+// Publish forwards TCP p.HostPort on every local address of the host to
+// p.Guest: DNAT in prerouting for clients elsewhere and in output for
+// clients on the host (loopback included). It brings the network up first.
+// Publishing the same thing again changes nothing; a host port published
+// for another VM is refused.
+func (h *Host) Publish(ctx context.Context, n privops.NetSpec, p privops.Publish) error {
+	if err := checkVMID(p.VMID); err != nil {
 		return err
 	}
-	if hostPort == 0 || guestPort == 0 {
-		return fmt.Errorf("netmgr: cannot publish port %d to %d for VM %s: ports are 1 to 65535", hostPort, guestPort, vmID)
+	if p.HostPort == 0 || p.Guest.Port() == 0 {
+		return fmt.Errorf("netmgr: cannot publish port %d to %d for VM %s: ports are 1 to 65535", p.HostPort, p.Guest.Port(), p.VMID)
 	}
-	if !m.cfg.Subnet.Contains(guestIP) {
-		return fmt.Errorf("netmgr: cannot publish port %d for VM %s: guest address %s is outside %s", hostPort, vmID, guestIP, m.cfg.Subnet)
+	if !n.Subnet.Contains(p.Guest.Addr()) {
+		return fmt.Errorf("netmgr: cannot publish port %d for VM %s: guest address %s is outside %s", p.HostPort, p.VMID, p.Guest.Addr(), n.Subnet)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.ensureLocked(); err != nil {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.ensureLocked(n); err != nil {
 		return err
 	}
-	c, err := m.nftConn()
+	c, err := h.nftConn()
 	if err != nil {
 		return err
 	}
-	to := netip.AddrPortFrom(guestIP, guestPort)
-	want := publishComment(hostPort, vmID, to)
+	if err := publishedElsewhere(c, n.Table, p.HostPort); err != nil {
+		return err
+	}
+	want := publishComment(p.HostPort, p.VMID, p.Guest, h.uid)
 	changed := false
 	for _, name := range []string{chainPrerouting, chainOutput} {
-		ch := &nftables.Chain{Name: name, Table: m.table()}
+		ch := &nftables.Chain{Name: name, Table: table(n)}
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
 			return fmt.Errorf("netmgr: cannot list rules of chain %s: %w", name, err)
 		}
 		found := false
 		for _, r := range rules {
-			p, owner, ok := parsePublish(comment(r))
-			if !ok || p != hostPort {
+			port, owner, uid, ok := parsePublish(comment(r))
+			if !ok || port != p.HostPort {
 				continue
 			}
-			if owner != vmID {
-				return fmt.Errorf("netmgr: host port %d is already published for VM %s; unpublish it there or choose another port", hostPort, owner)
+			if owner != p.VMID || (uid != h.uid && uid != -1) {
+				return fmt.Errorf("netmgr: host port %d is already published for VM %s; unpublish it there or choose another port", p.HostPort, owner)
 			}
 			if comment(r) == want && !found {
 				found = true
 				continue
 			}
 			if err := c.DelRule(r); err != nil {
-				return fmt.Errorf("netmgr: cannot replace the rule for host port %d: %w", hostPort, err)
+				return fmt.Errorf("netmgr: cannot replace the rule for host port %d: %w", p.HostPort, err)
 			}
 			changed = true
 		}
 		if !found {
-			c.AddRule(m.dnatRule(ch, hostPort, to, want))
+			c.AddRule(dnatRule(ch, p.HostPort, p.Guest, want))
 			changed = true
 		}
 	}
 	if changed {
 		if err := c.Flush(); err != nil {
-			return fmt.Errorf("netmgr: cannot publish host port %d for VM %s: %w", hostPort, vmID, err)
+			return fmt.Errorf("netmgr: cannot publish host port %d for VM %s: %w", p.HostPort, p.VMID, err)
 		}
 	}
 	// Lets output-chain DNAT of 127.0.0.0/8 destinations leave by the bridge.
-	return runIn(m.ns, func() error {
-		_, err := setSysctl("net/ipv4/conf/"+m.cfg.Bridge+"/route_localnet", "1")
+	return runIn(h.ns, func() error {
+		_, err := setSysctl("net/ipv4/conf/"+n.Bridge+"/route_localnet", "1")
 		return err
 	})
 }
 
-// Unpublish removes what Publish added for vmID and hostPort; removing what
-// is not there is not an error.
-func (m *Manager) Unpublish(ctx context.Context, vmID string, hostPort uint16) error {
+// publishedElsewhere refuses a host port that another banger network on
+// this host (another table named by TableFor) already publishes: two DNAT
+// rules for one port would race.
+func publishedElsewhere(c *nftables.Conn, mine string, hostPort uint16) error {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return fmt.Errorf("netmgr: cannot list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == mine || (t.Name != DefaultTable && !strings.HasPrefix(t.Name, DefaultTable+"-")) {
+			continue
+		}
+		rules, err := c.GetRules(t, &nftables.Chain{Name: chainPrerouting, Table: t})
+		if err != nil {
+			continue // no such chain: nothing published there
+		}
+		for _, r := range rules {
+			if port, vm, _, ok := parsePublish(comment(r)); ok && port == hostPort {
+				return fmt.Errorf("netmgr: host port %d is already published for VM %s on another banger network (nftables table %s); choose another port", hostPort, vm, t.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// Unpublish removes vmID's published hostPort (all of its ports when
+// hostPort is 0) among the caller's; removing what is not there is not an
+// error.
+func (h *Host) Unpublish(ctx context.Context, n privops.NetSpec, vmID string, hostPort uint16) error {
 	if err := checkVMID(vmID); err != nil {
 		return err
-	}
-	if hostPort == 0 {
-		return fmt.Errorf("netmgr: cannot unpublish port 0 for VM %s", vmID)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.unpublishLocked(vmID, hostPort)
-}
-
-// unpublishLocked removes vmID's published ports (all of them when
-// hostPort is 0).
-func (m *Manager) unpublishLocked(vmID string, hostPort uint16) error {
-	c, err := m.nftConn()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c, err := h.nftConn()
 	if err != nil {
 		return err
 	}
@@ -415,23 +448,23 @@ func (m *Manager) unpublishLocked(vmID string, hostPort uint16) error {
 	if err != nil {
 		return fmt.Errorf("netmgr: cannot list nftables tables: %w", err)
 	}
-	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == m.cfg.Table }) {
+	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == n.Table }) {
 		return nil
 	}
 	changed := false
 	for _, name := range []string{chainPrerouting, chainOutput} {
-		ch := &nftables.Chain{Name: name, Table: m.table()}
+		ch := &nftables.Chain{Name: name, Table: table(n)}
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
 			return fmt.Errorf("netmgr: cannot list rules of chain %s: %w", name, err)
 		}
 		for _, r := range rules {
-			p, owner, ok := parsePublish(comment(r))
-			if !ok || owner != vmID || (hostPort != 0 && p != hostPort) {
+			port, owner, uid, ok := parsePublish(comment(r))
+			if !ok || owner != vmID || (uid != h.uid && uid != -1) || (hostPort != 0 && port != hostPort) {
 				continue
 			}
 			if err := c.DelRule(r); err != nil {
-				return fmt.Errorf("netmgr: cannot remove published port %d of VM %s: %w", p, vmID, err)
+				return fmt.Errorf("netmgr: cannot remove published port %d of VM %s: %w", port, vmID, err)
 			}
 			changed = true
 		}
@@ -444,14 +477,14 @@ func (m *Manager) unpublishLocked(vmID string, hostPort uint16) error {
 	return nil
 }
 
-// Published lists the published ports: host port to VM id.
-func (m *Manager) Published(ctx context.Context) (map[uint16]string, error) {
+// Published lists the published ports of network n: host port to VM id.
+func (h *Host) Published(ctx context.Context, n privops.NetSpec) (map[uint16]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, err := m.nftConn()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c, err := h.nftConn()
 	if err != nil {
 		return nil, err
 	}
@@ -460,16 +493,16 @@ func (m *Manager) Published(ctx context.Context) (map[uint16]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netmgr: cannot list nftables tables: %w", err)
 	}
-	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == m.cfg.Table }) {
+	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == n.Table }) {
 		return out, nil
 	}
-	ch := &nftables.Chain{Name: chainPrerouting, Table: m.table()}
+	ch := &nftables.Chain{Name: chainPrerouting, Table: table(n)}
 	rules, err := c.GetRules(ch.Table, ch)
 	if err != nil {
 		return nil, fmt.Errorf("netmgr: cannot list rules of chain %s: %w", chainPrerouting, err)
 	}
 	for _, r := range rules {
-		if p, owner, ok := parsePublish(comment(r)); ok {
+		if p, owner, _, ok := parsePublish(comment(r)); ok {
 			out[p] = owner
 		}
 	}

@@ -46,7 +46,8 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	subnets := fs.String("subnet-range", DefaultSubnetRange, "IPv4 range that every bridge subnet must lie in")
 	fs.Usage = func() {
 		fmt.Fprintf(env.stderr, "usage: bangerd helper [--socket PATH] [--allow FILE] [--subnet-range CIDR]\n\n"+
-			"Serves banger's privileged operations (bridge, taps, ip_forward, loop devices)\n"+
+			"Serves banger's privileged operations (bridge, taps, NAT, published ports,\n"+
+			"ip_forward, loop-backed device-mapper snapshots)\n"+
 			"to the users in the allow file. Runs as root, normally as banger-helper.service.\n\n")
 		fs.PrintDefaults()
 	}
@@ -88,12 +89,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	policy := DefaultPolicy()
 	policy.AllowedUIDs = uids
 	policy.SubnetRange = rng
-	exec, err := NewSystemExecutor(SystemConfig{
-		NetNS:          env.netns,
-		TapPrefix:      policy.TapPrefix,
-		LockDir:        filepath.Dir(*socket),
-		LoopDetachable: stateDirsDetachable(policy, uids),
-	})
+	exec, err := NewSystemExecutor(SystemConfig{NetNS: env.netns, LockDir: filepath.Dir(*socket)})
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"banger/internal/buildinfo"
+	"banger/internal/daemon/privops"
 )
 
 // syncBuffer is a log sink that the helper and the test share.
@@ -88,37 +91,73 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 
 	c := Client{Socket: sock}
-	resp, err := c.Do(ctx, Request{Op: OpHello})
-	if err != nil || resp.Version != buildinfo.Version {
-		t.Fatalf("hello: %+v, %v", resp, err)
+	v, err := c.Hello(ctx)
+	if err != nil || v.Version != buildinfo.Version {
+		t.Fatalf("hello: %+v, %v", v, err)
 	}
-	if _, err := c.Do(ctx, Request{Op: OpEnsureBridge, Bridge: "banger5", Subnet: "10.200.5.0/24"}); err != nil {
-		t.Fatalf("ensure_bridge: %v\n%s", err, logs)
+	nw := netSpec("banger5", "10.200.5.0/24")
+	if err := c.EnsureNetwork(ctx, nw); err != nil {
+		t.Fatalf("ensure_network: %v\n%s", err, logs)
 	}
-	if br, err := h.LinkByName("banger5"); err != nil || br.Type() != "bridge" {
-		t.Fatalf("bridge banger5 in the namespace: %v", err)
+	br, err := h.LinkByName("banger5")
+	if err != nil || br.Type() != "bridge" || br.Attrs().Alias != "banger uid=0" {
+		t.Fatalf("bridge banger5 in the namespace: %v, %+v", err, br)
 	}
-	if _, err := c.Do(ctx, Request{Op: OpCreateTap, Tap: "bgtap5", Bridge: "banger5"}); err != nil {
+	if !slices.Contains(nftTables(t, ns), "banger-banger5") {
+		t.Fatalf("no nftables table banger-banger5 in the namespace: %q", nftTables(t, ns))
+	}
+	if err := c.CreateTap(ctx, nw, "bgtap5"); err != nil {
 		t.Fatalf("create_tap: %v", err)
 	}
-	if tap, err := h.LinkByName("bgtap5"); err != nil || tap.Attrs().MasterIndex == 0 {
+	if tap, err := h.LinkByName("bgtap5"); err != nil || tap.Attrs().MasterIndex != br.Attrs().Index {
 		t.Fatalf("tap bgtap5 on the bridge: %v", err)
+	}
+	pub := privops.Publish{VMID: "5a", HostPort: 18085, Guest: netip.MustParseAddrPort("10.200.5.2:80")}
+	if err := c.Publish(ctx, nw, pub); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	if r := findRule(nftRules(t, ns, false), "publish tcp/18085 vm=5a to=10.200.5.2:80 uid=0"); r == "" {
+		t.Fatalf("no published port in %q", nftRules(t, ns, false))
+	}
+	if err := c.Unpublish(ctx, nw, "5a", 0); err != nil {
+		t.Fatalf("unpublish: %v", err)
+	}
+	if r := findRule(nftRules(t, ns, false), "publish tcp/18085"); r != "" {
+		t.Fatalf("unpublish left %q", r)
+	}
+	// Snapshots on a host without device-mapper: the reason comes back,
+	// and there are none to list.
+	if !kernelHasDM(t) {
+		if err := c.SnapshotsAvailable(ctx); !errors.Is(err, ErrSnapshotsUnavailable) || !strings.Contains(err.Error(), "device-mapper") {
+			t.Errorf("snapshots_available: %v, want ErrSnapshotsUnavailable with the reason", err)
+		}
+		if l, err := c.ListSnapshots(ctx); err != nil || len(l) != 0 {
+			t.Errorf("list_snapshots: %v, %v", l, err)
+		}
 	}
 	// Refusals: a subnet outside the range, an interface that is not banger's.
 	var he *Error
-	_, err = c.Do(ctx, Request{Op: OpEnsureBridge, Bridge: "banger6", Subnet: "192.168.77.0/24"})
+	err = c.EnsureNetwork(ctx, netSpec("banger6", "192.168.77.0/24"))
 	if !errors.As(err, &he) || he.Code != CodeDenied {
-		t.Errorf("ensure_bridge outside the range: %v, want denied", err)
+		t.Errorf("ensure_network outside the range: %v, want denied", err)
 	}
-	_, err = c.Do(ctx, Request{Op: OpDeleteTap, Tap: "eth0"})
+	err = c.DeleteTap(ctx, nw, "eth0")
 	if !errors.As(err, &he) || he.Code != CodeDenied {
 		t.Errorf("delete_tap eth0: %v, want denied", err)
 	}
 	if _, err := h.LinkByName("banger6"); err == nil {
 		t.Error("a refused request made a bridge")
 	}
-	if _, err := c.Do(ctx, Request{Op: OpTeardownBridge, Bridge: "banger5"}); err != nil {
-		t.Fatalf("teardown_bridge: %v", err)
+	if err := c.TeardownNetwork(ctx, nw); err != nil {
+		t.Fatalf("teardown_network: %v", err)
+	}
+	for _, name := range []string{"banger5", "bgtap5"} {
+		if _, err := h.LinkByName(name); err == nil {
+			t.Errorf("%s left after teardown_network", name)
+		}
+	}
+	if ts := nftTables(t, ns); len(ts) != 0 {
+		t.Errorf("nftables tables left after teardown_network: %q", ts)
 	}
 
 	cancel()
@@ -128,7 +167,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind after stop: %v", err)
 	}
-	if l := logs.String(); !strings.Contains(l, "helper request done") || !strings.Contains(l, "op=ensure_bridge") {
+	if l := logs.String(); !strings.Contains(l, "helper request done") || !strings.Contains(l, "op=ensure_network") || !strings.Contains(l, "op=delete_tap") {
 		t.Errorf("logs do not record the requests:\n%s", l)
 	}
 }

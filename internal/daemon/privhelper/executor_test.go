@@ -2,18 +2,26 @@ package privhelper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/user"
-	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"banger/internal/daemon/dmsnap"
+	"banger/internal/daemon/netmgr"
+	"banger/internal/daemon/privops"
 )
 
 // These tests work inside network namespaces they create, so the host's
@@ -22,7 +30,7 @@ import (
 func needNetRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces, bridges and taps")
+		t.Skip("needs root to create network namespaces, bridges, taps and nftables tables")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("needs /dev/net/tun: %v", err)
@@ -113,17 +121,124 @@ func newExec(t *testing.T, cfg SystemConfig) *SystemExecutor {
 	return e
 }
 
-func TestSystemExecutorBridgeAndTap(t *testing.T) {
+// nftRules lists "table/chain comment" for every rule in ns, with the
+// rule's handle when withHandles (handles change when a rule is re-added).
+func nftRules(t *testing.T, ns netns.NsHandle, withHandles bool) []string {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := c.ListChains()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, ch := range chains {
+		out = append(out, "chain "+ch.Table.Name+"/"+ch.Name)
+		rules, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			cm, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			s := ch.Table.Name + "/" + ch.Name + " " + cm
+			if withHandles {
+				s += fmt.Sprintf(" #%d", r.Handle)
+			}
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func nftTables(t *testing.T, ns netns.NsHandle) []string {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := c.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, tb := range ts {
+		out = append(out, tb.Name)
+	}
+	return out
+}
+
+// linkState describes the links of ns: name, type, up, master, alias,
+// addresses, and a tap's owner.
+func linkState(t *testing.T, h *netlink.Handle) string {
+	t.Helper()
+	links, err := h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, l := range links {
+		a := l.Attrs()
+		fmt.Fprintf(&b, "%s %s up=%v master=%d alias=%q", a.Name, l.Type(), a.Flags&net.FlagUp != 0, a.MasterIndex, a.Alias)
+		if tt, ok := l.(*netlink.Tuntap); ok {
+			fmt.Fprintf(&b, " owner=%d:%d", tt.Owner, tt.Group)
+		}
+		addrs, _ := h.AddrList(l, netlink.FAMILY_V4)
+		for _, ad := range addrs {
+			fmt.Fprintf(&b, " %s", ad.IPNet)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func ipForward(t *testing.T, ns netns.NsHandle) string {
+	t.Helper()
+	var fwd []byte
+	if err := inNS(ns, func() (err error) {
+		fwd, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(fwd))
+}
+
+func groupOf(uid int) uint32 {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		g, _ := strconv.Atoi(u.Gid)
+		return uint32(g)
+	}
+	return nogroup
+}
+
+func netSpec(bridge, subnet string) privops.NetSpec {
+	return privops.NetSpec{Bridge: bridge, Subnet: netip.MustParsePrefix(subnet), TapPrefix: "bgtap", Table: netmgr.TableFor(bridge)}
+}
+
+// TestSystemExecutorNetworkOfOneUser drives the executor's view of one
+// user, and checks that another user's view can take none of it over.
+func TestSystemExecutorNetworkOfOneUser(t *testing.T) {
 	needNetRoot(t)
 	ns, path := testNS(t)
 	h := nsHandle(t, ns)
 	e := newExec(t, SystemConfig{NetNS: path})
 	ctx := context.Background()
+	const ua, ub = 65534, 4242
+	a, b := e.For(ua), e.For(ub)
+	n := netSpec("banger9", "10.200.3.0/24")
 
-	for i := 0; i < 2; i++ { // the second call must change nothing and succeed
-		if err := e.EnsureBridge(ctx, "banger9", "10.200.3.0/24"); err != nil {
-			t.Fatalf("EnsureBridge #%d: %v", i+1, err)
-		}
+	if err := a.EnsureNetwork(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	links1, rules1 := linkState(t, h), nftRules(t, ns, true)
+	if err := a.EnsureNetwork(ctx, n); err != nil {
+		t.Fatalf("second EnsureNetwork: %v", err)
+	}
+	if l, r := linkState(t, h), nftRules(t, ns, true); l != links1 || !slices.Equal(r, rules1) {
+		t.Fatalf("the second EnsureNetwork changed state:\n%s%q\n---\n%s%q", links1, rules1, l, r)
 	}
 	br, err := h.LinkByName("banger9")
 	if err != nil {
@@ -132,6 +247,9 @@ func TestSystemExecutorBridgeAndTap(t *testing.T) {
 	if br.Type() != "bridge" || br.Attrs().Flags&net.FlagUp == 0 {
 		t.Fatalf("banger9 is a %s with flags %v, want an up bridge", br.Type(), br.Attrs().Flags)
 	}
+	if br.Attrs().Alias != "banger uid=65534" {
+		t.Errorf("bridge alias %q, want it marked as uid 65534's", br.Attrs().Alias)
+	}
 	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
@@ -139,10 +257,18 @@ func TestSystemExecutorBridgeAndTap(t *testing.T) {
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.200.3.1/24" {
 		t.Fatalf("bridge addresses %v, want exactly 10.200.3.1/24", addrs)
 	}
+	if !slices.Contains(nftTables(t, ns), "banger-banger9") {
+		t.Errorf("no nftables table banger-banger9 in %q", nftTables(t, ns))
+	}
+	if findRule(rules1, "banger-banger9/postrouting banger: masquerade 10.200.3.0/24 out of all but banger9") == "" {
+		t.Errorf("no masquerade rule in %q", rules1)
+	}
+	if got := ipForward(t, ns); got != "1" {
+		t.Errorf("ip_forward in the namespace is %q, want 1", got)
+	}
 
-	const owner = 65534
-	for i := 0; i < 2; i++ {
-		if err := e.CreateTap(ctx, "bgtaptest", "banger9", owner); err != nil {
+	for i := range 2 {
+		if err := a.CreateTap(ctx, n, "bgtaptest"); err != nil {
 			t.Fatalf("CreateTap #%d: %v", i+1, err)
 		}
 	}
@@ -154,65 +280,118 @@ func TestSystemExecutorBridgeAndTap(t *testing.T) {
 	if !ok {
 		t.Fatalf("bgtaptest is a %s, want a tap", l.Type())
 	}
-	wantGID := uint32(nogroup)
-	if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
-		g, _ := strconv.Atoi(u.Gid)
-		wantGID = uint32(g)
+	if tap.Owner != ua || tap.Group != groupOf(ua) {
+		t.Errorf("tap owner %d:%d, want %d:%d", tap.Owner, tap.Group, ua, groupOf(ua))
 	}
-	if tap.Owner != owner || tap.Group != wantGID {
-		t.Errorf("tap owner %d:%d, want %d:%d", tap.Owner, tap.Group, owner, wantGID)
+	if tap.Attrs().MasterIndex != br.Attrs().Index || tap.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("tap master %d up=%v, want on the bridge (%d) and up", tap.Attrs().MasterIndex, tap.Attrs().Flags&net.FlagUp != 0, br.Attrs().Index)
 	}
-	if tap.Attrs().MasterIndex != br.Attrs().Index {
-		t.Errorf("tap master index %d, want the bridge's %d", tap.Attrs().MasterIndex, br.Attrs().Index)
-	}
-	if tap.Attrs().Flags&net.FlagUp == 0 {
-		t.Error("tap is not up")
-	}
-	// Another user cannot take the tap over.
-	err = e.CreateTap(ctx, "bgtaptest", "banger9", 1234)
-	if err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
-		t.Errorf("CreateTap of another user's tap: %v, want a refusal naming the owner", err)
-	}
-
-	if err := e.EnableIPForward(ctx); err != nil {
+	guest := netip.MustParseAddrPort("10.200.3.2:8080")
+	if err := a.Publish(ctx, n, privops.Publish{VMID: "vm1", HostPort: 18080, Guest: guest}); err != nil {
 		t.Fatal(err)
 	}
-	var fwd []byte
-	if err := inNS(ns, func() (err error) {
-		fwd, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if strings.TrimSpace(string(fwd)) != "1" {
-		t.Errorf("ip_forward in the namespace is %q, want 1", fwd)
+	pubA := "banger-banger9/prerouting banger: publish tcp/18080 vm=vm1 to=10.200.3.2:8080 uid=65534"
+	if findRule(nftRules(t, ns, false), pubA) == "" {
+		t.Fatalf("no %q in %q", pubA, nftRules(t, ns, false))
 	}
 
-	if err := e.DeleteTap(ctx, "bgtaptest"); err != nil {
+	// Another user's view: refused on the bridge, the tap and the port.
+	before, beforeRules := linkState(t, h), nftRules(t, ns, true)
+	for _, c := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"ensure", b.EnsureNetwork(ctx, n), "bridge banger9 belongs to the banger of uid 65534, not 4242"},
+		{"teardown", b.TeardownNetwork(ctx, n), "belongs to the banger of uid 65534"},
+		{"create tap", b.CreateTap(ctx, n, "bgtapb"), "belongs to the banger of uid 65534"},
+		{"create the other's tap", b.CreateTap(ctx, n, "bgtaptest"), "uid 65534"},
+		{"delete the other's tap", b.DeleteTap(ctx, n, "bgtaptest"), "tap bgtaptest belongs to uid 65534, not 4242"},
+		{"publish", b.Publish(ctx, n, privops.Publish{VMID: "vm2", HostPort: 18081, Guest: guest}), "belongs to the banger of uid 65534"},
+	} {
+		if c.err == nil || !strings.Contains(c.err.Error(), c.want) {
+			t.Errorf("uid %d's %s: %v, want a refusal with %q", ub, c.name, c.err, c.want)
+		}
+	}
+	// Unpublishing what is not the caller's finds nothing to remove.
+	for _, port := range []uint16{18080, 0} {
+		if err := b.Unpublish(ctx, n, "vm1", port); err != nil {
+			t.Errorf("uid %d's Unpublish(vm1, %d): %v", ub, port, err)
+		}
+	}
+	if l, r := linkState(t, h), nftRules(t, ns, true); l != before || !slices.Equal(r, beforeRules) {
+		t.Fatalf("another uid's refused requests changed state:\n%s%q\n---\n%s%q", before, beforeRules, l, r)
+	}
+	// Its own network, with a tap named like the first user's: refused.
+	nb := netSpec("banger8", "10.200.4.0/24")
+	if err := b.EnsureNetwork(ctx, nb); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateTap(ctx, nb, "bgtaptest"); err == nil || !strings.Contains(err.Error(), "tap bgtaptest belongs to uid 65534, not 4242") {
+		t.Errorf("uid %d's CreateTap of uid %d's tap on its own bridge: %v", ub, ua, err)
+	}
+	if l, _ := h.LinkByName("bgtaptest"); l == nil || l.Attrs().MasterIndex != br.Attrs().Index {
+		t.Error("the refused CreateTap moved the tap")
+	}
+	if err := b.TeardownNetwork(ctx, nb); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := a.Unpublish(ctx, n, "vm1", 18080); err != nil {
+		t.Fatal(err)
+	}
+	if r := findRule(nftRules(t, ns, false), "publish tcp/18080"); r != "" {
+		t.Errorf("the owner's Unpublish left %q", r)
+	}
+	if err := a.DeleteTap(ctx, n, "bgtaptest"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.LinkByName("bgtaptest"); err == nil {
 		t.Error("tap still exists after DeleteTap")
 	}
-	if err := e.DeleteTap(ctx, "bgtaptest"); err != nil {
+	if err := a.DeleteTap(ctx, n, "bgtaptest"); err != nil {
 		t.Errorf("DeleteTap of a missing tap: %v", err)
 	}
 
-	// Teardown takes the bridge and banger's taps still on it.
-	if err := e.CreateTap(ctx, "bgtapleft", "banger9", owner); err != nil {
+	// Teardown takes the table, the bridge and banger's taps still on it.
+	if err := a.CreateTap(ctx, n, "bgtapleft"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.TeardownBridge(ctx, "banger9"); err != nil {
+	if err := a.Publish(ctx, n, privops.Publish{VMID: "vm1", HostPort: 18080, Guest: guest}); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"banger9", "bgtapleft"} {
-		if _, err := h.LinkByName(n); err == nil {
-			t.Errorf("%s still exists after TeardownBridge", n)
+	if err := a.TeardownNetwork(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"banger9", "bgtapleft", "banger8"} {
+		if _, err := h.LinkByName(name); err == nil {
+			t.Errorf("%s still exists after TeardownNetwork", name)
 		}
 	}
-	if err := e.TeardownBridge(ctx, "banger9"); err != nil {
-		t.Errorf("TeardownBridge of a missing bridge: %v", err)
+	if ts := nftTables(t, ns); len(ts) != 0 {
+		t.Errorf("nftables tables left after teardown: %q", ts)
 	}
+	if err := a.TeardownNetwork(ctx, n); err != nil {
+		t.Errorf("TeardownNetwork of a missing network: %v", err)
+	}
+	// The bridge was the user's, not the name: once it is gone, another
+	// user may make one of that name.
+	if err := b.EnsureNetwork(ctx, n); err != nil {
+		t.Fatalf("uid %d's EnsureNetwork after the teardown: %v", ub, err)
+	}
+	if err := b.TeardownNetwork(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// findRule returns the first entry of rules that contains s, or "".
+func findRule(rules []string, s string) string {
+	for _, r := range rules {
+		if strings.Contains(r, s) {
+			return r
+		}
+	}
+	return ""
 }
 
 func TestSystemExecutorRefusesWhatIsNotItsKind(t *testing.T) {
@@ -220,6 +399,7 @@ func TestSystemExecutorRefusesWhatIsNotItsKind(t *testing.T) {
 	ns, path := testNS(t)
 	h := nsHandle(t, ns)
 	e := newExec(t, SystemConfig{NetNS: path})
+	ops := e.For(0)
 	ctx := context.Background()
 	// A tap named like a bridge, and a bridge named like a tap.
 	if err := inNS(ns, func() error {
@@ -230,106 +410,69 @@ func TestSystemExecutorRefusesWhatIsNotItsKind(t *testing.T) {
 	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "bgtapbr"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.EnsureBridge(ctx, "banger8", "10.200.4.0/24"); err == nil || !strings.Contains(err.Error(), "not a bridge") {
-		t.Errorf("EnsureBridge over a tap: %v", err)
+	n8 := netSpec("banger8", "10.200.4.0/24")
+	before := linkState(t, h)
+	if err := ops.EnsureNetwork(ctx, n8); err == nil || !strings.Contains(err.Error(), "not a bridge") {
+		t.Errorf("EnsureNetwork over a tap: %v", err)
 	}
-	if err := e.TeardownBridge(ctx, "banger8"); err == nil {
-		t.Error("TeardownBridge deleted a tap")
+	if err := ops.TeardownNetwork(ctx, n8); err == nil {
+		t.Error("TeardownNetwork deleted a tap")
 	}
-	if err := e.DeleteTap(ctx, "bgtapbr"); err == nil {
+	if err := ops.DeleteTap(ctx, n8, "bgtapbr"); err == nil {
 		t.Error("DeleteTap deleted a bridge")
 	}
-	for _, n := range []string{"banger8", "bgtapbr"} {
-		if _, err := h.LinkByName(n); err != nil {
-			t.Errorf("%s is gone: %v", n, err)
-		}
-	}
-	if err := e.CreateTap(ctx, "bgtapx", "banger8", 65534); err == nil {
+	if err := ops.CreateTap(ctx, n8, "bgtapx"); err == nil {
 		t.Error("CreateTap put a tap on a non-bridge")
 	}
-	if err := e.EnsureBridge(ctx, "banger7", "10.200.4.1/24"); err == nil {
-		t.Error("EnsureBridge accepted a subnet with host bits")
+	bad := netSpec("banger7", "10.200.4.0/24")
+	bad.Subnet = netip.MustParsePrefix("10.200.4.1/24")
+	if err := ops.EnsureNetwork(ctx, bad); err == nil {
+		t.Error("EnsureNetwork accepted a subnet with host bits")
+	}
+	if got := linkState(t, h); got != before {
+		t.Errorf("refused requests changed the links:\n%s---\n%s", before, got)
+	}
+	if ts := nftTables(t, ns); len(ts) != 0 {
+		t.Errorf("refused requests made nftables tables %q", ts)
 	}
 }
 
-func TestSystemExecutorLoop(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to bind loop devices")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skipf("no /dev/loop-control (loop module not loaded?): %v", err)
-	}
-	dir := t.TempDir()
-	img := filepath.Join(dir, "rootfs.ext4")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	allowed := true
-	e := newExec(t, SystemConfig{LockDir: t.TempDir(), LoopDetachable: func(b string) bool { return allowed && b == img }})
-	ctx := context.Background()
-	dev, err := e.LoopAttach(ctx, img, true)
+// kernelHasDM reports whether /proc/misc lists device-mapper.
+func kernelHasDM(t *testing.T) bool {
+	b, err := os.ReadFile("/proc/misc")
 	if err != nil {
-		t.Fatal(err)
+		t.Skipf("cannot read /proc/misc: %v", err)
 	}
-	t.Cleanup(func() { allowed = true; _ = e.LoopDetach(ctx, dev) })
-	n := strings.TrimPrefix(dev, "/dev/loop")
-	backing := func() string {
-		b, _ := os.ReadFile("/sys/block/loop" + n + "/loop/backing_file")
-		return strings.TrimSpace(string(b))
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[1] == "device-mapper" {
+			return true
+		}
 	}
-	if got := backing(); got != img {
-		t.Fatalf("%s is bound to %q, want %s", dev, got, img)
-	}
-	if ro, _ := os.ReadFile("/sys/block/loop" + n + "/ro"); strings.TrimSpace(string(ro)) != "1" {
-		t.Errorf("%s is not read-only", dev)
-	}
-
-	allowed = false
-	if err := e.LoopDetach(ctx, dev); err == nil || !strings.Contains(err.Error(), "not detaching") {
-		t.Errorf("LoopDetach of a refused backing file: %v", err)
-	}
-	if got := backing(); got != img {
-		t.Fatalf("a refused LoopDetach unbound %s", dev)
-	}
-	allowed = true
-	if err := e.LoopDetach(ctx, dev); err != nil {
-		t.Fatal(err)
-	}
-	if got := backing(); got == img {
-		t.Errorf("%s is still bound to %s after LoopDetach", dev, img)
-	}
-	if err := e.LoopDetach(ctx, dev); err != nil {
-		t.Errorf("LoopDetach of an unbound device: %v", err)
-	}
+	return false
 }
 
-func TestStateDirsDetachable(t *testing.T) {
-	base := t.TempDir()
-	real := filepath.Join(base, "real")
-	if err := os.MkdirAll(filepath.Join(real, "images"), 0o755); err != nil {
-		t.Fatal(err)
+// TestSystemExecutorWithoutDeviceMapper: on a host without device-mapper
+// the executor says why snapshots cannot be made, lists none and removes
+// none without error.
+func TestSystemExecutorWithoutDeviceMapper(t *testing.T) {
+	if kernelHasDM(t) {
+		t.Skip("this host has device-mapper; the test is of a host without it")
 	}
-	link := filepath.Join(base, "link")
-	if err := os.Symlink(real, link); err != nil {
-		t.Fatal(err)
+	e := newExec(t, SystemConfig{LockDir: t.TempDir()})
+	ops := e.For(uint32(os.Getuid()))
+	ctx := context.Background()
+	err := ops.SnapshotsAvailable(ctx)
+	if !errors.Is(err, dmsnap.ErrUnavailable) {
+		t.Fatalf("SnapshotsAvailable = %v, want dmsnap.ErrUnavailable", err)
 	}
-	p := DefaultPolicy(1000)
-	p.StateDir = func(uid uint32) (string, error) {
-		if uid == 1000 {
-			return link, nil
-		}
-		return "", fmt.Errorf("no user %d", uid)
+	// The reason names what is missing and what to do.
+	if _, lerr := os.Stat("/dev/loop-control"); lerr == nil && (!strings.Contains(err.Error(), "no device-mapper") || !strings.Contains(err.Error(), "modprobe dm_mod")) {
+		t.Errorf("the reason does not say what is missing: %v", err)
 	}
-	ok := stateDirsDetachable(p, map[uint32]bool{1000: true, 1001: true})
-	for path, want := range map[string]bool{
-		filepath.Join(real, "images", "a.ext4"): true,
-		real:                                    false,
-		filepath.Join(base, "realx", "a"):       false,
-		filepath.Join(base, "other.ext4"):       false,
-		"/etc/passwd":                           false,
-	} {
-		if got := ok(path); got != want {
-			t.Errorf("detachable(%s) = %v, want %v", path, got, want)
-		}
+	if l, err := ops.ListSnapshots(ctx); err != nil || len(l) != 0 {
+		t.Errorf("ListSnapshots = %v, %v; want none", l, err)
+	}
+	if err := ops.RemoveSnapshot(ctx, "banger-none"); err != nil {
+		t.Errorf("RemoveSnapshot of a snapshot that cannot exist: %v", err)
 	}
 }

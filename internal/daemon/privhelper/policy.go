@@ -3,6 +3,7 @@ package privhelper
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -10,6 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"banger/internal/daemon/netmgr"
+	"banger/internal/daemon/privops"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
@@ -104,16 +110,165 @@ func (p Policy) checkSubnet(s string) (netip.Prefix, error) {
 	return pre, nil
 }
 
-// checkLoop accepts only /dev/loopN.
-func checkLoop(dev string) error {
-	n, ok := strings.CutPrefix(dev, "/dev/loop")
-	if !ok {
-		return invalid("device %q is not a loop device", dev)
+// checkNetwork accepts only a network of banger's: a bridge and taps with
+// banger's prefixes, the table that belongs to the bridge, and a subnet in
+// the range.
+func (p Policy) checkNetwork(r Request) (privops.NetSpec, error) {
+	if err := checkIfName("bridge", r.Bridge, p.BridgePrefix); err != nil {
+		return privops.NetSpec{}, err
 	}
-	if _, err := strconv.Atoi(n); err != nil {
-		return invalid("device %q is not a loop device", dev)
+	if err := checkIfName("tap prefix", r.TapPrefix, p.TapPrefix); err != nil {
+		return privops.NetSpec{}, err
+	}
+	if len(r.TapPrefix) > 7 {
+		return privops.NetSpec{}, invalid("tap prefix %q is longer than 7 bytes", r.TapPrefix)
+	}
+	if strings.HasPrefix(r.Bridge, r.TapPrefix) {
+		return privops.NetSpec{}, invalid("bridge %q starts with the tap prefix %q", r.Bridge, r.TapPrefix)
+	}
+	if want := netmgr.TableFor(r.Bridge); r.Table != want {
+		return privops.NetSpec{}, denied("nftables table %q is not the table of bridge %s (%q)", r.Table, r.Bridge, want)
+	}
+	sub, err := p.checkSubnet(r.Subnet)
+	if err != nil {
+		return privops.NetSpec{}, err
+	}
+	if sub.Bits() > 30 {
+		return privops.NetSpec{}, invalid("subnet %s is narrower than /30", sub)
+	}
+	return privops.NetSpec{Bridge: r.Bridge, Subnet: sub, TapPrefix: r.TapPrefix, Table: r.Table}, nil
+}
+
+// checkVMID accepts a VM id of banger's: 1 to 64 lowercase letters and
+// digits.
+func checkVMID(id string) error {
+	if id == "" || len(id) > 64 {
+		return invalid("vm id %q is empty or longer than 64 bytes", id)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return invalid("vm id %q has %q; banger's ids are lowercase letters and digits", id, r)
+		}
 	}
 	return nil
+}
+
+// underDir reports whether the open file f is (still) inside dir, by the
+// kernel's own name for it: a directory swapped for a symlink after the
+// path was checked is caught here.
+func underDir(f *os.File, dir string) bool {
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		return false
+	}
+	rel, err := filepath.Rel(dir, real)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+func (p Policy) realStateDir(uid uint32) (string, error) {
+	dir, err := p.stateDir(uid)
+	if err != nil {
+		return "", denied("no state dir known for uid %d: %v", uid, err)
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", denied("state dir %s of uid %d: %v", dir, uid, err)
+	}
+	return real, nil
+}
+
+// openOwned opens a regular file of the caller's inside their state dir
+// (every symlink resolved first, then the resolved path opened without
+// following a symlink there) and checks, on the open file,
+// that it is still there and belongs to the caller.
+func (p Policy) openOwned(uid uint32, path string, flag int) (*os.File, error) {
+	real, err := p.checkPath(uid, path)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := p.realStateDir(uid)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(real, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, invalid("open %s: %v", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, invalid("stat %s: %v", path, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		f.Close()
+		return nil, invalid("%s is not a regular file", path)
+	case st.Uid != uid:
+		f.Close()
+		return nil, denied("%s belongs to uid %d, not the caller (%d)", path, st.Uid, uid)
+	case !underDir(f, dir):
+		f.Close()
+		return nil, denied("path %s moved out of the caller's state dir %s", path, dir)
+	}
+	return f, nil
+}
+
+// createOwned makes a new file, sparse at size bytes, owned by the caller,
+// in a directory inside their state dir. It refuses a name that exists.
+// It also returns that directory, open, so that the caller can remove the
+// file again by its name there (unix.Unlinkat), never by a path that the
+// caller of the helper could have re-pointed in the meantime.
+func (p Policy) createOwned(uid uint32, path string, size int64) (*os.File, *os.File, error) {
+	if !filepath.IsAbs(path) {
+		return nil, nil, invalid("path %q is not absolute", path)
+	}
+	base := filepath.Base(path)
+	if base == "." || base == ".." || base == "/" {
+		return nil, nil, invalid("path %q names no file", path)
+	}
+	parent, err := p.checkPath(uid, filepath.Dir(path))
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := p.realStateDir(uid)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := os.OpenFile(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, invalid("open directory %s: %v", filepath.Dir(path), err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			d.Close()
+		}
+	}()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(d.Fd()), &st); err != nil || st.Uid != uid {
+		return nil, nil, denied("directory %s does not belong to the caller (%d)", filepath.Dir(path), uid)
+	}
+	if !underDir(d, dir) {
+		return nil, nil, denied("directory %s moved out of the caller's state dir %s", filepath.Dir(path), dir)
+	}
+	fd, err := unix.Openat(int(d.Fd()), base, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, nil, invalid("create %s: %v", path, err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(parent, base))
+	fail := func(e error) (*os.File, *os.File, error) {
+		_ = unix.Unlinkat(int(d.Fd()), base, 0)
+		f.Close()
+		return nil, nil, e
+	}
+	if err := f.Chown(int(uid), primaryGID(uid)); err != nil {
+		return fail(&Error{CodeFailed, fmt.Sprintf("give %s to uid %d: %v", path, uid, err)})
+	}
+	if err := f.Truncate(size); err != nil {
+		return fail(&Error{CodeFailed, fmt.Sprintf("size %s to %d bytes: %v", path, size, err)})
+	}
+	keep = true
+	return f, d, nil
 }
 
 // LoadAllowedUsers reads user names or uids, one a line ('#' comments), as

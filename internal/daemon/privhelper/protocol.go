@@ -6,43 +6,70 @@ import (
 	"net/netip"
 )
 
-// ProtocolVersion changes when a request or answer changes shape.
-const ProtocolVersion = 1
+// ProtocolVersion changes when a request or answer changes shape. 2: the
+// network ops take a whole network (bridge, subnet, tap prefix, table);
+// publish, unpublish and the snapshot ops were added; the bare loop ops
+// went (snapshots attach their own loop devices).
+const ProtocolVersion = 2
 
-// MaxRequest bounds one request's size.
+// MaxRequest bounds one request's size, and one answer's.
 const MaxRequest = 64 << 10
 
 // Operations a caller may ask for. Nothing else is accepted.
 const (
-	OpHello          = "hello"
-	OpEnsureBridge   = "ensure_bridge"     // Bridge, Subnet
-	OpTeardownBridge = "teardown_bridge"   // Bridge
-	OpCreateTap      = "create_tap"        // Tap, Bridge
-	OpDeleteTap      = "delete_tap"        // Tap
-	OpEnableForward  = "enable_ip_forward" // none
-	OpLoopAttach     = "loop_attach"       // Path, ReadOnly
-	OpLoopDetach     = "loop_detach"       // Device
+	OpHello              = "hello"               // none
+	OpEnsureNetwork      = "ensure_network"      // network
+	OpTeardownNetwork    = "teardown_network"    // network
+	OpCreateTap          = "create_tap"          // network, tap
+	OpDeleteTap          = "delete_tap"          // network, tap
+	OpPublish            = "publish"             // network, vm_id, host_port, guest
+	OpUnpublish          = "unpublish"           // network, vm_id, host_port (0: all)
+	OpSnapshotsAvailable = "snapshots_available" // none
+	OpCreateSnapshot     = "create_snapshot"     // name, origin, cow_file, cow_size
+	OpRemoveSnapshot     = "remove_snapshot"     // name
+	OpListSnapshots      = "list_snapshots"      // none
 )
 
-// Request is one typed request. Fields not used by Op must be empty.
+// Request is one typed request. Fields its Op does not take must be empty.
 type Request struct {
-	Version  int    `json:"version"`
-	Op       string `json:"op"`
-	Bridge   string `json:"bridge,omitempty"`
+	Version int    `json:"version"`
+	Op      string `json:"op"`
+	// The network (every network op).
+	Bridge    string `json:"bridge,omitempty"`
+	Subnet    string `json:"subnet,omitempty"`
+	TapPrefix string `json:"tap_prefix,omitempty"`
+	Table     string `json:"table,omitempty"`
+
 	Tap      string `json:"tap,omitempty"`
-	Subnet   string `json:"subnet,omitempty"`
-	Path     string `json:"path,omitempty"`
-	ReadOnly bool   `json:"read_only,omitempty"`
-	Device   string `json:"device,omitempty"`
+	VMID     string `json:"vm_id,omitempty"`
+	HostPort int    `json:"host_port,omitempty"`
+	Guest    string `json:"guest,omitempty"` // IP:PORT
+
+	Name    string `json:"name,omitempty"`
+	Origin  string `json:"origin,omitempty"`
+	COWFile string `json:"cow_file,omitempty"`
+	COWSize int64  `json:"cow_size,omitempty"`
 }
 
 // Response answers a request.
 type Response struct {
-	OK      bool   `json:"ok"`
-	Error   string `json:"error,omitempty"`
-	Code    string `json:"code,omitempty"` // "denied", "invalid", "failed"
-	Device  string `json:"device,omitempty"`
-	Version string `json:"version,omitempty"` // helper's build version, for hello
+	OK        bool           `json:"ok"`
+	Error     string         `json:"error,omitempty"`
+	Code      string         `json:"code,omitempty"`    // "denied", "invalid", "failed"
+	Version   string         `json:"version,omitempty"` // the helper's build, for hello
+	Protocol  int            `json:"protocol,omitempty"`
+	Reason    string         `json:"reason,omitempty"`    // snapshots_available: why not
+	StateDir  string         `json:"state_dir,omitempty"` // hello: the caller's state dir, as the helper sees it
+	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
+}
+
+// SnapshotInfo is a snapshot on the wire.
+type SnapshotInfo struct {
+	Name    string `json:"name"`
+	Device  string `json:"device"`
+	Origin  string `json:"origin,omitempty"`
+	COWFile string `json:"cow_file,omitempty"`
+	Sectors uint64 `json:"sectors,omitempty"`
 }
 
 // Error codes.

@@ -6,24 +6,25 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/daemon/dmsnap"
+	"banger/internal/daemon/privops"
 )
 
-// Executor does the privileged work. The helper calls it only with
-// requests that passed the policy.
+// Executor does the privileged work. The helper asks it for the view of
+// the calling user, and only with requests that passed the policy.
 type Executor interface {
-	EnsureBridge(ctx context.Context, bridge string, subnet string) error
-	TeardownBridge(ctx context.Context, bridge string) error
-	CreateTap(ctx context.Context, tap, bridge string, owner uint32) error
-	DeleteTap(ctx context.Context, tap string) error
-	EnableIPForward(ctx context.Context) error
-	LoopAttach(ctx context.Context, path string, readOnly bool) (string, error)
-	LoopDetach(ctx context.Context, device string) error
+	For(uid uint32) privops.Ops
 }
 
 // Server serves the helper socket.
@@ -136,97 +137,193 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, log *slog.Logger) 
 	writeResponse(c, resp)
 }
 
+// fields lists the request fields that are set, by their JSON names.
+func fields(r Request) map[string]bool {
+	return map[string]bool{"bridge": r.Bridge != "", "subnet": r.Subnet != "", "tap_prefix": r.TapPrefix != "",
+		"table": r.Table != "", "tap": r.Tap != "", "vm_id": r.VMID != "", "host_port": r.HostPort != 0,
+		"guest": r.Guest != "", "name": r.Name != "", "origin": r.Origin != "", "cow_file": r.COWFile != "",
+		"cow_size": r.COWSize != 0}
+}
+
+var networkFields = []string{"bridge", "subnet", "tap_prefix", "table"}
+
+// takes maps each op to the fields it takes; any other set field is
+// refused.
+var takes = map[string][]string{
+	OpHello:              nil,
+	OpEnsureNetwork:      networkFields,
+	OpTeardownNetwork:    networkFields,
+	OpCreateTap:          append([]string{"tap"}, networkFields...),
+	OpDeleteTap:          append([]string{"tap"}, networkFields...),
+	OpPublish:            append([]string{"vm_id", "host_port", "guest"}, networkFields...),
+	OpUnpublish:          append([]string{"vm_id", "host_port"}, networkFields...),
+	OpSnapshotsAvailable: nil,
+	OpCreateSnapshot:     {"name", "origin", "cow_file", "cow_size"},
+	OpRemoveSnapshot:     {"name"},
+	OpListSnapshots:      nil,
+}
+
 func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response, error) {
 	p := s.Policy
-	only := func(fields map[string]bool) error {
-		set := map[string]bool{"bridge": r.Bridge != "", "tap": r.Tap != "", "subnet": r.Subnet != "",
-			"path": r.Path != "", "read_only": r.ReadOnly, "device": r.Device != ""}
-		for f, isSet := range set {
-			if isSet && !fields[f] {
-				return invalid("%s does not take %q", r.Op, f)
-			}
+	allowed, known := takes[r.Op]
+	if !known {
+		return Response{}, invalid("unknown operation %q", r.Op)
+	}
+	for f, set := range fields(r) {
+		if set && !slices.Contains(allowed, f) {
+			return Response{}, invalid("%s does not take %q", r.Op, f)
 		}
-		return nil
 	}
 	fail := func(err error) (Response, error) {
 		if err == nil {
 			return Response{}, nil
 		}
+		var e *Error
+		if errors.As(err, &e) {
+			return Response{}, e
+		}
 		return Response{}, &Error{CodeFailed, err.Error()}
 	}
+	var spec privops.NetSpec
+	if slices.Contains(allowed, "bridge") {
+		var err error
+		if spec, err = p.checkNetwork(r); err != nil {
+			return Response{}, err
+		}
+	}
+	if (r.Op == OpCreateTap || r.Op == OpDeleteTap) && !strings.HasPrefix(r.Tap, r.TapPrefix) {
+		return Response{}, denied("tap %q is not banger's: its name must start with %q", r.Tap, r.TapPrefix)
+	}
+	if r.Op == OpCreateTap || r.Op == OpDeleteTap {
+		if err := checkIfName("tap", r.Tap, p.TapPrefix); err != nil {
+			return Response{}, err
+		}
+	}
+	ops := s.Exec.For(uid)
 	switch r.Op {
 	case OpHello:
-		if err := only(nil); err != nil {
-			return Response{}, err
-		}
-		return Response{Version: s.Version}, nil
-	case OpEnsureBridge:
-		if err := only(map[string]bool{"bridge": true, "subnet": true}); err != nil {
-			return Response{}, err
-		}
-		if err := checkIfName("bridge", r.Bridge, p.BridgePrefix); err != nil {
-			return Response{}, err
-		}
-		sub, err := p.checkSubnet(r.Subnet)
-		if err != nil {
-			return Response{}, err
-		}
-		return fail(s.Exec.EnsureBridge(ctx, r.Bridge, sub.String()))
-	case OpTeardownBridge:
-		if err := only(map[string]bool{"bridge": true}); err != nil {
-			return Response{}, err
-		}
-		if err := checkIfName("bridge", r.Bridge, p.BridgePrefix); err != nil {
-			return Response{}, err
-		}
-		return fail(s.Exec.TeardownBridge(ctx, r.Bridge))
+		// The state dir tells the caller where the helper accepts its
+		// files; "" when the caller has none the helper knows of.
+		dir, _ := p.realStateDir(uid)
+		return Response{Version: s.Version, Protocol: ProtocolVersion, StateDir: dir}, nil
+	case OpEnsureNetwork:
+		return fail(ops.EnsureNetwork(ctx, spec))
+	case OpTeardownNetwork:
+		return fail(ops.TeardownNetwork(ctx, spec))
 	case OpCreateTap:
-		if err := only(map[string]bool{"tap": true, "bridge": true}); err != nil {
-			return Response{}, err
-		}
-		if err := checkIfName("tap", r.Tap, p.TapPrefix); err != nil {
-			return Response{}, err
-		}
-		if err := checkIfName("bridge", r.Bridge, p.BridgePrefix); err != nil {
-			return Response{}, err
-		}
-		return fail(s.Exec.CreateTap(ctx, r.Tap, r.Bridge, uid))
+		return fail(ops.CreateTap(ctx, spec, r.Tap))
 	case OpDeleteTap:
-		if err := only(map[string]bool{"tap": true}); err != nil {
+		return fail(ops.DeleteTap(ctx, spec, r.Tap))
+	case OpPublish, OpUnpublish:
+		if err := checkVMID(r.VMID); err != nil {
 			return Response{}, err
 		}
-		if err := checkIfName("tap", r.Tap, p.TapPrefix); err != nil {
-			return Response{}, err
+		if r.HostPort < 0 || r.HostPort > 65535 || (r.Op == OpPublish && r.HostPort == 0) {
+			return Response{}, invalid("host port %d is not 1 to 65535", r.HostPort)
 		}
-		return fail(s.Exec.DeleteTap(ctx, r.Tap))
-	case OpEnableForward:
-		if err := only(nil); err != nil {
-			return Response{}, err
+		if r.Op == OpUnpublish {
+			return fail(ops.Unpublish(ctx, spec, r.VMID, uint16(r.HostPort)))
 		}
-		return fail(s.Exec.EnableIPForward(ctx))
-	case OpLoopAttach:
-		if err := only(map[string]bool{"path": true, "read_only": true}); err != nil {
-			return Response{}, err
+		if r.HostPort < 1024 && uid != 0 {
+			return Response{}, denied("host port %d is privileged (below 1024); publish a port from 1024 up", r.HostPort)
 		}
-		real, err := p.checkPath(uid, r.Path)
+		guest, err := netip.ParseAddrPort(r.Guest)
+		if err != nil || !guest.Addr().Is4() || guest.Port() == 0 {
+			return Response{}, invalid("guest %q is not IPv4-ADDRESS:PORT", r.Guest)
+		}
+		if !spec.Subnet.Contains(guest.Addr()) {
+			return Response{}, denied("guest address %s is outside the network's subnet %s", guest.Addr(), spec.Subnet)
+		}
+		return fail(ops.Publish(ctx, spec, privops.Publish{VMID: r.VMID, HostPort: uint16(r.HostPort), Guest: guest}))
+	case OpSnapshotsAvailable:
+		resp := Response{}
+		if err := ops.SnapshotsAvailable(ctx); err != nil {
+			resp.Reason = err.Error()
+		}
+		return resp, nil
+	case OpCreateSnapshot:
+		if err := dmsnap.ValidName(r.Name); err != nil {
+			return Response{}, invalid("%v", err)
+		}
+		origin, err := p.openOwned(uid, r.Origin, os.O_RDONLY)
 		if err != nil {
 			return Response{}, err
 		}
-		dev, err := s.Exec.LoopAttach(ctx, real, r.ReadOnly)
+		defer origin.Close()
+		cow, err := p.openOwned(uid, r.COWFile, os.O_RDWR)
+		var cowDir *os.File // the new COW file's directory, when the helper made it
+		if err != nil {
+			var e *Error
+			if _, serr := os.Lstat(r.COWFile); !errors.Is(serr, os.ErrNotExist) || !errors.As(err, &e) || e.Code != CodeInvalid {
+				return Response{}, err
+			}
+			if r.COWSize < dmsnap.MinCOWSize {
+				return Response{}, invalid("cow_size %d is below the minimum %d bytes", r.COWSize, dmsnap.MinCOWSize)
+			}
+			if cow, cowDir, err = p.createOwned(uid, r.COWFile, r.COWSize); err != nil {
+				return Response{}, err
+			}
+			defer cowDir.Close()
+		}
+		defer cow.Close()
+		// The open files, not the paths, go to the executor: what was
+		// checked is what gets attached.
+		snap, err := ops.CreateSnapshot(ctx, r.Name, fdPath(origin), fdPath(cow), r.COWSize)
+		if err != nil {
+			if cowDir != nil {
+				_ = unix.Unlinkat(int(cowDir.Fd()), filepath.Base(cow.Name()), 0)
+			}
+			return fail(err)
+		}
+		// Answer with the files that were checked, not the fd paths.
+		snap.Origin, snap.COWFile = origin.Name(), cow.Name()
+		return Response{Snapshots: []SnapshotInfo{snapInfo(snap)}}, nil
+	case OpRemoveSnapshot:
+		if err := dmsnap.ValidName(r.Name); err != nil {
+			return Response{}, invalid("%v", err)
+		}
+		all, err := ops.ListSnapshots(ctx)
 		if err != nil {
 			return fail(err)
 		}
-		return Response{Device: dev}, nil
-	case OpLoopDetach:
-		if err := only(map[string]bool{"device": true}); err != nil {
-			return Response{}, err
+		for _, sn := range all {
+			if sn.Name == r.Name && !p.owns(uid, sn) {
+				return Response{}, denied("snapshot %s is not the caller's: its changes live in %s, outside the caller's state dir", sn.Name, sn.COWFile)
+			}
 		}
-		if err := checkLoop(r.Device); err != nil {
-			return Response{}, err
+		return fail(ops.RemoveSnapshot(ctx, r.Name))
+	case OpListSnapshots:
+		all, err := ops.ListSnapshots(ctx)
+		if err != nil {
+			return fail(err)
 		}
-		return fail(s.Exec.LoopDetach(ctx, r.Device))
+		resp := Response{}
+		for _, sn := range all {
+			if p.owns(uid, sn) {
+				resp.Snapshots = append(resp.Snapshots, snapInfo(sn))
+			}
+		}
+		return resp, nil
 	}
 	return Response{}, invalid("unknown operation %q", r.Op)
+}
+
+// owns says whether a snapshot's COW file is in uid's state dir.
+func (p Policy) owns(uid uint32, s privops.Snapshot) bool {
+	dir, err := p.realStateDir(uid)
+	return err == nil && s.COWFile != "" && under(dir, s.COWFile)
+}
+
+func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+func snapInfo(s privops.Snapshot) SnapshotInfo {
+	return SnapshotInfo{Name: s.Name, Device: s.Device, Origin: s.Origin, COWFile: s.COWFile, Sectors: s.Sectors}
+}
+
+// under reports whether path lies strictly inside dir (both cleaned).
+func under(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 func errResponse(err error) Response {

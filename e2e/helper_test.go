@@ -1,0 +1,190 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// copyFile copies src to dst with mode.
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUserDaemonThroughHelper runs bangerd as an unprivileged user inside a
+// network namespace, with `bangerd helper` running as root beside it. The
+// user's VM gets a tap on the bridge (owned by the user), NAT and a
+// published port, all made by the helper; after rm, nothing is left. The
+// user is made for the test and removed after it.
+func TestUserDaemonThroughHelper(t *testing.T) {
+	base := start(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a user, a namespace and run the helper")
+	}
+	if r := need("ip", "useradd", "userdel", "setpriv", "nft"); r != "" {
+		t.Skip(r)
+	}
+	suffix := fmt.Sprint(os.Getpid() % 100000)
+	ns := "bgu" + suffix
+	name := "bge2e" + suffix
+	root, err := os.MkdirTemp("", "bgu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(root, "home")
+	sh(t, "useradd", "--system", "--user-group", "--home-dir", home, "--create-home", "--shell", "/usr/sbin/nologin", name)
+	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+
+	sh(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+
+	// Everything the user runs or reads lives where the user can reach it.
+	pub := filepath.Join(root, "pub")
+	bin := filepath.Join(pub, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"banger", "bangerd", "banger-vsock-agent"} {
+		copyFile(t, filepath.Join(base.bin, b), filepath.Join(bin, b), 0o755)
+	}
+	deb := filepath.Join(pub, filepath.Base(base.deb))
+	copyFile(t, base.deb, deb, 0o644)
+	image := filepath.Join(pub, "test.ext4")
+	copyFile(t, base.image, image, 0o644)
+
+	// The helper, as root, in the namespace, serving only this user.
+	run := filepath.Join(root, "run")
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	allow := filepath.Join(root, "helper-users")
+	if err := os.WriteFile(allow, []byte(name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(run, "helper.sock")
+	helper := exec.Command("ip", "netns", "exec", ns, filepath.Join(bin, "bangerd"), "helper", "--socket", sock, "--allow", allow)
+	var hlog strings.Builder
+	helper.Stdout, helper.Stderr = &hlog, &hlog
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = helper.Process.Signal(os.Interrupt)
+		_ = helper.Wait()
+		if t.Failed() {
+			t.Logf("helper log:\n%s", hlog.String())
+		}
+	})
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	urun := filepath.Join(root, "urun")
+	if err := os.MkdirAll(urun, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w := &env{netns: ns, asUser: []int{uid, gid}, bin: bin, home: home, runtime: urun, deb: deb, image: image}
+	// A VMM running as a user opens /dev/net/tun to attach to its tap.
+	// Hosts usually have it 0666; where it is 0600 (as on some CI
+	// machines), banger gets a 0666 node of its own in a private mount
+	// namespace, so the host's stays as it is.
+	if st, err := os.Stat("/dev/net/tun"); err == nil && st.Mode().Perm()&0o006 != 0o006 {
+		node := filepath.Join(root, "tun")
+		sh(t, "mknod", "-m", "0666", node, "c", "10", "200")
+		w.tunNode = node
+	}
+	w.state = filepath.Join(home, ".local", "state", "banger")
+	cfgDir := filepath.Join(home, ".config", "banger")
+	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig + "network = \"bridge\"\nhosts_file = \"\"\nhelper_socket = \"" + sock + "\"\n"
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "chown", "-R", fmt.Sprintf("%d:%d", uid, gid), home, urun)
+	t.Cleanup(func() { stopDaemon(w) })
+
+	out := w.must(t, "doctor")
+	if !strings.Contains(out, "the helper on "+sock+" answers") {
+		t.Errorf("doctor does not see the helper:\n%s", out)
+	}
+	w.must(t, "-q", "kernel", "import", "--name", "k", w.deb)
+	w.must(t, "image", "register", "img", "--rootfs", w.image, "--kernel", "k")
+	w.must(t, "-q", "vm", "run", "img", "--name", "uvm", "-p", "8089:8080", "--", "true")
+	defer w.cli("vm", "rm", "-f", "uvm")
+
+	if pid := daemonPID(w); pid > 0 {
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if !strings.Contains(string(st), fmt.Sprintf("\nUid:\t%d\t", uid)) {
+			t.Fatalf("bangerd is not running as uid %d:\n%s", uid, st)
+		}
+	}
+	var insp struct{ Network, IP, Tap string }
+	if err := json.Unmarshal([]byte(w.must(t, "vm", "inspect", "uvm", "-o", "json")), &insp); err != nil {
+		t.Fatal(err)
+	}
+	if insp.Network != "bridge" || !strings.HasPrefix(insp.IP, "10.200.0.") || insp.Tap == "" {
+		t.Fatalf("VM is not on the bridge: %+v", insp)
+	}
+	owner, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+insp.Tap+"/owner").Output()
+	if err != nil || strings.TrimSpace(string(owner)) != strconv.Itoa(uid) {
+		t.Errorf("tap %s owner = %q (%v), want uid %d", insp.Tap, owner, err, uid)
+	}
+	w.must(t, "vm", "exec", "uvm", "--", "sh", "-c", "mkdir -p /www && echo via-helper > /www/index.html && httpd -p 8080 -h /www")
+	if out := w.must(t, "vm", "exec", "uvm", "--", "ping", "-c", "1", "-W", "3", "10.200.0.1"); !strings.Contains(out, "1 packets received") {
+		t.Errorf("guest cannot reach the gateway: %s", out)
+	}
+	var got []byte
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		got, err = exec.Command("ip", "netns", "exec", ns, "sh", "-c", httpGet("127.0.0.1", 8089)).CombinedOutput()
+		if err == nil && strings.Contains(string(got), "via-helper") {
+			break
+		}
+	}
+	if !strings.Contains(string(got), "via-helper") {
+		t.Errorf("published port 8089: %q, %v", got, err)
+	}
+
+	w.must(t, "vm", "rm", "-f", "uvm")
+	links := sh(t, "ip", "-n", ns, "-br", "link")
+	if strings.Contains(links, "banger") || strings.Contains(links, "bgtap") {
+		t.Errorf("links left after rm:\n%s", links)
+	}
+	if tables := sh(t, "ip", "netns", "exec", ns, "nft", "list", "tables"); strings.Contains(tables, "banger") {
+		t.Errorf("nftables table left: %s", tables)
+	}
+	if !strings.Contains(hlog.String(), "helper request done") {
+		t.Errorf("the helper logged no request:\n%s", hlog.String())
+	}
+}
