@@ -165,6 +165,11 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 	if out := w.must(t, "vm", "exec", "uvm", "--", "ping", "-c", "1", "-W", "3", "10.200.0.1"); !strings.Contains(out, "1 packets received") {
 		t.Errorf("guest cannot reach the gateway: %s", out)
 	}
+	// The user's bangerd answers DNS on a high port; the helper's rule
+	// brings the guest's queries to port 53 there.
+	if out, code := w.cli("vm", "exec", "uvm", "--", "nslookup", "uvm.banger"); code != 0 || !strings.Contains(out, insp.IP) {
+		t.Errorf("guest cannot resolve uvm.banger through the gateway: exit %d\n%s", code, out)
+	}
 	var got []byte
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		got, err = exec.Command("ip", "netns", "exec", ns, "sh", "-c", httpGet("127.0.0.1", 8089)).CombinedOutput()

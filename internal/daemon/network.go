@@ -17,6 +17,27 @@ import (
 	"banger/internal/store"
 )
 
+// userDNSPort is where a user's bangerd, which cannot bind port 53, runs
+// the gateway's DNS responder; the network's nftables table redirects
+// guests' queries to port 53 there.
+const userDNSPort = 10053
+
+// bridgeDNSPort is the NetSpec's DNSPort for this daemon: 0 (port 53 as it
+// is) as root.
+func bridgeDNSPort() uint16 {
+	if os.Geteuid() == 0 {
+		return 0
+	}
+	return userDNSPort
+}
+
+func dnsListenPort(redirect uint16) uint16 {
+	if redirect == 0 {
+		return 53
+	}
+	return redirect
+}
+
 // Network modes of a VM.
 const (
 	netBridge = "bridge"
@@ -172,7 +193,7 @@ func (n *network) ensureDNS(gw netip.Addr, hostDNS []netip.Addr) error {
 		}
 	}
 	srv, err := dnsd.Listen(dnsd.Config{
-		Addr:      netip.AddrPortFrom(gw, 53),
+		Addr:      netip.AddrPortFrom(gw, dnsListenPort(n.bridge.DNSPort)),
 		Lookup:    n.lookup(gw),
 		Upstreams: ups,
 		Clients:   []netip.Prefix{n.bridge.Subnet},

@@ -76,7 +76,7 @@ func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, 
 	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{},
 		priv: priv,
 		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st, log: log, priv: priv,
-			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet}}}
+			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet, DNSPort: bridgeDNSPort()}}}
 }
 
 // vmInputError marks a bad request; nothing was changed.

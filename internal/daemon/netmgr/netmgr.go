@@ -36,6 +36,9 @@ type Config struct {
 	// ResolvConf is the resolver file guests' DNS servers come from;
 	// "" means /etc/resolv.conf.
 	ResolvConf string
+	// DNSPort, when not 0, redirects guests' DNS queries to the gateway's
+	// port 53 to this port (see privops.NetSpec).
+	DNSPort uint16
 }
 
 // Attachment is what a VM needs to use its network.
@@ -181,7 +184,7 @@ func (m *Manager) Config() Config { return m.cfg }
 
 // Spec is the network the Manager asks its privops.Network about.
 func (m *Manager) Spec() privops.NetSpec {
-	return privops.NetSpec{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, TapPrefix: m.cfg.TapPrefix, Table: m.cfg.Table}
+	return privops.NetSpec{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, TapPrefix: m.cfg.TapPrefix, Table: m.cfg.Table, DNSPort: m.cfg.DNSPort}
 }
 
 // Gateway returns the bridge's address.

@@ -616,3 +616,43 @@ func TestNATAndPublish(t *testing.T) {
 		t.Fatal("bridge left after teardown")
 	}
 }
+
+// TestDNSRedirect: with Config.DNSPort set (a user's bangerd, which cannot
+// bind port 53), a guest's connection to the gateway's port 53 reaches the
+// responder on the gateway's DNSPort.
+func TestDNSRedirect(t *testing.T) {
+	needRoot(t)
+	host, vm := newNS(t), newNS(t)
+	ctx := context.Background()
+	l := NewMemLeases()
+	m, err := New(Config{Bridge: "bgtest0", DNSPort: 10053}, l, WithNetNS(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	hh, hv := handleAt(t, host), handleAt(t, vm)
+	att, err := m.Attach(ctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmh, vmg := veth(t, hh, "vmh", vm, "vmg")
+	br, _ := hh.LinkByName("bgtest0")
+	if err := hh.LinkSetMaster(vmh, br); err != nil {
+		t.Fatal(err)
+	}
+	if err := hv.AddrAdd(vmg, mustPrefix(att.IP.String())); err != nil {
+		t.Fatal(err)
+	}
+	gw := att.Gateway.String()
+	serve(t, host, gw+":10053", "dns")
+	got, err := ask(vm, gw+":53")
+	if err != nil || !strings.HasPrefix(got, "dns from "+att.IP.Addr().String()) {
+		t.Fatalf("guest -> %s:53 = %q, %v; want the responder on port 10053", gw, got, err)
+	}
+	if err := m.Detach(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TeardownIfUnused(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -26,6 +26,7 @@ const (
 	chainInput       = "input"
 	chainPrerouting  = "prerouting"
 	chainOutput      = "output"
+	chainDNS         = "dns"
 )
 
 type chainSpec struct {
@@ -42,6 +43,7 @@ var chainSpecs = []chainSpec{
 	{chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter, true},
 	{chainPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, false},
 	{chainOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest, false},
+	{chainDNS, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, true},
 }
 
 func (h *Host) nftConn() (*nftables.Conn, error) {
@@ -138,6 +140,30 @@ func staticRules(n privops.NetSpec, ch *nftables.Chain) []*nftables.Rule {
 				&expr.Verdict{Kind: expr.VerdictDrop},
 			}}, fmt.Sprintf("banger: drop new loopback connections from %s", br)),
 		}
+	case chainDNS:
+		if n.DNSPort == 0 {
+			return nil
+		}
+		gw := n.Gateway().As4()
+		var rules []*nftables.Rule
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			name := map[byte]string{unix.IPPROTO_UDP: "udp", unix.IPPROTO_TCP: "tcp"}[proto]
+			// iifname BRIDGE ip daddr GATEWAY PROTO dport 53 dnat to GATEWAY:DNSPORT
+			rules = append(rules, withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: gw[:]},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
+				&expr.Immediate{Register: 1, Data: gw[:]},
+				&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(n.DNSPort)},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+			}}, fmt.Sprintf("banger: dns %s/53 on %s to port %d", name, br, n.DNSPort)))
+		}
+		return rules
 	case chainForward:
 		return []*nftables.Rule{
 			// iifname BRIDGE accept

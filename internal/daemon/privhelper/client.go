@@ -67,7 +67,7 @@ func (c Client) Hello(ctx context.Context) (Response, error) {
 }
 
 func netRequest(op string, n privops.NetSpec) Request {
-	return Request{Op: op, Bridge: n.Bridge, Subnet: n.Subnet.String(), TapPrefix: n.TapPrefix, Table: n.Table}
+	return Request{Op: op, Bridge: n.Bridge, Subnet: n.Subnet.String(), TapPrefix: n.TapPrefix, Table: n.Table, DNSPort: int(n.DNSPort)}
 }
 
 func (c Client) EnsureNetwork(ctx context.Context, n privops.NetSpec) error {

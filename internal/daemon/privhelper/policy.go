@@ -113,7 +113,7 @@ func (p Policy) checkSubnet(s string) (netip.Prefix, error) {
 // checkNetwork accepts only a network of banger's: a bridge and taps with
 // banger's prefixes, the table that belongs to the bridge, and a subnet in
 // the range.
-func (p Policy) checkNetwork(r Request) (privops.NetSpec, error) {
+func (p Policy) checkNetwork(uid uint32, r Request) (privops.NetSpec, error) {
 	if err := checkIfName("bridge", r.Bridge, p.BridgePrefix); err != nil {
 		return privops.NetSpec{}, err
 	}
@@ -136,7 +136,13 @@ func (p Policy) checkNetwork(r Request) (privops.NetSpec, error) {
 	if sub.Bits() > 30 {
 		return privops.NetSpec{}, invalid("subnet %s is narrower than /30", sub)
 	}
-	return privops.NetSpec{Bridge: r.Bridge, Subnet: sub, TapPrefix: r.TapPrefix, Table: r.Table}, nil
+	if r.DNSPort < 0 || r.DNSPort > 65535 {
+		return privops.NetSpec{}, invalid("dns_port %d is not 0 to 65535", r.DNSPort)
+	}
+	if r.DNSPort != 0 && r.DNSPort < 1024 && uid != 0 {
+		return privops.NetSpec{}, denied("dns_port %d is privileged (below 1024); use a port from 1024 up", r.DNSPort)
+	}
+	return privops.NetSpec{Bridge: r.Bridge, Subnet: sub, TapPrefix: r.TapPrefix, Table: r.Table, DNSPort: uint16(r.DNSPort)}, nil
 }
 
 // checkVMID accepts a VM id of banger's: 1 to 64 lowercase letters and

@@ -871,6 +871,13 @@ func TestNonRootCaller(t *testing.T) {
 		wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("host port %d is privileged (below 1024)", port))
 	}
 	f.wantNoCalls(t)
+	for _, port := range []int{53, 1023} {
+		ens := netReq(privhelper.OpEnsureNetwork)
+		ens.DNSPort = port
+		_, err := f.asNobody(t, ens)
+		wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("dns_port %d is privileged (below 1024)", port))
+	}
+	f.wantNoCalls(t)
 	pub.HostPort = 1024
 	if _, err := f.asNobody(t, pub); err != nil {
 		t.Fatal(err)

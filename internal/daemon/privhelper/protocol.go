@@ -39,6 +39,7 @@ type Request struct {
 	Subnet    string `json:"subnet,omitempty"`
 	TapPrefix string `json:"tap_prefix,omitempty"`
 	Table     string `json:"table,omitempty"`
+	DNSPort   int    `json:"dns_port,omitempty"`
 
 	Tap      string `json:"tap,omitempty"`
 	VMID     string `json:"vm_id,omitempty"`

@@ -142,10 +142,10 @@ func fields(r Request) map[string]bool {
 	return map[string]bool{"bridge": r.Bridge != "", "subnet": r.Subnet != "", "tap_prefix": r.TapPrefix != "",
 		"table": r.Table != "", "tap": r.Tap != "", "vm_id": r.VMID != "", "host_port": r.HostPort != 0,
 		"guest": r.Guest != "", "name": r.Name != "", "origin": r.Origin != "", "cow_file": r.COWFile != "",
-		"cow_size": r.COWSize != 0}
+		"cow_size": r.COWSize != 0, "dns_port": r.DNSPort != 0}
 }
 
-var networkFields = []string{"bridge", "subnet", "tap_prefix", "table"}
+var networkFields = []string{"bridge", "subnet", "tap_prefix", "table", "dns_port"}
 
 // takes maps each op to the fields it takes; any other set field is
 // refused.
@@ -187,7 +187,7 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 	var spec privops.NetSpec
 	if slices.Contains(allowed, "bridge") {
 		var err error
-		if spec, err = p.checkNetwork(r); err != nil {
+		if spec, err = p.checkNetwork(uid, r); err != nil {
 			return Response{}, err
 		}
 	}

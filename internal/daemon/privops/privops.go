@@ -18,6 +18,10 @@ type NetSpec struct {
 	Subnet    netip.Prefix // the bridge's subnet; its first host address is the gateway
 	TapPrefix string       // every tap of this network starts with it
 	Table     string       // the nftables table (family ip) of this network
+	// DNSPort, when not 0, is where the network's DNS responder listens on
+	// the gateway instead of port 53 (a user's bangerd cannot bind 53):
+	// guests' queries to the gateway's port 53 are redirected there.
+	DNSPort uint16
 }
 
 // Gateway is the bridge's own address: the subnet's first host address.
