@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -161,11 +160,9 @@ func (n *network) attach(ctx context.Context, v store.VM) (netmgr.Attachment, er
 func (n *network) detach(ctx context.Context, vmID string) error {
 	nm, err := n.manager(ctx)
 	if err != nil {
-		// No way to root: the tap and ports cannot be removed now, but the
-		// lease goes so that the store stays true.
-		if rerr := n.st.ReleaseLease(ctx, vmID); rerr != nil {
-			return errors.Join(err, rerr)
-		}
+		// No way to root: the tap and published ports stay, so the lease
+		// stays too (its address must not go to another VM that would get
+		// those ports); the next detach, or reconciliation, retries.
 		return err
 	}
 	err = nm.Detach(ctx, vmID)
@@ -176,6 +173,18 @@ func (n *network) detach(ctx context.Context, vmID string) error {
 		err = terr
 	}
 	return err
+}
+
+// resumeDNS starts the responder for VMs re-adopted after a restart, which
+// were told to ask the gateway. A failure is logged: the VMs still run.
+func (n *network) resumeDNS(ctx context.Context) {
+	nm, err := n.manager(ctx)
+	if err == nil {
+		err = n.ensureDNS(nm.Gateway(), nm.HostDNS())
+	}
+	if err != nil {
+		n.log.Warn("cannot answer DNS for re-adopted bridged VMs", "error", err)
+	}
 }
 
 // ensureDNS starts the responder on the gateway once the bridge has its

@@ -781,6 +781,11 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 			vm.setLive(v.ID, &liveVM{m: m, agent: link})
 			go vm.watch(v.ID, v.Name, m)
 			vm.log.Info("re-adopted running VM", "vm", v.Name, "pid", v.PID)
+			if v.Network == netBridge {
+				// Its resolv.conf names the gateway: answer there again at
+				// once, before anyone else can take the port.
+				vm.net.resumeDNS(ctx)
+			}
 			continue
 		}
 		if m != nil {

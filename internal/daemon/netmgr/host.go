@@ -95,8 +95,14 @@ func (h *Host) checkBridgeOwner(bridge string) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netmgr: cannot look up bridge %s: %w", bridge, err)
 	}
-	if uid, ok := aliasOwner(br.Attrs().Alias); ok && uid != h.uid {
+	uid, ok := aliasOwner(br.Attrs().Alias)
+	switch {
+	case ok && uid != h.uid:
 		return nil, fmt.Errorf("netmgr: bridge %s belongs to the banger of uid %d, not %d; each user needs their own bridge_name and bridge_subnet", bridge, uid, h.uid)
+	case !ok && h.uid != 0:
+		// Only root adopts a bridge nobody marked (an older banger's, or
+		// one an administrator made); a user must not take it over.
+		return nil, fmt.Errorf("netmgr: bridge %s exists and is not marked as a banger bridge of uid %d; choose another bridge_name, or remove it", bridge, h.uid)
 	}
 	return br, nil
 }

@@ -2,6 +2,7 @@ package netmgr
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"slices"
@@ -164,18 +165,22 @@ func TestHostOwnership(t *testing.T) {
 	wantErr(t, "DeleteTap with no prefix", a.DeleteTap(ctx, noPrefix, "bgtapa1"), "does not start with the network's tap prefix")
 
 	// A bridge with no owner's mark (made by hand, or by an older banger)
-	// becomes the first Ensure's.
+	// is refused to a user, and adopted by root.
 	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "bghost2"}}); err != nil {
 		t.Fatal(err)
 	}
 	nc := hostNet("bghost2", "10.200.9.0/24")
-	if err := b.EnsureNetwork(ctx, nc); err != nil {
+	wantErr(t, "uid 2000's EnsureNetwork on an unmarked bridge", b.EnsureNetwork(ctx, nc), "is not marked as a banger bridge of uid 2000")
+	if got := alias(t, h, "bghost2"); got != "" {
+		t.Errorf("a refused Ensure marked the bridge: %q", got)
+	}
+	if err := host.As(0, 0).EnsureNetwork(ctx, nc); err != nil {
 		t.Fatal(err)
 	}
-	if got := alias(t, h, "bghost2"); got != "banger uid=2000" {
-		t.Errorf("unmarked bridge's alias after Ensure: %q, want %q", got, "banger uid=2000")
+	if got := alias(t, h, "bghost2"); got != "banger uid=0" {
+		t.Errorf("unmarked bridge's alias after root's Ensure: %q, want %q", got, "banger uid=0")
 	}
-	wantErr(t, "uid 1000's EnsureNetwork on the bridge uid 2000 took", a.EnsureNetwork(ctx, nc), "belongs to the banger of uid 2000")
+	wantErr(t, "uid 1000's EnsureNetwork on the bridge root took", a.EnsureNetwork(ctx, nc), "belongs to the banger of uid 0")
 
 	// A view shares its Host's socket: closing it leaves the Host working.
 	if err := host.As(3000, 3000).Close(); err != nil {
@@ -196,7 +201,7 @@ func TestHostOwnership(t *testing.T) {
 	for _, c := range []struct {
 		v *Host
 		n privops.NetSpec
-	}{{a, na}, {b, nb}, {b, nc}, {host, nd}} {
+	}{{a, na}, {b, nb}, {host.As(0, 0), nc}, {host, nd}} {
 		if err := c.v.TeardownNetwork(ctx, c.n); err != nil {
 			t.Fatal(err)
 		}
@@ -264,11 +269,10 @@ func TestHostPublishIsTheUIDs(t *testing.T) {
 	if p, err := a.Published(ctx, n); err != nil || len(p) != 1 || p[18080] != "vm1" {
 		t.Fatalf("Published = %v, %v", p, err)
 	}
-	// Another uid removes nothing of it, by port or all of the VM's.
+	// Another uid removes nothing of it, by port or all of the VM's: the
+	// bridge is not theirs.
 	for _, port := range []uint16{18080, 0} {
-		if err := b.Unpublish(ctx, n, "vm1", port); err != nil {
-			t.Fatalf("uid 2000's Unpublish(vm1, %d): %v", port, err)
-		}
+		wantErr(t, fmt.Sprintf("uid 2000's Unpublish(vm1, %d)", port), b.Unpublish(ctx, n, "vm1", port), "belongs to the banger of uid 1000")
 	}
 	if got := publishRules(t, ns, n); len(got) != 2 {
 		t.Fatalf("another uid's Unpublish removed rules: %q left", got)
@@ -314,14 +318,14 @@ func TestHostPublishIsTheUIDs(t *testing.T) {
 }
 
 // TestHostUnpublishLegacyRule: a rule from a banger that did not tag
-// published ports with a uid belongs to nobody in particular; the VM's
-// Unpublish removes it.
+// published ports with a uid (a root bangerd's, in table banger) is root's:
+// root's Unpublish of the VM removes it, a user's does not.
 func TestHostUnpublishLegacyRule(t *testing.T) {
 	needRoot(t)
 	ns := newNS(t)
 	host := newHost(t, ns)
 	ctx := context.Background()
-	a := host.As(1000, 1000)
+	a := host.As(0, 0)
 	n := hostNet("bghost0", "10.200.7.0/24")
 	if err := a.EnsureNetwork(ctx, n); err != nil {
 		t.Fatal(err)
@@ -331,6 +335,19 @@ func TestHostUnpublishLegacyRule(t *testing.T) {
 	addRule(t, ns, n, 18091, to, "banger: publish tcp/18091 vm=vmold to=10.200.7.2:80")
 	addRule(t, ns, n, 18092, to, "banger: publish tcp/18092 vm=vmother to=10.200.7.2:80")
 
+	// A user's view of a table with such rules (its own bridge) leaves them.
+	u := host.As(1000, 1000)
+	nu := hostNet("bghost1", "10.200.8.0/24")
+	if err := u.EnsureNetwork(ctx, nu); err != nil {
+		t.Fatal(err)
+	}
+	addRule(t, ns, nu, 18093, netip.MustParseAddrPort("10.200.8.2:80"), "banger: publish tcp/18093 vm=vmold to=10.200.8.2:80")
+	if err := u.Unpublish(ctx, nu, "vmold", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := publishRules(t, ns, nu); len(got) != 2 {
+		t.Fatalf("a user's Unpublish removed a rule without a uid: %q left", got)
+	}
 	if err := a.Unpublish(ctx, n, "vmold", 18091); err != nil {
 		t.Fatal(err)
 	}
@@ -414,5 +431,24 @@ func TestPublishRefusesPortOfAnotherNetwork(t *testing.T) {
 	}
 	if err := ub.Publish(ctx, b, privops.Publish{VMID: "vmb", HostPort: 18091, Guest: netip.MustParseAddrPort("10.200.8.2:80")}); err != nil {
 		t.Fatalf("another port: %v", err)
+	}
+}
+
+// TestPublishRefusesAListeningPort: a host port a service listens on is
+// not taken over by a VM's DNAT rule.
+func TestPublishRefusesAListeningPort(t *testing.T) {
+	needRoot(t)
+	ns := newNS(t)
+	host := newHost(t, ns)
+	ctx := context.Background()
+	n := hostNet("bghost0", "10.200.7.0/24")
+	serve(t, ns, "127.0.0.1:18095", "host service")
+	err := host.Publish(ctx, n, privops.Publish{VMID: "vm1", HostPort: 18095, Guest: netip.MustParseAddrPort("10.200.7.2:80")})
+	wantErr(t, "Publish over a listening port", err, "host port 18095 is in use by a service on this host")
+	if got, err := ask(ns, "127.0.0.1:18095"); err != nil || !strings.HasPrefix(got, "host service") {
+		t.Fatalf("the service after the refused Publish: %q, %v", got, err)
+	}
+	if err := host.TeardownNetwork(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -319,6 +319,10 @@ func (m *Manager) attach(ctx context.Context, vmID string, ip netip.Addr) (Attac
 	}, nil
 }
 
+// HostDNS is the resolver list a guest would get without banger's DNS
+// responder (see dns).
+func (m *Manager) HostDNS() []netip.Addr { return m.dns() }
+
 // dns is the resolver list for guests: the host's (see Resolvers), or the
 // gateway when the host has none a guest can reach.
 func (m *Manager) dns() []netip.Addr {

@@ -2,8 +2,10 @@ package netmgr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -386,6 +388,9 @@ func (h *Host) Publish(ctx context.Context, n privops.NetSpec, p privops.Publish
 	if err := publishedElsewhere(c, n.Table, p.HostPort); err != nil {
 		return err
 	}
+	if err := runIn(h.ns, func() error { return checkNotListening(p.HostPort) }); err != nil {
+		return err
+	}
 	want := publishComment(p.HostPort, p.VMID, p.Guest, h.uid)
 	changed := false
 	for _, name := range []string{chainPrerouting, chainOutput} {
@@ -454,6 +459,32 @@ func publishedElsewhere(c *nftables.Conn, mine string, hostPort uint16) error {
 	return nil
 }
 
+// checkNotListening refuses a host port on which a socket of this network
+// namespace listens: the DNAT rule would take its connections over, from
+// the host and from outside.
+func checkNotListening(port uint16) error {
+	for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // no IPv6
+			}
+			return fmt.Errorf("netmgr: cannot read %s to check port %d: %w", f, port, err)
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 4 || fs[3] != "0A" { // 0A: TCP_LISTEN
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fs[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); ok && err == nil && uint16(p) == port {
+				return fmt.Errorf("netmgr: host port %d is in use by a service on this host; publish another port", port)
+			}
+		}
+	}
+	return nil
+}
+
 // Unpublish removes vmID's published hostPort (all of its ports when
 // hostPort is 0) among the caller's; removing what is not there is not an
 // error.
@@ -466,6 +497,9 @@ func (h *Host) Unpublish(ctx context.Context, n privops.NetSpec, vmID string, ho
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if _, err := h.checkBridgeOwner(n.Bridge); err != nil {
+		return err
+	}
 	c, err := h.nftConn()
 	if err != nil {
 		return err
@@ -486,7 +520,8 @@ func (h *Host) Unpublish(ctx context.Context, n privops.NetSpec, vmID string, ho
 		}
 		for _, r := range rules {
 			port, owner, uid, ok := parsePublish(comment(r))
-			if !ok || owner != vmID || (uid != h.uid && uid != -1) || (hostPort != 0 && port != hostPort) {
+			// A rule without a uid (an older banger's) is root's to remove.
+			if !ok || owner != vmID || (uid != h.uid && (uid != -1 || h.uid != 0)) || (hostPort != 0 && port != hostPort) {
 				continue
 			}
 			if err := c.DelRule(r); err != nil {

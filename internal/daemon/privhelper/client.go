@@ -38,12 +38,17 @@ func (c Client) Do(ctx context.Context, r Request) (Response, error) {
 	} else {
 		_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	}
-	if err := json.NewEncoder(conn).Encode(r); err != nil {
-		return Response{}, fmt.Errorf("send %s to the banger helper: %w", r.Op, err)
+	// The helper refuses some callers before it reads anything; then the
+	// write fails but its answer is already there to read.
+	werr := json.NewEncoder(conn).Encode(r)
+	if werr == nil {
+		_ = conn.(*net.UnixConn).CloseWrite()
 	}
-	_ = conn.(*net.UnixConn).CloseWrite()
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(conn, MaxRequest)).Decode(&resp); err != nil {
+		if werr != nil {
+			return Response{}, fmt.Errorf("send %s to the banger helper: %w", r.Op, werr)
+		}
 		return Response{}, fmt.Errorf("read the banger helper's answer to %s: %w", r.Op, err)
 	}
 	if !resp.OK {

@@ -41,18 +41,19 @@ type SystemExecutor struct {
 func NewSystemExecutor(cfg SystemConfig) (*SystemExecutor, error) {
 	e := &SystemExecutor{ns: -1, dm: &dmsnap.Manager{LockDir: cfg.LockDir}}
 	var err error
+	var opts []netmgr.HostOption
 	if cfg.NetNS != "" {
 		if e.ns, err = netns.GetFromPath(cfg.NetNS); err != nil {
 			return nil, fmt.Errorf("open the network namespace %s: %w", cfg.NetNS, err)
 		}
-	} else if e.ns, err = netns.Get(); err != nil {
-		// Pin the namespace now: sysctl writes and tap creation act on the
-		// namespace of whichever thread runs them, and requests run on
-		// other threads than the constructor.
-		return nil, fmt.Errorf("open the current network namespace: %w", err)
+		opts = append(opts, netmgr.InNetNS(e.ns))
 	}
-	if e.host, err = netmgr.NewHost(netmgr.InNetNS(e.ns)); err != nil {
-		e.ns.Close()
+	// Without NetNS the Host works where the process is and never calls
+	// setns(2), which the helper's unit forbids (RestrictNamespaces=yes).
+	if e.host, err = netmgr.NewHost(opts...); err != nil {
+		if e.ns >= 0 {
+			e.ns.Close()
+		}
 		return nil, err
 	}
 	return e, nil
@@ -61,7 +62,10 @@ func NewSystemExecutor(cfg SystemConfig) (*SystemExecutor, error) {
 // Close releases the netlink socket and the namespace handle.
 func (e *SystemExecutor) Close() error {
 	e.host.Close()
-	return e.ns.Close()
+	if e.ns >= 0 {
+		return e.ns.Close()
+	}
+	return nil
 }
 
 // For returns the operations done on behalf of uid: its taps, its

@@ -313,10 +313,10 @@ func TestSystemExecutorNetworkOfOneUser(t *testing.T) {
 			t.Errorf("uid %d's %s: %v, want a refusal with %q", ub, c.name, c.err, c.want)
 		}
 	}
-	// Unpublishing what is not the caller's finds nothing to remove.
+	// Unpublishing on a bridge that is not the caller's is refused.
 	for _, port := range []uint16{18080, 0} {
-		if err := b.Unpublish(ctx, n, "vm1", port); err != nil {
-			t.Errorf("uid %d's Unpublish(vm1, %d): %v", ub, port, err)
+		if err := b.Unpublish(ctx, n, "vm1", port); err == nil || !strings.Contains(err.Error(), "belongs to the banger of uid 65534") {
+			t.Errorf("uid %d's Unpublish(vm1, %d): %v, want a refusal", ub, port, err)
 		}
 	}
 	if l, r := linkState(t, h), nftRules(t, ns, true); l != before || !slices.Equal(r, beforeRules) {

@@ -3,6 +3,7 @@ package privhelper
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -84,17 +85,22 @@ func (p Policy) checkPath(uid uint32, path string) (string, error) {
 	if err != nil {
 		return "", denied("no state dir known for uid %d: %v", uid, err)
 	}
-	realDir, err := filepath.EvalSymlinks(dir)
+	realDir, err := p.realStateDir(uid)
 	if err != nil {
-		return "", denied("state dir %s of uid %d: %v", dir, uid, err)
+		return "", err
 	}
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", invalid("path %s: %v", path, err)
+	// Nothing outside the state dir is looked at, and every failure to
+	// resolve reads the same: the helper, as root, must not tell a caller
+	// what exists where the caller cannot look.
+	clean := filepath.Clean(path)
+	if !under(dir, clean) && !under(realDir, clean) {
+		return "", denied("path %s is outside the caller's state dir %s", path, realDir)
 	}
-	rel, err := filepath.Rel(realDir, real)
-	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", denied("path %s (really %s) is outside the caller's state dir %s", path, real, realDir)
+	real, err := filepath.EvalSymlinks(clean)
+	if err != nil || !under(realDir, real) {
+		e := denied("path %s does not exist, or is outside the caller's state dir %s", path, realDir)
+		e.missing = err != nil
+		return "", e
 	}
 	return real, nil
 }
@@ -135,6 +141,10 @@ func (p Policy) checkNetwork(uid uint32, r Request) (privops.NetSpec, error) {
 	}
 	if sub.Bits() > 30 {
 		return privops.NetSpec{}, invalid("subnet %s is narrower than /30", sub)
+	}
+	if sub.Bits() < 24 && uid != 0 {
+		// One user must not take the whole range from the others.
+		return privops.NetSpec{}, denied("subnet %s is wider than a /24; use a /24 or narrower", sub)
 	}
 	if r.DNSPort < 0 || r.DNSPort > 65535 {
 		return privops.NetSpec{}, invalid("dns_port %d is not 0 to 65535", r.DNSPort)
@@ -178,7 +188,13 @@ func (p Policy) realStateDir(uid uint32) (string, error) {
 	}
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return "", denied("state dir %s of uid %d: %v", dir, uid, err)
+		return "", denied("state dir %s of uid %d cannot be resolved", dir, uid)
+	}
+	// A state dir that is a symlink to "/" or to another user's directory
+	// must not make their files the caller's.
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uid {
+		return "", denied("state dir %s of uid %d is not a directory of that user's", dir, uid)
 	}
 	return real, nil
 }
@@ -219,6 +235,9 @@ func (p Policy) openOwned(uid uint32, path string, flag int) (*os.File, error) {
 	return f, nil
 }
 
+// errExists says that createOwned found the name taken.
+var errExists = errors.New("exists")
+
 // createOwned makes a new file, sparse at size bytes, owned by the caller,
 // in a directory inside their state dir. It refuses a name that exists.
 // It also returns that directory, open, so that the caller can remove the
@@ -258,6 +277,9 @@ func (p Policy) createOwned(uid uint32, path string, size int64) (*os.File, *os.
 		return nil, nil, denied("directory %s moved out of the caller's state dir %s", filepath.Dir(path), dir)
 	}
 	fd, err := unix.Openat(int(d.Fd()), base, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		return nil, nil, errExists
+	}
 	if err != nil {
 		return nil, nil, invalid("create %s: %v", path, err)
 	}
@@ -268,10 +290,10 @@ func (p Policy) createOwned(uid uint32, path string, size int64) (*os.File, *os.
 		return nil, nil, e
 	}
 	if err := f.Chown(int(uid), primaryGID(uid)); err != nil {
-		return fail(&Error{CodeFailed, fmt.Sprintf("give %s to uid %d: %v", path, uid, err)})
+		return fail(&Error{Code: CodeFailed, Msg: fmt.Sprintf("give %s to uid %d: %v", path, uid, err)})
 	}
 	if err := f.Truncate(size); err != nil {
-		return fail(&Error{CodeFailed, fmt.Sprintf("size %s to %d bytes: %v", path, size, err)})
+		return fail(&Error{Code: CodeFailed, Msg: fmt.Sprintf("size %s to %d bytes: %v", path, size, err)})
 	}
 	keep = true
 	return f, d, nil

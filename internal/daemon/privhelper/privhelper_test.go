@@ -593,20 +593,20 @@ func TestSnapshotRefusals(t *testing.T) {
 		{"bare prefix", snap("banger-", origin, newCOW, size), invalid, "must start with"},
 		{"name with a slash", snap("banger-a/b", origin, newCOW, size), invalid, "has '/'"},
 		{"origin outside", snap("banger-a", secret, newCOW, size), denied, "outside the caller's state dir"},
-		{"origin through a symlink", snap("banger-a", fileLink, newCOW, size), denied, "(really " + secret + ") is outside the caller's state dir"},
+		{"origin through a symlink", snap("banger-a", fileLink, newCOW, size), denied, "does not exist, or is outside the caller's state dir"},
 		{"origin through a directory symlink", snap("banger-a", filepath.Join(dirLink, "secret"), newCOW, size), denied, "outside the caller's state dir"},
 		{"origin through dot-dot", snap("banger-a", state+"/../../"+filepath.Base(outside)+"/secret", newCOW, size), denied, "outside the caller's state dir"},
 		{"origin the state dir's parent", snap("banger-a", state+"/..", newCOW, size), denied, "outside the caller's state dir"},
 		{"origin is the state dir", snap("banger-a", state, newCOW, size), denied, "outside the caller's state dir"},
 		{"relative origin", snap("banger-a", "images/base.ext4", newCOW, size), invalid, "not absolute"},
-		{"missing origin", snap("banger-a", filepath.Join(state, "images", "nope"), newCOW, size), invalid, "no such file"},
+		{"missing origin", snap("banger-a", filepath.Join(state, "images", "nope"), newCOW, size), denied, "does not exist, or is outside"},
 		{"origin a directory", snap("banger-a", filepath.Join(state, "images"), newCOW, size), invalid, "is not a regular file"},
 		{"cow in a dir outside", snap("banger-a", origin, filepath.Join(outside, "new.cow"), size), denied, "outside the caller's state dir"},
 		{"cow through a directory symlink", snap("banger-a", origin, filepath.Join(dirLink, "new.cow"), size), denied, "outside the caller's state dir"},
 		{"cow a symlink to a file outside", snap("banger-a", origin, cowLink, size), denied, "outside the caller's state dir"},
-		{"cow a dangling symlink", snap("banger-a", origin, dangling, size), invalid, "no such file"},
+		{"cow a dangling symlink", snap("banger-a", origin, dangling, size), denied, "does not exist, or is outside"},
 		{"cow a directory", snap("banger-a", origin, filepath.Join(state, "vms", "a"), size), invalid, "is a directory"},
-		{"cow in a missing dir", snap("banger-a", origin, filepath.Join(state, "vms", "nope", "root.cow"), size), invalid, "no such file"},
+		{"cow in a missing dir", snap("banger-a", origin, filepath.Join(state, "vms", "nope", "root.cow"), size), denied, "does not exist, or is outside"},
 		{"relative cow", snap("banger-a", origin, "root.cow", size), invalid, "not absolute"},
 		{"cow too small", snap("banger-a", origin, newCOW, dmsnap.MinCOWSize-1), invalid, fmt.Sprintf("cow_size %d is below the minimum %d bytes", dmsnap.MinCOWSize-1, dmsnap.MinCOWSize)},
 		{"cow size missing", snap("banger-a", origin, newCOW, 0), invalid, "below the minimum"},
@@ -871,6 +871,10 @@ func TestNonRootCaller(t *testing.T) {
 		wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("host port %d is privileged (below 1024)", port))
 	}
 	f.wantNoCalls(t)
+	wide := netReq(privhelper.OpEnsureNetwork)
+	wide.Subnet = "10.200.0.0/23"
+	_, err := f.asNobody(t, wide)
+	wantCode(t, err, privhelper.CodeDenied, "wider than a /24")
 	for _, port := range []int{53, 1023} {
 		ens := netReq(privhelper.OpEnsureNetwork)
 		ens.DNSPort = port
@@ -906,7 +910,7 @@ func TestNonRootCaller(t *testing.T) {
 	}
 	cow := filepath.Join(vmDir, "root.cow")
 	snap := privhelper.Request{Op: privhelper.OpCreateSnapshot, Name: "banger-a", Origin: rootsOrigin, COWFile: cow, COWSize: dmsnap.MinCOWSize}
-	_, err := f.asNobody(t, snap)
+	_, err = f.asNobody(t, snap)
 	wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("belongs to uid 0, not the caller (%d)", nobody))
 	rootState := mkfile(t, filepath.Join(f.state[self()], "images", "base.ext4"), 2<<20)
 	snap.Origin = rootState
@@ -942,10 +946,11 @@ func raw(t *testing.T, sock string, data []byte) privhelper.Response {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
+	// A refused caller is answered before the helper reads: the write may
+	// then fail, and the answer is still there to read.
+	if _, err := c.Write(data); err == nil {
+		_ = c.(*net.UnixConn).CloseWrite()
 	}
-	_ = c.(*net.UnixConn).CloseWrite()
 	var r privhelper.Response
 	if err := json.NewDecoder(c).Decode(&r); err != nil {
 		t.Fatal(err)
@@ -1085,5 +1090,73 @@ func TestListenRefusesASecondHelper(t *testing.T) {
 	fi, err := os.Stat(f.sock)
 	if err != nil || fi.Mode().Perm() != 0o666 {
 		t.Fatalf("socket mode %v, %v; want 0666 (callers are checked by SO_PEERCRED)", fi.Mode(), err)
+	}
+}
+
+// TestIdleConnectionsCannotWedgeTheHelper: one caller holding connections
+// open without a request gets its share (8) and no more; the others, and the
+// same caller once it lets go, are served.
+func TestIdleConnectionsCannotWedgeTheHelper(t *testing.T) {
+	f := serve(t, privhelper.DefaultPolicy(self()))
+	var idle []net.Conn
+	for range 8 {
+		c, err := net.Dial("unix", f.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// The helper counts a connection once it has accepted it: wait until
+	// the ninth is refused rather than sleeping a guessed time.
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err = f.client().Do(bounded(t), privhelper.Request{Op: privhelper.OpHello}); err != nil {
+			break
+		}
+	}
+	wantCode(t, err, privhelper.CodeFailed, "too many requests")
+	for _, c := range idle {
+		c.Close()
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err = f.client().Do(bounded(t), privhelper.Request{Op: privhelper.OpHello}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("after the idle connections closed: %v", err)
+	}
+}
+
+// TestStateDirSymlinkedToRoot: a user whose state dir is a symlink to "/"
+// (or to anything not theirs) gets no state dir at all, so another user's
+// snapshots are not theirs to list or remove, and no file becomes theirs.
+func TestStateDirSymlinkedToRoot(t *testing.T) {
+	needRoot(t)
+	f := serve(t, privhelper.DefaultPolicy(nobody))
+	link := filepath.Join(t.TempDir(), "state")
+	if err := os.Symlink("/", link); err != nil {
+		t.Fatal(err)
+	}
+	f.state[nobody] = link
+	roots := privops.Snapshot{Name: "banger-roots", Device: "/dev/mapper/banger-roots", COWFile: "/var/lib/banger/vms/x/root.cow"}
+	f.rec.snaps = []privops.Snapshot{roots}
+
+	r, err := f.asNobody(t, privhelper.Request{Op: privhelper.OpHello})
+	if err != nil || r.StateDir != "" {
+		t.Fatalf("hello = %+v, %v; want no state dir", r, err)
+	}
+	if r, err := f.asNobody(t, privhelper.Request{Op: privhelper.OpListSnapshots}); err != nil || len(r.Snapshots) != 0 {
+		t.Fatalf("list = %+v, %v; want nothing", r, err)
+	}
+	_, err = f.asNobody(t, privhelper.Request{Op: privhelper.OpRemoveSnapshot, Name: roots.Name})
+	wantCode(t, err, privhelper.CodeDenied, "not the caller's")
+	_, err = f.asNobody(t, privhelper.Request{Op: privhelper.OpCreateSnapshot, Name: "banger-x",
+		Origin: filepath.Join(link, "etc", "shadow"), COWFile: filepath.Join(link, "tmp", "x.cow"), COWSize: 1 << 20})
+	wantCode(t, err, privhelper.CodeDenied, "is not a directory of that user's")
+	for _, c := range f.rec.list() {
+		if strings.Contains(c, "remove_snapshot") || strings.Contains(c, "create_snapshot") {
+			t.Fatalf("a refused request reached the executor: %q", f.rec.list())
+		}
 	}
 }

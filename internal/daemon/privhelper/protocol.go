@@ -81,12 +81,19 @@ const (
 )
 
 // Error is a refusal or failure answered by the helper.
-type Error struct{ Code, Msg string }
+type Error struct {
+	Code, Msg string
+	missing   bool // the path did not resolve (the helper does not say more)
+}
 
 func (e *Error) Error() string { return fmt.Sprintf("banger helper: %s: %s", e.Code, e.Msg) }
 
-func denied(format string, a ...any) *Error  { return &Error{CodeDenied, fmt.Sprintf(format, a...)} }
-func invalid(format string, a ...any) *Error { return &Error{CodeInvalid, fmt.Sprintf(format, a...)} }
+func denied(format string, a ...any) *Error {
+	return &Error{Code: CodeDenied, Msg: fmt.Sprintf(format, a...)}
+}
+func invalid(format string, a ...any) *Error {
+	return &Error{Code: CodeInvalid, Msg: fmt.Sprintf(format, a...)}
+}
 
 // decodeRequest parses one request strictly: unknown fields are refused.
 func decodeRequest(data []byte) (Request, error) {

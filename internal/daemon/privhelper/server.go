@@ -57,8 +57,20 @@ func Listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
+// Limits that keep one caller from wedging the helper for the others.
+const (
+	maxConns       = 64               // connections served at once, in all
+	maxConnsPerUID = 8                // of them, from one uid
+	readTimeout    = 5 * time.Second  // to send the whole request
+	requestTimeout = 2 * time.Minute  // to do it; then the request is cancelled
+	writeTimeout   = 10 * time.Second // to take the answer
+)
+
 // Serve answers connections until ctx ends. Each connection carries one
-// request and its answer.
+// request and its answer. A caller not in the allow list is answered at
+// once, before anything is read; a caller over its share of connections
+// is told to retry. Temporary accept errors (out of file descriptors) are
+// waited out, not fatal.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	log := s.Log
 	if log == nil {
@@ -67,21 +79,73 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	go func() { <-ctx.Done(); ln.Close() }()
+	var mu sync.Mutex
+	total, perUID := 0, map[uint32]int{}
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
+				log.Warn("helper cannot accept a connection; waiting", "error", err, "wait", backoff)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
 			return err
+		}
+		backoff = 5 * time.Millisecond
+		uc := c.(*net.UnixConn)
+		uid, err := peerUID(uc)
+		if err != nil {
+			refuse(uc, denied("cannot identify the caller: %v", err))
+			continue
+		}
+		if !s.Policy.AllowedUIDs[uid] {
+			log.Warn("helper request refused", "uid", uid, "reason", "uid not allowed")
+			refuse(uc, denied("uid %d is not allowed to use the banger helper: add the user to its allow list", uid))
+			continue
+		}
+		mu.Lock()
+		busy := total >= maxConns || perUID[uid] >= maxConnsPerUID
+		if !busy {
+			total++
+			perUID[uid]++
+		}
+		mu.Unlock()
+		if busy {
+			log.Warn("helper request refused", "uid", uid, "reason", "too many connections")
+			refuse(uc, &Error{Code: CodeFailed, Msg: "the banger helper is serving too many requests (of this user, or in all); retry"})
+			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer c.Close()
-			s.handle(ctx, c.(*net.UnixConn), log)
+			defer func() {
+				mu.Lock()
+				total--
+				if perUID[uid]--; perUID[uid] == 0 {
+					delete(perUID, uid)
+				}
+				mu.Unlock()
+			}()
+			defer uc.Close()
+			s.handle(ctx, uc, uid, log)
 		}()
 	}
+}
+
+// refuse answers a connection without reading its request, and closes it.
+func refuse(c *net.UnixConn, e *Error) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	writeResponse(c, errResponse(e))
+	c.Close()
 }
 
 func peerUID(c *net.UnixConn) (uint32, error) {
@@ -102,23 +166,12 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 	return cred.Uid, nil
 }
 
-func (s *Server) handle(ctx context.Context, c *net.UnixConn, log *slog.Logger) {
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	// Read the (bounded) request before answering even a refusal, so the
-	// caller always gets the answer rather than a broken pipe.
+func (s *Server) handle(ctx context.Context, c *net.UnixConn, uid uint32, log *slog.Logger) {
+	_ = c.SetReadDeadline(time.Now().Add(readTimeout))
 	data, err := io.ReadAll(io.LimitReader(c, MaxRequest+1))
+	_ = c.SetWriteDeadline(time.Now().Add(requestTimeout + writeTimeout))
 	if err != nil {
 		writeResponse(c, errResponse(invalid("read request: %v", err)))
-		return
-	}
-	uid, err := peerUID(c)
-	if err != nil {
-		writeResponse(c, errResponse(denied("cannot identify the caller: %v", err)))
-		return
-	}
-	if !s.Policy.AllowedUIDs[uid] {
-		log.Warn("helper request refused", "uid", uid, "reason", "uid not allowed")
-		writeResponse(c, errResponse(denied("uid %d is not allowed to use the banger helper: add the user to its allow list", uid)))
 		return
 	}
 	req, err := decodeRequest(data)
@@ -126,7 +179,9 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, log *slog.Logger) 
 		writeResponse(c, errResponse(err))
 		return
 	}
-	resp, err := s.dispatch(ctx, uid, req)
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	resp, err := s.dispatch(rctx, uid, req)
 	if err != nil {
 		log.Warn("helper request refused or failed", "uid", uid, "op", req.Op, "error", err)
 		writeResponse(c, errResponse(err))
@@ -182,7 +237,7 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		if errors.As(err, &e) {
 			return Response{}, e
 		}
-		return Response{}, &Error{CodeFailed, err.Error()}
+		return Response{}, &Error{Code: CodeFailed, Msg: err.Error()}
 	}
 	var spec privops.NetSpec
 	if slices.Contains(allowed, "bridge") {
@@ -250,19 +305,25 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 			return Response{}, err
 		}
 		defer origin.Close()
-		cow, err := p.openOwned(uid, r.COWFile, os.O_RDWR)
-		var cowDir *os.File // the new COW file's directory, when the helper made it
-		if err != nil {
+		// A new COW file is made (O_EXCL, in a directory of the caller's);
+		// one that is there already is opened and checked like the origin.
+		// Without a usable size only an existing one will do.
+		var cow, cowDir *os.File // cowDir: the new file's directory, when the helper made it
+		err = errExists
+		if r.COWSize >= dmsnap.MinCOWSize {
+			cow, cowDir, err = p.createOwned(uid, r.COWFile, r.COWSize)
+		}
+		if errors.Is(err, errExists) {
+			cow, err = p.openOwned(uid, r.COWFile, os.O_RDWR)
 			var e *Error
-			if _, serr := os.Lstat(r.COWFile); !errors.Is(serr, os.ErrNotExist) || !errors.As(err, &e) || e.Code != CodeInvalid {
-				return Response{}, err
+			if errors.As(err, &e) && e.missing && r.COWSize < dmsnap.MinCOWSize {
+				return Response{}, invalid("cow_size %d is below the minimum %d bytes for a new COW file", r.COWSize, dmsnap.MinCOWSize)
 			}
-			if r.COWSize < dmsnap.MinCOWSize {
-				return Response{}, invalid("cow_size %d is below the minimum %d bytes", r.COWSize, dmsnap.MinCOWSize)
-			}
-			if cow, cowDir, err = p.createOwned(uid, r.COWFile, r.COWSize); err != nil {
-				return Response{}, err
-			}
+		}
+		if err != nil {
+			return Response{}, err
+		}
+		if cowDir != nil {
 			defer cowDir.Close()
 		}
 		defer cow.Close()
