@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"banger/internal/config"
-	"banger/internal/daemon/dmsnap"
 	"banger/internal/daemon/fcproc"
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/netmgr"
+	"banger/internal/daemon/privhelper"
 	"banger/internal/daemon/qemuproc"
 	"banger/internal/daemon/sshkey"
 	"banger/internal/daemon/workspace"
@@ -252,7 +252,11 @@ func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store
 	return disk, used, nil
 }
 
-func snapshotName(id string) string { return dmsnap.Prefix + id }
+// snapshotName is a VM's dm snapshot: under this daemon's uid, since dm
+// names are shared by every user of the host (and the helper insists).
+func snapshotName(id string) string { return snapshotPrefix() + id }
+
+func snapshotPrefix() string { return privhelper.SnapshotPrefix(uint32(os.Getuid())) }
 
 // snapshotsAvailable says why dm snapshots cannot be made (no way to root,
 // or no device-mapper), or nil.
@@ -954,7 +958,10 @@ func (vm *vmManager) removeLeftoverSnapshots(ctx context.Context) {
 		if err != nil || strings.HasPrefix(rel, "..") {
 			continue // another user's, or another state dir's
 		}
-		id := strings.TrimPrefix(sn.Name, dmsnap.Prefix)
+		id, mine := strings.CutPrefix(sn.Name, snapshotPrefix())
+		if !mine {
+			continue
+		}
 		if !vm.isLive(id) {
 			vm.log.Warn("removing leftover root snapshot", "name", sn.Name)
 			if err := ops.RemoveSnapshot(ctx, sn.Name); err != nil {

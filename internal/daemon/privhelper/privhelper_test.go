@@ -909,7 +909,11 @@ func TestNonRootCaller(t *testing.T) {
 		}
 	}
 	cow := filepath.Join(vmDir, "root.cow")
-	snap := privhelper.Request{Op: privhelper.OpCreateSnapshot, Name: "banger-a", Origin: rootsOrigin, COWFile: cow, COWSize: dmsnap.MinCOWSize}
+	snap := privhelper.Request{Op: privhelper.OpCreateSnapshot, Name: privhelper.SnapshotPrefix(nobody) + "a", Origin: rootsOrigin, COWFile: cow, COWSize: dmsnap.MinCOWSize}
+	squat := snap
+	squat.Name = "banger-a"
+	_, err = f.asNobody(t, squat)
+	wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf(`must start with "banger-%d-"`, nobody))
 	_, err = f.asNobody(t, snap)
 	wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("belongs to uid 0, not the caller (%d)", nobody))
 	rootState := mkfile(t, filepath.Join(f.state[self()], "images", "base.ext4"), 2<<20)
@@ -922,7 +926,7 @@ func TestNonRootCaller(t *testing.T) {
 
 	snap.Origin = origin
 	resp, err := f.asNobody(t, snap)
-	if err != nil || len(resp.Snapshots) != 1 || resp.Snapshots[0].Name != "banger-a" {
+	if err != nil || len(resp.Snapshots) != 1 || resp.Snapshots[0].Name != snap.Name {
 		t.Fatalf("create_snapshot as nobody: %+v, %v", resp, err)
 	}
 	c := f.rec.createCalls()
@@ -1151,7 +1155,7 @@ func TestStateDirSymlinkedToRoot(t *testing.T) {
 	}
 	_, err = f.asNobody(t, privhelper.Request{Op: privhelper.OpRemoveSnapshot, Name: roots.Name})
 	wantCode(t, err, privhelper.CodeDenied, "not the caller's")
-	_, err = f.asNobody(t, privhelper.Request{Op: privhelper.OpCreateSnapshot, Name: "banger-x",
+	_, err = f.asNobody(t, privhelper.Request{Op: privhelper.OpCreateSnapshot, Name: privhelper.SnapshotPrefix(nobody) + "x",
 		Origin: filepath.Join(link, "etc", "shadow"), COWFile: filepath.Join(link, "tmp", "x.cow"), COWSize: 1 << 20})
 	wantCode(t, err, privhelper.CodeDenied, "is not a directory of that user's")
 	for _, c := range f.rec.list() {

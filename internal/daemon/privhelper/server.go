@@ -300,6 +300,12 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		if err := dmsnap.ValidName(r.Name); err != nil {
 			return Response{}, invalid("%v", err)
 		}
+		// Device-mapper names are one namespace for the whole host: a user
+		// names snapshots under their uid, so that nobody can take the name
+		// another user's VM will need.
+		if want := SnapshotPrefix(uid); uid != 0 && !strings.HasPrefix(r.Name, want) {
+			return Response{}, denied("snapshot name %q must start with %q", r.Name, want)
+		}
 		origin, err := p.openOwned(uid, r.Origin, os.O_RDONLY)
 		if err != nil {
 			return Response{}, err
@@ -373,6 +379,11 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 func (p Policy) owns(uid uint32, s privops.Snapshot) bool {
 	dir, err := p.realStateDir(uid)
 	return err == nil && s.COWFile != "" && under(dir, s.COWFile)
+}
+
+// SnapshotPrefix starts the name of every dm snapshot of uid's banger.
+func SnapshotPrefix(uid uint32) string {
+	return dmsnap.Prefix + strconv.FormatUint(uint64(uid), 10) + "-"
 }
 
 func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
