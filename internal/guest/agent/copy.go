@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -12,6 +11,9 @@ import (
 	"banger/internal/guest/proto"
 	"banger/internal/guest/tarx"
 )
+
+// The data reader hands file contents to tarx.Extract with ReadToFile.
+var _ tarx.FileSource = (*proto.DataReader)(nil)
 
 func (s *server) copyIn(ctx context.Context, c net.Conn, pc *proto.Conn, f proto.Frame) error {
 	var req proto.CopyInRequest
@@ -54,11 +56,9 @@ func (s *server) copyOut(ctx context.Context, c net.Conn, pc *proto.Conn, f prot
 	}
 	stop := watchHangup(c, pc.Reader)
 	defer stop()
-	bw := bufio.NewWriterSize(pc.DataWriter(proto.TypeData), proto.ChunkSize)
-	err := tarx.Pack(ctx, bw, req.Path)
-	if err == nil {
-		err = bw.Flush()
-	}
+	// Pack buffers what it writes into whole frames; large files go
+	// through the data writer's WriteFile.
+	err := tarx.Pack(ctx, pc.DataWriter(proto.TypeData), req.Path)
 	if err != nil {
 		s.opts.Logf("agent: copy-out: %v", err)
 		_ = pc.WriteError(proto.Errorf(proto.CodeFailed, "copy out of %s: %v", req.Path, err))

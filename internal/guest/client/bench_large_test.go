@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/hashicorp/yamux"
@@ -92,7 +93,8 @@ func largeRawOpener(b *testing.B, kind string) client.OpenFunc {
 // agent (tar, frames, extract to a file) with a raw io.Copy of the same bytes
 // over the same transport into a file. It writes 2 GiB per iteration pair, so
 // it runs only with BANGER_BENCH_LARGE=1 (make bench sets it; see
-// docs/performance.md).
+// docs/performance.md). Each iteration starts after a sync(2), outside the
+// timed part.
 func BenchmarkCopyInLarge(b *testing.B) {
 	if os.Getenv("BANGER_BENCH_LARGE") != "1" {
 		b.Skip("set BANGER_BENCH_LARGE=1 to copy 1 GiB per iteration")
@@ -119,6 +121,7 @@ func BenchmarkCopyInLarge(b *testing.B) {
 			dst := b.TempDir()
 			b.SetBytes(largeSize)
 			for b.Loop() {
+				settle(b)
 				if err := c.CopyIn(context.Background(), src, dst); err != nil {
 					b.Fatal(err)
 				}
@@ -133,6 +136,7 @@ func BenchmarkCopyInLarge(b *testing.B) {
 			b.SetBytes(largeSize)
 			ack := make([]byte, 1)
 			for b.Loop() {
+				settle(b)
 				s, err := open(context.Background())
 				if err != nil {
 					b.Fatal(err)
@@ -152,6 +156,14 @@ func BenchmarkCopyInLarge(b *testing.B) {
 			}
 		})
 	}
+}
+
+// settle writes back, outside the timed part, the dirty pages that earlier
+// iterations left, so that each iteration pays for its own writes only.
+func settle(b *testing.B) {
+	b.StopTimer()
+	syscall.Sync()
+	b.StartTimer()
 }
 
 func sizeOf(fi os.FileInfo) int64 {

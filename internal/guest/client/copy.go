@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,7 +29,16 @@ func (c *Client) CopyIn(ctx context.Context, src, dstDir string) error {
 
 // CopyInTar unpacks the tar stream r into the guest directory dstDir.
 func (c *Client) CopyInTar(ctx context.Context, r io.Reader, dstDir string) error {
-	err := c.copyIn(ctx, dstDir, func(w io.Writer) error { _, err := io.Copy(w, r); return err })
+	err := c.copyIn(ctx, dstDir, func(w io.Writer) error {
+		// Whole chunks per frame: tar writers make 512-byte headers and
+		// 32 KiB blocks, which would otherwise each cost a frame and a
+		// syscall.
+		bw := bufio.NewWriterSize(w, proto.ChunkSize)
+		if _, err := io.Copy(bw, r); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
 	if err != nil {
 		return fmt.Errorf("unpack tar stream into guest %s: %w", dstDir, err)
 	}
@@ -51,14 +61,8 @@ func (c *Client) copyIn(ctx context.Context, dstDir string, produce func(io.Writ
 		}
 		answer <- err
 	}()
-	w := &trackingWriter{w: s.DataWriter(proto.TypeData)}
-	// Whole chunks per frame: tar writes 512-byte headers and 32 KiB
-	// blocks, which would otherwise each cost a frame and a syscall.
-	bw := bufio.NewWriterSize(w, proto.ChunkSize)
-	perr := produce(bw)
-	if perr == nil {
-		perr = bw.Flush()
-	}
+	w := &trackingWriter{w: s.Writer, dw: s.DataWriter(proto.TypeData)}
+	perr := produce(w)
 	if perr == nil {
 		perr = s.WriteFrame(proto.TypeEOF, nil)
 	} else if w.err == nil {
@@ -78,18 +82,32 @@ func (c *Client) copyIn(ctx context.Context, dstDir string, produce func(io.Writ
 	return nil
 }
 
-// trackingWriter remembers whether a write to the stream failed.
+var _ tarx.FileWriter = (*trackingWriter)(nil)
+
+// trackingWriter writes data frames and remembers whether a write to the
+// stream failed. It is a tarx.FileWriter, so tarx.Pack hands it large files
+// to send with sendfile(2).
 type trackingWriter struct {
-	w   io.Writer
+	w   *proto.Writer
+	dw  io.Writer // w's data writer
 	err error
 }
 
 func (t *trackingWriter) Write(p []byte) (int, error) {
-	n, err := t.w.Write(p)
+	n, err := t.dw.Write(p)
 	if err != nil && t.err == nil {
 		t.err = err
 	}
 	return n, err
+}
+
+func (t *trackingWriter) WriteFile(f *os.File, n int64) (int64, error) {
+	m, err := t.w.WriteFile(proto.TypeData, f, n)
+	var fe *proto.FileReadError
+	if err != nil && !errors.As(err, &fe) && t.err == nil {
+		t.err = err // the stream failed, not the file
+	}
+	return m, err
 }
 
 // CopyOut copies the guest path src (file, symlink or directory tree) into

@@ -121,6 +121,14 @@ type Reader struct {
 	r   io.Reader
 	hdr [HeaderSize]byte
 	buf []byte
+	// A DataReader reads data payloads piece by piece: cur and size are the
+	// type and length of the frame it is in, left the part of its payload
+	// not yet read from r.
+	cur  Type
+	size uint32
+	left uint32
+	// err, once set, ends the stream: a DataReader lost its place in it.
+	err error
 }
 
 // NewReader returns a Reader that decodes frames from r.
@@ -129,36 +137,90 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
 // Next reads one frame. It returns io.EOF when the stream ends cleanly
 // between frames, *FrameTooLargeError or *MalformedFrameError for bad input,
 // and other errors from the underlying reader as they are. The returned
-// payload is overwritten by the next call.
+// payload is overwritten by the next call. Whatever a DataReader left unread
+// of the frame it was in is skipped first.
 func (r *Reader) Next() (Frame, error) {
+	if r.err != nil {
+		return Frame{}, r.err
+	}
+	if r.left > 0 {
+		if _, err := io.CopyN(io.Discard, r.r, int64(r.left)); err != nil {
+			return Frame{}, r.payloadErr(err)
+		}
+		r.left = 0
+	}
+	t, n, err := r.header()
+	if err != nil {
+		return Frame{}, err
+	}
+	p, err := r.payload(t, n)
+	if err != nil {
+		return Frame{}, err
+	}
+	return Frame{Type: t, Payload: p}, nil
+}
+
+// header reads and checks one frame header.
+func (r *Reader) header() (Type, uint32, error) {
+	if r.err != nil {
+		return 0, 0, r.err
+	}
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, malformed("stream ended inside a frame header")
+			return 0, 0, malformed("stream ended inside a frame header")
 		}
-		return Frame{}, err
+		return 0, 0, err
 	}
 	t := Type(r.hdr[0])
 	n := binary.BigEndian.Uint32(r.hdr[4:])
 	if !t.Known() {
-		return Frame{}, malformed("unknown frame type 0x%02x", uint8(t))
+		return 0, 0, malformed("unknown frame type 0x%02x", uint8(t))
 	}
 	if r.hdr[1] != 0 || r.hdr[2] != 0 || r.hdr[3] != 0 {
-		return Frame{}, malformed("%s frame has reserved header bits set (% x)", t, r.hdr[1:4])
+		return 0, 0, malformed("%s frame has reserved header bits set (% x)", t, r.hdr[1:4])
 	}
 	if n > MaxPayload {
-		return Frame{}, &FrameTooLargeError{Type: t, Length: n, Limit: MaxPayload}
+		return 0, 0, &FrameTooLargeError{Type: t, Length: n, Limit: MaxPayload}
 	}
+	r.cur, r.size = t, n
+	return t, n, nil
+}
+
+// payload reads the n-byte payload of the frame whose header was just read,
+// whole, into the reader's buffer.
+func (r *Reader) payload(t Type, n uint32) ([]byte, error) {
 	if uint32(cap(r.buf)) < n {
 		r.buf = make([]byte, n)
 	}
 	p := r.buf[:n]
 	if _, err := io.ReadFull(r.r, p); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return Frame{}, malformed("stream ended inside a %d byte %s payload", n, t)
-		}
-		return Frame{}, err
+		return nil, r.payloadErr(err)
 	}
-	return Frame{Type: t, Payload: p}, nil
+	return p, nil
+}
+
+// readPart reads at most len(p) bytes, and at least one, of what is left of
+// the current frame's payload (r.left > 0).
+func (r *Reader) readPart(p []byte) (int, error) {
+	p = p[:min(uint32(len(p)), r.left)]
+	for {
+		n, err := r.r.Read(p)
+		r.left -= uint32(n)
+		if n > 0 {
+			return n, nil
+		}
+		if err != nil {
+			return 0, r.payloadErr(err)
+		}
+	}
+}
+
+// payloadErr turns the stream ending inside a payload into a frame error.
+func (r *Reader) payloadErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return malformed("stream ended inside a %d byte %s payload", r.size, r.cur)
+	}
+	return err
 }
 
 // BufferCap returns the capacity of the reader's payload buffer. Tests use it
@@ -168,9 +230,11 @@ func (r *Reader) BufferCap() int { return cap(r.buf) }
 // Writer encodes frames onto a byte stream. It is safe for concurrent use;
 // each frame is written whole before another starts.
 type Writer struct {
-	mu      sync.Mutex
-	w       io.Writer
-	scratch []byte
+	mu         sync.Mutex
+	w          io.Writer
+	scratch    []byte
+	fbuf       []byte // WriteFile's buffer, allocated on first use
+	noSendfile bool   // sendfile(2) failed as unsupported on this stream
 }
 
 // NewWriter returns a Writer that encodes frames onto w.
@@ -186,11 +250,17 @@ func (w *Writer) WriteFrame(t Type, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return &FrameTooLargeError{Type: t, Length: uint32(min(len(payload), 1<<32-1)), Limit: MaxPayload}
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writeFrameLocked(t, payload)
+}
+
+// writeFrameLocked writes one frame of at most MaxPayload bytes; w.mu is
+// held.
+func (w *Writer) writeFrameLocked(t Type, payload []byte) error {
 	var hdr [HeaderSize]byte
 	hdr[0] = byte(t)
 	binary.BigEndian.PutUint32(hdr[4:], uint32(len(payload)))
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if len(payload) <= smallFrame {
 		w.scratch = append(append(w.scratch[:0], hdr[:]...), payload...)
 		_, err := w.w.Write(w.scratch)
@@ -260,38 +330,87 @@ func (d dataWriter) Write(p []byte) (int, error) {
 // stream. A TypeEOF frame ends it with io.EOF; a TypeError frame ends it with
 // the *RemoteError; any other frame type is a *MalformedFrameError. The
 // stream ending without a TypeEOF frame is io.ErrUnexpectedEOF.
+//
+// Payloads are not copied whole into a buffer first: a large Read is served
+// straight from the underlying stream, small ones through a buffer of
+// ChunkSize bytes, and ReadToFile moves payload bytes into a file (with
+// splice(2) where the stream is a socket).
 type DataReader struct {
 	r    *Reader
 	t    Type
-	rest []byte
+	buf  []byte // allocated on first use
+	rest []byte // part of buf not yet returned
 	err  error
 }
 
 // NewDataReader returns a DataReader over r for frames of type t.
 func NewDataReader(r *Reader, t Type) *DataReader { return &DataReader{r: r, t: t} }
 
-func (d *DataReader) Read(p []byte) (int, error) {
-	for len(d.rest) == 0 {
+// more makes sure the current frame has payload bytes left to read, moving
+// on to the next frame as needed. It returns the error that ends the stream.
+func (d *DataReader) more() error {
+	if d.r.err != nil {
+		return d.r.err
+	}
+	for d.r.left == 0 {
 		if d.err != nil {
-			return 0, d.err
+			return d.err
 		}
-		f, err := d.r.Next()
+		t, n, err := d.r.header()
 		switch {
 		case errors.Is(err, io.EOF):
 			d.err = io.ErrUnexpectedEOF
 		case err != nil:
 			d.err = err
-		case f.Type == d.t:
-			d.rest = f.Payload
-		case f.Type == TypeEOF:
-			d.err = io.EOF
-		case f.Type == TypeError:
-			d.err = DecodeError(f)
+		case t == d.t:
+			d.r.left = n
 		default:
-			d.err = malformed("unexpected %s frame inside a %s stream", f.Type, d.t)
+			p, err := d.r.payload(t, n)
+			switch {
+			case err != nil:
+				d.err = err
+			case t == TypeEOF:
+				d.err = io.EOF
+			case t == TypeError:
+				d.err = DecodeError(Frame{Type: t, Payload: p})
+			default:
+				d.err = malformed("unexpected %s frame inside a %s stream", t, d.t)
+			}
 		}
+	}
+	return nil
+}
+
+func (d *DataReader) Read(p []byte) (int, error) {
+	if len(d.rest) > 0 {
+		n := copy(p, d.rest)
+		d.rest = d.rest[n:]
+		return n, nil
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := d.more(); err != nil {
+		return 0, err
+	}
+	if len(p) >= ChunkSize {
+		return d.r.readPart(p)
+	}
+	if err := d.fill(); err != nil {
+		return 0, err
 	}
 	n := copy(p, d.rest)
 	d.rest = d.rest[n:]
 	return n, nil
+}
+
+// fill reads what the stream has of the current payload, up to ChunkSize
+// bytes, into the buffer. The buffer is empty and the payload not.
+func (d *DataReader) fill() error {
+	if d.buf == nil {
+		d.buf = make([]byte, ChunkSize)
+	}
+	n, err := d.r.readPart(d.buf)
+	d.rest = d.buf[:n]
+	return err
 }

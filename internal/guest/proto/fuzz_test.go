@@ -3,7 +3,11 @@ package proto
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -47,8 +51,43 @@ func FuzzReadFrame(f *testing.F) {
 				t.Fatalf("re-decode: %v", err)
 			}
 		}
-		// The data reader must stop cleanly on the same input.
-		_, _ = io.Copy(io.Discard, NewDataReader(NewReader(bytes.NewReader(data)), TypeData))
+		// The data reader must stop cleanly on the same input, and moving
+		// part of the stream into a file must give the same bytes and the
+		// same end as reading it.
+		want, werr := io.ReadAll(NewDataReader(NewReader(bytes.NewReader(data)), TypeData))
+		out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		dr := NewDataReader(NewReader(bytes.NewReader(data)), TypeData)
+		var got []byte
+		var gerr error
+		for i := 0; gerr == nil; i++ {
+			var n int
+			if i%2 == 0 {
+				p := make([]byte, 1+i%7)
+				n, gerr = dr.Read(p)
+				got = append(got, p[:n]...)
+				if _, err := out.Write(p[:n]); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				off, _ := out.Seek(0, io.SeekCurrent)
+				n, gerr = dr.ReadToFile(out, 1+i*13)
+				p := make([]byte, n)
+				if _, err := out.ReadAt(p, off); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, p...)
+			}
+		}
+		if errors.Is(gerr, io.EOF) {
+			gerr = nil // what io.ReadAll reports as success
+		}
+		if !bytes.Equal(got, want) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("moving to a file gave %d bytes and %v; reading gave %d bytes and %v", len(got), gerr, len(want), werr)
+		}
 	})
 }
 

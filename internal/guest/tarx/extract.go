@@ -33,21 +33,36 @@ func (e *EscapeError) Error() string {
 	return fmt.Sprintf("refusing tar entry %q: %s", e.Name, e.Reason)
 }
 
+// FileSource is a tar stream that can move its bytes into a file without
+// handing them to the caller, for example with splice(2) from a socket.
+// ReadToFile moves at most n bytes, and at least one, of the stream into f
+// at its current offset, exactly as if they were read with Read and written
+// to f, and returns how many it moved; at the end of the stream it returns
+// io.EOF as Read does.
+type FileSource interface {
+	io.Reader
+	ReadToFile(f *os.File, n int) (int, error)
+}
+
 // Extract unpacks the tar stream r into the existing directory dir. Regular
 // files, directories, symlinks and hard links are created with the modes and
 // modification times of their entries; existing files of the same name are
 // replaced, existing directories are kept. Entries that would escape dir are
 // refused with *EscapeError, and nothing is ever written outside dir: all
 // writes go through an os.Root. Directory modes are applied at the end so a
-// read-only directory can still be filled.
+// read-only directory can still be filled. A regular file whose contents
+// could not be written in full is removed. If r is a FileSource, the
+// contents of regular files go to the files with its ReadToFile.
 func Extract(ctx context.Context, r io.Reader, dir string, opts Options) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return fmt.Errorf("extract into %s: %w", dir, err)
 	}
 	defer root.Close()
-	x := &extractor{root: root, opts: opts, safe: map[string]bool{".": true}}
-	tr := tar.NewReader(r)
+	src := &divertReader{r: r}
+	src.fs, _ = r.(FileSource)
+	x := &extractor{root: root, opts: opts, safe: map[string]bool{".": true}, src: src}
+	tr := tar.NewReader(src)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -77,6 +92,80 @@ type extractor struct {
 	safe map[string]bool
 	dirs []*tar.Header
 	buf  []byte // file copies, in chunks the size of a data frame
+	src  *divertReader
+}
+
+// divertReader is the stream under archive/tar. Normally it passes reads
+// through. While a regular file's contents are being extracted from a
+// FileSource, to is that file: a read of n bytes then moves them into the
+// file with ReadToFile and leaves the caller's buffer alone. archive/tar
+// reads a regular file's contents by passing its caller's reads down to the
+// stream (never more than the entry has left), so it keeps its account of
+// the entry, its padding and what follows, while the bytes go from the
+// stream to the file without passing through this process's buffers. left
+// bounds what may be moved, so nothing past the entry can land in the file.
+type divertReader struct {
+	r    io.Reader
+	fs   FileSource // r, when it is one
+	to   *os.File
+	left int64
+}
+
+func (d *divertReader) Read(p []byte) (int, error) {
+	if d.to == nil {
+		return d.r.Read(p)
+	}
+	n := int(min(int64(len(p)), d.left))
+	if n == 0 {
+		return 0, errors.New("tar reader asked for more than the entry holds")
+	}
+	m, err := d.fs.ReadToFile(d.to, n)
+	d.left -= int64(m)
+	return m, err
+}
+
+// copyInto writes the contents of the current entry into f.
+func (x *extractor) copyInto(f *os.File, tr *tar.Reader, hdr *tar.Header) error {
+	if x.buf == nil {
+		x.buf = make([]byte, copyBufSize)
+	}
+	if x.src.fs == nil || sparse(hdr) {
+		// Hide the file's ReadFrom so the copy uses the large buffer.
+		n, err := io.CopyBuffer(struct{ io.Writer }{f}, tr, x.buf)
+		if err == nil && n != hdr.Size {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	x.src.to, x.src.left = f, hdr.Size
+	defer func() { x.src.to = nil }()
+	var n int64
+	for {
+		// x.buf only gives the read its size; its bytes go to f.
+		m, err := tr.Read(x.buf)
+		n += int64(m)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if moved := hdr.Size - x.src.left; n != hdr.Size || moved != hdr.Size {
+		return fmt.Errorf("only %d of its %d bytes reached the file", moved, hdr.Size)
+	}
+	return nil
+}
+
+// sparse reports whether hdr is a PAX sparse file, whose contents
+// archive/tar reassembles from pieces and holes: those cannot be diverted.
+func sparse(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // copyBufSize matches the protocol's data frames.
@@ -146,7 +235,7 @@ func (x *extractor) clear(name string) error {
 	return x.root.Remove(name)
 }
 
-func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
+func (x *extractor) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
@@ -193,15 +282,13 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		if x.buf == nil {
-			x.buf = make([]byte, copyBufSize)
-		}
-		// Hide the file's ReadFrom so the copy uses the large buffer.
-		_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, x.buf)
+		err = x.copyInto(f, tr, hdr)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
+			// A file that looks complete but is not is worse than none.
+			_ = x.root.Remove(name)
 			return fmt.Errorf("tar entry %q: %w", name, err)
 		}
 		return x.attrs(name, hdr, mode)

@@ -3,6 +3,7 @@ package tarx
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,11 +15,31 @@ import (
 	"syscall"
 )
 
+// FileWriter is a Pack destination that can take the contents of a regular
+// file straight from the file (for example with sendfile(2) into a socket)
+// instead of through Pack's buffer. WriteFile writes the next n bytes of f,
+// from its current offset; if f has fewer, its error wraps
+// io.ErrUnexpectedEOF.
+type FileWriter interface {
+	io.Writer
+	WriteFile(f *os.File, n int64) (int64, error)
+}
+
+// directMin is the size from which Pack hands a file to a FileWriter;
+// smaller files are cheaper to copy into the buffer along with their
+// neighbours.
+const directMin = 128 << 10
+
+// blockSize is tar's unit: headers are one block, file contents are padded
+// to whole blocks, and the archive ends with two zero blocks.
+const blockSize = 512
+
 // Pack writes src as a tar stream to w. The stream's single top-level entry
 // is src's base name; a directory is walked without following symlinks, which
 // are stored as symlinks. Files with several links inside the tree are stored
 // once and then as hard links. Sockets are skipped; devices and FIFOs are
-// refused. The tar end-of-archive marker is written last.
+// refused. The tar end-of-archive marker is written last. If w is a
+// FileWriter, the contents of large files go to its WriteFile.
 func Pack(ctx context.Context, w io.Writer, src string) error {
 	src = filepath.Clean(src)
 	base := filepath.Base(src)
@@ -29,10 +50,9 @@ func Pack(ctx context.Context, w io.Writer, src string) error {
 		return fmt.Errorf("pack %s: %w", src, err)
 	}
 	// Buffer so that the stream below sees large writes, not one per
-	// header and 32 KiB piece.
-	bw := bufio.NewWriterSize(w, 256<<10)
-	tw := tar.NewWriter(bw)
-	links := map[[2]uint64]string{}
+	// header and small file.
+	pk := &packer{bw: bufio.NewWriterSize(w, 256<<10), links: map[[2]uint64]string{}}
+	pk.fw, _ = w.(FileWriter)
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -44,23 +64,44 @@ func Pack(ctx context.Context, w io.Writer, src string) error {
 		if err != nil {
 			return err
 		}
-		name := path.Join(base, filepath.ToSlash(rel))
-		return packEntry(tw, p, name, links)
+		return pk.entry(p, path.Join(base, filepath.ToSlash(rel)))
 	})
+	if err == nil {
+		_, err = pk.bw.Write(make([]byte, 2*blockSize))
+	}
+	if err == nil {
+		err = pk.bw.Flush()
+	}
 	if err != nil {
-		return fmt.Errorf("pack %s: %w", src, err)
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("pack %s: %w", src, err)
-	}
-	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("pack %s: %w", src, err)
 	}
 	return nil
 }
 
-func packEntry(tw *tar.Writer, p, name string, links map[[2]uint64]string) error {
-	fi, err := os.Lstat(p)
+// packer writes the tar stream. archive/tar formats each header (into hdr);
+// the packer writes the contents and the padding itself, so that a file's
+// contents can go to a FileWriter without passing through tar.Writer. The
+// bytes are the same as tar.Writer's.
+type packer struct {
+	bw    *bufio.Writer
+	fw    FileWriter // nil when the destination is a plain io.Writer
+	hdr   bytes.Buffer
+	links map[[2]uint64]string
+}
+
+func (pk *packer) writeHeader(hdr *tar.Header) error {
+	pk.hdr.Reset()
+	// A fresh tar.Writer per header: it would otherwise expect the
+	// contents to come through it.
+	if err := tar.NewWriter(&pk.hdr).WriteHeader(hdr); err != nil {
+		return err
+	}
+	_, err := pk.bw.Write(pk.hdr.Bytes())
+	return err
+}
+
+func (pk *packer) entry(file, name string) error {
+	fi, err := os.Lstat(file)
 	if err != nil {
 		return err
 	}
@@ -69,17 +110,17 @@ func packEntry(tw *tar.Writer, p, name string, links map[[2]uint64]string) error
 	case mode&fs.ModeSocket != 0:
 		return nil
 	case mode&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe) != 0:
-		return fmt.Errorf("%s is a device or FIFO; only files, directories and symlinks can be copied", p)
+		return fmt.Errorf("%s is a device or FIFO; only files, directories and symlinks can be copied", file)
 	}
 	var target string
 	if mode&fs.ModeSymlink != 0 {
-		if target, err = os.Readlink(p); err != nil {
+		if target, err = os.Readlink(file); err != nil {
 			return err
 		}
 	}
 	hdr, err := tar.FileInfoHeader(fi, target)
 	if err != nil {
-		return fmt.Errorf("%s: %w", p, err)
+		return fmt.Errorf("%s: %w", file, err)
 	}
 	hdr.Name = name
 	if fi.IsDir() {
@@ -91,32 +132,56 @@ func packEntry(tw *tar.Writer, p, name string, links map[[2]uint64]string) error
 		hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
 		if mode.IsRegular() && st.Nlink > 1 {
 			key := [2]uint64{uint64(st.Dev), st.Ino}
-			if first, seen := links[key]; seen {
+			if first, seen := pk.links[key]; seen {
 				hdr.Typeflag = tar.TypeLink
 				hdr.Linkname = first
 				hdr.Size = 0
-				return tw.WriteHeader(hdr)
+				return pk.writeHeader(hdr)
 			}
-			links[key] = name
+			pk.links[key] = name
 		}
 	}
-	if err := tw.WriteHeader(hdr); err != nil {
-		return fmt.Errorf("%s: %w", p, err)
+	if err := pk.writeHeader(hdr); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
 	}
-	if !mode.IsRegular() {
+	if !mode.IsRegular() || hdr.Size == 0 {
 		return nil
 	}
-	f, err := os.Open(p)
+	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	n, err := io.Copy(tw, f)
-	if err == nil && n != hdr.Size || errors.Is(err, tar.ErrWriteTooLong) {
-		return fmt.Errorf("%s changed size while being copied (%d bytes expected); copy it again once it is quiet", p, hdr.Size)
+	if err := pk.contents(f, hdr.Size); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%s changed size while being copied (%d bytes expected); copy it again once it is quiet", file, hdr.Size)
+		}
+		return fmt.Errorf("%s: %w", file, err)
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", p, err)
+	// A file that grew would have more to give than its header says.
+	if fi, err := f.Stat(); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	} else if fi.Size() != hdr.Size {
+		return fmt.Errorf("%s changed size while being copied (%d bytes expected, %d now); copy it again once it is quiet", file, hdr.Size, fi.Size())
 	}
-	return nil
+	if pad := -hdr.Size & (blockSize - 1); pad > 0 {
+		_, err = pk.bw.Write(zeroBlock[:pad])
+	}
+	return err
+}
+
+var zeroBlock [blockSize]byte
+
+// contents writes the n bytes of f.
+func (pk *packer) contents(f *os.File, n int64) error {
+	if pk.fw != nil && n >= directMin {
+		if err := pk.bw.Flush(); err != nil {
+			return err
+		}
+		_, err := pk.fw.WriteFile(f, n)
+		return err
+	}
+	// The buffer reads straight from the file (bufio.Writer.ReadFrom).
+	_, err := io.CopyN(pk.bw, f, n)
+	return err
 }

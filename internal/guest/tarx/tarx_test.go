@@ -196,41 +196,45 @@ func TestExtractRefusesEscapes(t *testing.T) {
 		"dir over link": {{name: "l", link: "OUTSIDE", typ: tar.TypeSymlink}, {name: "l/", typ: tar.TypeDir}, {name: "l/evil", typ: tar.TypeReg, body: "x"}},
 	}
 	for name, entries := range cases {
-		t.Run(name, func(t *testing.T) {
-			base := t.TempDir()
-			outside := filepath.Join(base, "OUTSIDE")
-			dst := filepath.Join(base, "dst")
-			for _, d := range []string{outside, dst} {
-				if err := os.Mkdir(d, 0o755); err != nil {
+		// Through a FileSource too: the checks come before any contents.
+		for kind, open := range readers(makeTar(t, entries...).Bytes()) {
+			t.Run(name+"/"+kind, func(t *testing.T) {
+				base := t.TempDir()
+				outside := filepath.Join(base, "OUTSIDE")
+				dst := filepath.Join(base, "dst")
+				for _, d := range []string{outside, dst} {
+					if err := os.Mkdir(d, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// Make "OUTSIDE" resolvable relative to dst, as an attacker would.
+				if err := os.Symlink(outside, filepath.Join(dst, "OUTSIDE")); err != nil {
 					t.Fatal(err)
 				}
-			}
-			// Make "OUTSIDE" resolvable relative to dst, as an attacker would.
-			if err := os.Symlink(outside, filepath.Join(dst, "OUTSIDE")); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(outside, "victim"), []byte("v"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			err := Extract(context.Background(), makeTar(t, entries...), dst, Options{})
-			if name == "dir over link" {
-				// Replacing the symlink by a real directory is fine, as long
-				// as nothing lands outside.
-				if err != nil {
-					t.Fatalf("got %v", err)
+				if err := os.WriteFile(filepath.Join(outside, "victim"), []byte("v"), 0o644); err != nil {
+					t.Fatal(err)
 				}
-			} else {
-				var esc *EscapeError
-				if !errors.As(err, &esc) {
-					t.Fatalf("got %v, want EscapeError", err)
+				r, _ := open()
+				err := Extract(context.Background(), r, dst, Options{})
+				if name == "dir over link" {
+					// Replacing the symlink by a real directory is fine, as long
+					// as nothing lands outside.
+					if err != nil {
+						t.Fatalf("got %v", err)
+					}
+				} else {
+					var esc *EscapeError
+					if !errors.As(err, &esc) {
+						t.Fatalf("got %v, want EscapeError", err)
+					}
 				}
-			}
-			for _, p := range []string{filepath.Join(base, "evil"), filepath.Join(outside, "evil"), "/evil"} {
-				if _, err := os.Lstat(p); err == nil {
-					t.Fatalf("%s was created", p)
+				for _, p := range []string{filepath.Join(base, "evil"), filepath.Join(outside, "evil"), "/evil"} {
+					if _, err := os.Lstat(p); err == nil {
+						t.Fatalf("%s was created", p)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
