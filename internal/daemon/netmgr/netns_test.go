@@ -402,6 +402,25 @@ func veth(t *testing.T, h *netlink.Handle, here string, peerNS netns.NsHandle, t
 	return a, b
 }
 
+// plugVM stands a namespace in for a VM: a veth from the bridge bgtest0
+// (in place of the tap) into vm, with the attachment's address on its end,
+// which it returns.
+func plugVM(t *testing.T, hh, hv *netlink.Handle, vm netns.NsHandle, att Attachment) netlink.Link {
+	t.Helper()
+	vmh, vmg := veth(t, hh, "vmh", vm, "vmg")
+	br, err := hh.LinkByName("bgtest0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hh.LinkSetMaster(vmh, br); err != nil {
+		t.Fatal(err)
+	}
+	if err := hv.AddrAdd(vmg, mustPrefix(att.IP.String())); err != nil {
+		t.Fatal(err)
+	}
+	return vmg
+}
+
 // serve listens on addr inside ns and answers each connection with reply
 // and the peer's IP, until the test ends.
 func serve(t *testing.T, ns netns.NsHandle, addr, reply string) {
@@ -472,14 +491,7 @@ func TestNATAndPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vmh, vmg := veth(t, hh, "vmh", vm, "vmg")
-	br, _ := hh.LinkByName("bgtest0")
-	if err := hh.LinkSetMaster(vmh, br); err != nil {
-		t.Fatal(err)
-	}
-	if err := hv.AddrAdd(vmg, mustPrefix(att.IP.String())); err != nil {
-		t.Fatal(err)
-	}
+	vmg := plugVM(t, hh, hv, vm, att)
 	if err := hv.RouteAdd(&netlink.Route{Gw: att.Gateway.AsSlice(), LinkIndex: vmg.Attrs().Index}); err != nil {
 		t.Fatal(err)
 	}
@@ -608,7 +620,9 @@ func TestNATAndPublish(t *testing.T) {
 	if p, _ := m.owned.Published(ctx, m.Spec()); len(p) != 0 {
 		t.Fatalf("Detach left published ports: %v", p)
 	}
-	hh.LinkDel(vmh)
+	if vmh, err := hh.LinkByName("vmh"); err == nil {
+		hh.LinkDel(vmh)
+	}
 	if err := m.TeardownIfUnused(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -635,14 +649,7 @@ func TestDNSRedirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vmh, vmg := veth(t, hh, "vmh", vm, "vmg")
-	br, _ := hh.LinkByName("bgtest0")
-	if err := hh.LinkSetMaster(vmh, br); err != nil {
-		t.Fatal(err)
-	}
-	if err := hv.AddrAdd(vmg, mustPrefix(att.IP.String())); err != nil {
-		t.Fatal(err)
-	}
+	plugVM(t, hh, hv, vm, att)
 	gw := att.Gateway.String()
 	serve(t, host, gw+":10053", "dns")
 	got, err := ask(vm, gw+":53")
