@@ -2,8 +2,9 @@
 # Builds a small ext4 root filesystem for end-to-end tests and smoke runs,
 # from this host's own binaries: busybox (static) for the userland, the
 # host's sshd with the libraries it links, and banger-vsock-agent. Its init
-# mounts the basics, runs the agent's boot duties, starts sshd and hands
-# PID 1 to the agent. No network access and no root are needed.
+# runs the agent (banger-vsock-agent init), which mounts the basics, runs
+# the boot duties, starts sshd once they are done and serves.
+# No network access and no root are needed.
 #
 #   scripts/make-test-image.sh OUT.ext4 AGENT_BINARY [SIZE_MIB]
 set -euo pipefail
@@ -79,19 +80,21 @@ ssh-keygen -q -t ed25519 -N '' -C banger-test -f "$root/etc/ssh/ssh_host_ed25519
 
 cat > "$root/sbin/init" <<'INIT'
 #!/bin/sh
-# banger test image init: the basics, the agent's boot duties, sshd, then
-# the agent as PID 1.
+# banger test image init. The agent mounts the basics, applies the boot
+# duties, starts sshd once they are done (in the background: sshd takes half
+# a second to start under QEMU's software emulation) and serves; one process
+# instead of a mount command each, a boot run and a serve run keeps the boot
+# short. This shell stays PID 1, so orphaned processes are reaped.
 export PATH=/bin:/sbin:/usr/sbin:/usr/local/bin
-mount -t proc proc /proc 2>/dev/null
-mount -t sysfs sysfs /sys 2>/dev/null
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>/dev/null
-mount -t tmpfs tmpfs /run 2>/dev/null
-mount -o remount,rw / 2>/dev/null
-mkdir -p /run/sshd && chmod 0755 /run/sshd
-/usr/local/bin/banger-vsock-agent boot
-/usr/sbin/sshd -e
-exec /usr/local/bin/banger-vsock-agent serve
+/usr/local/bin/banger-vsock-agent init -- \
+  /bin/sh -c 'mkdir -p /run/sshd && chmod 0755 /run/sshd && exec /usr/sbin/sshd -D -e' &
+# The NIC's first bring-up (filling its receive ring) takes about 150 ms
+# under emulation: do it now, while the agent starts, so that its network
+# duty finds the link up and only adds the address and route.
+ip link set eth0 up 2>/dev/null &
+wait
+echo "banger test image: the guest agent exited; powering off"
+poweroff -f
 INIT
 chmod 0755 "$root/sbin/init"
 

@@ -7,6 +7,9 @@
 //	banger-vsock-agent [serve]   serve the guest-agent protocol (the default)
 //	banger-vsock-agent boot      apply the banger.* kernel parameters once
 //	banger-vsock-agent run       boot, and serve meanwhile (inits without systemd)
+//	banger-vsock-agent init [-- CMD...]
+//	                             mount the basics, boot while serving, then
+//	                             start CMD (images without an init system)
 //	banger-vsock-agent version   print the version and protocol
 package main
 
@@ -50,13 +53,16 @@ const (
 	envTestRoot = "BANGER_AGENT_TEST_ROOT"
 )
 
-const usage = `usage: banger-vsock-agent [serve | boot | run | version]
+const usage = `usage: banger-vsock-agent [serve | boot | run | init [-- CMD...] | version]
 
   serve    serve the guest-agent protocol over vsock or virtio-serial,
            as banger.transport says (the default command)
   boot     apply the banger.* kernel parameters (hostname, network, DNS,
            SSH keys, root filesystem size) once, then exit
   run      boot, serving meanwhile; for guests without systemd
+  init     for the /sbin/init of an image without an init system: mount
+           /proc, /sys, /dev, /dev/pts and /run where missing, boot while
+           serving, and start CMD (e.g. sshd) once the boot duties are done
   version  print the agent's version and protocol version
 `
 
@@ -94,6 +100,9 @@ func run(args []string) int {
 	cmd := "serve"
 	if len(args) > 0 {
 		cmd = args[0]
+	}
+	if cmd == "init" {
+		return runInit(args[1:])
 	}
 	if len(args) > 1 {
 		fmt.Fprintf(os.Stderr, "banger-vsock-agent: %s takes no arguments\n%s", cmd, usage)

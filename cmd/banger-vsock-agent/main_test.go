@@ -6,11 +6,13 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,6 +97,8 @@ func TestBinary(t *testing.T) {
 	t.Run("boot", func(t *testing.T) { testBoot(t, bin) })
 	t.Run("serve", func(t *testing.T) { testServe(t, bin, "serve") })
 	t.Run("run", func(t *testing.T) { testServe(t, bin, "run") })
+	t.Run("init", func(t *testing.T) { testInit(t, bin) })
+	t.Run("init-bad-command", func(t *testing.T) { testInitBadCommand(t, bin) })
 }
 
 // testRoot makes a directory that stands in for a guest's /.
@@ -250,4 +254,148 @@ func testServe(t *testing.T, bin, mode string) {
 	if regexp.MustCompile(`panic|fatal error`).MatchString(stderr.String()) {
 		t.Errorf("stderr: %s", stderr.String())
 	}
+}
+
+// testInit runs init with a command to start after the boot duties: the
+// command must see the duties' files, the agent's first answer must say
+// ready, and SIGTERM must stop both.
+func testInit(t *testing.T, bin string) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh to run as the command after the boot duties")
+	}
+	root := testRoot(t)
+	sock := filepath.Join(root, "agent.sock")
+	cmdline := filepath.Join(root, "cmdline")
+	os.WriteFile(cmdline, []byte("banger.grow=0 banger.dns=10.0.0.7\n"), 0o644)
+	seen := filepath.Join(root, "seen")
+	pidFile := filepath.Join(root, "after.pid")
+	// The command records what resolv.conf held when it started, then
+	// stays up (as sshd would) until it is told to stop.
+	script := "cp " + filepath.Join(root, "etc", "resolv.conf") + " " + seen + "; echo $$ > " + pidFile + "; exec sleep 600"
+	var stderr bytes.Buffer
+	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, "init", "--", sh, "-c", script)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
+	var h client.HealthResult
+	for {
+		if h, err = c.Health(ctx); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("agent never answered on %s: %v\nstderr: %s", sock, err, stderr.String())
+		case err := <-exited:
+			t.Fatalf("agent exited early: %v\nstderr: %s", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if !h.Ready {
+		t.Error("init's first health answer says not ready: it did not wait for its boot duties")
+	}
+	var pid int
+	for {
+		data, _ := os.ReadFile(pidFile)
+		if _, err := fmt.Sscan(string(data), &pid); err == nil && pid > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the command after the boot duties never ran\nstderr: %s", stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if data, _ := os.ReadFile(seen); !strings.Contains(string(data), "nameserver 10.0.0.7") {
+		t.Errorf("the command started before the boot duties were done: it saw resolv.conf = %q", data)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("agent exited with %v after SIGTERM\nstderr: %s", err, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+	// The agent waited for its command, so it is gone, not a zombie.
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("the command after the boot duties (pid %d) still runs after the agent stopped", pid)
+	}
+	if regexp.MustCompile(`panic|fatal error`).MatchString(stderr.String()) {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+}
+
+// testInitBadCommand: a command that cannot start is reported, and the
+// agent serves anyway.
+func testInitBadCommand(t *testing.T, bin string) {
+	root := testRoot(t)
+	sock := filepath.Join(root, "agent.sock")
+	cmdline := filepath.Join(root, "cmdline")
+	os.WriteFile(cmdline, []byte("banger.grow=0\n"), 0o644)
+	missing := filepath.Join(root, "no-such-sshd")
+	var stderr syncBuffer
+	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, "init", "--", missing, "-D")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
+	for {
+		h, err := c.Health(ctx)
+		if err == nil && h.Ready {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("agent never served: %v\nstderr: %s", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for !strings.Contains(stderr.String(), "start "+missing+" after the boot duties") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the failed start is not reported:\n%s", stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd
+// and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

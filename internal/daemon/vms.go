@@ -503,6 +503,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	vm.setLive(v.ID, &liveVM{m: m, agent: link})
 
 	p.Phase("waiting for the guest agent")
+	waitStart := time.Now()
 	if err := vm.waitReady(ctx, link, m, bootTimeout); err != nil {
 		vm.dropLive(v.ID)
 		_ = m.stop(context.Background(), nil)
@@ -514,6 +515,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	}
 	vm.hostsChanged(ctx)
 	go vm.watch(v.ID, v.Name, m)
+	vm.log.Debug("VM running", "vm", v.Name, "vmm", kind, "agent_wait", time.Since(waitStart).Round(time.Millisecond))
 	return v, nil
 }
 
@@ -663,10 +665,13 @@ func (vm *vmManager) Stop(ctx context.Context, name string) (store.VM, error) {
 	}
 	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
-	return vm.stopLocked(ctx, v)
+	return vm.stopLocked(ctx, v, false)
 }
 
-func (vm *vmManager) stopLocked(ctx context.Context, v store.VM) (store.VM, error) {
+// stopLocked stops a VM whose lock the caller holds: gracefully (the agent's
+// poweroff, then the VMM's escalation), or, with kill, by killing the VMM at
+// once, for a VM whose disks are about to be deleted.
+func (vm *vmManager) stopLocked(ctx context.Context, v store.VM, kill bool) (store.VM, error) {
 	l := vm.getLive(v.ID)
 	if l == nil {
 		if v.State == store.VMRunning || v.State == store.VMStarting || v.State == store.VMStopping {
@@ -679,6 +684,11 @@ func (vm *vmManager) stopLocked(ctx context.Context, v store.VM) (store.VM, erro
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()
 	graceful := func(c context.Context) error { return l.agent.client().Shutdown(c) }
+	if kill {
+		// A done context makes the VMM skip its gentle steps and kill.
+		cancel()
+		graceful = nil
+	}
 	err := l.m.stop(sctx, graceful)
 	vm.dropLive(v.ID)
 	_ = os.RemoveAll(v.RunDir)
@@ -722,13 +732,18 @@ func (vm *vmManager) Remove(ctx context.Context, name string, force bool) error 
 	}
 	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
+	began := time.Now()
+	var stopped time.Duration
 	if vm.isLive(v.ID) {
 		if !force {
 			return vmInputError{fmt.Errorf("VM %q is running: stop it first, or use rm -f", name)}
 		}
-		if _, err := vm.stopLocked(ctx, v); err != nil {
+		// Its disks are deleted with it, so nothing a clean guest shutdown
+		// would flush survives: kill the VMM rather than wait for one.
+		if _, err := vm.stopLocked(ctx, v, true); err != nil {
 			vm.log.Warn("stop before remove", "vm", name, "error", err)
 		}
+		stopped = time.Since(began)
 	}
 	if v.RunDir != "" {
 		_ = os.RemoveAll(v.RunDir)
@@ -736,7 +751,11 @@ func (vm *vmManager) Remove(ctx context.Context, name string, force bool) error 
 	if err := vm.ws.Remove(v.ID); err != nil {
 		return fmt.Errorf("remove the files of VM %q: %w", name, err)
 	}
-	return vm.st.DeleteVM(ctx, name)
+	if err := vm.st.DeleteVM(ctx, name); err != nil {
+		return err
+	}
+	vm.log.Debug("VM removed", "vm", name, "stop", stopped.Round(time.Millisecond), "total", time.Since(began).Round(time.Millisecond))
+	return nil
 }
 
 // Agent returns a client for a running VM's guest agent.

@@ -5,6 +5,10 @@
 #
 #   scripts/bench/qemu-overhead.sh [RUNS]     (default 5; prints Markdown)
 #
+# Each banger run is also split into phases from its progress lines, stamped
+# as they arrive: create (until QEMU is started), QEMU start, boot until the
+# guest agent is ready, and exec plus removal.
+#
 # Needs: build/bin/{banger,bangerd,banger-vsock-agent} (make build),
 # qemu-system-x86_64, busybox-static, openssh-server, debugfs, and the cached
 # Debian kernel package that the e2e tests use (~/.cache/banger-test or
@@ -104,13 +108,28 @@ mkdir -p "$baredir"
 mapfile -t bare < <(sed -e "s|$disk|$baredir/disk.ext4|g" -e "s|$vmdir|$baredir|g" "$root/qemu.args")
 cp --sparse=always "$root/bare.ext4" "$baredir/disk.ext4"
 
-now() { date +%s%N; }
-declare -a tb tq
+# Nanoseconds, without a fork.
+now() { local t=${EPOCHREALTIME/./}; echo "${t}000"; }
+# stamp prefixes each line of its input with now().
+stamp() { local l; while IFS= read -r l; do echo "$(now) $l"; done; }
+# phase FILE T0 PATTERN: milliseconds from T0 to the first progress line
+# matching PATTERN.
+phase() { awk -v t0="$2" -v p="$3" '$0 ~ p {printf "%d", ($1 - t0) / 1000000; exit}' "$1"; }
+declare -a tb tq pc ps pr pe
 for i in $(seq 1 "$runs"); do
   say "run $i/$runs"
   sync
-  t0=$(now); banger vm run bench --rm -- true >/dev/null 2>&1 || { say "banger vm run failed"; exit 1; }; t1=$(now)
+  # The progress lines (stderr) are stamped as they arrive, to split the
+  # run into phases.
+  t0=$(now)
+  banger vm run bench --rm -- true 2>&1 >/dev/null | stamp >"$root/progress" || { say "banger vm run failed: $(tail -3 "$root/progress")"; exit 1; }
+  t1=$(now)
   tb+=($(((t1 - t0) / 1000000)))
+  c=$(phase "$root/progress" "$t0" 'starting qemu'); s=$(phase "$root/progress" "$t0" 'waiting for the guest agent')
+  r=$(phase "$root/progress" "$t0" 'succeeded')
+  if [ -n "$c" ] && [ -n "$s" ] && [ -n "$r" ]; then
+    pc+=("$c"); ps+=($((s - c))); pr+=($((r - s))); pe+=($((tb[-1] - r)))
+  fi
   sync
   rm -f "$baredir"/*.sock
   t0=$(now); timeout 300 "${bare[@]}" </dev/null >"$root/bare.out" 2>&1 || { say "bare QEMU failed: $(tail -5 "$root/bare.out"); console: $(tail -5 "$baredir/$(basename "$console")")"; exit 1; }; t1=$(now)
@@ -129,3 +148,13 @@ printf '| banger vm run --rm -- true | %s | %s ms | %s ms | %s ms | %s |\n' "$ru
   "$(awk -v a="$mb" -v b="$mq" 'BEGIN {printf "%+.0f%%", (a/b-1)*100}')"
 printf '| bare qemu-system-x86_64 (init: true; poweroff -f) | %s | %s ms | %s ms | %s ms | — |\n' "$runs" "$mq" "$(minv "${tq[@]}")" "$(maxv "${tq[@]}")"
 printf '\nAll banger runs (ms): %s. All bare runs (ms): %s.\n' "${tb[*]}" "${tq[*]}"
+# Each banger run is paired with the bare run right after it, so that a
+# machine getting slower or faster during the runs affects both alike.
+declare -a pr_
+for i in "${!tb[@]}"; do pr_+=("$(awk -v a="${tb[$i]}" -v b="${tq[$i]}" 'BEGIN {printf "%d", (a/b-1)*1000}')"); done
+printf '\nMedian of the paired overheads (each banger run against the bare run after it): %s.\n' \
+  "$(awk -v p="$(median "${pr_[@]}")" 'BEGIN {printf "%+.1f%%", p/10}')"
+if [ ${#pc[@]} -gt 0 ]; then
+  printf '\nPhases of the banger runs, from its progress lines (median ms): create %s, QEMU start %s, boot until the agent is ready %s, exec and removal %s.\n' \
+    "$(median "${pc[@]}")" "$(median "${ps[@]}")" "$(median "${pr[@]}")" "$(median "${pe[@]}")"
+fi

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -157,12 +158,18 @@ func (r Report) Step(duty string) (Step, bool) {
 	return Step{}, false
 }
 
-// Apply carries out the boot duties for s, in order: hostname, network,
-// DNS, SSH keys, growing the root filesystem, and finally the ready marker
-// (which it removes first, so the marker means "this run is done"). Each
-// duty is idempotent and skipped when s does not ask for it. A failed duty
-// does not stop the others: it is recorded in the Report, and the returned
-// error joins every failure. A done ctx fails the duties not yet started.
+// Apply carries out the boot duties for s: hostname, network, DNS, SSH keys,
+// growing the root filesystem, and once they are all done the ready marker
+// (which it removes first, so the marker means "this run is done"). The
+// network and grow duties each run on a goroutine of their own, beside the
+// others: they touch nothing the others do, and mostly wait on the kernel
+// or on resize2fs. Hostname, DNS and SSH keys run in that order on the
+// calling goroutine (the host name is set in the calling thread's UTS
+// namespace, and the netlink socket, when env has none, is opened there
+// too). The Report lists the steps in the order above. Each duty is idempotent and skipped when s
+// does not ask for it. A failed duty does not stop the others: it is
+// recorded in the Report, and the returned error joins every failure. A
+// done ctx fails the duties not yet started.
 func Apply(ctx context.Context, s Settings, env Env) (Report, error) {
 	env.fill()
 	var rep Report
@@ -177,22 +184,57 @@ func Apply(ctx context.Context, s Settings, env Env) (Report, error) {
 	// A failed removal shows up below: writing the marker fails the same way.
 	_ = os.Remove(env.ReadyFile)
 	duties := []struct {
-		name string
-		run  func(context.Context, Settings, *Env) (Status, string, error)
+		name   string
+		run    func(context.Context, Settings, *Env) (Status, string, error)
+		beside bool // runs on its own goroutine
 	}{
-		{DutyHostname, applyHostname},
-		{DutyNetwork, applyNetwork},
-		{DutyDNS, applyDNS},
-		{DutySSHKeys, applySSHKeys},
-		{DutyGrow, applyGrow},
+		{DutyHostname, applyHostname, false},
+		{DutyNetwork, applyNetwork, true},
+		{DutyDNS, applyDNS, false},
+		{DutySSHKeys, applySSHKeys, false},
+		{DutyGrow, applyGrow, true},
 	}
-	for _, d := range duties {
-		if err := ctx.Err(); err != nil {
-			record(d.name, StatusFailed, "", fmt.Errorf("not started: %w", err))
-			continue
+	if env.Netlink == nil && s.Networked() {
+		// Opened here, the socket is in the caller's network namespace
+		// whichever thread the network duty runs on. On failure the duty
+		// tries again itself and reports why it cannot.
+		if h, err := netlink.NewHandle(unix.NETLINK_ROUTE); err == nil {
+			env.Netlink = h
+			defer h.Close()
 		}
-		st, detail, err := d.run(ctx, s, &env)
-		record(d.name, st, detail, err)
+	}
+	type result struct {
+		st     Status
+		detail string
+		err    error
+	}
+	results := make([]result, len(duties))
+	runDuty := func(i int) {
+		if err := ctx.Err(); err != nil {
+			results[i] = result{StatusFailed, "", fmt.Errorf("not started: %w", err)}
+			return
+		}
+		st, detail, err := duties[i].run(ctx, s, &env)
+		results[i] = result{st, detail, err}
+	}
+	var wg sync.WaitGroup
+	for i, d := range duties {
+		if d.beside {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runDuty(i)
+			}()
+		}
+	}
+	for i, d := range duties {
+		if !d.beside {
+			runDuty(i)
+		}
+	}
+	wg.Wait()
+	for i, d := range duties {
+		record(d.name, results[i].st, results[i].detail, results[i].err)
 	}
 	marker := fmt.Sprintf("done %s\n", time.Now().UTC().Format(time.RFC3339)) + rep.String()
 	if err := os.MkdirAll(filepath.Dir(env.ReadyFile), 0o755); err != nil {

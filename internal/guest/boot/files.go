@@ -9,11 +9,18 @@ import (
 )
 
 // writeFileAtomic replaces path with data: it writes a temporary file in the
-// same directory, syncs it, and renames it over path, so a reader (or a
-// crash) sees the old or the new file, never half of one. A symlink at path
-// is replaced by the file, not followed. When path already is a regular file
-// with exactly this content and mode, nothing is written and changed is
-// false. uid and gid set the owner unless they are -1.
+// same directory and renames it over path, so a reader sees the old or the
+// new file, never half of one. A symlink at path is replaced by the file,
+// not followed. When path already is a regular file with exactly this
+// content and mode, nothing is written and changed is false. uid and gid
+// set the owner unless they are -1.
+//
+// Nothing is flushed to disk: every file the boot duties write is written
+// again from the kernel command line at the next boot (a file left empty
+// by a crash differs from what is wanted, so it is rewritten), ext4 writes
+// a file renamed over an existing one before the rename itself, and the
+// agent's poweroff syncs. Under software emulation each flush costs tens of
+// milliseconds of boot time.
 func writeFileAtomic(path string, data []byte, perm os.FileMode, uid, gid int) (changed bool, err error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == perm && ownedBy(fi, uid, gid) {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
@@ -37,9 +44,6 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode, uid, gid int) (
 	if err == nil && (uid != -1 || gid != -1) {
 		err = f.Chown(uid, gid)
 	}
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -48,10 +52,6 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode, uid, gid int) (
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return false, fmt.Errorf("replace %s: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
 	}
 	return true, nil
 }
