@@ -337,6 +337,16 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	// The image's agent and the initramfs's /init are the same build here,
+	// so the initramfs lends its copy: a read-only bind mount over the
+	// image's file.
+	t.Run("agent-lent-by-initramfs", func(t *testing.T) {
+		out, code := w.cli("vm", "exec", name, "--", "grep", " /usr/local/bin/banger-vsock-agent ", "/proc/mounts")
+		if code != 0 || !strings.Contains(out, " ro") {
+			t.Fatalf("no read-only mount of the agent in the guest: exit %d\n%s", code, out)
+		}
+	})
+
 	t.Run("exec-stdin", func(t *testing.T) {
 		stdout, stderr, code := w.cliSplit(strings.NewReader("piped\n"), "vm", "exec", name, "--", "cat")
 		if code != 0 || stdout != "piped\n" {

@@ -99,7 +99,15 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 		_ = helper.Process.Signal(os.Interrupt)
 		_ = helper.Wait()
 		if t.Failed() {
-			t.Logf("helper log:\n%s", hlog.String())
+			// Only what is not routine, so that the failure above stays in
+			// view at the end of a long CI log.
+			var notable []string
+			for _, l := range strings.Split(hlog.String(), "\n") {
+				if l != "" && !strings.Contains(l, "level=INFO") {
+					notable = append(notable, l)
+				}
+			}
+			t.Logf("helper log, without its INFO lines (%d lines in all):\n%s", strings.Count(hlog.String(), "\n"), strings.Join(notable, "\n"))
 		}
 	})
 	for i := 0; i < 100; i++ {

@@ -10,12 +10,17 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"banger/internal/buildinfo"
 	"banger/internal/guest/client"
 	"banger/internal/rpc"
 )
+
+// firstStreamReuse is how long after agentClient's check its stream may
+// still serve as the client's first one.
+const firstStreamReuse = 2 * time.Second
 
 // agentClient returns a guest-agent client whose every stream goes through
 // the daemon: one upgraded connection per stream.
@@ -27,14 +32,30 @@ func (a *app) agentClient(ctx context.Context, vm string) (*client.Client, error
 	if err != nil {
 		return nil, err
 	}
-	open := func(ctx context.Context) (net.Conn, error) { return dialAgent(ctx, sock, vm) }
 	// One stream up front, so an error (VM not running) shows before any
-	// work starts.
-	c, err := open(ctx)
+	// work starts. When the client asks for its first stream soon after, it
+	// gets this one rather than a second dial (each is a round trip through
+	// bangerd to the guest); a command that waits first (port-forward) gets
+	// a fresh one, and the early one is closed.
+	first, err := dialAgent(ctx, sock, vm)
 	if err != nil {
 		return nil, err
 	}
-	c.Close()
+	dialed := time.Now()
+	var mu sync.Mutex
+	open := func(ctx context.Context) (net.Conn, error) {
+		mu.Lock()
+		c := first
+		first = nil
+		mu.Unlock()
+		if c != nil {
+			if time.Since(dialed) < firstStreamReuse {
+				return c, nil
+			}
+			c.Close()
+		}
+		return dialAgent(ctx, sock, vm)
+	}
 	return client.New(open, client.Config{}), nil
 }
 

@@ -16,7 +16,8 @@ import (
 
 // Run is the whole life of /init: mount /proc, /sys and /dev, load the
 // modules listed in the manifest, wait for the root device, mount it, move
-// the pseudo filesystems into it, switch to it and exec its init. It only
+// the pseudo filesystems into it, lend this binary to the root when its
+// agent is the same build (shareAgent), switch to it and exec its init. It only
 // returns, with an error, when it is not PID 1 (and then changes nothing).
 // On a fatal error it reports on the console and starts a shell if the
 // initramfs has one, or else waits forever: PID 1 must not exit.
@@ -64,6 +65,7 @@ func (b *booter) boot() error {
 		return err
 	}
 	b.moveMounts()
+	b.shareAgent("/init", NewRoot)
 	if err := b.switchRoot(); err != nil {
 		return err
 	}
