@@ -1097,6 +1097,49 @@ func TestListenRefusesASecondHelper(t *testing.T) {
 	}
 }
 
+// TestListenShowsTheSocketOnlyReady: the socket appears under its name
+// already 0666 (it is bound under another name first), nothing else is left
+// in its directory, and Close removes it.
+func TestListenShowsTheSocketOnlyReady(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "helper.sock")
+	old := syscall.Umask(0o077) // the mode must not depend on the umask
+	ln, err := privhelper.Listen(sock)
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o666 || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("socket %v, %v; want a 0666 socket", fi.Mode(), err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("directory holds %d entries, want only the socket", len(ents))
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("dial the socket by its name: %v", err)
+	}
+	c.Close()
+	if err := <-accepted; err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket left after Close: %v", err)
+	}
+}
+
 // TestIdleConnectionsCannotWedgeTheHelper: one caller holding connections
 // open without a request gets its share (8) and no more; the others, and the
 // same caller once it lets go, are served.

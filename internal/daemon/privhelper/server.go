@@ -36,7 +36,10 @@ type Server struct {
 }
 
 // Listen opens the helper socket: its dir 0755, the socket 0666 (every
-// caller is checked by SO_PEERCRED, so the mode is not the guard).
+// caller is checked by SO_PEERCRED, so the mode is not the guard). The
+// socket is bound under a temporary name, given its mode and then renamed
+// into place, so that a user who connects the moment it appears is never
+// refused for lack of write permission.
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
@@ -45,16 +48,36 @@ func Listen(path string) (net.Listener, error) {
 		c.Close()
 		return nil, errors.New("another banger helper already listens on " + path)
 	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new")
+	_ = os.Remove(tmp)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, 0o666); err != nil {
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o666); err != nil {
 		ln.Close()
+		os.Remove(tmp)
 		return nil, err
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	return &socketListener{UnixListener: ln, path: path}, nil
+}
+
+// socketListener removes the socket file it was renamed to on Close.
+type socketListener struct {
+	*net.UnixListener
+	path string
+}
+
+func (l *socketListener) Close() error {
+	err := l.UnixListener.Close()
+	_ = os.Remove(l.path)
+	return err
 }
 
 // Limits that keep one caller from wedging the helper for the others.
