@@ -66,24 +66,40 @@ func (ociImporter) Import(ctx context.Context, ref, dest string, insecure bool, 
 // init= pointing here.
 const OCIInit = "/.banger/init"
 
-// ociInitScript mounts the basics, applies the VM's settings, starts sshd
-// when the image has one, and hands PID 1 to the agent.
+// ociInitScript is the init of VMs made from OCI images, in the shape of
+// the test image's /sbin/init (scripts/make-test-image.sh): this shell stays
+// PID 1, so orphans are reaped, and runs `banger-vsock-agent init` as its
+// child. The agent must not be PID 1: reaping with wait(-1) would take the
+// exit statuses of the commands it runs. The agent mounts what is missing
+// (/proc, /sys, /dev, /dev/pts, /run; / read-write), serves while it applies
+// the VM's settings, and then starts sshd, when the image has one, with this
+// boot's keys in place. A host key is made at first boot when there is none
+// (ed25519 only: RSA key generation takes seconds under emulation), so every
+// VM has its own. When the agent exits the guest
+// powers off. POSIX sh only: an image may have nothing but busybox.
 const ociInitScript = `#!/bin/sh
-# Written by banger: the init of VMs made from OCI images.
+# Written by banger: the init of VMs made from OCI images. This shell stays
+# PID 1 (it reaps orphans); banger-vsock-agent init mounts the basics, applies
+# the VM's settings while it serves, then starts sshd when the image has one.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc 2>/dev/null
-mount -t sysfs sysfs /sys 2>/dev/null
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>/dev/null
-mount -t tmpfs tmpfs /run 2>/dev/null
-mount -o remount,rw / 2>/dev/null
-/usr/local/bin/banger-vsock-agent boot
+agent=/usr/local/bin/banger-vsock-agent
 if [ -x /usr/sbin/sshd ]; then
-  mkdir -p /run/sshd && chmod 0755 /run/sshd
-  [ -e /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null 2>&1
-  /usr/sbin/sshd -e
+  "$agent" init -- /bin/sh -c '
+mkdir -p /run/sshd && chmod 0755 /run/sshd
+set -- /etc/ssh/ssh_host_*_key
+if [ ! -e "$1" ] && ! ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key; then
+  echo "banger init: ssh-keygen failed: sshd has no host key" >&2
 fi
-exec /usr/local/bin/banger-vsock-agent serve
+exec /usr/sbin/sshd -D -e' &
+else
+  "$agent" init &
+fi
+# The NIC's first bring-up takes a while under emulation: start it now, while
+# the agent starts, so that its network duty finds the link up.
+ip link set eth0 up >/dev/null 2>&1 &
+wait
+echo "banger init: the guest agent exited; powering off"
+poweroff -f 2>/dev/null || echo o >/proc/sysrq-trigger
 `
 
 func addGuestPieces(root, agent string) error {

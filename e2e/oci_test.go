@@ -1,0 +1,283 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"banger/internal/store"
+)
+
+// TestOCIImageBoots pulls container images from a registry served by this
+// test process over plain HTTP on loopback and boots them through banger's
+// OCI init (/.banger/init): one image without sshd (the agent alone) runs
+// commands with vm run, and one with sshd but no host keys (made at first
+// boot) answers vm ssh.
+func TestOCIImageBoots(t *testing.T) {
+	w := start(t)
+	if r := need("debugfs", "ldd"); r != "" {
+		t.Skip(r)
+	}
+	if _, err := os.Stat("/usr/bin/ssh-keygen"); err != nil {
+		t.Skip("/usr/bin/ssh-keygen is missing (apt-get install openssh-client): the sshd image makes its host keys with it")
+	}
+	tree := ociTree(t, w.image)
+
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	// Without sshd: the init runs the agent alone.
+	plainRef := host + "/e2e/plain:1"
+	pushImage(t, plainRef, tree, func(rel string) bool {
+		return rel == "usr/sbin/sshd" || rel == "etc/ssh" || strings.HasPrefix(rel, "etc/ssh/")
+	})
+	// With sshd and ssh-keygen, and no host keys.
+	copyWithLibs(t, "/usr/bin/ssh-keygen", tree)
+	sshRef := host + "/e2e/sshd:1"
+	pushImage(t, sshRef, tree, nil)
+
+	// Loopback registries are reached over plain HTTP without --insecure.
+	w.must(t, "-q", "image", "pull", plainRef, "--name", "oci-plain")
+	defer w.cli("image", "rm", "oci-plain")
+	w.must(t, "-q", "image", "pull", sshRef, "--name", "oci-sshd")
+	defer w.cli("image", "rm", "oci-sshd")
+	var im struct {
+		OriginKind string `json:"origin_kind"`
+		OriginRef  string `json:"origin_ref"`
+	}
+	if err := json.Unmarshal([]byte(w.must(t, "image", "inspect", "oci-plain", "-o", "json")), &im); err != nil {
+		t.Fatal(err)
+	}
+	if im.OriginKind != "oci" || im.OriginRef != plainRef {
+		t.Fatalf("pulled image has origin %q %q, want oci %q", im.OriginKind, im.OriginRef, plainRef)
+	}
+	setImageKernel(t, w, w.kernel, "oci-plain", "oci-sshd")
+
+	t.Run("run-uname", func(t *testing.T) {
+		stdout, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "uname", "-r")
+		if code != 0 || strings.TrimSpace(stdout) != w.release {
+			t.Fatalf("vm run oci-plain -- uname -r: exit %d, stdout %q (want %q)\n%s", code, stdout, w.release, stderr)
+		}
+	})
+	t.Run("run-exit-code", func(t *testing.T) {
+		_, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "sh", "-c", "exit 7")
+		if code != 7 {
+			t.Fatalf("vm run oci-plain -- sh -c 'exit 7': exit code %d, want 7\n%s", code, stderr)
+		}
+	})
+	t.Run("ssh", func(t *testing.T) {
+		name := "oci-ssh"
+		w.must(t, "-q", "vm", "create", "oci-sshd", "--name", name)
+		defer w.cli("vm", "rm", "-f", name)
+		w.must(t, "-q", "vm", "start", name)
+		stdout, stderr, code := w.cliSplit(nil, "vm", "ssh", name, "--", "hostname")
+		if code != 0 || strings.TrimSpace(stdout) != name {
+			t.Fatalf("vm ssh %s -- hostname: exit %d, %q\n%s", name, code, stdout, stderr)
+		}
+		// PID 1 is banger's init shell, not the agent, and the host keys
+		// were made in this VM.
+		out := w.must(t, "vm", "exec", name, "--", "sh", "-c", "cat /proc/1/cmdline; echo; ls /etc/ssh")
+		if !strings.Contains(out, "/.banger/init") || strings.Contains(strings.SplitN(out, "\n", 2)[0], "banger-vsock-agent") {
+			t.Fatalf("PID 1 of the guest is not /.banger/init run by the shell:\n%s", out)
+		}
+		if !strings.Contains(out, "ssh_host_ed25519_key") {
+			t.Fatalf("no host keys were made at first boot:\n%s", out)
+		}
+		w.must(t, "vm", "rm", "-f", name)
+	})
+	w.must(t, "image", "rm", "oci-plain", "oci-sshd")
+	assertClean(t, w)
+}
+
+// ociTree is the e2e test image's tree without banger's pieces (the agent
+// and the init that runs it) and without SSH host keys: what a container
+// image of busybox and sshd would hold.
+func ociTree(t *testing.T, image string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "rootfs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("debugfs", "-R", "rdump / "+dir, image).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs rdump of %s: %v\n%s", image, err, out)
+	}
+	keys, _ := filepath.Glob(filepath.Join(dir, "etc/ssh/ssh_host_*"))
+	for _, p := range append(keys, "lost+found", "sbin/init", "usr/local/bin/banger-vsock-agent") {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		if err := os.RemoveAll(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bin/busybox")); err != nil {
+		t.Fatalf("the test image's tree has no busybox: %v", err)
+	}
+	return dir
+}
+
+// copyWithLibs copies the host binary bin into the tree at the same path,
+// with every library it links.
+func copyWithLibs(t *testing.T, bin, root string) {
+	t.Helper()
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", bin, err)
+	}
+	files := []string{bin}
+	for _, l := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(l) {
+			if strings.HasPrefix(f, "/") {
+				files = append(files, f)
+			}
+		}
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("copy %s into the image tree: %v", f, err)
+		}
+		dst := filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pushImage writes the tree, less what skip names (slash-separated paths
+// relative to the root), as a one-layer linux/amd64 image to ref. Every
+// entry is owned by root, as in the test image.
+func pushImage(t *testing.T, ref, root string, skip func(rel string) bool) {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	tw := tar.NewWriter(zw)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == root {
+			return err
+		}
+		rel := filepath.ToSlash(strings.TrimPrefix(p, root+"/"))
+		if skip != nil && skip(rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = rel, 0, 0, "", ""
+		if fi.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(tw, f)
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		t.Fatalf("tar the image tree %s: %v", root, err)
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
+		OS: "linux", Architecture: "amd64",
+		Config: v1.Config{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img, err = mutate.AppendLayers(img, layer); err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatalf("push %s to the test registry: %v", ref, err)
+	}
+}
+
+// setImageKernel records kernel as the kernel of the named images, in the
+// store, with the daemon stopped (the next command starts it again).
+// Banger has no command for this yet: image pull gives an OCI image no
+// kernel and takes no --kernel, and image register would make a copy that
+// is no longer an OCI image (no init=/.banger/init). Replace this with that
+// command once it exists.
+func setImageKernel(t *testing.T, w *env, kernel string, images ...string) {
+	t.Helper()
+	stopDaemon(w)
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(w.state, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, n := range images {
+		im, err := st.GetImage(ctx, n)
+		if err != nil {
+			t.Fatalf("image %s in the store: %v", n, err)
+		}
+		im.KernelRef = kernel
+		if err := st.PutImage(ctx, im); err != nil {
+			t.Fatal(fmt.Errorf("give image %s kernel %s: %w", n, kernel, err))
+		}
+	}
+}
