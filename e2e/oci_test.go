@@ -6,9 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"io/fs"
 	"log"
@@ -27,14 +25,15 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"banger/internal/store"
+	"banger/internal/imagecat"
 )
 
 // TestOCIImageBoots pulls container images from a registry served by this
 // test process over plain HTTP on loopback and boots them through banger's
 // OCI init (/.banger/init): one image without sshd (the agent alone) runs
 // commands with vm run, and one with sshd but no host keys (made at first
-// boot) answers vm ssh.
+// boot) answers vm ssh. The first boots the default kernel (no --kernel),
+// the second the one named with --kernel.
 func TestOCIImageBoots(t *testing.T) {
 	w := start(t)
 	if r := need("debugfs", "ldd"); r != "" {
@@ -59,22 +58,48 @@ func TestOCIImageBoots(t *testing.T) {
 	sshRef := host + "/e2e/sshd:1"
 	pushImage(t, sshRef, tree, nil)
 
+	// Without --kernel an OCI image boots the default image's kernel: the
+	// catalog kernel of default_image_name. The apt-kernel recipe would
+	// download the very package the test kernel was imported from, so it is
+	// imported under the catalog name instead (unless an earlier test
+	// pulled it), and the pull finds it installed.
+	defKernel := defaultImageKernel(t, w)
+	if _, code := w.cli("kernel", "inspect", defKernel); code != 0 {
+		w.must(t, "-q", "kernel", "import", "--name", defKernel, w.deb)
+		defer w.cli("kernel", "rm", defKernel)
+	}
+
+	// A kernel that is neither installed nor in the catalog is refused
+	// before anything is pulled.
+	if out, code := w.cli("image", "pull", plainRef, "--name", "oci-bad", "--kernel", "no-such-kernel"); code == 0 ||
+		!strings.Contains(out, `"no-such-kernel" is neither an installed kernel`) {
+		t.Fatalf("image pull --kernel no-such-kernel: exit %d\n%s", code, out)
+	}
+	if out := w.must(t, "image", "ls"); strings.Contains(out, "oci-bad") {
+		t.Fatalf("a refused pull left an image:\n%s", out)
+	}
+
 	// Loopback registries are reached over plain HTTP without --insecure.
 	w.must(t, "-q", "image", "pull", plainRef, "--name", "oci-plain")
 	defer w.cli("image", "rm", "oci-plain")
-	w.must(t, "-q", "image", "pull", sshRef, "--name", "oci-sshd")
+	w.must(t, "-q", "image", "pull", sshRef, "--name", "oci-sshd", "--kernel", w.kernel)
 	defer w.cli("image", "rm", "oci-sshd")
-	var im struct {
-		OriginKind string `json:"origin_kind"`
-		OriginRef  string `json:"origin_ref"`
+	for _, c := range []struct{ name, ref, kernel string }{
+		{"oci-plain", plainRef, defKernel},
+		{"oci-sshd", sshRef, w.kernel},
+	} {
+		var im struct {
+			OriginKind string `json:"origin_kind"`
+			OriginRef  string `json:"origin_ref"`
+			Kernel     string `json:"kernel"`
+		}
+		if err := json.Unmarshal([]byte(w.must(t, "image", "inspect", c.name, "-o", "json")), &im); err != nil {
+			t.Fatal(err)
+		}
+		if im.OriginKind != "oci" || im.OriginRef != c.ref || im.Kernel != c.kernel {
+			t.Fatalf("pulled image %s has origin %q %q and kernel %q, want oci %q and %q", c.name, im.OriginKind, im.OriginRef, im.Kernel, c.ref, c.kernel)
+		}
 	}
-	if err := json.Unmarshal([]byte(w.must(t, "image", "inspect", "oci-plain", "-o", "json")), &im); err != nil {
-		t.Fatal(err)
-	}
-	if im.OriginKind != "oci" || im.OriginRef != plainRef {
-		t.Fatalf("pulled image has origin %q %q, want oci %q", im.OriginKind, im.OriginRef, plainRef)
-	}
-	setImageKernel(t, w, w.kernel, "oci-plain", "oci-sshd")
 
 	t.Run("run-uname", func(t *testing.T) {
 		stdout, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "uname", "-r")
@@ -255,29 +280,29 @@ func pushImage(t *testing.T, ref, root string, skip func(rel string) bool) {
 	}
 }
 
-// setImageKernel records kernel as the kernel of the named images, in the
-// store, with the daemon stopped (the next command starts it again).
-// Banger has no command for this yet: image pull gives an OCI image no
-// kernel and takes no --kernel, and image register would make a copy that
-// is no longer an OCI image (no init=/.banger/init). Replace this with that
-// command once it exists.
-func setImageKernel(t *testing.T, w *env, kernel string, images ...string) {
+// defaultImageKernel is the kernel OCI images boot when pulled without
+// --kernel: the catalog kernel of the configured default image.
+func defaultImageKernel(t *testing.T, w *env) string {
 	t.Helper()
-	stopDaemon(w)
-	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(w.state, "banger.db"))
+	var cfg struct {
+		Settings []struct{ Key, Value string }
+	}
+	if err := json.Unmarshal([]byte(w.must(t, "config", "show", "-o", "json")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	name := ""
+	for _, s := range cfg.Settings {
+		if s.Key == "default_image_name" {
+			name = s.Value
+		}
+	}
+	ic, err := imagecat.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	for _, n := range images {
-		im, err := st.GetImage(ctx, n)
-		if err != nil {
-			t.Fatalf("image %s in the store: %v", n, err)
-		}
-		im.KernelRef = kernel
-		if err := st.PutImage(ctx, im); err != nil {
-			t.Fatal(fmt.Errorf("give image %s kernel %s: %w", n, kernel, err))
-		}
+	e, ok := ic.Lookup(name)
+	if !ok || e.Kernel == "" {
+		t.Fatalf("default image %q is not a catalog image with a kernel", name)
 	}
+	return e.Kernel
 }

@@ -318,12 +318,18 @@ func (a *app) newImagePullCmd() *cobra.Command {
 	var req rpc.PullRequest
 	var detach bool
 	cmd := &cobra.Command{
-		Use:   "pull NAME|REF",
+		Use:   "pull NAME|REF [--kernel NAME]",
 		Short: "Pull a catalog image, or any OCI image",
 		Long: `Pull a catalog image by name (from its published bundle, or built locally
 when none can be had), or any OCI image by reference (registry/repo:tag or
 @digest), which becomes an ext4 root filesystem with banger's guest agent.
-Pulling what is already there is instant.`,
+Pulling what is already there is instant.
+
+A catalog image boots the kernel its catalog entry names. An OCI image boots
+the kernel given with --kernel (an installed kernel or a catalog kernel),
+else the kernel of the default image (default_image_name; for a catalog
+image, the kernel its entry names). A catalog kernel that is missing is
+pulled with the image.`,
 		Args: exactArgs(1, "one catalog name or OCI reference"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Ref = args[0]
@@ -333,6 +339,7 @@ Pulling what is already there is instant.`,
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "local name of an OCI image (default: from the reference)")
 	cmd.Flags().BoolVar(&req.Insecure, "insecure", false, "allow a plain-HTTP registry")
+	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel an OCI image boots (default: the default image's kernel)")
 	addDetachFlag(cmd, &detach)
 	return cmd
 }

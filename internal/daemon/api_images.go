@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -149,10 +150,40 @@ func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	o := imagemgr.PullOptions{Name: req.Name, Insecure: req.Insecure, Kernel: req.Kernel}
+	if req.Kernel == "" && !d.images.IsCatalogImage(req.Ref) {
+		k, err := d.defaultKernel(r.Context())
+		if err != nil {
+			rpc.WriteError(w, apiError(err))
+			return
+		}
+		o.DefaultKernel = k
+	}
+	// Refuse a bad kernel now, before an operation is even recorded.
+	if _, err := d.images.CheckPull(r.Context(), req.Ref, o); err != nil {
+		rpc.WriteError(w, apiError(err))
+		return
+	}
 	d.startOp(w, r, "image pull", req.Ref, func(ctx context.Context, p *opstate.Progress) error {
-		_, err := d.images.PullImage(ctx, req.Ref, imagemgr.PullOptions{Name: req.Name, Insecure: req.Insecure}, p)
+		_, err := d.images.PullImage(ctx, req.Ref, o, p)
 		return err
 	})
+}
+
+// defaultKernel is the kernel an OCI image boots when its pull names none:
+// the kernel of the default image (default_image_name), which for a catalog
+// image is the kernel its catalog entry names. The image manager does not
+// know the configuration; the daemon composes the rule here.
+func (d *Daemon) defaultKernel(ctx context.Context) (string, error) {
+	name := d.opts.Config.DefaultImageName
+	k, err := d.images.ImageKernel(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if k == "" {
+		return "", &imagemgr.InputError{Err: fmt.Errorf("no --kernel given, and the default image %q (default_image_name) names no kernel to boot OCI images with: give one with --kernel NAME (banger kernel ls lists them)", name)}
+	}
+	return k, nil
 }
 
 func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
@@ -162,6 +193,10 @@ func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
 	}
 	if !d.images.IsCatalogImage(req.Ref) {
 		rpc.WriteError(w, rpc.Errorf(rpc.CodeBadRequest, "%q is not a catalog image: only catalog images have build recipes", req.Ref))
+		return
+	}
+	if req.Kernel != "" {
+		rpc.WriteError(w, rpc.Errorf(rpc.CodeBadRequest, "image build %s: a catalog image boots the kernel its catalog entry names; a kernel cannot be given", req.Ref))
 		return
 	}
 	d.startOp(w, r, "image build", req.Ref, func(ctx context.Context, p *opstate.Progress) error {

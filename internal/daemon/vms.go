@@ -172,7 +172,7 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 		return store.VM{}, err
 	}
 	if im.KernelRef == "" {
-		return store.VM{}, inputf("image %q names no kernel: register it with --kernel", im.Name)
+		return store.VM{}, noKernelError(im)
 	}
 	k, err := vm.kernel(ctx, im.KernelRef, p)
 	if err != nil {
@@ -213,6 +213,22 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	}
 	ok = true
 	return v, nil
+}
+
+// noKernelError says what to do about an image that names no kernel, for
+// the kind of image it is: banger has no command that changes an image's
+// kernel, so it is made again with one.
+func noKernelError(im store.Image) error {
+	switch {
+	case im.OriginKind == store.OriginOCI:
+		return inputf("image %q names no kernel: it was pulled by an older banger; remove it (banger image rm %s) and pull it again with its kernel (banger image pull %s --name %s --kernel NAME; without --kernel it gets the default image's kernel)",
+			im.Name, im.Name, im.OriginRef, im.Name)
+	case im.OriginKind == store.OriginCatalog:
+		return inputf("image %q names no kernel: remove it (banger image rm %s) and pull it again", im.Name, im.Name)
+	case !im.Managed:
+		return inputf("image %q names no kernel: remove it (banger image rm %s; your files stay) and register it again with --kernel NAME (banger kernel ls lists kernels)", im.Name, im.Name)
+	}
+	return inputf("image %q names no kernel: copy its rootfs (%s) out of the state dir and register the copy with --kernel NAME (banger kernel ls lists kernels); removing the image deletes that file", im.Name, im.RootfsPath)
 }
 
 // workDiskName is the VM's second disk, seeded from the image's work-seed;

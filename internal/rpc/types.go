@@ -129,6 +129,9 @@ type PullRequest struct {
 	Ref      string `json:"ref"`
 	Name     string `json:"name,omitempty"`
 	Insecure bool   `json:"insecure,omitempty"`
+	// Kernel is the kernel an OCI image boots (image pull only); empty
+	// means the kernel of the daemon's default image.
+	Kernel string `json:"kernel,omitempty"`
 }
 
 // VM is the wire form of a VM.

@@ -243,23 +243,229 @@ func TestOCIPullReusesSameDigest(t *testing.T) {
 	f := newFixture(t)
 	oci := &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)}
 	f.m.SetBuilders(nil, oci)
+	installKernel(t, f, "mine")
+	o := imagemgr.PullOptions{DefaultKernel: "mine"}
 	ref := "registry.example/team/app:1.2"
-	im, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{}, nil)
+	im, err := f.m.PullImage(ctx, ref, o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if im.Name != "app-1.2" || im.OriginKind != store.OriginOCI || im.Digest != oci.digest {
 		t.Fatalf("image = %+v", im)
 	}
-	if _, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{}, nil); err != nil {
+	if _, err := f.m.PullImage(ctx, ref, o, nil); err != nil {
 		t.Fatal(err)
 	}
 	if oci.imports.Load() != 1 {
 		t.Fatalf("%d imports, want 1 (same digest again is instant)", oci.imports.Load())
 	}
 	oci.digest = "sha256:" + strings.Repeat("c", 64)
-	if _, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{}, nil); err == nil || !strings.Contains(err.Error(), "remove it first") {
+	if _, err := f.m.PullImage(ctx, ref, o, nil); err == nil || !strings.Contains(err.Error(), "remove it first") {
 		t.Fatalf("changed digest = %v", err)
+	}
+}
+
+// installKernel records an installed (imported) kernel named name.
+func installKernel(t *testing.T, f *fixture, name string) {
+	t.Helper()
+	if err := f.st.PutKernel(context.Background(), store.Kernel{ID: "id-" + name, Name: name, VmlinuxPath: "/v", CreatedAt: testNow()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kernelCatalog serves a catalog kernel "kern" from a bundle, and an image
+// catalog entry "img" that boots it.
+func kernelCatalog(t *testing.T, f *fixture) *served {
+	t.Helper()
+	kdir := t.TempDir()
+	writeFiles(t, kdir, map[string]string{"vmlinux": "ELF?", "modules/6.1.0-test/modules.order": "", "manifest.json": "{}"})
+	kb, ksum := packDir(t, kdir)
+	srv := serve(t, map[string][]byte{"k.tar.zst": kb})
+	ic, kc := catalogs(t,
+		`{"entries":[{"name":"img","version":"1","arch":"x86_64","kernel":"kern","build":{"kind":"fake"}}]}`,
+		fmt.Sprintf(`{"entries":[{"name":"kern","version":"1","arch":"x86_64","bundle":{"url":"k.tar.zst","sha256":%q,"size":%d}}]}`, ksum, len(kb)))
+	f.m.SetCatalogs(imagemgr.Catalogs{Images: ic, Kernels: kc, BaseURL: srv.srv.URL + "/"})
+	return srv
+}
+
+// assertNoImages fails when anything of an image is left: a directory
+// (finished or temporary) under images/, or a row.
+func assertNoImages(t *testing.T, f *fixture) {
+	t.Helper()
+	if ents, _ := os.ReadDir(filepath.Join(f.state, "images")); len(ents) != 0 {
+		t.Fatalf("images dir holds %v", ents)
+	}
+	if ims, err := f.m.Images(context.Background()); err != nil || len(ims) != 0 {
+		t.Fatalf("store holds images %v (%v)", ims, err)
+	}
+}
+
+func TestOCIPullRecordsGivenKernel(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	srv := kernelCatalog(t, f)
+	oci := &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)}
+	f.m.SetBuilders(nil, oci)
+	installKernel(t, f, "mine")
+	ref := "registry.example/team/app:1.2"
+	im, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{Kernel: "mine", DefaultKernel: "kern"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.KernelRef != "mine" {
+		t.Fatalf("pulled with --kernel mine, image boots %q", im.KernelRef)
+	}
+	if got, err := f.m.Image(ctx, "app-1.2"); err != nil || got.KernelRef != "mine" {
+		t.Fatalf("stored image = %+v, %v", got, err)
+	}
+	if n := srv.requests.Load(); n != 0 {
+		t.Fatalf("the default kernel was fetched (%d requests) though --kernel was given", n)
+	}
+	// Again with the same kernel is instant; with another it is refused
+	// and changes nothing.
+	if _, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{Kernel: "mine"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	installKernel(t, f, "other")
+	_, err = f.m.PullImage(ctx, ref, imagemgr.PullOptions{Kernel: "other"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `boots kernel "mine", not "other"`) || !strings.Contains(err.Error(), "banger image rm app-1.2") {
+		t.Fatalf("re-pull with another kernel = %v", err)
+	}
+	if got, _ := f.m.Image(ctx, "app-1.2"); got.KernelRef != "mine" || oci.imports.Load() != 1 {
+		t.Fatalf("refused re-pull changed the image: %+v, %d imports", got, oci.imports.Load())
+	}
+}
+
+func TestOCIPullUsesDefaultKernelAndPullsIt(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	srv := kernelCatalog(t, f)
+	f.m.SetBuilders(nil, &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)})
+	im, err := f.m.PullImage(ctx, "registry.example/app:1", imagemgr.PullOptions{DefaultKernel: "kern"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.KernelRef != "kern" {
+		t.Fatalf("pulled without --kernel, image boots %q, want the default kern", im.KernelRef)
+	}
+	k, err := f.m.Kernel(ctx, "kern")
+	if err != nil || k.Version != "6.1.0-test" || srv.requests.Load() != 1 {
+		t.Fatalf("default kernel pulled with the image = %+v, %v (%d requests)", k, err, srv.requests.Load())
+	}
+}
+
+func TestOCIPullSaysImageReadyWhenItsKernelFails(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	ic, kc := catalogs(t, `{"entries":[]}`,
+		`{"entries":[{"name":"kern","version":"1","arch":"x86_64","bundle":{"url":"gone.tar.zst","sha256":"`+strings.Repeat("a", 64)+`","size":10}}]}`)
+	f.m.SetCatalogs(imagemgr.Catalogs{Images: ic, Kernels: kc, BaseURL: serve(t, nil).srv.URL + "/"})
+	f.m.SetBuilders(nil, &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)})
+	im, err := f.m.PullImage(ctx, "registry.example/app:1", imagemgr.PullOptions{Kernel: "kern"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `image "app-1" is ready but its kernel "kern" is not`) {
+		t.Fatalf("err = %v", err)
+	}
+	if got, err := f.m.Image(ctx, "app-1"); err != nil || got.KernelRef != "kern" || im.KernelRef != "kern" {
+		t.Fatalf("image = %+v, %v", got, err)
+	}
+}
+
+func TestOCIPullRefusesUnknownKernelBeforeImport(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	kernelCatalog(t, f)
+	installKernel(t, f, "mine")
+	oci := &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)}
+	f.m.SetBuilders(nil, oci)
+	for _, o := range []imagemgr.PullOptions{
+		{Kernel: "nope", DefaultKernel: "kern"},
+		{DefaultKernel: "nope"},
+	} {
+		_, err := f.m.PullImage(ctx, "registry.example/app:1", o, nil)
+		var in *imagemgr.InputError
+		if !errors.As(err, &in) || !strings.Contains(err.Error(), `"nope" is neither an installed kernel (installed: mine) nor in the kernel catalog (catalog: kern)`) {
+			t.Fatalf("PullImage(%+v) = %v, want an input error naming the kernels there are", o, err)
+		}
+		if _, err := f.m.CheckPull(ctx, "registry.example/app:1", o); err == nil {
+			t.Fatalf("CheckPull(%+v) let it through", o)
+		}
+	}
+	_, err := f.m.PullImage(ctx, "registry.example/app:1", imagemgr.PullOptions{Kernel: "Bad_Name"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `--kernel: kernel name "Bad_Name" is not valid`) {
+		t.Fatalf("bad kernel name = %v", err)
+	}
+	_, err = f.m.PullImage(ctx, "registry.example/app:1", imagemgr.PullOptions{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "needs a kernel and there is no default") {
+		t.Fatalf("no kernel at all = %v", err)
+	}
+	if n := oci.imports.Load(); n != 0 {
+		t.Fatalf("Import ran %d times for refused pulls", n)
+	}
+	assertNoImages(t, f)
+	if ks, _ := f.m.Kernels(ctx); len(ks) != 1 {
+		t.Fatalf("refused pulls changed the kernels: %v", ks)
+	}
+}
+
+func TestCatalogPullRefusesKernel(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	srv := kernelCatalog(t, f)
+	var builds atomic.Int32
+	f.m.SetBuilders(map[string]imagemgr.Builder{"fake": func(ctx context.Context, e catalog.Entry, dir string, p imagemgr.Progress) error {
+		builds.Add(1)
+		return os.WriteFile(filepath.Join(dir, "rootfs.ext4"), []byte("built"), 0o644)
+	}}, &fakeOCI{})
+	installKernel(t, f, "mine")
+	_, err := f.m.PullImage(ctx, "img", imagemgr.PullOptions{Kernel: "mine"}, nil)
+	var in *imagemgr.InputError
+	if !errors.As(err, &in) || !strings.Contains(err.Error(), `"img" is a catalog image, which boots the kernel its catalog entry names (kern)`) {
+		t.Fatalf("catalog pull with --kernel = %v", err)
+	}
+	if builds.Load() != 0 || srv.requests.Load() != 0 {
+		t.Fatalf("refused pull built %d images and made %d requests", builds.Load(), srv.requests.Load())
+	}
+	assertNoImages(t, f)
+	// A default kernel is not --kernel: a catalog image keeps its own.
+	im, err := f.m.PullImage(ctx, "img", imagemgr.PullOptions{DefaultKernel: "mine"}, nil)
+	if err != nil || im.KernelRef != "kern" {
+		t.Fatalf("catalog pull = %+v, %v", im, err)
+	}
+}
+
+func TestOCIImageWithoutKernelIsNotReused(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	installKernel(t, f, "mine")
+	oci := &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)}
+	f.m.SetBuilders(nil, oci)
+	ref := "registry.example/app:1"
+	// As an older banger recorded it: no kernel.
+	old := store.Image{ID: "old", Name: "app-1", Managed: true, RootfsPath: filepath.Join(f.state, "images", "old", "rootfs.ext4"),
+		Digest: oci.digest, OriginKind: store.OriginOCI, OriginRef: ref, CreatedAt: testNow()}
+	if err := f.st.PutImage(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{DefaultKernel: "mine"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "names no kernel") || !strings.Contains(err.Error(), "banger image rm app-1") {
+		t.Fatalf("re-pull of a kernel-less image = %v", err)
+	}
+	if oci.imports.Load() != 0 {
+		t.Fatal("the refused pull imported")
+	}
+}
+
+func TestImageKernel(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	kernelCatalog(t, f)
+	if err := f.st.PutImage(ctx, store.Image{ID: "r", Name: "reg", RootfsPath: "/r", KernelRef: "mine", OriginKind: store.OriginRegister, CreatedAt: testNow()}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"img": "kern", "reg": "mine", "nope": ""} {
+		if got, err := f.m.ImageKernel(ctx, name); err != nil || got != want {
+			t.Errorf("ImageKernel(%q) = %q, %v; want %q", name, got, err, want)
+		}
 	}
 }
 

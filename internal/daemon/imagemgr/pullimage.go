@@ -37,6 +37,89 @@ type PullOptions struct {
 	// Name for an OCI image (default: derived from the reference).
 	Name     string
 	Insecure bool
+	// Kernel is the kernel an OCI image boots, as the user named it
+	// (--kernel): an installed kernel or a kernel catalog entry. Catalog
+	// images name their own kernel, so it is refused for them.
+	Kernel string
+	// DefaultKernel is the kernel an OCI image boots when Kernel is empty.
+	// The caller chooses it (the daemon: the kernel of its default image).
+	DefaultKernel string
+}
+
+// CheckPull refuses, before anything is downloaded or written, a pull that
+// PullImage would refuse for its kernel: --kernel with a catalog image, or an
+// OCI image whose kernel (given or default) is neither installed nor in the
+// kernel catalog. It returns the kernel an OCI image would record.
+func (m *Manager) CheckPull(ctx context.Context, ref string, o PullOptions) (string, error) {
+	if m.IsCatalogImage(ref) {
+		if o.Kernel != "" {
+			e, _ := m.cat.Images.Lookup(ref)
+			return "", badInput(fmt.Errorf("--kernel %s: %q is a catalog image, which boots the kernel its catalog entry names (%s); --kernel is for OCI images only", o.Kernel, ref, e.Kernel))
+		}
+		return "", nil
+	}
+	kernel, what := o.Kernel, "--kernel"
+	if kernel == "" {
+		kernel, what = o.DefaultKernel, "the default kernel"
+	}
+	if kernel == "" {
+		return "", badInput(fmt.Errorf("OCI image %s needs a kernel and there is no default: give one with --kernel NAME (banger kernel ls lists them)", ref))
+	}
+	if err := ValidName("kernel", kernel); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	_, err := m.st.GetKernel(ctx, kernel)
+	switch {
+	case err == nil:
+		return kernel, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return "", err
+	}
+	if m.cat.Kernels != nil {
+		if _, ok := m.cat.Kernels.Lookup(kernel); ok {
+			return kernel, nil
+		}
+	}
+	return "", badInput(fmt.Errorf("%s %q is neither an installed kernel (%s) nor in the kernel catalog (%s): import it first (banger kernel import --name %s PATH) or name another with --kernel",
+		what, kernel, m.installedKernels(ctx), m.catalogKernels(), kernel))
+}
+
+func (m *Manager) installedKernels(ctx context.Context) string {
+	ks, err := m.st.ListKernels(ctx)
+	if err != nil || len(ks) == 0 {
+		return "none installed"
+	}
+	names := make([]string, 0, len(ks))
+	for _, k := range ks {
+		names = append(names, k.Name)
+	}
+	return "installed: " + strings.Join(names, ", ")
+}
+
+func (m *Manager) catalogKernels() string {
+	if m.cat.Kernels == nil || len(m.cat.Kernels.Names()) == 0 {
+		return "it has none"
+	}
+	return "catalog: " + strings.Join(m.cat.Kernels.Names(), ", ")
+}
+
+// ImageKernel is the kernel the image name boots: the catalog entry's kernel
+// for a catalog name, else the kernel of the installed image of that name.
+// It is empty when name is neither, or names no kernel.
+func (m *Manager) ImageKernel(ctx context.Context, name string) (string, error) {
+	if m.cat.Images != nil {
+		if e, ok := m.cat.Images.Lookup(name); ok {
+			return e.Kernel, nil
+		}
+	}
+	im, err := m.st.GetImage(ctx, name)
+	switch {
+	case err == nil:
+		return im.KernelRef, nil
+	case errors.Is(err, store.ErrNotFound):
+		return "", nil
+	}
+	return "", err
 }
 
 // IsCatalogImage reports whether ref names an image catalog entry.
@@ -52,9 +135,14 @@ func (m *Manager) IsCatalogImage(ref string) bool {
 // there is none or it cannot be had, built locally; anything else is an OCI
 // reference. An image that is already there is returned at once (for OCI,
 // when the registry still serves the same digest). The image's kernel is
-// pulled too when it is a catalog kernel that is missing.
+// pulled too when it is a catalog kernel that is missing. An OCI image boots
+// o.Kernel, else o.DefaultKernel; CheckPull's refusals come first.
 func (m *Manager) PullImage(ctx context.Context, ref string, o PullOptions, p Progress) (store.Image, error) {
 	p = orNop(p)
+	kernel, err := m.CheckPull(ctx, ref, o)
+	if err != nil {
+		return store.Image{}, err
+	}
 	if m.IsCatalogImage(ref) {
 		im, err := m.pullCatalogImage(ctx, ref, p)
 		if err != nil {
@@ -67,7 +155,14 @@ func (m *Manager) PullImage(ctx context.Context, ref string, o PullOptions, p Pr
 		}
 		return im, nil
 	}
-	return m.pullOCI(ctx, ref, o, p)
+	im, err := m.pullOCI(ctx, ref, kernel, o, p)
+	if err != nil {
+		return store.Image{}, err
+	}
+	if _, err := m.PullKernel(ctx, im.KernelRef, p); err != nil {
+		return im, fmt.Errorf("image %q is ready but its kernel %q is not: %w", im.Name, im.KernelRef, err)
+	}
+	return im, nil
 }
 
 func (m *Manager) pullCatalogImage(ctx context.Context, name string, p Progress) (store.Image, error) {
@@ -248,7 +343,8 @@ func OCIName(ref string) string {
 	return out
 }
 
-func (m *Manager) pullOCI(ctx context.Context, ref string, o PullOptions, p Progress) (store.Image, error) {
+// pullOCI pulls ref as the image that boots kernel, which CheckPull chose.
+func (m *Manager) pullOCI(ctx context.Context, ref, kernel string, o PullOptions, p Progress) (store.Image, error) {
 	if m.oci == nil {
 		return store.Image{}, fmt.Errorf("%q is not a catalog image and this banger has no OCI support", ref)
 	}
@@ -266,6 +362,12 @@ func (m *Manager) pullOCI(ctx context.Context, ref string, o PullOptions, p Prog
 	case err == nil:
 		if existing.OriginKind != store.OriginOCI || existing.OriginRef != ref {
 			return store.Image{}, badInput(fmt.Errorf("image %q already exists and is not %s: remove it or pull with --name", name, ref))
+		}
+		switch {
+		case existing.KernelRef == "":
+			return store.Image{}, badInput(fmt.Errorf("image %q (%s) names no kernel: it was pulled by an older banger; remove it (banger image rm %s) and pull it again", name, ref, name))
+		case o.Kernel != "" && o.Kernel != existing.KernelRef:
+			return store.Image{}, badInput(fmt.Errorf("image %q (%s) already exists and boots kernel %q, not %q: remove it (banger image rm %s) and pull it again with --kernel %s", name, ref, existing.KernelRef, o.Kernel, name, o.Kernel))
 		}
 		p.Phase("resolving " + ref)
 		d, err := m.oci.Digest(ctx, ref, o.Insecure)
@@ -297,5 +399,5 @@ func (m *Manager) pullOCI(ctx context.Context, ref string, o PullOptions, p Prog
 		os.RemoveAll(tmp)
 		return store.Image{}, err
 	}
-	return m.registerManaged(ctx, id, name, dir, "", store.OriginOCI, ref, digest)
+	return m.registerManaged(ctx, id, name, dir, kernel, store.OriginOCI, ref, digest)
 }
