@@ -96,7 +96,11 @@ type CreateRequest struct {
 	VMM     string
 	COW     string
 	Publish []string // "HOSTPORT:GUESTPORT"
-	publish string   // normalised by validate
+	// StartNow says the VM is started right after it is made (vm run): its
+	// disks are then not flushed at create, since the guest's first flush,
+	// which both VMMs pass on to the file, makes them durable.
+	StartNow bool
+	publish  string // normalised by validate
 }
 
 func randomName() string {
@@ -200,7 +204,7 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 		if fileCOW == workspace.DMSnap {
 			fileCOW = workspace.Auto
 		}
-		if _, err := workspace.CloneDisk(ctx, im.WorkSeedPath, filepath.Join(dir, workDiskName), fileCOW, 0); err != nil {
+		if _, err := workspace.CloneDisk(ctx, im.WorkSeedPath, filepath.Join(dir, workDiskName), fileCOW, workspace.CloneOptions{NoSync: r.StartNow}); err != nil {
 			return store.VM{}, fmt.Errorf("seed the work disk of %s: %w", r.Name, err)
 		}
 	}
@@ -261,7 +265,7 @@ func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store
 	if strategy == "" {
 		strategy = workspace.Auto
 	}
-	used, err = workspace.CloneDisk(ctx, im.RootfsPath, disk, strategy, r.Disk)
+	used, err = workspace.CloneDisk(ctx, im.RootfsPath, disk, strategy, workspace.CloneOptions{Size: r.Disk, NoSync: r.StartNow})
 	if err != nil {
 		return "", "", fmt.Errorf("make the root disk of %s: %w", r.Name, err)
 	}
@@ -863,7 +867,11 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	// Leftover snapshots of VMs that do not run (a crash between setup and
 	// start, or a daemon killed with VMs stopping).
 	vm.removeLeftoverSnapshots(ctx)
-	// Leftovers: VM dirs and run dirs with no row (a create or start cut short).
+	// Leftovers: VM dirs and run dirs with no row (a create or start cut
+	// short), and the trash of removals cut short.
+	if err := vm.ws.Sweep(); err != nil {
+		vm.log.Warn("deleting the directories of removed VMs", "error", err)
+	}
 	ids, _ := vm.ws.List()
 	for _, id := range ids {
 		if !known[id] {
@@ -883,8 +891,10 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 }
 
 // Shutdown leaves running VMs running: they are re-adopted at the next
-// start. It only drops the agent connections.
+// start. It drops the agent connections and waits for the directories of
+// removed VMs to be deleted.
 func (vm *vmManager) Shutdown() {
+	defer vm.ws.Wait()
 	defer vm.net.close()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()

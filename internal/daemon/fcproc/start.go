@@ -437,6 +437,10 @@ func (s *starter) putDrives(ctx context.Context) error {
 			PathOnHost:   d.Path,
 			IsRootDevice: d.Root,
 			IsReadOnly:   d.ReadOnly,
+			// Firecracker's default, Unsafe, drops the guest's flushes;
+			// Writeback passes them on to the file, as QEMU does, so what
+			// the guest syncs survives a host crash.
+			CacheType: "Writeback",
 		})
 		if err != nil {
 			return fmt.Errorf("drive %s (%s): %w", d.ID, d.Path, err)

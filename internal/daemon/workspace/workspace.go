@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +22,13 @@ const (
 )
 
 // Manager owns <state_dir>/vms.
-type Manager struct{ root string }
+type Manager struct {
+	root    string
+	deletes sync.WaitGroup // background deletions of removed VM directories
+}
+
+// trashPrefix names a removed VM's directory while it is being deleted.
+const trashPrefix = ".trash-"
 
 // New returns a manager of VM directories under stateDir/vms.
 func New(stateDir string) *Manager { return &Manager{root: filepath.Join(stateDir, "vms")} }
@@ -45,17 +52,59 @@ func (m *Manager) Create(id string) (string, error) {
 	return dir, nil
 }
 
-// Remove deletes the VM's directory and everything in it. Removing a VM
-// that has no directory is not an error.
+// Remove deletes the VM's directory and everything in it. The directory
+// leaves its path at once (one rename to a trash name beside it) and its
+// contents are deleted in the background, since unlinking a large disk file
+// takes a while; Wait waits for those deletions, and Sweep finishes what a
+// crash left in the trash. When the rename fails, the directory is deleted
+// in place before Remove returns. Removing a VM that has no directory is not
+// an error.
 func (m *Manager) Remove(id string) error {
 	if id == "" || strings.ContainsAny(id, "/.") {
 		return fmt.Errorf("VM id %q cannot name a directory", id)
 	}
-	return os.RemoveAll(m.Dir(id))
+	dir := m.Dir(id)
+	trash := filepath.Join(m.root, trashPrefix+id)
+	err := os.Rename(dir, trash)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return os.RemoveAll(dir)
+	}
+	m.deletes.Add(1)
+	go func() {
+		defer m.deletes.Done()
+		_ = os.RemoveAll(trash) // what is left is swept at the next start
+	}()
+	return nil
 }
 
-// List returns the ids of the VM directories that exist, so the daemon can
-// find leftovers of VMs it has no row for.
+// Wait waits until the directories of removed VMs are deleted.
+func (m *Manager) Wait() { m.deletes.Wait() }
+
+// Sweep deletes the trash that removals cut short by a crash left behind.
+func (m *Manager) Sweep() error {
+	ents, err := os.ReadDir(m.root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), trashPrefix) {
+			if err := os.RemoveAll(filepath.Join(m.root, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// List returns the ids of the VM directories that exist (not the trash of
+// removed ones), so the daemon can find leftovers of VMs it has no row for.
 func (m *Manager) List() ([]string, error) {
 	ents, err := os.ReadDir(m.root)
 	if errors.Is(err, os.ErrNotExist) {
@@ -66,7 +115,7 @@ func (m *Manager) List() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range ents {
-		if e.IsDir() {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
 			ids = append(ids, e.Name())
 		}
 	}
@@ -76,17 +125,29 @@ func (m *Manager) List() ([]string, error) {
 // ErrReflinkUnsupported means the filesystem cannot clone extents.
 var ErrReflinkUnsupported = errors.New("the filesystem does not support reflink clones")
 
+// CloneOptions adjust CloneDisk.
+type CloneOptions struct {
+	// Size grows the disk to this many bytes when it is larger than the
+	// source (the guest grows its filesystem at boot).
+	Size int64
+	// NoSync leaves a copied disk's data to the kernel's writeback instead
+	// of flushing it before CloneDisk returns. For a disk that a VMM opens
+	// right away: the guest's first flush (ext4 commits every few seconds),
+	// which the VMM passes on as an fdatasync of the file, makes the whole
+	// copy durable with it.
+	NoSync bool
+}
+
 // CloneDisk makes dst, a writable copy of src, with the given strategy
-// ("auto" tries reflink, then copy), then grows it to size bytes when size
-// is larger than src (the guest grows its filesystem at boot). dst must not
-// exist; on failure or cancellation it is removed. It returns the strategy
-// used.
-func CloneDisk(ctx context.Context, src, dst, strategy string, size int64) (string, error) {
-	used, err := cloneDisk(ctx, src, dst, strategy)
+// ("auto" tries reflink, then copy), then grows it to o.Size. A copied disk
+// is flushed to stable storage unless o.NoSync. dst must not exist; on
+// failure or cancellation it is removed. It returns the strategy used.
+func CloneDisk(ctx context.Context, src, dst, strategy string, o CloneOptions) (string, error) {
+	used, err := cloneDisk(ctx, src, dst, strategy, !o.NoSync)
 	if err != nil {
 		return "", err
 	}
-	if size > 0 {
+	if size := o.Size; size > 0 {
 		fi, err := os.Stat(dst)
 		if err != nil {
 			os.Remove(dst)
@@ -102,12 +163,12 @@ func CloneDisk(ctx context.Context, src, dst, strategy string, size int64) (stri
 	return used, nil
 }
 
-func cloneDisk(ctx context.Context, src, dst, strategy string) (string, error) {
+func cloneDisk(ctx context.Context, src, dst, strategy string, flush bool) (string, error) {
 	switch strategy {
 	case Reflink:
 		return Reflink, reflink(src, dst)
 	case Copy:
-		return Copy, sparseCopy(ctx, src, dst)
+		return Copy, sparseCopy(ctx, src, dst, flush)
 	case Auto, "":
 		err := reflink(src, dst)
 		if err == nil {
@@ -116,7 +177,7 @@ func cloneDisk(ctx context.Context, src, dst, strategy string) (string, error) {
 		if !errors.Is(err, ErrReflinkUnsupported) {
 			return "", err
 		}
-		return Copy, sparseCopy(ctx, src, dst)
+		return Copy, sparseCopy(ctx, src, dst, flush)
 	case DMSnap:
 		return "", errors.New("dmsnap disks are made by the dmsnap package, not by a file clone")
 	}
@@ -154,7 +215,7 @@ func reflink(src, dst string) error {
 // sparseCopy copies only the data extents of src (found with SEEK_DATA and
 // SEEK_HOLE), so a mostly empty filesystem image copies in a fraction of its
 // size and stays sparse.
-func sparseCopy(ctx context.Context, src, dst string) (err error) {
+func sparseCopy(ctx context.Context, src, dst string, flush bool) (err error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -202,6 +263,9 @@ func sparseCopy(ctx context.Context, src, dst string) (err error) {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
 		off = hole
+	}
+	if !flush {
+		return nil
 	}
 	return out.Sync()
 }

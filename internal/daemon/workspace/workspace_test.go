@@ -61,7 +61,7 @@ func TestSparseCopyKeepsHoles(t *testing.T) {
 	dir := t.TempDir()
 	src := sparseImage(t, dir)
 	dst := filepath.Join(dir, "vm.ext4")
-	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Copy, 0)
+	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Copy, workspace.CloneOptions{})
 	if err != nil || used != workspace.Copy {
 		t.Fatalf("CloneDisk = %q, %v", used, err)
 	}
@@ -76,7 +76,7 @@ func TestAutoFallsBackToCopyWithoutReflink(t *testing.T) {
 	dir := t.TempDir()
 	src := sparseImage(t, dir)
 	dst := filepath.Join(dir, "vm.ext4")
-	_, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Reflink, 0)
+	_, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Reflink, workspace.CloneOptions{})
 	if err == nil {
 		t.Skip("this filesystem supports reflink; the fallback cannot be seen here")
 	}
@@ -86,7 +86,7 @@ func TestAutoFallsBackToCopyWithoutReflink(t *testing.T) {
 	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("failed reflink left %s", dst)
 	}
-	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, 0)
+	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, workspace.CloneOptions{})
 	if err != nil || used != workspace.Copy {
 		t.Fatalf("auto = %q, %v; want copy", used, err)
 	}
@@ -97,14 +97,14 @@ func TestGrowAndRefuseExisting(t *testing.T) {
 	dir := t.TempDir()
 	src := sparseImage(t, dir)
 	dst := filepath.Join(dir, "vm.ext4")
-	if _, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, 1<<30); err != nil {
+	if _, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, workspace.CloneOptions{Size: 1 << 30}); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(dst)
 	if fi.Size() != 1<<30 {
 		t.Fatalf("size %d, want 1 GiB", fi.Size())
 	}
-	if _, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Copy, 0); err == nil {
+	if _, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Copy, workspace.CloneOptions{}); err == nil {
 		t.Fatal("clone over an existing disk succeeded")
 	}
 	if fi2, _ := os.Stat(dst); fi2.Size() != 1<<30 {
@@ -118,7 +118,7 @@ func TestCancelledCopyLeavesNothing(t *testing.T) {
 	dst := filepath.Join(dir, "vm.ext4")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := workspace.CloneDisk(ctx, src, dst, workspace.Copy, 0); !errors.Is(err, context.Canceled) {
+	if _, err := workspace.CloneDisk(ctx, src, dst, workspace.Copy, workspace.CloneOptions{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
@@ -129,7 +129,7 @@ func TestCancelledCopyLeavesNothing(t *testing.T) {
 func TestUnknownStrategy(t *testing.T) {
 	dir := t.TempDir()
 	src := sparseImage(t, dir)
-	if _, err := workspace.CloneDisk(context.Background(), src, filepath.Join(dir, "x"), "magic", 0); err == nil {
+	if _, err := workspace.CloneDisk(context.Background(), src, filepath.Join(dir, "x"), "magic", workspace.CloneOptions{}); err == nil {
 		t.Fatal("unknown strategy accepted")
 	}
 }
@@ -165,7 +165,7 @@ func TestReflinkOnBtrfs(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
 	src := sparseImage(t, mnt)
 	dst := filepath.Join(mnt, "vm.ext4")
-	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, 0)
+	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Auto, workspace.CloneOptions{})
 	if err != nil || used != workspace.Reflink {
 		t.Fatalf("auto on btrfs = %q, %v; want reflink", used, err)
 	}
@@ -208,4 +208,75 @@ func TestDirs(t *testing.T) {
 	if err := m.Remove("abc123"); err != nil {
 		t.Fatalf("second Remove = %v", err)
 	}
+	m.Wait()
+	if ents, _ := os.ReadDir(filepath.Dir(dir)); len(ents) != 0 {
+		t.Fatalf("after Wait, the VMs dir still holds %v", ents)
+	}
+}
+
+// TestRemoveTrashIsSweptAndNotListed: the trash a crash leaves in the middle
+// of a removal is no VM (List skips it), Sweep deletes it, and a VM of the
+// same id can be made and removed again meanwhile.
+func TestRemoveTrashIsSweptAndNotListed(t *testing.T) {
+	state := t.TempDir()
+	m := workspace.New(state)
+	trash := filepath.Join(state, "vms", ".trash-dead01")
+	if err := os.MkdirAll(filepath.Join(trash, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(trash, "sub", "root.ext4"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := m.List(); len(ids) != 0 {
+		t.Fatalf("List = %v, want no VM", ids)
+	}
+	// A removal whose trash name is taken still removes the directory.
+	dir, err := m.Create("dead01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root.ext4"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove("dead01"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("Remove left the dir when the trash name was taken")
+	}
+	m.Wait()
+	if err := m.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "vms")); len(ents) != 0 {
+		t.Fatalf("after Sweep, the VMs dir still holds %v", ents)
+	}
+}
+
+// TestCloneWithoutSyncCopiesTheSame: NoSync changes when the data reaches
+// the disk, not what the copy holds.
+func TestCloneWithoutSyncCopiesTheSame(t *testing.T) {
+	dir := t.TempDir()
+	src := sparseImage(t, dir)
+	dst := filepath.Join(dir, "vm.ext4")
+	used, err := workspace.CloneDisk(context.Background(), src, dst, workspace.Copy, workspace.CloneOptions{NoSync: true, Size: 1 << 30})
+	if err != nil || used != workspace.Copy {
+		t.Fatalf("CloneDisk = %q, %v", used, err)
+	}
+	if fi, err := os.Stat(dst); err != nil || fi.Size() != 1<<30 {
+		t.Fatalf("size %v, %v; want 1 GiB", fi, err)
+	}
+	if err := os.Truncate(dst, mustSize(t, src)); err != nil {
+		t.Fatal(err)
+	}
+	sameContent(t, src, dst)
+}
+
+func mustSize(t *testing.T, p string) int64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }

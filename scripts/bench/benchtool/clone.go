@@ -88,7 +88,7 @@ func cloneRuns(ctx context.Context, title, src, dst, strategy, cpCmd string, run
 		progress("clone: %s run %d/%d", title, i+1, runs)
 		os.Remove(dst)
 		d, err := timeIt(func() error {
-			used, err := workspace.CloneDisk(ctx, src, dst, strategy, 0)
+			used, err := workspace.CloneDisk(ctx, src, dst, strategy, workspace.CloneOptions{})
 			if err == nil && used != strategy {
 				err = fmt.Errorf("CloneDisk used %q, not %q", used, strategy)
 			}
