@@ -870,7 +870,7 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	// Leftovers: VM dirs and run dirs with no row (a create or start cut
 	// short), and the trash of removals cut short.
 	if err := vm.ws.Sweep(); err != nil {
-		vm.log.Warn("deleting the directories of removed VMs", "error", err)
+		vm.log.Warn("finding the directories of removed VMs to delete", "error", err)
 	}
 	ids, _ := vm.ws.List()
 	for _, id := range ids {
@@ -890,11 +890,21 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	return nil
 }
 
+// removeWait bounds how long shutdown waits for removed VMs' directories
+// to be deleted; the rest is deleted at the next start.
+const removeWait = 30 * time.Second
+
 // Shutdown leaves running VMs running: they are re-adopted at the next
 // start. It drops the agent connections and waits for the directories of
 // removed VMs to be deleted.
 func (vm *vmManager) Shutdown() {
-	defer vm.ws.Wait()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), removeWait)
+		defer cancel()
+		if err := vm.ws.Close(ctx); err != nil {
+			vm.log.Warn("shutdown", "error", err)
+		}
+	}()
 	defer vm.net.close()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()

@@ -23,7 +23,10 @@ const (
 
 // Manager owns <state_dir>/vms.
 type Manager struct {
-	root    string
+	root string
+
+	mu      sync.Mutex
+	closed  bool           // after Close, deletions run in the caller
 	deletes sync.WaitGroup // background deletions of removed VM directories
 }
 
@@ -55,7 +58,7 @@ func (m *Manager) Create(id string) (string, error) {
 // Remove deletes the VM's directory and everything in it. The directory
 // leaves its path at once (one rename to a trash name beside it) and its
 // contents are deleted in the background, since unlinking a large disk file
-// takes a while; Wait waits for those deletions, and Sweep finishes what a
+// takes a while; Close waits for those deletions, and Sweep finishes what a
 // crash left in the trash. When the rename fails, the directory is deleted
 // in place before Remove returns. Removing a VM that has no directory is not
 // an error.
@@ -72,18 +75,46 @@ func (m *Manager) Remove(id string) error {
 	if err != nil {
 		return os.RemoveAll(dir)
 	}
-	m.deletes.Add(1)
-	go func() {
-		defer m.deletes.Done()
-		_ = os.RemoveAll(trash) // what is left is swept at the next start
-	}()
+	m.deleteLater(trash)
 	return nil
 }
 
-// Wait waits until the directories of removed VMs are deleted.
-func (m *Manager) Wait() { m.deletes.Wait() }
+// deleteLater deletes path in the background, or at once once the manager
+// is closed. What a crash leaves is swept at the next start.
+func (m *Manager) deleteLater(path string) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		_ = os.RemoveAll(path)
+		return
+	}
+	m.deletes.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.deletes.Done()
+		_ = os.RemoveAll(path)
+	}()
+}
 
-// Sweep deletes the trash that removals cut short by a crash left behind.
+// Close waits, until ctx ends, for the background deletions; removals after
+// it delete in place. What is still being deleted when ctx ends is left to
+// the next start's Sweep.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	done := make(chan struct{})
+	go func() { m.deletes.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("deleting the directories of removed VMs: %w (the rest is deleted at the next start)", ctx.Err())
+	}
+}
+
+// Sweep deletes, in the background, the trash that removals cut short by a
+// crash left behind.
 func (m *Manager) Sweep() error {
 	ents, err := os.ReadDir(m.root)
 	if errors.Is(err, os.ErrNotExist) {
@@ -92,15 +123,12 @@ func (m *Manager) Sweep() error {
 	if err != nil {
 		return err
 	}
-	var errs []error
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), trashPrefix) {
-			if err := os.RemoveAll(filepath.Join(m.root, e.Name())); err != nil {
-				errs = append(errs, err)
-			}
+			m.deleteLater(filepath.Join(m.root, e.Name()))
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // List returns the ids of the VM directories that exist (not the trash of

@@ -208,9 +208,22 @@ func TestDirs(t *testing.T) {
 	if err := m.Remove("abc123"); err != nil {
 		t.Fatalf("second Remove = %v", err)
 	}
-	m.Wait()
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if ents, _ := os.ReadDir(filepath.Dir(dir)); len(ents) != 0 {
-		t.Fatalf("after Wait, the VMs dir still holds %v", ents)
+		t.Fatalf("after Close, the VMs dir still holds %v", ents)
+	}
+	// After Close, a removal deletes in place.
+	dir, err = m.Create("abc124")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove("abc124"); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(dir)); len(ents) != 0 {
+		t.Fatalf("a removal after Close left %v", ents)
 	}
 }
 
@@ -244,8 +257,10 @@ func TestRemoveTrashIsSweptAndNotListed(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("Remove left the dir when the trash name was taken")
 	}
-	m.Wait()
 	if err := m.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(state, "vms")); len(ents) != 0 {
