@@ -19,8 +19,8 @@ import (
 )
 
 // firstStreamReuse is how long after agentClient's check its stream may
-// still serve as the client's first one.
-const firstStreamReuse = 2 * time.Second
+// still serve as the client's first one (a variable for tests).
+var firstStreamReuse = 2 * time.Second
 
 // agentClient returns a guest-agent client whose every stream goes through
 // the daemon: one upgraded connection per stream.
@@ -41,18 +41,24 @@ func (a *app) agentClient(ctx context.Context, vm string) (*client.Client, error
 	if err != nil {
 		return nil, err
 	}
-	dialed := time.Now()
 	var mu sync.Mutex
-	open := func(ctx context.Context) (net.Conn, error) {
+	take := func() net.Conn {
 		mu.Lock()
+		defer mu.Unlock()
 		c := first
 		first = nil
-		mu.Unlock()
-		if c != nil {
-			if time.Since(dialed) < firstStreamReuse {
-				return c, nil
-			}
+		return c
+	}
+	// Unused by then, the early stream is closed, so that it holds no
+	// upgrade in bangerd and no stream in the guest meanwhile.
+	time.AfterFunc(firstStreamReuse, func() {
+		if c := take(); c != nil {
 			c.Close()
+		}
+	})
+	open := func(ctx context.Context) (net.Conn, error) {
+		if c := take(); c != nil {
+			return c, nil
 		}
 		return dialAgent(ctx, sock, vm)
 	}
@@ -104,6 +110,12 @@ func dialAgent(ctx context.Context, sock, vm string) (net.Conn, error) {
 		return nil, fmt.Errorf("reach the agent of %s: daemon answered %s", vm, resp.Status)
 	}
 	_ = conn.SetDeadline(timeZero)
+	if br.Buffered() == 0 {
+		// The usual case (the agent speaks only after the client's hello):
+		// hand over the socket itself, so that file copies can use
+		// sendfile and splice on it.
+		return conn, nil
+	}
 	return &bufferedConn{Conn: conn, r: br}, nil
 }
 

@@ -83,6 +83,19 @@ func TestAgentClientReusesItsProbeStream(t *testing.T) {
 	a := &app{socket: sock, client: &rpc.Client{}}
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
+
+	// The stream handed to the client is the socket itself, which file
+	// copies can sendfile to and splice from.
+	conn, err := dialAgent(rctx, sock, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := conn.(*net.UnixConn); !ok {
+		t.Errorf("dialAgent returned a %T, not the *net.UnixConn", conn)
+	}
+	conn.Close()
+	upgrades.Store(0)
+
 	c, err := a.agentClient(rctx, "vm1")
 	if err != nil {
 		t.Fatal(err)
@@ -98,5 +111,23 @@ func TestAgentClientReusesItsProbeStream(t *testing.T) {
 	}
 	if n := upgrades.Load(); n != 2 {
 		t.Fatalf("%d upgrades after a second request, want 2", n)
+	}
+
+	// Unused within firstStreamReuse, the early stream is dropped and the
+	// first request dials anew.
+	old := firstStreamReuse
+	firstStreamReuse = 20 * time.Millisecond
+	defer func() { firstStreamReuse = old }()
+	upgrades.Store(0)
+	c, err = a.agentClient(rctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := c.Health(rctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := upgrades.Load(); n != 2 {
+		t.Fatalf("%d upgrades for an expired probe and one request, want 2", n)
 	}
 }

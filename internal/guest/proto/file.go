@@ -28,16 +28,16 @@ type FileReadError struct {
 func (e *FileReadError) Error() string { return "read the file: " + e.Err.Error() }
 func (e *FileReadError) Unwrap() error { return e.Err }
 
-// sendfileConn returns the stream's raw connection when it is a socket that
-// sendfile(2) can write to.
+// sendfileConn returns the stream's raw connection when it is a socket
+// (a Unix or TCP connection, or another socket type with a descriptor, such
+// as vsock) that sendfile(2) can write to. A socket that refuses is found
+// out on the first call, and the writer then uses its buffer.
 func sendfileConn(w io.Writer) syscall.RawConn {
-	var sc syscall.Conn
-	switch c := w.(type) {
-	case *net.UnixConn:
-		sc = c
-	case *net.TCPConn:
-		sc = c
-	default:
+	if _, isFile := w.(*os.File); isFile {
+		return nil // pipes and ttys: leave them to the buffer
+	}
+	sc, ok := w.(syscall.Conn)
+	if !ok {
 		return nil
 	}
 	rc, err := sc.SyscallConn()
@@ -48,8 +48,8 @@ func sendfileConn(w io.Writer) syscall.RawConn {
 }
 
 // WriteFile sends the next n bytes of f, from its current offset, as frames
-// of type t of at most ChunkSize bytes. Where the stream is a Unix or TCP
-// socket the bytes go from the file to the socket with sendfile(2);
+// of type t of at most ChunkSize bytes. Where the stream is a socket (Unix,
+// TCP, vsock) the bytes go from the file to the socket with sendfile(2);
 // otherwise they pass through a buffer. If f cannot be read, or has fewer
 // than n bytes (the error then wraps io.ErrUnexpectedEOF), the error is a
 // *FileReadError and the stream is left whole; any other error is the
@@ -71,12 +71,9 @@ func (w *Writer) WriteFile(t Type, f *os.File, n int64) (int64, error) {
 func (w *Writer) writeFileFrame(t Type, f *os.File, c int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.fbuf == nil {
-		w.fbuf = make([]byte, ChunkSize)
-	}
 	rc := sendfileConn(w.w)
 	if rc == nil {
-		p := w.fbuf[:c]
+		p := w.buf(c)
 		rerr := readFull(f, p)
 		if err := w.writeFrameLocked(t, p); err != nil {
 			return err
@@ -103,12 +100,21 @@ func (w *Writer) writeFileFrame(t Type, f *os.File, c int) error {
 	// sendfile stopped short (end of file, an error, or not supported).
 	// Finish the frame through a buffer, which also tells a failing file
 	// from a failing stream.
-	p := w.fbuf[:c-m]
+	p := w.buf(c - m)
 	rerr := readFull(f, p)
 	if _, err := w.w.Write(p); err != nil {
 		return err
 	}
 	return rerr
+}
+
+// buf returns n bytes of the writer's file buffer, made on first use (a
+// writer that only ever uses sendfile needs none).
+func (w *Writer) buf(n int) []byte {
+	if w.fbuf == nil {
+		w.fbuf = make([]byte, ChunkSize)
+	}
+	return w.fbuf[:n]
 }
 
 // readFull fills p from f. If f ends or fails first, the rest of p is zeroed
