@@ -150,15 +150,7 @@ func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	o := imagemgr.PullOptions{Name: req.Name, Insecure: req.Insecure, Kernel: req.Kernel}
-	if req.Kernel == "" && !d.images.IsCatalogImage(req.Ref) {
-		k, err := d.defaultKernel(r.Context())
-		if err != nil {
-			rpc.WriteError(w, apiError(err))
-			return
-		}
-		o.DefaultKernel = k
-	}
+	o := imagemgr.PullOptions{Name: req.Name, Insecure: req.Insecure, Kernel: req.Kernel, DefaultKernel: d.defaultKernel}
 	// Refuse a bad kernel now, before an operation is even recorded.
 	if _, err := d.images.CheckPull(r.Context(), req.Ref, o); err != nil {
 		rpc.WriteError(w, apiError(err))
@@ -177,6 +169,9 @@ func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) defaultKernel(ctx context.Context) (string, error) {
 	name := d.opts.Config.DefaultImageName
 	k, err := d.images.ImageKernel(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", &imagemgr.InputError{Err: fmt.Errorf("no --kernel given, and the default image %q (default_image_name) is neither a catalog image nor installed, so it names no kernel to boot OCI images with: give one with --kernel NAME (banger kernel ls lists them), or set default_image_name", name)}
+	}
 	if err != nil {
 		return "", err
 	}

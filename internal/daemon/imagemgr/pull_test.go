@@ -244,7 +244,7 @@ func TestOCIPullReusesSameDigest(t *testing.T) {
 	oci := &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)}
 	f.m.SetBuilders(nil, oci)
 	installKernel(t, f, "mine")
-	o := imagemgr.PullOptions{DefaultKernel: "mine"}
+	o := imagemgr.PullOptions{DefaultKernel: fixedKernel("mine")}
 	ref := "registry.example/team/app:1.2"
 	im, err := f.m.PullImage(ctx, ref, o, nil)
 	if err != nil {
@@ -308,7 +308,7 @@ func TestOCIPullRecordsGivenKernel(t *testing.T) {
 	f.m.SetBuilders(nil, oci)
 	installKernel(t, f, "mine")
 	ref := "registry.example/team/app:1.2"
-	im, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{Kernel: "mine", DefaultKernel: "kern"}, nil)
+	im, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{Kernel: "mine", DefaultKernel: fixedKernel("kern")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,6 +334,12 @@ func TestOCIPullRecordsGivenKernel(t *testing.T) {
 	if got, _ := f.m.Image(ctx, "app-1.2"); got.KernelRef != "mine" || oci.imports.Load() != 1 {
 		t.Fatalf("refused re-pull changed the image: %+v, %d imports", got, oci.imports.Load())
 	}
+	// Without --kernel the image keeps its kernel, and the default rule is
+	// not even asked (here it could not answer).
+	noDefault := func(context.Context) (string, error) { return "", errors.New("no default here") }
+	if got, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{DefaultKernel: noDefault}, nil); err != nil || got.KernelRef != "mine" {
+		t.Fatalf("re-pull without --kernel = %+v, %v; want the image, still booting mine", got, err)
+	}
 }
 
 func TestOCIPullUsesDefaultKernelAndPullsIt(t *testing.T) {
@@ -341,7 +347,7 @@ func TestOCIPullUsesDefaultKernelAndPullsIt(t *testing.T) {
 	f := newFixture(t)
 	srv := kernelCatalog(t, f)
 	f.m.SetBuilders(nil, &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)})
-	im, err := f.m.PullImage(ctx, "registry.example/app:1", imagemgr.PullOptions{DefaultKernel: "kern"}, nil)
+	im, err := f.m.PullImage(ctx, "registry.example/app:1", imagemgr.PullOptions{DefaultKernel: fixedKernel("kern")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,8 +384,8 @@ func TestOCIPullRefusesUnknownKernelBeforeImport(t *testing.T) {
 	oci := &fakeOCI{digest: "sha256:" + strings.Repeat("b", 64)}
 	f.m.SetBuilders(nil, oci)
 	for _, o := range []imagemgr.PullOptions{
-		{Kernel: "nope", DefaultKernel: "kern"},
-		{DefaultKernel: "nope"},
+		{Kernel: "nope", DefaultKernel: fixedKernel("kern")},
+		{DefaultKernel: fixedKernel("nope")},
 	} {
 		_, err := f.m.PullImage(ctx, "registry.example/app:1", o, nil)
 		var in *imagemgr.InputError
@@ -427,7 +433,7 @@ func TestCatalogPullRefusesKernel(t *testing.T) {
 	}
 	assertNoImages(t, f)
 	// A default kernel is not --kernel: a catalog image keeps its own.
-	im, err := f.m.PullImage(ctx, "img", imagemgr.PullOptions{DefaultKernel: "mine"}, nil)
+	im, err := f.m.PullImage(ctx, "img", imagemgr.PullOptions{DefaultKernel: fixedKernel("mine")}, nil)
 	if err != nil || im.KernelRef != "kern" {
 		t.Fatalf("catalog pull = %+v, %v", im, err)
 	}
@@ -446,7 +452,7 @@ func TestOCIImageWithoutKernelIsNotReused(t *testing.T) {
 	if err := f.st.PutImage(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{DefaultKernel: "mine"}, nil)
+	_, err := f.m.PullImage(ctx, ref, imagemgr.PullOptions{DefaultKernel: fixedKernel("mine")}, nil)
 	if err == nil || !strings.Contains(err.Error(), "names no kernel") || !strings.Contains(err.Error(), "banger image rm app-1") {
 		t.Fatalf("re-pull of a kernel-less image = %v", err)
 	}
@@ -462,11 +468,19 @@ func TestImageKernel(t *testing.T) {
 	if err := f.st.PutImage(ctx, store.Image{ID: "r", Name: "reg", RootfsPath: "/r", KernelRef: "mine", OriginKind: store.OriginRegister, CreatedAt: testNow()}); err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]string{"img": "kern", "reg": "mine", "nope": ""} {
+	for name, want := range map[string]string{"img": "kern", "reg": "mine"} {
 		if got, err := f.m.ImageKernel(ctx, name); err != nil || got != want {
 			t.Errorf("ImageKernel(%q) = %q, %v; want %q", name, got, err, want)
 		}
 	}
+	if got, err := f.m.ImageKernel(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ImageKernel(nope) = %q, %v; want store.ErrNotFound", got, err)
+	}
+}
+
+// fixedKernel is a default-kernel rule that always names k.
+func fixedKernel(k string) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) { return k, nil }
 }
 
 func TestOCIName(t *testing.T) {

@@ -41,9 +41,11 @@ type PullOptions struct {
 	// (--kernel): an installed kernel or a kernel catalog entry. Catalog
 	// images name their own kernel, so it is refused for them.
 	Kernel string
-	// DefaultKernel is the kernel an OCI image boots when Kernel is empty.
-	// The caller chooses it (the daemon: the kernel of its default image).
-	DefaultKernel string
+	// DefaultKernel gives the kernel an OCI image boots when Kernel is
+	// empty; it is asked only when a new image needs one (re-pulling an
+	// image keeps the kernel it has). The caller chooses the rule (the
+	// daemon: the kernel of its default image); nil means no default.
+	DefaultKernel func(context.Context) (string, error)
 }
 
 // CheckPull refuses, before anything is downloaded or written, a pull that
@@ -60,10 +62,22 @@ func (m *Manager) CheckPull(ctx context.Context, ref string, o PullOptions) (str
 	}
 	kernel, what := o.Kernel, "--kernel"
 	if kernel == "" {
-		kernel, what = o.DefaultKernel, "the default kernel"
-	}
-	if kernel == "" {
-		return "", badInput(fmt.Errorf("OCI image %s needs a kernel and there is no default: give one with --kernel NAME (banger kernel ls lists them)", ref))
+		// An image already pulled from ref keeps its kernel.
+		name := o.Name
+		if name == "" {
+			name = OCIName(ref)
+		}
+		if im, err := m.st.GetImage(ctx, name); err == nil && im.OriginKind == store.OriginOCI && im.OriginRef == ref && im.KernelRef != "" {
+			return im.KernelRef, nil
+		}
+		if o.DefaultKernel == nil {
+			return "", badInput(fmt.Errorf("OCI image %s needs a kernel and there is no default: give one with --kernel NAME (banger kernel ls lists them)", ref))
+		}
+		k, err := o.DefaultKernel(ctx)
+		if err != nil {
+			return "", err
+		}
+		kernel, what = k, "the default kernel"
 	}
 	if err := ValidName("kernel", kernel); err != nil {
 		return "", fmt.Errorf("%s: %w", what, err)
@@ -104,8 +118,9 @@ func (m *Manager) catalogKernels() string {
 }
 
 // ImageKernel is the kernel the image name boots: the catalog entry's kernel
-// for a catalog name, else the kernel of the installed image of that name.
-// It is empty when name is neither, or names no kernel.
+// for a catalog name, else the kernel of the installed image of that name
+// (empty when it names none). The error wraps store.ErrNotFound when name is
+// neither.
 func (m *Manager) ImageKernel(ctx context.Context, name string) (string, error) {
 	if m.cat.Images != nil {
 		if e, ok := m.cat.Images.Lookup(name); ok {
@@ -113,13 +128,10 @@ func (m *Manager) ImageKernel(ctx context.Context, name string) (string, error) 
 		}
 	}
 	im, err := m.st.GetImage(ctx, name)
-	switch {
-	case err == nil:
-		return im.KernelRef, nil
-	case errors.Is(err, store.ErrNotFound):
-		return "", nil
+	if err != nil {
+		return "", err
 	}
-	return "", err
+	return im.KernelRef, nil
 }
 
 // IsCatalogImage reports whether ref names an image catalog entry.
@@ -143,24 +155,19 @@ func (m *Manager) PullImage(ctx context.Context, ref string, o PullOptions, p Pr
 	if err != nil {
 		return store.Image{}, err
 	}
+	var im store.Image
 	if m.IsCatalogImage(ref) {
-		im, err := m.pullCatalogImage(ctx, ref, p)
-		if err != nil {
-			return store.Image{}, err
-		}
-		if im.KernelRef != "" {
-			if _, err := m.PullKernel(ctx, im.KernelRef, p); err != nil {
-				return im, fmt.Errorf("image %q is ready but its kernel %q is not: %w", im.Name, im.KernelRef, err)
-			}
-		}
-		return im, nil
+		im, err = m.pullCatalogImage(ctx, ref, p)
+	} else {
+		im, err = m.pullOCI(ctx, ref, kernel, o, p)
 	}
-	im, err := m.pullOCI(ctx, ref, kernel, o, p)
 	if err != nil {
 		return store.Image{}, err
 	}
-	if _, err := m.PullKernel(ctx, im.KernelRef, p); err != nil {
-		return im, fmt.Errorf("image %q is ready but its kernel %q is not: %w", im.Name, im.KernelRef, err)
+	if im.KernelRef != "" {
+		if _, err := m.PullKernel(ctx, im.KernelRef, p); err != nil {
+			return im, fmt.Errorf("image %q is ready but its kernel %q is not: %w (banger kernel pull %s tries again)", im.Name, im.KernelRef, err, im.KernelRef)
+		}
 	}
 	return im, nil
 }
