@@ -181,17 +181,11 @@ func copyWithLibs(t *testing.T, bin, root string) {
 		}
 	}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatalf("copy %s into the image tree: %v", f, err)
-		}
 		dst := filepath.Join(root, f)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(dst, data, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		copyFile(t, f, dst, 0o755)
 	}
 }
 

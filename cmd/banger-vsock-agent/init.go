@@ -62,7 +62,10 @@ func runInit(args []string) int {
 	go func() { errc <- serve(ctx, st, agentOptions(ready)) }()
 	runBoot(ctx, st, env)
 	close(booted)
-	after := startAfterBoot(args)
+	var after *afterBoot
+	if ctx.Err() == nil { // not when asked to stop during the duties
+		after = startAfterBoot(args)
+	}
 	defer after.stop()
 	if err := <-errc; err != nil {
 		logf("%v", err)

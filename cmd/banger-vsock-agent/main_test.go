@@ -162,7 +162,7 @@ func testServe(t *testing.T, bin, mode string) {
 	sock := filepath.Join(root, "agent.sock")
 	cmdline := filepath.Join(root, "cmdline")
 	os.WriteFile(cmdline, []byte("banger.grow=0 banger.dns=10.0.0.1\n"), 0o644)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, mode)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -273,7 +273,7 @@ func testInit(t *testing.T, bin string) {
 	// The command records what resolv.conf held when it started, then
 	// stays up (as sshd would) until it is told to stop.
 	script := "cp " + filepath.Join(root, "etc", "resolv.conf") + " " + seen + "; echo $$ > " + pidFile + "; exec sleep 600"
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, "init", "--", sh, "-c", script)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

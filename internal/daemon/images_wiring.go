@@ -10,6 +10,7 @@ import (
 	"banger/internal/daemon/golden"
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/ociimage"
+	"banger/internal/guest/initrd"
 	"banger/internal/imagecat"
 	"banger/internal/kernelcat"
 )
@@ -99,7 +100,7 @@ fi
 ip link set eth0 up >/dev/null 2>&1 &
 wait
 echo "banger init: the guest agent exited; powering off"
-poweroff -f 2>/dev/null || echo o >/proc/sysrq-trigger
+poweroff -f 2>/dev/null || { echo s >/proc/sysrq-trigger; echo o >/proc/sysrq-trigger; }
 `
 
 func addGuestPieces(root, agent string) error {
@@ -112,7 +113,7 @@ func addGuestPieces(root, agent string) error {
 		data []byte
 		mode os.FileMode
 	}{
-		{"usr/local/bin/banger-vsock-agent", data, 0o755},
+		{initrd.RootAgent[1:], data, 0o755},
 		{OCIInit[1:], []byte(ociInitScript), 0o755},
 	}
 	for _, f := range files {

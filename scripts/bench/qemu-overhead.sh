@@ -108,10 +108,12 @@ mkdir -p "$baredir"
 mapfile -t bare < <(sed -e "s|$disk|$baredir/disk.ext4|g" -e "s|$vmdir|$baredir|g" "$root/qemu.args")
 cp --sparse=always "$root/bare.ext4" "$baredir/disk.ext4"
 
-# Nanoseconds, without a fork.
-now() { local t=${EPOCHREALTIME/./}; echo "${t}000"; }
-# stamp prefixes each line of its input with now().
-stamp() { local l; while IFS= read -r l; do echo "$(now) $l"; done; }
+# Nanoseconds (microseconds of EPOCHREALTIME; its decimal point may be a
+# comma in some locales). Call it as $(now) where a fork does not matter.
+now() { echo "${EPOCHREALTIME//[.,]/}000"; }
+# stamp prefixes each line of its input with the time it arrived, without
+# forking per line (a fork would delay the stamps).
+stamp() { local l; while IFS= read -r l; do printf '%s000 %s\n' "${EPOCHREALTIME//[.,]/}" "$l"; done; }
 # phase FILE T0 PATTERN: milliseconds from T0 to the first progress line
 # matching PATTERN.
 phase() { awk -v t0="$2" -v p="$3" '$0 ~ p {printf "%d", ($1 - t0) / 1000000; exit}' "$1"; }

@@ -15,6 +15,7 @@ import (
 	guestfiles "banger/images/guest"
 	"banger/internal/catalog"
 	"banger/internal/config"
+	"banger/internal/guest/initrd"
 )
 
 // Progress is how the build reports; *opstate.Progress satisfies it.
@@ -162,7 +163,7 @@ func Customize(tree, agent, name string) error {
 		do   func() error
 	}{
 		{"install the agent", func() error {
-			return copyFile(agent, filepath.Join(tree, "usr/local/bin/banger-vsock-agent"), 0o755)
+			return copyFile(agent, filepath.Join(tree, initrd.RootAgent), 0o755)
 		}},
 		{"install the units", func() error { return installUnits(tree) }},
 		{"configure sshd", func() error {

@@ -93,7 +93,8 @@ const (
 	StatusFailed    Status = "failed"    // see Step.Err
 )
 
-// Duty names, in the order Apply runs them.
+// Duty names, in the order Apply reports them (network and grow run beside
+// the others).
 const (
 	DutyHostname = "hostname"
 	DutyNetwork  = "network"

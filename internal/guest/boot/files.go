@@ -15,11 +15,13 @@ import (
 // content and mode, nothing is written and changed is false. uid and gid
 // set the owner unless they are -1.
 //
-// Nothing is flushed to disk: every file the boot duties write is written
-// again from the kernel command line at the next boot (a file left empty
-// by a crash differs from what is wanted, so it is rewritten), ext4 writes
-// a file renamed over an existing one before the rename itself, and the
-// agent's poweroff syncs. Under software emulation each flush costs tens of
+// Nothing is flushed to disk: ext4, which every banger image uses, writes
+// a file renamed over an existing one before the rename itself
+// (auto_da_alloc), so a crash leaves the old file or the new one, never an
+// empty one; this matters for authorized_keys and /etc/hosts, which keep
+// lines the user added. The files made from the kernel command line alone
+// are written again at the next boot anyway, and the agent's poweroff
+// syncs. Under software emulation each flush costs tens of
 // milliseconds of boot time.
 func writeFileAtomic(path string, data []byte, perm os.FileMode, uid, gid int) (changed bool, err error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == perm && ownedBy(fi, uid, gid) {

@@ -67,7 +67,10 @@ func Pack(ctx context.Context, w io.Writer, src string) error {
 		return pk.entry(p, path.Join(base, filepath.ToSlash(rel)))
 	})
 	if err == nil {
-		_, err = pk.bw.Write(make([]byte, 2*blockSize))
+		_, err = pk.bw.Write(zeroBlock[:]) // the end: two zero blocks
+	}
+	if err == nil {
+		_, err = pk.bw.Write(zeroBlock[:])
 	}
 	if err == nil {
 		err = pk.bw.Flush()
