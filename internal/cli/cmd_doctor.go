@@ -117,10 +117,12 @@ func probeHelper(ctx context.Context, socket, stateDir string) *doctor.Helper {
 	if h.Protocol == h.Want {
 		if err := c.SnapshotsAvailable(ctx); err != nil {
 			h.Snapshots = err.Error()
-		} else if real, err := filepath.EvalSymlinks(stateDir); err != nil || real != r.StateDir {
+		} else if r.StateDir == "" {
 			// The daemon's rule (privileged.disks): the helper takes disk
 			// files only from the state dir it knows for this user.
-			h.Snapshots = fmt.Sprintf("the helper accepts disk files only in %q, not state_dir %s", r.StateDir, stateDir)
+			h.Snapshots = "the helper knows no state dir of yours: ~/.local/state/banger must exist and belong to you"
+		} else if real, err := filepath.EvalSymlinks(stateDir); err != nil || real != r.StateDir {
+			h.Snapshots = fmt.Sprintf("the helper accepts disk files only in %s, not state_dir %s", r.StateDir, stateDir)
 		}
 	}
 	return h

@@ -51,7 +51,7 @@ type network struct {
 	bridge  netmgr.Config
 	hosts   string
 	st      *store.Store
-	priv    *privileged
+	priv    *privileged // the vmManager's, which closes it
 
 	log *slog.Logger
 
@@ -275,7 +275,6 @@ func (n *network) close() {
 		_ = n.nm.Close()
 		n.nm = nil
 	}
-	n.priv.close()
 }
 
 type portPair struct{ host, guest int }

@@ -905,6 +905,7 @@ func (vm *vmManager) Shutdown() {
 			vm.log.Warn("shutdown", "error", err)
 		}
 	}()
+	defer vm.priv.close()
 	defer vm.net.close()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()

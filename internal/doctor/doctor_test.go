@@ -126,7 +126,7 @@ func TestBareHostHasNoVMM(t *testing.T) {
 	expect(t, find(t, rs, "firecracker"), doctor.Warn, "firecracker is not on PATH", "set firecracker_bin")
 	expect(t, find(t, rs, "qemu"), doctor.Warn, "qemu-system-x86_64 is not on PATH", "apt install qemu-system-x86")
 	expect(t, find(t, rs, "vmm"), doctor.Fail, "no VMM can run", "qemu_bin")
-	expect(t, find(t, rs, "helper"), doctor.Warn, "not probed", "helper-users")
+	expect(t, find(t, rs, "helper"), doctor.Warn, "not probed", "config check")
 	expect(t, find(t, rs, "device-mapper"), doctor.Warn, "no /dev/mapper/control", "modprobe dm_snapshot")
 	expect(t, find(t, rs, "loop"), doctor.Warn, "no /dev/loop-control", "modprobe loop")
 	expect(t, find(t, rs, "tun"), doctor.Warn, "no /dev/net/tun", "modprobe tun")

@@ -51,7 +51,8 @@ func checkHelper(h Host, hp *Helper, network, cliVersion string) Result {
 	}
 	switch {
 	case hp == nil:
-		return warn("helper", install, "the helper was not probed (no usable config)")
+		return warn("helper", "fix what the config check reports, then run `banger doctor` again",
+			"the helper was not probed: without a usable config, its socket (helper_socket) is not known")
 	case hp.Err != nil:
 		return bad("helper", install, "bangerd runs as you, so bridged networking and dmsnap disks go through the helper, which is not usable on %s: %v; VMs get user-mode networking and copied disks", hp.Socket, hp.Err)
 	case hp.Protocol != hp.Want:

@@ -87,24 +87,42 @@ func aliasOwner(alias string) (int, bool) {
 
 // checkBridgeOwner refuses a bridge that another uid's banger marked as
 // its own. A missing bridge passes.
-func (h *Host) checkBridgeOwner(bridge string) (netlink.Link, error) {
+func (h *Host) checkBridgeOwner(bridge string) error {
 	br, err := h.h.LinkByName(bridge)
 	if isNotFound(err) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("netmgr: cannot look up bridge %s: %w", bridge, err)
+		return fmt.Errorf("netmgr: cannot look up bridge %s: %w", bridge, err)
 	}
 	uid, ok := aliasOwner(br.Attrs().Alias)
 	switch {
 	case ok && uid != h.uid:
-		return nil, fmt.Errorf("netmgr: bridge %s belongs to the banger of uid %d, not %d; each user needs their own bridge_name and bridge_subnet", bridge, uid, h.uid)
+		return fmt.Errorf("netmgr: bridge %s belongs to the banger of uid %d, not %d; each user needs their own bridge_name and bridge_subnet", bridge, uid, h.uid)
 	case !ok && h.uid != 0:
 		// Only root adopts a bridge nobody marked (an older banger's, or
 		// one an administrator made); a user must not take it over.
-		return nil, fmt.Errorf("netmgr: bridge %s exists and is not marked as a banger bridge of uid %d; choose another bridge_name, or remove it", bridge, h.uid)
+		return fmt.Errorf("netmgr: bridge %s exists and is not marked as a banger bridge of uid %d; choose another bridge_name, or remove it", bridge, h.uid)
 	}
-	return br, nil
+	return nil
+}
+
+// begin starts every call on network n: it checks n and ctx, takes the
+// Host's lock and refuses another uid's bridge. The caller runs unlock
+// when done.
+func (h *Host) begin(ctx context.Context, n privops.NetSpec) (unlock func(), err error) {
+	if err := checkSpec(n); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	if err := h.checkBridgeOwner(n.Bridge); err != nil {
+		h.mu.Unlock()
+		return nil, err
+	}
+	return h.mu.Unlock, nil
 }
 
 func checkSpec(n privops.NetSpec) error {
@@ -128,21 +146,16 @@ func checkSpec(n privops.NetSpec) error {
 // with its chains and rules; ip_forward on. Whatever is already right is
 // left alone, so a second call changes nothing.
 func (h *Host) EnsureNetwork(ctx context.Context, n privops.NetSpec) error {
-	if err := checkSpec(n); err != nil {
+	unlock, err := h.begin(ctx, n)
+	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer unlock()
 	return h.ensureLocked(n)
 }
 
+// ensureLocked is EnsureNetwork after begin.
 func (h *Host) ensureLocked(n privops.NetSpec) error {
-	if _, err := h.checkBridgeOwner(n.Bridge); err != nil {
-		return err
-	}
 	if err := EnsureBridge(h.h, n.Bridge, netip.PrefixFrom(n.Gateway(), n.Subnet.Bits())); err != nil {
 		return err
 	}
@@ -165,40 +178,36 @@ func (h *Host) ensureLocked(n privops.NetSpec) error {
 // the bridge and the bridge. It leaves ip_forward as it is: other software
 // may rely on it by now.
 func (h *Host) TeardownNetwork(ctx context.Context, n privops.NetSpec) error {
-	if err := checkSpec(n); err != nil {
+	unlock, err := h.begin(ctx, n)
+	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, err := h.checkBridgeOwner(n.Bridge); err != nil {
-		return err
-	}
+	defer unlock()
 	if err := h.deleteTable(n); err != nil {
 		return err
 	}
 	return DeleteBridge(h.h, n.Bridge, n.TapPrefix)
 }
 
-// CreateTap makes tap on the bridge, up and owned by the Host's user. An
-// existing tap of another user is refused.
-func (h *Host) CreateTap(ctx context.Context, n privops.NetSpec, tap string) error {
-	if err := checkSpec(n); err != nil {
-		return err
-	}
+// checkTap refuses a tap name outside the network's tap prefix.
+func checkTap(n privops.NetSpec, tap string) error {
 	if !strings.HasPrefix(tap, n.TapPrefix) {
 		return fmt.Errorf("netmgr: tap %q does not start with the network's tap prefix %q", tap, n.TapPrefix)
 	}
-	if err := ctx.Err(); err != nil {
+	return nil
+}
+
+// CreateTap makes tap on the bridge, up and owned by the Host's user. An
+// existing tap of another user is refused.
+func (h *Host) CreateTap(ctx context.Context, n privops.NetSpec, tap string) error {
+	if err := checkTap(n, tap); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, err := h.checkBridgeOwner(n.Bridge); err != nil {
+	unlock, err := h.begin(ctx, n)
+	if err != nil {
 		return err
 	}
+	defer unlock()
 	if err := h.checkTapOwner(tap); err != nil {
 		return err
 	}
@@ -219,14 +228,14 @@ func (h *Host) checkTapOwner(tap string) error {
 // DeleteTap removes tap if it is the Host user's; a missing tap is not an
 // error.
 func (h *Host) DeleteTap(ctx context.Context, n privops.NetSpec, tap string) error {
-	if !strings.HasPrefix(tap, n.TapPrefix) || n.TapPrefix == "" {
-		return fmt.Errorf("netmgr: tap %q does not start with the network's tap prefix %q", tap, n.TapPrefix)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := checkTap(n, tap); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	unlock, err := h.begin(ctx, n)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := h.checkTapOwner(tap); err != nil {
 		return err
 	}

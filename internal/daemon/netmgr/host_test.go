@@ -130,7 +130,7 @@ func TestHostOwnership(t *testing.T) {
 		"bridge bghost0 belongs to the banger of uid 1000, not 2000; each user needs their own bridge_name and bridge_subnet")
 	wantErr(t, "uid 2000's TeardownNetwork of uid 1000's bridge", b.TeardownNetwork(ctx, na), "belongs to the banger of uid 1000")
 	wantErr(t, "uid 2000's CreateTap on uid 1000's bridge", b.CreateTap(ctx, na, "bgtapb1"), "belongs to the banger of uid 1000")
-	wantErr(t, "uid 2000's DeleteTap of uid 1000's tap", b.DeleteTap(ctx, na, "bgtapa1"), "tap bgtapa1 belongs to uid 1000, not 2000")
+	wantErr(t, "uid 2000's DeleteTap on uid 1000's bridge", b.DeleteTap(ctx, na, "bgtapa1"), "belongs to the banger of uid 1000")
 	wantErr(t, "uid 2000's Publish on uid 1000's bridge", b.Publish(ctx, na, privops.Publish{VMID: "vm2", HostPort: 18081, Guest: netip.MustParseAddrPort("10.200.7.3:80")}),
 		"belongs to the banger of uid 1000")
 	if got := snapshot(t, ns, true); got != before {
@@ -146,6 +146,10 @@ func TestHostOwnership(t *testing.T) {
 		t.Errorf("bridge alias %q, want %q", got, "banger uid=2000")
 	}
 	wantErr(t, "uid 2000's CreateTap of uid 1000's tap", b.CreateTap(ctx, nb, "bgtapa1"), "tap bgtapa1 belongs to uid 1000, not 2000")
+	wantErr(t, "uid 2000's DeleteTap of uid 1000's tap", b.DeleteTap(ctx, nb, "bgtapa1"), "tap bgtapa1 belongs to uid 1000, not 2000")
+	if _, err := h.LinkByName("bgtapa1"); err != nil {
+		t.Fatal("a refused DeleteTap removed the tap")
+	}
 	if err := b.CreateTap(ctx, nb, "bgtapb1"); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +166,7 @@ func TestHostOwnership(t *testing.T) {
 	wantErr(t, "DeleteTap outside the prefix", a.DeleteTap(ctx, na, "eth0"), `does not start with the network's tap prefix`)
 	noPrefix := na
 	noPrefix.TapPrefix = ""
-	wantErr(t, "DeleteTap with no prefix", a.DeleteTap(ctx, noPrefix, "bgtapa1"), "does not start with the network's tap prefix")
+	wantErr(t, "DeleteTap with no prefix", a.DeleteTap(ctx, noPrefix, "bgtapa1"), `tap prefix "" is not a valid interface name`)
 
 	// A bridge with no owner's mark (made by hand, or by an older banger)
 	// is refused to a user, and adopted by root.
@@ -319,7 +323,8 @@ func TestHostPublishIsTheUIDs(t *testing.T) {
 
 // TestHostUnpublishLegacyRule: a rule from a banger that did not tag
 // published ports with a uid (a root bangerd's, in table banger) is root's:
-// root's Unpublish of the VM removes it, a user's does not.
+// root's Unpublish of the VM removes it and root's Publish replaces it, a
+// user's do neither.
 func TestHostUnpublishLegacyRule(t *testing.T) {
 	needRoot(t)
 	ns := newNS(t)
@@ -348,6 +353,20 @@ func TestHostUnpublishLegacyRule(t *testing.T) {
 	if got := publishRules(t, ns, nu); len(got) != 2 {
 		t.Fatalf("a user's Unpublish removed a rule without a uid: %q left", got)
 	}
+	// Nor does a user's Publish of the same port for the same VM replace it.
+	wantErr(t, "a user's Publish over a rule without a uid", u.Publish(ctx, nu, privops.Publish{VMID: "vmold", HostPort: 18093, Guest: netip.MustParseAddrPort("10.200.8.2:80")}),
+		"host port 18093 is published for VM vmold by a rule of an older banger, which only root may replace")
+	if got := publishRules(t, ns, nu); len(got) != 2 || !strings.HasSuffix(got[0], "to=10.200.8.2:80") {
+		t.Fatalf("a user's refused Publish changed the rules without a uid: %q", got)
+	}
+	// Root's Publish replaces such a rule with one that carries its uid.
+	if err := a.Publish(ctx, n, privops.Publish{VMID: "vmother", HostPort: 18092, Guest: to}); err != nil {
+		t.Fatal(err)
+	}
+	want0 := publishComment(18092, "vmother", to, 0)
+	if got := publishRules(t, ns, n); !slices.Contains(got, "prerouting: "+want0) || slices.Contains(got, "prerouting: banger: publish tcp/18092 vm=vmother to=10.200.7.2:80") {
+		t.Fatalf("root's Publish over a rule without a uid: %q", got)
+	}
 	if err := a.Unpublish(ctx, n, "vmold", 18091); err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +378,7 @@ func TestHostUnpublishLegacyRule(t *testing.T) {
 	if err := a.Unpublish(ctx, n, "vmold", 0); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"prerouting: banger: publish tcp/18092 vm=vmother to=10.200.7.2:80", "output: banger: publish tcp/18092 vm=vmother to=10.200.7.2:80"}
+	want := []string{"prerouting: " + want0, "output: " + want0}
 	if got := publishRules(t, ns, n); !slices.Equal(got, want) {
 		t.Fatalf("after Unpublish(vmold): %q, want only vmother's %q", got, want)
 	}
@@ -401,6 +420,21 @@ func TestHostRefusesBadSpecs(t *testing.T) {
 		}
 		if err := host.CreateTap(ctx, n, n.TapPrefix+"1"); err == nil {
 			t.Errorf("%s: CreateTap accepted %+v", name, n)
+		}
+		if err := host.DeleteTap(ctx, n, n.TapPrefix+"1"); err == nil {
+			t.Errorf("%s: DeleteTap accepted %+v", name, n)
+		}
+		// A guest inside the subnet, where there is one, so that only the
+		// network is wrong.
+		guest := netip.MustParseAddrPort("10.200.7.2:80")
+		if n.Subnet.IsValid() && n.Subnet.Addr().Is4() {
+			guest = netip.AddrPortFrom(n.Subnet.Addr().Next().Next(), 80)
+		}
+		if err := host.Publish(ctx, n, privops.Publish{VMID: "vm1", HostPort: 18080, Guest: guest}); err == nil {
+			t.Errorf("%s: Publish accepted %+v", name, n)
+		}
+		if err := host.Unpublish(ctx, n, "vm1", 0); err == nil {
+			t.Errorf("%s: Unpublish accepted %+v", name, n)
 		}
 	}
 	if got := snapshot(t, ns, true); got != before {

@@ -340,6 +340,13 @@ func parsePublish(c string) (hostPort uint16, vmID string, uid int, ok bool) {
 	return uint16(p), strings.TrimPrefix(f[1], "vm="), uid, true
 }
 
+// ownsRule says whether a published-port rule of uid is the Host user's
+// to replace or remove. A rule without a uid (uid -1, an older banger's)
+// is root's.
+func (h *Host) ownsRule(uid int) bool {
+	return uid == h.uid || (uid == -1 && h.uid == 0)
+}
+
 func dnatRule(ch *nftables.Chain, hostPort uint16, to netip.AddrPort, comm string) *nftables.Rule {
 	ip := to.Addr().As4()
 	return withComment(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: []expr.Any{
@@ -362,7 +369,8 @@ func dnatRule(ch *nftables.Chain, hostPort uint16, to netip.AddrPort, comm strin
 // p.Guest: DNAT in prerouting for clients elsewhere and in output for
 // clients on the host (loopback included). It brings the network up first.
 // Publishing the same thing again changes nothing; a host port published
-// for another VM is refused.
+// for another VM, or by another uid (for a user, by an older banger whose
+// rules carry no uid), is refused.
 func (h *Host) Publish(ctx context.Context, n privops.NetSpec, p privops.Publish) error {
 	if err := checkVMID(p.VMID); err != nil {
 		return err
@@ -373,11 +381,11 @@ func (h *Host) Publish(ctx context.Context, n privops.NetSpec, p privops.Publish
 	if !n.Subnet.Contains(p.Guest.Addr()) {
 		return fmt.Errorf("netmgr: cannot publish port %d for VM %s: guest address %s is outside %s", p.HostPort, p.VMID, p.Guest.Addr(), n.Subnet)
 	}
-	if err := ctx.Err(); err != nil {
+	unlock, err := h.begin(ctx, n)
+	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer unlock()
 	if err := h.ensureLocked(n); err != nil {
 		return err
 	}
@@ -405,7 +413,10 @@ func (h *Host) Publish(ctx context.Context, n privops.NetSpec, p privops.Publish
 			if !ok || port != p.HostPort {
 				continue
 			}
-			if owner != p.VMID || (uid != h.uid && uid != -1) {
+			if owner == p.VMID && uid == -1 && !h.ownsRule(uid) {
+				return fmt.Errorf("netmgr: host port %d is published for VM %s by a rule of an older banger, which only root may replace; choose another port, or have root remove the rule", p.HostPort, owner)
+			}
+			if owner != p.VMID || !h.ownsRule(uid) {
 				return fmt.Errorf("netmgr: host port %d is already published for VM %s; unpublish it there or choose another port", p.HostPort, owner)
 			}
 			if comment(r) == want && !found {
@@ -492,14 +503,11 @@ func (h *Host) Unpublish(ctx context.Context, n privops.NetSpec, vmID string, ho
 	if err := checkVMID(vmID); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	unlock, err := h.begin(ctx, n)
+	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, err := h.checkBridgeOwner(n.Bridge); err != nil {
-		return err
-	}
+	defer unlock()
 	c, err := h.nftConn()
 	if err != nil {
 		return err
@@ -520,8 +528,7 @@ func (h *Host) Unpublish(ctx context.Context, n privops.NetSpec, vmID string, ho
 		}
 		for _, r := range rules {
 			port, owner, uid, ok := parsePublish(comment(r))
-			// A rule without a uid (an older banger's) is root's to remove.
-			if !ok || owner != vmID || (uid != h.uid && (uid != -1 || h.uid != 0)) || (hostPort != 0 && port != hostPort) {
+			if !ok || owner != vmID || !h.ownsRule(uid) || (hostPort != 0 && port != hostPort) {
 				continue
 			}
 			if err := c.DelRule(r); err != nil {

@@ -17,7 +17,12 @@ const DefaultSocket = "/run/banger/helper.sock"
 
 // Client asks the helper for privileged work. It is the privops.Ops of a
 // bangerd that runs as a user.
-type Client struct{ Socket string }
+type Client struct {
+	Socket string
+	// Unreachable, when set, is called each time a request finds no
+	// helper listening on Socket.
+	Unreachable func()
+}
 
 var _ privops.Ops = Client{}
 
@@ -30,13 +35,18 @@ func (c Client) Do(ctx context.Context, r Request) (Response, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
+		if c.Unreachable != nil && ctx.Err() == nil {
+			c.Unreachable()
+		}
 		return Response{}, fmt.Errorf("reach the banger helper on %s: %w (is banger-helper.service running? see docs/install.md)", c.Socket, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	} else {
-		_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
+		// Longer than the helper's own bound on a request, so that its
+		// answer, even that the request timed out, arrives in time.
+		_ = conn.SetDeadline(time.Now().Add(requestTimeout + writeTimeout))
 	}
 	// The helper refuses some callers before it reads anything; then the
 	// write fails but its answer is already there to read.
@@ -136,7 +146,7 @@ func (c Client) CreateSnapshot(ctx context.Context, name, origin, cowFile string
 	if len(r.Snapshots) != 1 {
 		return privops.Snapshot{}, fmt.Errorf("the banger helper answered create_snapshot with %d snapshots, not 1", len(r.Snapshots))
 	}
-	return fromInfo(r.Snapshots[0]), nil
+	return privops.Snapshot(r.Snapshots[0]), nil
 }
 
 func (c Client) RemoveSnapshot(ctx context.Context, name string) error {
@@ -151,11 +161,7 @@ func (c Client) ListSnapshots(ctx context.Context) ([]privops.Snapshot, error) {
 	}
 	out := make([]privops.Snapshot, 0, len(r.Snapshots))
 	for _, s := range r.Snapshots {
-		out = append(out, fromInfo(s))
+		out = append(out, privops.Snapshot(s))
 	}
 	return out, nil
-}
-
-func fromInfo(s SnapshotInfo) privops.Snapshot {
-	return privops.Snapshot{Name: s.Name, Device: s.Device, Origin: s.Origin, COWFile: s.COWFile, Sectors: s.Sectors}
 }

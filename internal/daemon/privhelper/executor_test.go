@@ -306,7 +306,7 @@ func TestSystemExecutorNetworkOfOneUser(t *testing.T) {
 		{"teardown", b.TeardownNetwork(ctx, n), "belongs to the banger of uid 65534"},
 		{"create tap", b.CreateTap(ctx, n, "bgtapb"), "belongs to the banger of uid 65534"},
 		{"create the other's tap", b.CreateTap(ctx, n, "bgtaptest"), "uid 65534"},
-		{"delete the other's tap", b.DeleteTap(ctx, n, "bgtaptest"), "tap bgtaptest belongs to uid 65534, not 4242"},
+		{"delete the other's tap", b.DeleteTap(ctx, n, "bgtaptest"), "belongs to the banger of uid 65534"},
 		{"publish", b.Publish(ctx, n, privops.Publish{VMID: "vm2", HostPort: 18081, Guest: guest}), "belongs to the banger of uid 65534"},
 	} {
 		if c.err == nil || !strings.Contains(c.err.Error(), c.want) {
@@ -330,8 +330,11 @@ func TestSystemExecutorNetworkOfOneUser(t *testing.T) {
 	if err := b.CreateTap(ctx, nb, "bgtaptest"); err == nil || !strings.Contains(err.Error(), "tap bgtaptest belongs to uid 65534, not 4242") {
 		t.Errorf("uid %d's CreateTap of uid %d's tap on its own bridge: %v", ub, ua, err)
 	}
+	if err := b.DeleteTap(ctx, nb, "bgtaptest"); err == nil || !strings.Contains(err.Error(), "tap bgtaptest belongs to uid 65534, not 4242") {
+		t.Errorf("uid %d's DeleteTap of uid %d's tap on its own bridge: %v", ub, ua, err)
+	}
 	if l, _ := h.LinkByName("bgtaptest"); l == nil || l.Attrs().MasterIndex != br.Attrs().Index {
-		t.Error("the refused CreateTap moved the tap")
+		t.Error("the refused CreateTap or DeleteTap moved or removed the tap")
 	}
 	if err := b.TeardownNetwork(ctx, nb); err != nil {
 		t.Fatal(err)

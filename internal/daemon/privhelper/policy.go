@@ -75,30 +75,59 @@ func checkIfName(kind, name, prefix string) error {
 	return nil
 }
 
+// callerDir is a caller's state dir as the helper resolved it for one
+// request.
+type callerDir struct {
+	uid  uint32
+	dir  string // as the policy names it
+	real string // dir with every symlink resolved; "" when err is set
+	err  error  // why the caller has no state dir, as a refusal
+}
+
+// home resolves uid's state dir. A state dir that is a symlink to "/" or
+// to another user's directory must not make their files the caller's, so
+// it must resolve to a directory that uid owns.
+func (p Policy) home(uid uint32) callerDir {
+	h := callerDir{uid: uid}
+	dir, err := p.stateDir(uid)
+	if err != nil {
+		h.err = denied("no state dir known for uid %d: %v", uid, err)
+		return h
+	}
+	h.dir = dir
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		h.err = denied("state dir %s of uid %d cannot be resolved", dir, uid)
+		return h
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uid {
+		h.err = denied("state dir %s of uid %d is not a directory of that user's", dir, uid)
+		return h
+	}
+	h.real = real
+	return h
+}
+
 // checkPath resolves symlinks and accepts only a path inside the caller's
 // state dir.
-func (p Policy) checkPath(uid uint32, path string) (string, error) {
+func (h callerDir) checkPath(path string) (string, error) {
 	if !filepath.IsAbs(path) {
 		return "", invalid("path %q is not absolute", path)
 	}
-	dir, err := p.stateDir(uid)
-	if err != nil {
-		return "", denied("no state dir known for uid %d: %v", uid, err)
-	}
-	realDir, err := p.realStateDir(uid)
-	if err != nil {
-		return "", err
+	if h.err != nil {
+		return "", h.err
 	}
 	// Nothing outside the state dir is looked at, and every failure to
 	// resolve reads the same: the helper, as root, must not tell a caller
 	// what exists where the caller cannot look.
 	clean := filepath.Clean(path)
-	if !under(dir, clean) && !under(realDir, clean) {
-		return "", denied("path %s is outside the caller's state dir %s", path, realDir)
+	if !under(h.dir, clean) && !under(h.real, clean) {
+		return "", denied("path %s is outside the caller's state dir %s", path, h.real)
 	}
 	real, err := filepath.EvalSymlinks(clean)
-	if err != nil || !under(realDir, real) {
-		e := denied("path %s does not exist, or is outside the caller's state dir %s", path, realDir)
+	if err != nil || !under(h.real, real) {
+		e := denied("path %s does not exist, or is outside the caller's state dir %s", path, h.real)
 		e.missing = err != nil
 		return "", e
 	}
@@ -173,45 +202,20 @@ func checkVMID(id string) error {
 // kernel's own name for it: a directory swapped for a symlink after the
 // path was checked is caught here.
 func underDir(f *os.File, dir string) bool {
-	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
-	if err != nil {
-		return false
-	}
-	rel, err := filepath.Rel(dir, real)
-	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
-}
-
-func (p Policy) realStateDir(uid uint32) (string, error) {
-	dir, err := p.stateDir(uid)
-	if err != nil {
-		return "", denied("no state dir known for uid %d: %v", uid, err)
-	}
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return "", denied("state dir %s of uid %d cannot be resolved", dir, uid)
-	}
-	// A state dir that is a symlink to "/" or to another user's directory
-	// must not make their files the caller's.
-	var st unix.Stat_t
-	if err := unix.Stat(real, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uid {
-		return "", denied("state dir %s of uid %d is not a directory of that user's", dir, uid)
-	}
-	return real, nil
+	real, err := os.Readlink(fdPath(f))
+	return err == nil && under(dir, real)
 }
 
 // openOwned opens a regular file of the caller's inside their state dir
 // (every symlink resolved first, then the resolved path opened without
 // following a symlink there) and checks, on the open file,
 // that it is still there and belongs to the caller.
-func (p Policy) openOwned(uid uint32, path string, flag int) (*os.File, error) {
-	real, err := p.checkPath(uid, path)
+func (h callerDir) openOwned(path string, flag int) (*os.File, error) {
+	real, err := h.checkPath(path)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := p.realStateDir(uid)
-	if err != nil {
-		return nil, err
-	}
+	uid, dir := h.uid, h.real
 	f, err := os.OpenFile(real, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, invalid("open %s: %v", path, err)
@@ -243,7 +247,7 @@ var errExists = errors.New("exists")
 // It also returns that directory, open, so that the caller can remove the
 // file again by its name there (unix.Unlinkat), never by a path that the
 // caller of the helper could have re-pointed in the meantime.
-func (p Policy) createOwned(uid uint32, path string, size int64) (*os.File, *os.File, error) {
+func (h callerDir) createOwned(path string, size int64) (*os.File, *os.File, error) {
 	if !filepath.IsAbs(path) {
 		return nil, nil, invalid("path %q is not absolute", path)
 	}
@@ -251,14 +255,11 @@ func (p Policy) createOwned(uid uint32, path string, size int64) (*os.File, *os.
 	if base == "." || base == ".." || base == "/" {
 		return nil, nil, invalid("path %q names no file", path)
 	}
-	parent, err := p.checkPath(uid, filepath.Dir(path))
+	parent, err := h.checkPath(filepath.Dir(path))
 	if err != nil {
 		return nil, nil, err
 	}
-	dir, err := p.realStateDir(uid)
-	if err != nil {
-		return nil, nil, err
-	}
+	uid, dir := h.uid, h.real
 	d, err := os.OpenFile(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, invalid("open directory %s: %v", filepath.Dir(path), err)

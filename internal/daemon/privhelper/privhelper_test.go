@@ -819,7 +819,8 @@ func TestRemoveAndListSnapshotsAreTheCallers(t *testing.T) {
 	needRoot(t)
 	f := serve(t, privhelper.DefaultPolicy(self(), nobody))
 	mine := privops.Snapshot{Name: "banger-mine", Device: "/dev/mapper/banger-mine", COWFile: filepath.Join(f.real[self()], "vms", "a", "root.cow")}
-	theirs := privops.Snapshot{Name: "banger-theirs", Device: "/dev/mapper/banger-theirs", COWFile: filepath.Join(f.real[nobody], "vms", "b", "root.cow")}
+	theirsName := privhelper.SnapshotPrefix(nobody) + "theirs"
+	theirs := privops.Snapshot{Name: theirsName, Device: "/dev/mapper/" + theirsName, COWFile: filepath.Join(f.real[nobody], "vms", "b", "root.cow")}
 	stray := privops.Snapshot{Name: "banger-stray", Device: "/dev/mapper/banger-stray", COWFile: "/var/tmp/root.cow"}
 	unknown := privops.Snapshot{Name: "banger-unknown", Device: "/dev/mapper/banger-unknown"}
 	// A COW file next to the state dir, sharing its name as a prefix.
@@ -852,8 +853,26 @@ func TestRemoveAndListSnapshotsAreTheCallers(t *testing.T) {
 	if _, err := f.asNobody(t, privhelper.Request{Op: privhelper.OpRemoveSnapshot, Name: theirs.Name}); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.rec.list(); got[len(got)-1] != fmt.Sprintf("uid=%d remove_snapshot banger-theirs", nobody) {
+	if got := f.rec.list(); got[len(got)-1] != fmt.Sprintf("uid=%d remove_snapshot %s", nobody, theirsName) {
 		t.Fatalf("nobody's remove of its own snapshot: executor saw %q", got)
+	}
+}
+
+// TestRemoveSnapshotNeedsTheCallersPrefix: a user may remove only
+// snapshots named under their own uid, even one that did not exist when
+// the helper listed the snapshots (another user's, made in between).
+func TestRemoveSnapshotNeedsTheCallersPrefix(t *testing.T) {
+	needRoot(t)
+	f := serve(t, privhelper.DefaultPolicy(self(), nobody))
+	for _, name := range []string{privhelper.SnapshotPrefix(1000) + "a", privhelper.SnapshotPrefix(self()) + "a", "banger-a"} {
+		_, err := f.asNobody(t, privhelper.Request{Op: privhelper.OpRemoveSnapshot, Name: name})
+		wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("snapshot %s is not the caller's: its name must start with %q", name, privhelper.SnapshotPrefix(nobody)))
+	}
+	f.wantNoCalls(t)
+	// Root removes any banger snapshot whose COW file is in its state dir,
+	// or that the listing does not show.
+	if err := f.client().RemoveSnapshot(bounded(t), privhelper.SnapshotPrefix(1000)+"a"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -969,8 +988,8 @@ func TestMalformedRequests(t *testing.T) {
 		{"garbage", "not json at all", "malformed request"},
 		{"empty", "", "malformed request"},
 		{"unknown field", `{"version":` + v + `,"op":"hello","command":"rm -rf /"}`, `unknown field "command"`},
-		{"wrong version", `{"version":1,"op":"hello"}`, "protocol version 1, the helper speaks " + v},
-		{"no version", `{"op":"hello"}`, "protocol version 0"},
+		{"wrong version", `{"version":1,"op":"list_snapshots"}`, "the caller speaks protocol version 1, the helper " + v},
+		{"no version", `{"op":"list_snapshots"}`, "protocol version 0"},
 		{"two values", `{"version":` + v + `,"op":"hello"}{"version":` + v + `,"op":"hello"}`, "more than one JSON value"},
 		{"oversized", `{"version":` + v + `,"op":"hello","bridge":"` + strings.Repeat("a", privhelper.MaxRequest) + `"}`, "over the 65536 byte limit"},
 		{"wrong type", `{"version":"` + v + `","op":"hello"}`, "malformed request"},
@@ -1052,6 +1071,30 @@ func fakeHelper(t *testing.T, answer string) (string, <-chan privhelper.Request)
 	return sock, got
 }
 
+// TestAnotherProtocolIsAnsweredHelloOnly: a caller of another protocol
+// gets hello answered with the helper's protocol and build, so that it can
+// say what is wrong, and any other request refused, naming both versions.
+func TestAnotherProtocolIsAnsweredHelloOnly(t *testing.T) {
+	f := serve(t, privhelper.DefaultPolicy(self()))
+	v := privhelper.ProtocolVersion
+	for _, other := range []int{v - 1, v + 1} {
+		r := raw(t, f.sock, fmt.Appendf(nil, `{"version":%d,"op":"hello"}`, other))
+		if !r.OK || r.Protocol != v || r.Version != "test" || r.StateDir != f.real[self()] {
+			t.Errorf("hello of protocol %d: %+v, want the helper's protocol %d and build", other, r, v)
+		}
+		for _, op := range []string{`"op":"list_snapshots"`, `"op":"snapshots_available"`, `"op":"remove_snapshot","name":"banger-a"`} {
+			r := raw(t, f.sock, fmt.Appendf(nil, `{"version":%d,%s}`, other, op))
+			want := fmt.Sprintf("the caller speaks protocol version %d, the helper %d", other, v)
+			if r.OK || r.Code != privhelper.CodeInvalid || !strings.Contains(r.Error, want) {
+				t.Errorf("{%s} of protocol %d: %+v, want invalid containing %q", op, other, r, want)
+			}
+		}
+	}
+	f.wantNoCalls(t)
+}
+
+// TestHelloRefusesAnotherProtocol: the client refuses a helper whose hello
+// names another protocol (as a helper of another build answers).
 func TestHelloRefusesAnotherProtocol(t *testing.T) {
 	sock, got := fakeHelper(t, `{"ok":true,"version":"0.3.0","protocol":1}`)
 	v, err := privhelper.Client{Socket: sock}.Hello(bounded(t))
@@ -1137,6 +1180,17 @@ func TestListenShowsTheSocketOnlyReady(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Fatalf("socket left after Close: %v", err)
+	}
+	// A late second Close of the old listener leaves a new helper's socket
+	// on the same path alone.
+	ln2, err := privhelper.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	ln.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("the old listener's second Close removed the new socket: %v", err)
 	}
 }
 

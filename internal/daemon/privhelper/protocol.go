@@ -95,7 +95,8 @@ func invalid(format string, a ...any) *Error {
 	return &Error{Code: CodeInvalid, Msg: fmt.Sprintf(format, a...)}
 }
 
-// decodeRequest parses one request strictly: unknown fields are refused.
+// decodeRequest parses one request strictly: unknown fields are refused,
+// and so is any request but hello of another protocol version.
 func decodeRequest(data []byte) (Request, error) {
 	var r Request
 	if len(data) > MaxRequest {
@@ -109,8 +110,10 @@ func decodeRequest(data []byte) (Request, error) {
 	if dec.More() {
 		return r, invalid("malformed request: more than one JSON value")
 	}
-	if r.Version != ProtocolVersion {
-		return r, invalid("protocol version %d, the helper speaks %d: restart the helper so both come from one build", r.Version, ProtocolVersion)
+	// Hello is answered whatever the caller's protocol: its answer is how
+	// a bangerd or doctor of another build learns the helper's.
+	if r.Version != ProtocolVersion && r.Op != OpHello {
+		return r, invalid("the caller speaks protocol version %d, the helper %d: install one build of banger for both and restart the helper (sudo systemctl restart banger-helper)", r.Version, ProtocolVersion)
 	}
 	return r, nil
 }

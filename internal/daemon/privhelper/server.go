@@ -65,18 +65,31 @@ func Listen(path string) (net.Listener, error) {
 		os.Remove(tmp)
 		return nil, err
 	}
-	return &socketListener{UnixListener: ln, path: path}, nil
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &socketListener{UnixListener: ln, path: path, file: fi}, nil
 }
 
-// socketListener removes the socket file it was renamed to on Close.
+// socketListener removes the socket file it was renamed to on its first
+// Close, and only while that path is still its socket: a helper started
+// after this one may have bound the same path by then.
 type socketListener struct {
 	*net.UnixListener
 	path string
+	file os.FileInfo
+	once sync.Once
 }
 
 func (l *socketListener) Close() error {
 	err := l.UnixListener.Close()
-	_ = os.Remove(l.path)
+	l.once.Do(func() {
+		if fi, serr := os.Lstat(l.path); serr == nil && os.SameFile(fi, l.file) {
+			_ = os.Remove(l.path)
+		}
+	})
 	return err
 }
 
@@ -269,21 +282,26 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 			return Response{}, err
 		}
 	}
-	if (r.Op == OpCreateTap || r.Op == OpDeleteTap) && !strings.HasPrefix(r.Tap, r.TapPrefix) {
-		return Response{}, denied("tap %q is not banger's: its name must start with %q", r.Tap, r.TapPrefix)
-	}
 	if r.Op == OpCreateTap || r.Op == OpDeleteTap {
+		if !strings.HasPrefix(r.Tap, r.TapPrefix) {
+			return Response{}, denied("tap %q is not banger's: its name must start with %q", r.Tap, r.TapPrefix)
+		}
 		if err := checkIfName("tap", r.Tap, p.TapPrefix); err != nil {
 			return Response{}, err
 		}
+	}
+	// The caller's state dir, resolved once for the requests that look
+	// at files.
+	var home callerDir
+	if r.Op == OpHello || r.Op == OpCreateSnapshot || r.Op == OpRemoveSnapshot || r.Op == OpListSnapshots {
+		home = p.home(uid)
 	}
 	ops := s.Exec.For(uid)
 	switch r.Op {
 	case OpHello:
 		// The state dir tells the caller where the helper accepts its
 		// files; "" when the caller has none the helper knows of.
-		dir, _ := p.realStateDir(uid)
-		return Response{Version: s.Version, Protocol: ProtocolVersion, StateDir: dir}, nil
+		return Response{Version: s.Version, Protocol: ProtocolVersion, StateDir: home.real}, nil
 	case OpEnsureNetwork:
 		return fail(ops.EnsureNetwork(ctx, spec))
 	case OpTeardownNetwork:
@@ -329,7 +347,7 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		if want := SnapshotPrefix(uid); uid != 0 && !strings.HasPrefix(r.Name, want) {
 			return Response{}, denied("snapshot name %q must start with %q", r.Name, want)
 		}
-		origin, err := p.openOwned(uid, r.Origin, os.O_RDONLY)
+		origin, err := home.openOwned(r.Origin, os.O_RDONLY)
 		if err != nil {
 			return Response{}, err
 		}
@@ -340,10 +358,10 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		var cow, cowDir *os.File // cowDir: the new file's directory, when the helper made it
 		err = errExists
 		if r.COWSize >= dmsnap.MinCOWSize {
-			cow, cowDir, err = p.createOwned(uid, r.COWFile, r.COWSize)
+			cow, cowDir, err = home.createOwned(r.COWFile, r.COWSize)
 		}
 		if errors.Is(err, errExists) {
-			cow, err = p.openOwned(uid, r.COWFile, os.O_RDWR)
+			cow, err = home.openOwned(r.COWFile, os.O_RDWR)
 			var e *Error
 			if errors.As(err, &e) && e.missing && r.COWSize < dmsnap.MinCOWSize {
 				return Response{}, invalid("cow_size %d is below the minimum %d bytes for a new COW file", r.COWSize, dmsnap.MinCOWSize)
@@ -367,17 +385,22 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		}
 		// Answer with the files that were checked, not the fd paths.
 		snap.Origin, snap.COWFile = origin.Name(), cow.Name()
-		return Response{Snapshots: []SnapshotInfo{snapInfo(snap)}}, nil
+		return Response{Snapshots: []SnapshotInfo{SnapshotInfo(snap)}}, nil
 	case OpRemoveSnapshot:
 		if err := dmsnap.ValidName(r.Name); err != nil {
 			return Response{}, invalid("%v", err)
+		}
+		// The name first: a snapshot of another user's made between the
+		// listing below and the removal must not be the caller's to remove.
+		if want := SnapshotPrefix(uid); uid != 0 && !strings.HasPrefix(r.Name, want) {
+			return Response{}, denied("snapshot %s is not the caller's: its name must start with %q", r.Name, want)
 		}
 		all, err := ops.ListSnapshots(ctx)
 		if err != nil {
 			return fail(err)
 		}
 		for _, sn := range all {
-			if sn.Name == r.Name && !p.owns(uid, sn) {
+			if sn.Name == r.Name && !home.owns(sn) {
 				return Response{}, denied("snapshot %s is not the caller's: its changes live in %s, outside the caller's state dir", sn.Name, sn.COWFile)
 			}
 		}
@@ -389,8 +412,8 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		}
 		resp := Response{}
 		for _, sn := range all {
-			if p.owns(uid, sn) {
-				resp.Snapshots = append(resp.Snapshots, snapInfo(sn))
+			if home.owns(sn) {
+				resp.Snapshots = append(resp.Snapshots, SnapshotInfo(sn))
 			}
 		}
 		return resp, nil
@@ -398,10 +421,9 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 	return Response{}, invalid("unknown operation %q", r.Op)
 }
 
-// owns says whether a snapshot's COW file is in uid's state dir.
-func (p Policy) owns(uid uint32, s privops.Snapshot) bool {
-	dir, err := p.realStateDir(uid)
-	return err == nil && s.COWFile != "" && under(dir, s.COWFile)
+// owns says whether a snapshot's COW file is in the caller's state dir.
+func (h callerDir) owns(s privops.Snapshot) bool {
+	return h.err == nil && s.COWFile != "" && under(h.real, s.COWFile)
 }
 
 // SnapshotPrefix starts the name of every dm snapshot of uid's banger.
@@ -410,10 +432,6 @@ func SnapshotPrefix(uid uint32) string {
 }
 
 func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
-
-func snapInfo(s privops.Snapshot) SnapshotInfo {
-	return SnapshotInfo{Name: s.Name, Device: s.Device, Origin: s.Origin, COWFile: s.COWFile, Sectors: s.Sectors}
-}
 
 // under reports whether path lies strictly inside dir (both cleaned).
 func under(dir, path string) bool {
