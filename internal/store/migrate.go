@@ -14,7 +14,7 @@ import (
 
 // SchemaVersion is the newest schema version this binary knows: the number of
 // embedded migrations. A test keeps the two equal.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS

@@ -41,12 +41,18 @@ func (e *TooNewError) Error() string {
 type Store struct {
 	db   *sql.DB
 	path string
+	// dev and ino identify the file opened, so CheckFile can tell when the
+	// path no longer names it (deleted or replaced under the daemon).
+	dev, ino uint64
 }
 
 // Open opens (creating if needed) the store at path, a file such as
-// <state_dir>/banger.db, and migrates it to SchemaVersion. The parent
-// directory is created with mode 0700 and the file is kept at mode 0600. A
-// store newer than this binary gives a *TooNewError and is not modified.
+// <state_dir>/banger.db, checks it (PRAGMA quick_check) and migrates it to
+// SchemaVersion, backing it up first (see Backups). The parent directory is
+// created with mode 0700 and a new file with mode 0600; the mode of an
+// existing file is never changed. A store newer than this binary gives a
+// *TooNewError, one that cannot be written a *NotWritableError and a damaged
+// one a *CorruptError; none of them is modified.
 func Open(ctx context.Context, path string) (*Store, error) {
 	migs, err := embeddedMigrations()
 	if err != nil {
@@ -71,12 +77,19 @@ func openWith(ctx context.Context, path string, migs []migration) (*Store, error
 	if err := createIfMissing(abs); err != nil {
 		return nil, err
 	}
+	if err := checkWritable(abs); err != nil {
+		return nil, err
+	}
+	dev, ino, err := fileID(abs)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", abs, err)
+	}
 
-	db, err := sql.Open("sqlite", dsn(abs))
+	db, err := sql.Open("sqlite", dsn(abs, "rw"))
 	if err != nil {
 		return nil, fmt.Errorf("store %s: open: %w", abs, err)
 	}
-	s := &Store{db: db, path: abs}
+	s := &Store{db: db, path: abs, dev: dev, ino: ino}
 	if err := s.init(ctx, migs); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -84,12 +97,16 @@ func openWith(ctx context.Context, path string, migs []migration) (*Store, error
 	return s, nil
 }
 
-// init checks the version, switches to WAL and migrates. It reads before it
-// writes anything, so a too-new (or foreign) file is left as it was.
+// init checks the version and the file's integrity, switches to WAL, backs
+// the file up when a migration is due, and migrates. It reads before it
+// writes anything, so a too-new, damaged or foreign file is left as it was.
 func (s *Store) init(ctx context.Context, migs []migration) error {
 	v, err := readVersion(ctx, s.db)
 	if err != nil {
-		return fmt.Errorf("store %s: read schema version: %w (is this a banger store? move the file away or set state_dir to another directory)", s.path, err)
+		return s.readError(err)
+	}
+	if err := quickCheck(ctx, s.db, s.path); err != nil {
+		return err
 	}
 	if v > len(migs) {
 		return &TooNewError{Path: s.path, Found: v, Known: len(migs)}
@@ -97,10 +114,30 @@ func (s *Store) init(ctx context.Context, migs []migration) error {
 	if err := s.enableWAL(ctx); err != nil {
 		return err
 	}
-	if err := s.migrate(ctx, migs); err != nil {
-		return err
+	if v > 0 && v < len(migs) {
+		if err := s.backup(ctx, v); err != nil {
+			return err
+		}
 	}
-	return s.restrictModes()
+	return s.migrate(ctx, migs)
+}
+
+// readError explains why the first read of the store failed.
+func (s *Store) readError(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_NOTADB:
+			return &CorruptError{Path: s.path, Detail: "it is not an SQLite database", Backups: Backups(s.path)}
+		case sqlite3.SQLITE_CORRUPT:
+			return &CorruptError{Path: s.path, Detail: err.Error(), Backups: Backups(s.path)}
+		case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM:
+			if werr := checkWritable(s.path); werr != nil {
+				return werr
+			}
+		}
+	}
+	return fmt.Errorf("store %s: read schema version: %w", s.path, err)
 }
 
 // enableWAL switches the file to WAL journal mode. The mode is persistent in
@@ -160,32 +197,23 @@ func createIfMissing(path string) error {
 		return nil
 	}
 	if err != nil {
+		if werr := checkWritable(path); werr != nil {
+			return werr
+		}
 		return fmt.Errorf("store %s: create database file: %w (check that state_dir is writable)", path, err)
 	}
 	return f.Close()
 }
 
-// restrictModes sets the database file and its WAL companions to 0600.
-// SQLite gives the companions the main file's mode when it creates them, but a
-// store created by hand may have looser modes.
-func (s *Store) restrictModes() error {
-	for _, p := range []string{s.path, s.path + "-wal", s.path + "-shm"} {
-		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("store %s: set mode 0600: %w", p, err)
-		}
-	}
-	return nil
-}
-
 // dsn builds the connection string: an SQLite URI (so any path is safe once
-// escaped), mode=rw so SQLite never creates the file itself (createIfMissing
+// escaped), mode=rw (or ro) so SQLite never creates the file itself (createIfMissing
 // does, with the right mode), per-connection pragmas, and BEGIN IMMEDIATE for
 // transactions so that writers queue on the busy timeout instead of failing
 // when a read lock cannot be upgraded.
-func dsn(abs string) string {
+func dsn(abs, mode string) string {
 	u := url.URL{Scheme: "file", Path: abs}
 	q := url.Values{}
-	q.Set("mode", "rw")
+	q.Set("mode", mode)
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMillis))
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Set("_txlock", "immediate")

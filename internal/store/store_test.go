@@ -149,13 +149,13 @@ func TestOpenFreshStore(t *testing.T) {
 	}
 }
 
-func TestOpenTightensLooseFileMode(t *testing.T) {
+func TestOpenLeavesFileModeAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "banger.db")
 	s := openTest(t, path, allMigrations(t))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(path, 0o644); err != nil {
+	if err := os.Chmod(path, 0o640); err != nil {
 		t.Fatal(err)
 	}
 	openTest(t, path, allMigrations(t))
@@ -163,8 +163,8 @@ func TestOpenTightensLooseFileMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := fi.Mode().Perm(); m != 0o600 {
-		t.Errorf("mode after reopen = %o, want 600", m)
+	if m := fi.Mode().Perm(); m != 0o640 {
+		t.Errorf("mode after reopen = %o, want 640: the user's mode was changed", m)
 	}
 }
 
@@ -190,6 +190,11 @@ var seeders = map[int]func(t *testing.T, s *Store){
 		}
 	},
 	2: func(t *testing.T, s *Store) { insertCore(t, s, "2") },
+	5: func(t *testing.T, s *Store) {
+		if err := s.setStateID(context.Background(), "0123456789abcdef0123456789abcdef"); err != nil {
+			t.Fatal(err)
+		}
+	},
 	4: func(t *testing.T, s *Store) {
 		insertCore(t, s, "4")
 		if _, err := s.db.Exec(`INSERT INTO leases (vm_id, ip, created_at) VALUES ('vm-4', '10.200.0.9', '2025-01-01T00:00:00.000000000Z')`); err != nil {
@@ -205,6 +210,11 @@ var seeders = map[int]func(t *testing.T, s *Store){
 }
 
 var checkers = map[int]func(t *testing.T, s *Store){
+	5: func(t *testing.T, s *Store) {
+		if id, err := s.StateID(context.Background()); err != nil || id != "0123456789abcdef0123456789abcdef" {
+			t.Errorf("state dir id after upgrade: %q, %v", id, err)
+		}
+	},
 	4: func(t *testing.T, s *Store) {
 		ls, err := s.ListLeases(context.Background())
 		if err != nil || ls["vm-4"].String() != "10.200.0.9" {
