@@ -37,6 +37,10 @@ type Options struct {
 	DirectKinds map[string]opstate.Func
 	// OnReady is called once the socket accepts requests.
 	OnReady func(rpc.VersionInfo)
+	// AdoptStore takes the store as this state dir's even when they do not
+	// belong together (an empty, replaced or foreign store): see
+	// store.Bind. VM directories it has no row for are moved aside.
+	AdoptStore bool
 }
 
 // SocketPath is where the daemon for cfg listens unless overridden.
@@ -53,6 +57,10 @@ const (
 	opsShutdownTimeout  = 15 * time.Second
 	httpShutdownTimeout = 5 * time.Second
 )
+
+// storeCheckInterval is how often the daemon checks that banger.db is still
+// the file it opened (requests that change anything check it too).
+var storeCheckInterval = 2 * time.Second
 
 // Daemon is one running bangerd.
 type Daemon struct {
@@ -99,6 +107,25 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	defer st.Close()
+	// Nothing acts on the store before it is known to be this state dir's:
+	// an emptied or deleted store would take every VM directory for
+	// garbage.
+	bound, err := st.Bind(ctx, cfg.StateDir, o.AdoptStore)
+	if err != nil {
+		log.Error("the store does not belong to the state dir", "error", err)
+		return err
+	}
+	if bound.Note != "" {
+		log.Warn("store and state dir tied together", "state_dir_id", bound.ID, "why", bound.Note)
+	}
+	storeLost := make(chan error, 1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchStore(watchCtx, st, storeLost)
+	}()
+	defer func() { stopWatch(); <-watched }()
 
 	d := &Daemon{
 		opts:     o,
@@ -138,7 +165,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		StartedAt: time.Now().UTC(),
 	}
 	srv := &http.Server{
-		Handler:           rpc.RequireAPIVersion(d.routes()),
+		Handler:           rpc.RequireAPIVersion(d.guardStore(d.routes())),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
@@ -163,6 +190,10 @@ func Run(ctx context.Context, o Options) (err error) {
 	case err = <-serveErr:
 		reason = "serve error"
 		log.Error("serving the API failed", "error", err)
+	case err = <-storeLost:
+		reason = "store file changed"
+		err = fmt.Errorf("%w: bangerd stopped rather than go on with a store nobody will read again; running VMs keep running. Put the store back (a backup: %s.bak-v*) and start bangerd again; it refuses a store that does not belong to the state dir", err, StorePath(cfg))
+		log.Error("the store file changed under the daemon: stopping", "error", err)
 	}
 	log.Info("bangerd shutting down", "reason", reason)
 	_, _ = sdnotify.Notify(sdnotify.Stopping)
@@ -182,6 +213,39 @@ func Run(ctx context.Context, o Options) (err error) {
 		err = nil
 	}
 	return err
+}
+
+// watchStore checks every storeCheckInterval that banger.db is still the
+// file the daemon opened, and sends the first difference on lost.
+func watchStore(ctx context.Context, st *store.Store, lost chan<- error) {
+	t := time.NewTicker(storeCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := st.CheckFile(); errors.Is(err, store.ErrFileChanged) {
+			lost <- err
+			return
+		}
+	}
+}
+
+// guardStore refuses every request that may change something (any method
+// but GET and HEAD) once the store file is no longer the one the daemon
+// opened, so nothing is deleted on the word of a store that is gone.
+func (d *Daemon) guardStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.URL.Path != "/v1/daemon/shutdown" {
+			if err := d.store.CheckFile(); errors.Is(err, store.ErrFileChanged) {
+				rpc.WriteError(w, rpc.Errorf(rpc.CodeUnavailable, "%v: bangerd refuses changes and is stopping; see `banger daemon logs`", err))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // agentBinary finds banger-vsock-agent, which guest images carry and which

@@ -403,3 +403,302 @@ func TestNotifiesSystemdWhenReady(t *testing.T) {
 		t.Fatalf("second notification = %q, %v; want STOPPING=1", buf[:n], err)
 	}
 }
+
+// vmOnDisk is a VM's directory with a disk holding data the user cares
+// about.
+type vmOnDisk struct {
+	dir, disk string
+}
+
+const guestData = "the guest's files"
+
+// installWithVM makes what a daemon leaves behind: a store and state dir
+// tied together (one daemon start), and a stopped VM with its row and its
+// directory.
+func installWithVM(t *testing.T, cfg config.Config) vmOnDisk {
+	t.Helper()
+	r := start(t, cfg, nil)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	putVM(t, st, "0a1b2c3d4e5f6071")
+	return vmDir(t, cfg, "0a1b2c3d4e5f6071")
+}
+
+func putVM(t *testing.T, st *store.Store, id string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	if err := st.PutKernel(ctx, store.Kernel{ID: "k1", Name: "k1", VmlinuxPath: "/nonexistent/vmlinux", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutImage(ctx, store.Image{ID: "i1", Name: "i1", RootfsPath: "/nonexistent/rootfs.ext4", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutVM(ctx, store.VM{ID: id, Name: "precious", ImageID: "i1", KernelID: "k1", VCPUs: 1, MemoryBytes: 1 << 30,
+		DiskBytes: 1 << 30, State: store.VMStopped, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func vmDir(t *testing.T, cfg config.Config, id string) vmOnDisk {
+	t.Helper()
+	dir := filepath.Join(cfg.StateDir, "vms", id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "root.ext4")
+	if err := os.WriteFile(disk, []byte(guestData), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return vmOnDisk{dir: dir, disk: disk}
+}
+
+// intact fails the test unless the VM's disk is where it was, unchanged.
+func (v vmOnDisk) intact(t *testing.T) {
+	t.Helper()
+	if b, err := os.ReadFile(v.disk); err != nil || string(b) != guestData {
+		t.Fatalf("the VM's disk %s is gone or changed: %q, %v", v.disk, b, err)
+	}
+}
+
+// orphaned returns where the VM's directory was moved aside to.
+func (v vmOnDisk) orphaned(t *testing.T) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(filepath.Dir(v.dir), ".orphaned-"+filepath.Base(v.dir)+"-*"))
+	if len(m) != 1 {
+		t.Fatalf("the VM's directory was not moved aside once: %v", m)
+	}
+	if b, err := os.ReadFile(filepath.Join(m[0], "root.ext4")); err != nil || string(b) != guestData {
+		t.Fatalf("the VM's disk moved aside is gone or changed: %q, %v", b, err)
+	}
+	return m[0]
+}
+
+func runOnce(cfg config.Config, adopt bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon.Run(ctx, daemon.Options{Config: cfg, Stderr: io.Discard, AdoptStore: adopt,
+			OnReady: func(rpc.VersionInfo) { close(ready) }})
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ready:
+		cancel()
+		return <-done
+	}
+}
+
+func wantIdentityError(t *testing.T, err error, says string) {
+	t.Helper()
+	var ie *store.IdentityError
+	if !errors.As(err, &ie) {
+		t.Fatalf("Run = %v, want a *store.IdentityError", err)
+	}
+	for _, w := range []string{says, "--adopt-store", "Nothing was changed"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+}
+
+func TestEmptiedStoreDeletesNoVM(t *testing.T) {
+	for _, how := range []string{"truncated", "deleted"} {
+		t.Run(how, func(t *testing.T) {
+			cfg := testConfig(t)
+			vm := installWithVM(t, cfg)
+			path := daemon.StorePath(cfg)
+			var err error
+			if how == "truncated" {
+				err = os.Truncate(path, 0)
+			} else {
+				err = os.Remove(path)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // refused every time, not only the first
+				wantIdentityError(t, runOnce(cfg, false), "the store is empty")
+				vm.intact(t)
+			}
+			// Adopting the empty store moves the VM aside, never deletes it.
+			if err := runOnce(cfg, true); err != nil {
+				t.Fatalf("Run --adopt-store: %v", err)
+			}
+			vm.orphaned(t)
+			if err := runOnce(cfg, false); err != nil {
+				t.Fatalf("Run after adopting: %v", err)
+			}
+			vm.orphaned(t)
+		})
+	}
+}
+
+func TestStoreFromAnotherStateDirIsRefused(t *testing.T) {
+	cfg := testConfig(t)
+	vm := installWithVM(t, cfg)
+	other := testConfig(t)
+	r := start(t, other, nil)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(daemon.StorePath(other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(daemon.StorePath(cfg), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantIdentityError(t, runOnce(cfg, false), "the store records state dir id")
+	vm.intact(t)
+}
+
+func TestVMDirWithoutRowIsMovedAside(t *testing.T) {
+	cfg := testConfig(t)
+	vm := installWithVM(t, cfg)
+	stray := vmDir(t, cfg, "ffeeddccbbaa9988")
+	if err := runOnce(cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	vm.intact(t)
+	stray.orphaned(t)
+	// A removal's trash is still deleted.
+	trash := filepath.Join(cfg.StateDir, "vms", ".trash-0102030405060708")
+	if err := os.MkdirAll(trash, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := runOnce(cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(trash); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("trash of a removed VM was not deleted: %v", err)
+	}
+	stray.orphaned(t)
+}
+
+func TestStoreFromBeforeIDsIsUpgraded(t *testing.T) {
+	cfg := testConfig(t)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A store with a VM and no state dir id anywhere: what an install from
+	// before ids has after its schema upgrade.
+	st, err := store.Open(context.Background(), daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putVM(t, st, "0a1b2c3d4e5f6071")
+	st.Close()
+	vm := vmDir(t, cfg, "0a1b2c3d4e5f6071")
+	if err := runOnce(cfg, false); err != nil {
+		t.Fatalf("Run on a store from before ids: %v", err)
+	}
+	vm.intact(t)
+	id, err := store.ReadStateID(cfg.StateDir)
+	if err != nil || id == "" {
+		t.Fatalf("state dir id after upgrade: %q, %v", id, err)
+	}
+	st, err = store.Open(context.Background(), daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got, err := st.StateID(context.Background()); err != nil || got != id {
+		t.Errorf("store's state dir id = %q, %v; want %q", got, err, id)
+	}
+}
+
+func TestStoreChangedUnderRunningDaemon(t *testing.T) {
+	for _, how := range []string{"deleted", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			cfg := testConfig(t)
+			vm := installWithVM(t, cfg)
+			r := start(t, cfg, nil)
+			path := daemon.StorePath(cfg)
+			switch how {
+			case "deleted":
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			case "replaced":
+				data, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path+".new", data, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(path+".new", path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Changes are refused at once...
+			err := r.client.Do(context.Background(), "DELETE", "/v1/vms/precious", nil, nil)
+			if !rpc.IsCode(err, rpc.CodeUnavailable) || !strings.Contains(err.Error(), how) || !strings.Contains(err.Error(), "while bangerd ran") {
+				t.Errorf("vm rm with the store %s = %v, want it refused", how, err)
+			}
+			vm.intact(t)
+			// ...and the daemon stops by itself, saying why.
+			select {
+			case err := <-r.done:
+				close(r.done)
+				if err == nil || !strings.Contains(err.Error(), path+" was "+how) {
+					t.Errorf("daemon stopped with %v, want it to name the store %s", err, how)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("the daemon went on running with its store " + how)
+			}
+			vm.intact(t)
+			if how == "deleted" {
+				// The next start refuses the new, empty store.
+				wantIdentityError(t, runOnce(cfg, false), "the store is empty")
+				vm.intact(t)
+			}
+		})
+	}
+}
+
+func TestCorruptStoreIsRefusedAtStart(t *testing.T) {
+	cfg := testConfig(t)
+	vm := installWithVM(t, cfg)
+	path := daemon.StorePath(cfg)
+	st, err := store.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range 300 {
+		if err := st.PutOperation(context.Background(), store.Operation{ID: "op-" + strconv.FormatInt(int64(0x100000000000+i), 16),
+			Kind: "pull", Target: strings.Repeat("x", 300), State: store.StateSucceeded, CreatedAt: now, UpdatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := len(data) / 2 / 4096 * 4096
+	for i := off; i < off+4096; i++ {
+		data[i] = 0xa5
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = runOnce(cfg, false)
+	var ce *store.CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Run on a damaged store = %v, want a *store.CorruptError naming it", err)
+	}
+	vm.intact(t)
+}

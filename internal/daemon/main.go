@@ -38,6 +38,7 @@ func Main(args []string, mo MainOptions) int {
 	socket := fs.String("socket", "", "API socket path (default: <runtime_dir>/bangerd.sock)")
 	background := fs.Bool("background", false, "log only to the log file, not to stderr (used when the CLI starts the daemon)")
 	version := fs.Bool("version", false, "print the version and exit")
+	adopt := fs.Bool("adopt-store", false, "take banger.db as this state dir's store even though they do not match (an emptied, restored or foreign store); VM directories it does not know are moved aside, never deleted")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: bangerd [flags]\n       bangerd helper [flags]   (the privileged helper, as root)\n\nbangerd is banger's daemon. The banger CLI starts it on demand;\nrun it yourself only under systemd or to debug.\n\nflags:\n")
 		fs.PrintDefaults()
@@ -70,6 +71,7 @@ func Main(args []string, mo MainOptions) int {
 		Stderr:      stderr,
 		Background:  *background,
 		DirectKinds: mo.DirectKinds,
+		AdoptStore:  *adopt,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "bangerd: %v\n", err)

@@ -867,17 +867,28 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	// Leftover snapshots of VMs that do not run (a crash between setup and
 	// start, or a daemon killed with VMs stopping).
 	vm.removeLeftoverSnapshots(ctx)
-	// Leftovers: VM dirs and run dirs with no row (a create or start cut
-	// short), and the trash of removals cut short.
+	// Leftovers: the trash of removals cut short is deleted. A VM dir with
+	// no row (a create cut short, or a VM the store has forgotten: a store
+	// restored from an older backup, or adopted) is moved aside, never
+	// deleted: the daemon cannot prove it is garbage. Run dirs with no row
+	// hold no data and are removed.
 	if err := vm.ws.Sweep(); err != nil {
 		vm.log.Warn("finding the directories of removed VMs to delete", "error", err)
 	}
-	ids, _ := vm.ws.List()
+	ids, err := vm.ws.List()
+	if err != nil {
+		vm.log.Warn("list VM directories", "error", err)
+	}
 	for _, id := range ids {
-		if !known[id] {
-			vm.log.Warn("removing leftover VM directory", "id", id)
-			_ = vm.ws.Remove(id)
+		if known[id] {
+			continue
 		}
+		to, err := vm.ws.MoveAside(id, time.Now())
+		if err != nil {
+			vm.log.Error("a VM directory has no row in the store and could not be moved aside; it was left where it is", "id", id, "error", err)
+			continue
+		}
+		vm.log.Warn("a VM directory has no row in the store: moved aside, not deleted (banger doctor says how to recover or delete it)", "id", id, "to", to)
 	}
 	runs, _ := os.ReadDir(filepath.Join(vm.cfg.RuntimeDir, "vms"))
 	for _, e := range runs {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +33,10 @@ type Manager struct {
 
 // trashPrefix names a removed VM's directory while it is being deleted.
 const trashPrefix = ".trash-"
+
+// OrphanPrefix names a VM directory that the store had no row for, moved
+// aside (never deleted) by MoveAside: .orphaned-<id>-<UTC time>.
+const OrphanPrefix = ".orphaned-"
 
 // New returns a manager of VM directories under stateDir/vms.
 func New(stateDir string) *Manager { return &Manager{root: filepath.Join(stateDir, "vms")} }
@@ -129,6 +134,50 @@ func (m *Manager) Sweep() error {
 		}
 	}
 	return nil
+}
+
+// MoveAside renames the VM's directory to <vms>/.orphaned-<id>-<UTC time>
+// and returns the new path. It is for a directory the store has no row for:
+// the daemon cannot prove it is garbage (the store may have been emptied or
+// restored from an older backup), so it keeps it out of the way and never
+// deletes it. List skips it; Sweep leaves it alone.
+func (m *Manager) MoveAside(id string, now time.Time) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/.") {
+		return "", fmt.Errorf("VM id %q cannot name a directory", id)
+	}
+	to := filepath.Join(m.root, OrphanPrefix+id+"-"+now.UTC().Format("20060102T150405Z"))
+	if _, err := os.Lstat(to); err == nil {
+		return "", fmt.Errorf("move %s aside: %s already exists", m.Dir(id), to)
+	}
+	if err := os.Rename(m.Dir(id), to); err != nil {
+		return "", fmt.Errorf("move %s aside: %w", m.Dir(id), err)
+	}
+	return to, nil
+}
+
+// Orphans returns the VM directories moved aside by MoveAside.
+func (m *Manager) Orphans() ([]string, error) {
+	return Orphans(filepath.Dir(m.root))
+}
+
+// Orphans returns the VM directories of stateDir that were moved aside
+// because the store had no row for them, oldest name first.
+func Orphans(stateDir string) ([]string, error) {
+	root := filepath.Join(stateDir, "vms")
+	ents, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), OrphanPrefix) {
+			out = append(out, filepath.Join(root, e.Name()))
+		}
+	}
+	return out, nil
 }
 
 // List returns the ids of the VM directories that exist (not the trash of

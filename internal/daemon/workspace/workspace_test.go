@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"banger/internal/daemon/workspace"
 )
@@ -294,4 +295,45 @@ func mustSize(t *testing.T, p string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+func TestMoveAsideKeepsEverything(t *testing.T) {
+	state := t.TempDir()
+	m := workspace.New(state)
+	dir, err := m.Create("abc123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root.ext4"), []byte("guest data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 3, 1, 2, 3, 0, time.UTC)
+	to, err := m.MoveAside("abc123", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(state, "vms", ".orphaned-abc123-20261203T010203Z"); to != want {
+		t.Errorf("moved to %s, want %s", to, want)
+	}
+	if b, err := os.ReadFile(filepath.Join(to, "root.ext4")); err != nil || string(b) != "guest data" {
+		t.Errorf("moved disk: %q, %v", b, err)
+	}
+	if ids, _ := m.List(); len(ids) != 0 {
+		t.Errorf("List after MoveAside = %v", ids)
+	}
+	if err := m.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(to); err != nil {
+		t.Errorf("Sweep deleted an orphaned directory: %v", err)
+	}
+	if got, err := workspace.Orphans(state); err != nil || len(got) != 1 || got[0] != to {
+		t.Errorf("Orphans = %v, %v", got, err)
+	}
+	if _, err := m.MoveAside("../x", now); err == nil {
+		t.Error("MoveAside accepted a path as an id")
+	}
 }
