@@ -1,5 +1,6 @@
 // Package doctor checks whether this host has what banger needs — a VMM and
-// KVM, disk space and copy-on-write support in the state dir, the kernel
+// KVM, disk space and copy-on-write support in the state dir, a sound store
+// that belongs to its state dir (and the VM directories moved aside), the kernel
 // features behind networking and device-mapper, a valid config and a
 // reachable daemon — and says, for every check that is not ok, how to fix
 // it. It only reads the host (its probes leave nothing behind) and never

@@ -132,7 +132,7 @@ func Run(ctx context.Context, in Inputs) []Result {
 		out = append(out, checkVMM(s.VMM, kvm, fc, qemu))
 		space := probeSpace(s.StateDir)
 		rl := probeReflink(s.StateDir)
-		out = append(out, checkCOW(s.COW, rl, in.Host.dmUsable(in.Helper)), checkStateDir(space), checkReflink(rl), checkSSHKey(s.SSHKeyPath))
+		out = append(out, checkCOW(s.COW, rl, in.Host.dmUsable(in.Helper)), checkStateDir(space), checkStore(ctx, s.StateDir), checkOrphans(s.StateDir), checkReflink(rl), checkSSHKey(s.SSHKeyPath))
 	}
 	if in.Daemon != nil {
 		out = append(out, checkDaemon(*in.Daemon, in.CLIVersion, in.APIVersion))
