@@ -18,6 +18,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/daemon"
 	"banger/internal/daemon/opstate"
+	"banger/internal/daemon/workspace"
 	"banger/internal/rpc"
 	"banger/internal/store"
 )
@@ -431,17 +432,24 @@ func installWithVM(t *testing.T, cfg config.Config) vmOnDisk {
 	return vmDir(t, cfg, "0a1b2c3d4e5f6071")
 }
 
-func putVM(t *testing.T, st *store.Store, id string) {
+// putVM records a stopped VM, named "precious" unless name says otherwise.
+func putVM(t *testing.T, st *store.Store, id string, name ...string) {
 	t.Helper()
 	ctx := context.Background()
 	now := time.Now().UTC()
-	if err := st.PutKernel(ctx, store.Kernel{ID: "k1", Name: "k1", VmlinuxPath: "/nonexistent/vmlinux", CreatedAt: now}); err != nil {
-		t.Fatal(err)
+	if _, err := st.GetKernel(ctx, "k1"); err != nil {
+		if err := st.PutKernel(ctx, store.Kernel{ID: "k1", Name: "k1", VmlinuxPath: "/nonexistent/vmlinux", CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.PutImage(ctx, store.Image{ID: "i1", Name: "i1", RootfsPath: "/nonexistent/rootfs.ext4", CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := st.PutImage(ctx, store.Image{ID: "i1", Name: "i1", RootfsPath: "/nonexistent/rootfs.ext4", CreatedAt: now}); err != nil {
-		t.Fatal(err)
+	vmName := "precious"
+	if len(name) > 0 {
+		vmName = name[0]
 	}
-	if err := st.PutVM(ctx, store.VM{ID: id, Name: "precious", ImageID: "i1", KernelID: "k1", VCPUs: 1, MemoryBytes: 1 << 30,
+	if err := st.PutVM(ctx, store.VM{ID: id, Name: vmName, ImageID: "i1", KernelID: "k1", VCPUs: 1, MemoryBytes: 1 << 30,
 		DiskBytes: 1 << 30, State: store.VMStopped, CreatedAt: now, UpdatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
@@ -572,6 +580,34 @@ func TestVMDirWithoutRowIsMovedAside(t *testing.T) {
 	}
 	vm.intact(t)
 	stray.orphaned(t)
+	// A create cut short before its row was recorded is deleted; a create
+	// cut short after it is kept and committed.
+	ws := workspace.New(cfg.StateDir)
+	cut, err := ws.Create("1122334455667788")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ws.Create("0a1b2c3d4e5f6072"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putVM(t, st, "0a1b2c3d4e5f6072", "second")
+	st.Close()
+	if err := runOnce(cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	if ws.Uncommitted("0a1b2c3d4e5f6072") {
+		t.Error("a VM with a row is still marked uncommitted")
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, "vms", "0a1b2c3d4e5f6072")); err != nil {
+		t.Errorf("the directory of a VM with a row: %v", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(cfg.StateDir, "vms", "*1122334455667788*")); len(m) != 0 {
+		t.Errorf("a create cut short before its row left %v (was %s)", m, cut)
+	}
 	// A removal's trash is still deleted.
 	trash := filepath.Join(cfg.StateDir, "vms", ".trash-0102030405060708")
 	if err := os.MkdirAll(trash, 0o700); err != nil {

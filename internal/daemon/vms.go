@@ -216,6 +216,9 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 		return store.VM{}, err
 	}
 	ok = true
+	if err := vm.ws.Commit(id); err != nil {
+		vm.log.Warn("VM created", "vm", v.Name, "error", err)
+	}
 	return v, nil
 }
 
@@ -867,11 +870,12 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	// Leftover snapshots of VMs that do not run (a crash between setup and
 	// start, or a daemon killed with VMs stopping).
 	vm.removeLeftoverSnapshots(ctx)
-	// Leftovers: the trash of removals cut short is deleted. A VM dir with
-	// no row (a create cut short, or a VM the store has forgotten: a store
-	// restored from an older backup, or adopted) is moved aside, never
-	// deleted: the daemon cannot prove it is garbage. Run dirs with no row
-	// hold no data and are removed.
+	// Leftovers: the trash of removals cut short is deleted, and so is the
+	// directory of a create cut short before its row was recorded (still
+	// marked uncommitted). Any other VM dir with no row (a VM the store has
+	// forgotten: a store restored from an older backup, or adopted) is
+	// moved aside, never deleted: the daemon cannot prove it is garbage.
+	// Run dirs with no row hold no data and are removed.
 	if err := vm.ws.Sweep(); err != nil {
 		vm.log.Warn("finding the directories of removed VMs to delete", "error", err)
 	}
@@ -881,6 +885,17 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	}
 	for _, id := range ids {
 		if known[id] {
+			// A create killed between recording its row and Commit.
+			if err := vm.ws.Commit(id); err != nil {
+				vm.log.Warn("VM directory", "id", id, "error", err)
+			}
+			continue
+		}
+		if vm.ws.Uncommitted(id) {
+			vm.log.Warn("removing the directory of a VM create cut short before its row was recorded", "id", id)
+			if err := vm.ws.Remove(id); err != nil {
+				vm.log.Warn("remove the directory of a VM create cut short", "id", id, "error", err)
+			}
 			continue
 		}
 		to, err := vm.ws.MoveAside(id, time.Now())

@@ -92,6 +92,6 @@ func checkOrphans(stateDir string) Result {
 	}
 	return warn(name,
 		"each holds a VM's disks (root.ext4 or root.cow, work.ext4). If the store was swapped by mistake, stop bangerd, put the right banger.db back and move the directory back to vms/<id> (the id is in its name). To keep a VM's files, copy them out, or register its root disk as an image (banger image register --name NAME --rootfs DIR/root.ext4 --kernel KERNEL) and create a VM from it. To delete one: rm -r DIR",
-		"%d VM director%s moved aside because the store had no row for them (a store emptied, restored from an older backup or adopted, or a create cut short): %s",
+		"%d VM director%s moved aside because the store had no row for them (a store emptied, restored from an older backup, or adopted): %s",
 		len(found), map[bool]string{true: "y was", false: "ies were"}[len(found) == 1], strings.Join(found, ", "))
 }

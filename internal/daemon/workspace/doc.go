@@ -2,6 +2,7 @@
 // disks in it: it makes a VM's writable root disk from an image's rootfs
 // with a copy-on-write strategy (reflink clone or sparse copy; device-mapper
 // snapshots come from dmsnap), sizes it, and removes all of it with the VM.
-// A directory the store has no row for is moved aside (.orphaned-*), never
-// deleted.
+// A new directory is marked uncommitted until its VM's row is recorded, so
+// a create cut short can be told from a VM the store has forgotten, whose
+// directory is moved aside (.orphaned-*), never deleted.
 package workspace

@@ -44,8 +44,13 @@ func New(stateDir string) *Manager { return &Manager{root: filepath.Join(stateDi
 // Dir is the directory of the VM with the given id.
 func (m *Manager) Dir(id string) string { return filepath.Join(m.root, id) }
 
-// Create makes the VM's directory (0700). It fails if it already exists, so
-// two VMs never share one.
+// uncommittedMarker is a file in a VM directory from Create until Commit:
+// while it is there, the VM has no row in the store, so a directory that
+// has it and no row is a create cut short, provably garbage.
+const uncommittedMarker = ".uncommitted"
+
+// Create makes the VM's directory (0700), marked as uncommitted until
+// Commit. It fails if it already exists, so two VMs never share one.
 func (m *Manager) Create(id string) (string, error) {
 	if id == "" || strings.ContainsAny(id, "/.") {
 		return "", fmt.Errorf("VM id %q cannot name a directory", id)
@@ -57,7 +62,37 @@ func (m *Manager) Create(id string) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create VM directory: %w", err)
 	}
+	f, err := os.OpenFile(filepath.Join(dir, uncommittedMarker), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return "", fmt.Errorf("create VM directory: %w", err)
+	}
+	_ = f.Close()
 	return dir, nil
+}
+
+// Commit marks the VM's directory as owned by a row in the store: call it
+// once the row is recorded. From then on the directory is never deleted
+// unless its VM is removed (see MoveAside).
+func (m *Manager) Commit(id string) error {
+	if id == "" || strings.ContainsAny(id, "/.") {
+		return fmt.Errorf("VM id %q cannot name a directory", id)
+	}
+	err := os.Remove(filepath.Join(m.Dir(id), uncommittedMarker))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("mark the directory of VM %s as recorded: %w", id, err)
+	}
+	return nil
+}
+
+// Uncommitted reports whether the VM's directory was made by Create and
+// never committed: a create cut short before its row was recorded.
+func (m *Manager) Uncommitted(id string) bool {
+	if id == "" || strings.ContainsAny(id, "/.") {
+		return false
+	}
+	fi, err := os.Lstat(filepath.Join(m.Dir(id), uncommittedMarker))
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // Remove deletes the VM's directory and everything in it. The directory

@@ -337,3 +337,28 @@ func TestMoveAsideKeepsEverything(t *testing.T) {
 		t.Error("MoveAside accepted a path as an id")
 	}
 }
+
+func TestUncommittedUntilCommit(t *testing.T) {
+	m := workspace.New(t.TempDir())
+	if _, err := m.Create("c0ffee"); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Uncommitted("c0ffee") {
+		t.Fatal("a new VM directory is not marked uncommitted")
+	}
+	if ids, _ := m.List(); len(ids) != 1 {
+		t.Fatalf("List = %v", ids)
+	}
+	if err := m.Commit("c0ffee"); err != nil {
+		t.Fatal(err)
+	}
+	if m.Uncommitted("c0ffee") {
+		t.Fatal("a committed VM directory is still marked uncommitted")
+	}
+	if err := m.Commit("c0ffee"); err != nil {
+		t.Errorf("second Commit: %v", err)
+	}
+	if m.Uncommitted("nope") {
+		t.Error("a missing directory is uncommitted")
+	}
+}
