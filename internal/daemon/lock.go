@@ -34,6 +34,9 @@ func lockStateDir(stateDir string) (*stateLock, error) {
 	path := filepath.Join(stateDir, "bangerd.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EROFS) {
+			return nil, fmt.Errorf("state dir %s is not writable by uid %d: %w; make it writable for bangerd's user, or set state_dir to another directory", stateDir, os.Geteuid(), err)
+		}
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
