@@ -75,7 +75,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"--socket", sock, "--allow", allow, "--subnet-range", "10.200.0.0/16"}, runEnv{stderr: logs, netns: nsPath})
+		done <- run(ctx, []string{"--socket", sock, "--allow", allow, "--subnet-range", "10.200.0.0/16"}, runEnv{stderr: logs, netns: nsPath, sysctlDir: t.TempDir()})
 	}()
 
 	// A deadline only so that a broken helper fails the test instead of

@@ -98,6 +98,13 @@ func testNS(t *testing.T) (netns.NsHandle, string) {
 		t.Skip("cannot create a network namespace here")
 	}
 	t.Cleanup(func() { ns.Close() })
+	// A new namespace takes ip_forward from the host's: start from 0,
+	// whatever banger or anything else did to the host.
+	if err := inNS(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0\n"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return ns, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
 }
 
@@ -113,6 +120,9 @@ func nsHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 
 func newExec(t *testing.T, cfg SystemConfig) *SystemExecutor {
 	t.Helper()
+	if cfg.SysctlDir == "" {
+		cfg.SysctlDir = t.TempDir() // never the host's memory
+	}
 	e, err := NewSystemExecutor(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -373,6 +383,9 @@ func TestSystemExecutorNetworkOfOneUser(t *testing.T) {
 	}
 	if ts := nftTables(t, ns); len(ts) != 0 {
 		t.Errorf("nftables tables left after teardown: %q", ts)
+	}
+	if got := ipForward(t, ns); got != "0" {
+		t.Errorf("ip_forward after the last bridge's teardown is %q, want 0 as it was", got)
 	}
 	if err := a.TeardownNetwork(ctx, n); err != nil {
 		t.Errorf("TeardownNetwork of a missing network: %v", err)
