@@ -106,6 +106,9 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	if !slices.Contains(nftTables(t, ns), "banger-banger5") {
 		t.Fatalf("no nftables table banger-banger5 in the namespace: %q", nftTables(t, ns))
 	}
+	if got := ipForward(t, ns); got != "1" {
+		t.Errorf("ip_forward after ensure_network is %q, want 1", got)
+	}
 	if err := c.CreateTap(ctx, nw, "bgtap5"); err != nil {
 		t.Fatalf("create_tap: %v", err)
 	}
@@ -158,6 +161,9 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 	if ts := nftTables(t, ns); len(ts) != 0 {
 		t.Errorf("nftables tables left after teardown_network: %q", ts)
+	}
+	if got := ipForward(t, ns); got != "0" {
+		t.Errorf("ip_forward after the last teardown_network is %q, want 0 as it was", got)
 	}
 
 	cancel()
