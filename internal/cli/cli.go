@@ -67,7 +67,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	fmt.Fprintf(stderr, "banger: %s\n", oneLine(err))
+	for _, l := range errorLines(err) {
+		fmt.Fprintf(stderr, "banger: %s\n", l)
+	}
 	if isUsage(err) {
 		fmt.Fprintln(stderr, "Run 'banger --help' or add --help to a command for usage.")
 		return ExitUsage
@@ -105,6 +107,29 @@ func oneLine(err error) string {
 		return head + "\n\n" + strings.TrimRight(tail, "\n")
 	}
 	return head
+}
+
+// errorLines is what Run prints for err, one entry a line: each error
+// joined in err (the problems of a config file, say) on a line of its
+// own, after whatever wraps them all; anything else as oneLine folds it.
+func errorLines(err error) []string {
+	var j interface{ Unwrap() []error }
+	if errors.As(err, &j) {
+		if prefix, ok := strings.CutSuffix(err.Error(), j.(error).Error()); ok {
+			prefix = strings.Join(strings.Fields(prefix), " ")
+			if prefix != "" {
+				prefix += " "
+			}
+			var out []string
+			for _, e := range j.Unwrap() {
+				for _, l := range errorLines(e) {
+					out = append(out, prefix+l)
+				}
+			}
+			return out
+		}
+	}
+	return []string{oneLine(err)}
 }
 
 func (a *app) config() (*config.Loaded, error) {

@@ -493,8 +493,10 @@ func TestIPForwardValues(t *testing.T) {
 	expect(t, find(t, run(f.host(0), nil), "ip-forward"), doctor.OK, "net.ipv4.ip_forward is 1", "")
 }
 
-// TestIPForwardInNetns reads the real /proc/sys/net/ipv4/ip_forward from a
-// fresh network namespace, where it starts at 0, then sets it there.
+// TestIPForwardInNetns reads the real /proc/sys/net/ipv4/ip_forward in a
+// fresh network namespace, set to 0 there first (a new namespace takes
+// the host's value, which a root bangerd or anything else may have set to
+// 1), then set to 1 there.
 func TestIPForwardInNetns(t *testing.T) {
 	type out struct {
 		before, after doctor.Result
@@ -506,6 +508,10 @@ func TestIPForwardInNetns(t *testing.T) {
 		// network namespace never leaks into other goroutines.
 		runtime.LockOSThread()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- out{err: err}
+			return
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0\n"), 0o644); err != nil {
 			ch <- out{err: err}
 			return
 		}

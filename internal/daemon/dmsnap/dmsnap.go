@@ -85,7 +85,7 @@ func Available() error {
 	}
 	defer c.Close()
 	if _, err := c.version(); err != nil {
-		return fmt.Errorf("%w: device-mapper version ioctl on %s: %v", ErrUnavailable, dmControlPath, err)
+		return fmt.Errorf("%w: device-mapper is not usable on this host (version ioctl on %s: %v): %s", ErrUnavailable, dmControlPath, err, dmFix)
 	}
 	ok, err := c.hasTarget("snapshot")
 	if err != nil {
@@ -112,8 +112,12 @@ func openControlOrExplain() (*dmControl, error) {
 	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
 		return nil, fmt.Errorf("%w: %v; device-mapper needs root (CAP_SYS_ADMIN)", ErrUnavailable, err)
 	}
-	return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return nil, fmt.Errorf("%w: device-mapper is not usable on this host (%v): %s", ErrUnavailable, err, dmFix)
 }
+
+// dmFix is what to do when the control node exists but device-mapper
+// does not answer through it (a node left without its driver, say).
+const dmFix = `load the device-mapper modules (modprobe dm_mod dm_snapshot), or set cow = "copy" (or "auto") in the config`
 
 // kernelHasDM reports whether /proc/misc lists device-mapper.
 func kernelHasDM() bool {

@@ -169,16 +169,25 @@ func TestAvailableExplains(t *testing.T) {
 	withDM := filepath.Join(dir, "misc-dm")
 	os.WriteFile(withDM, []byte("236 device-mapper\n"), 0o600)
 	control := filepath.Join(dir, "mapper", "control")
+	badDir := filepath.Join(dir, "control-dir")
+	os.Mkdir(badDir, 0o700)
+	plain := filepath.Join(dir, "control-file")
+	os.WriteFile(plain, nil, 0o600)
 
 	for _, c := range []struct {
-		misc, loopCtl string
-		want          []string
+		control, misc, loopCtl string
+		want                   []string
 	}{
-		{noDM, loopCtl, []string{"no device-mapper", control, "modprobe dm_mod"}},
-		{withDM, loopCtl, []string{control, "dmsetup mknodes"}},
-		{withDM, filepath.Join(dir, "missing"), []string{"no loop devices", "modprobe loop"}},
+		{control, noDM, loopCtl, []string{"no device-mapper", control, "modprobe dm_mod"}},
+		{control, withDM, loopCtl, []string{control, "dmsetup mknodes"}},
+		{control, withDM, filepath.Join(dir, "missing"), []string{"no loop devices", "modprobe loop"}},
+		// A control node that exists but cannot be opened (here a
+		// directory; on a host, a node without its driver), or that
+		// answers no device-mapper ioctl (a plain file): what to do.
+		{badDir, noDM, loopCtl, []string{"device-mapper is not usable on this host", "open " + badDir, "modprobe dm_mod dm_snapshot", `cow = "copy"`}},
+		{plain, withDM, loopCtl, []string{"device-mapper is not usable on this host", "version ioctl on " + plain, "modprobe dm_mod dm_snapshot", `cow = "copy"`}},
 	} {
-		withPaths(t, control, c.misc, c.loopCtl)
+		withPaths(t, c.control, c.misc, c.loopCtl)
 		err := Available()
 		if !errors.Is(err, ErrUnavailable) {
 			t.Errorf("Available() = %v, want ErrUnavailable", err)

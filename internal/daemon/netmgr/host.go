@@ -26,6 +26,9 @@ type Host struct {
 	mu       *sync.Mutex
 	uid, gid int
 	view     bool // made by As: Close leaves the socket to the original
+	// sysctlDir remembers the sysctls the Host changed (RememberSysctlsIn);
+	// "" remembers nothing and puts nothing back.
+	sysctlDir string
 }
 
 var _ privops.Network = (*Host)(nil)
@@ -61,7 +64,7 @@ func NewHost(opts ...HostOption) (*Host, error) {
 // and it refuses a bridge, tap or published port of another uid. The view
 // shares h's socket and lock; h must outlive it.
 func (h *Host) As(uid, gid int) *Host {
-	return &Host{ns: h.ns, h: h.h, mu: h.mu, uid: uid, gid: gid, view: true}
+	return &Host{ns: h.ns, h: h.h, mu: h.mu, uid: uid, gid: gid, view: true, sysctlDir: h.sysctlDir}
 }
 
 // Close releases the netlink socket of a Host made by NewHost.
@@ -143,19 +146,20 @@ func checkSpec(n privops.NetSpec) error {
 
 // EnsureNetwork brings the host side up: the bridge with the gateway
 // address, up and marked as this user's; the network's nftables table
-// with its chains and rules; ip_forward on. Whatever is already right is
-// left alone, so a second call changes nothing.
+// with its chains and rules; ip_forward on (its old value remembered, see
+// RememberSysctlsIn). Whatever is already right is left alone, so a second
+// call changes nothing.
 func (h *Host) EnsureNetwork(ctx context.Context, n privops.NetSpec) error {
 	unlock, err := h.begin(ctx, n)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return h.ensureLocked(n)
+	return h.ensureLocked(ctx, n)
 }
 
 // ensureLocked is EnsureNetwork after begin.
-func (h *Host) ensureLocked(n privops.NetSpec) error {
+func (h *Host) ensureLocked(ctx context.Context, n privops.NetSpec) error {
 	if err := EnsureBridge(h.h, n.Bridge, netip.PrefixFrom(n.Gateway(), n.Subnet.Bits())); err != nil {
 		return err
 	}
@@ -171,12 +175,14 @@ func (h *Host) ensureLocked(n privops.NetSpec) error {
 	if err := h.ensureNft(n); err != nil {
 		return err
 	}
-	return EnableIPForward(h.ns)
+	return h.enableForward(ctx)
 }
 
 // TeardownNetwork removes the network's nftables table, banger's taps on
-// the bridge and the bridge. It leaves ip_forward as it is: other software
-// may rely on it by now.
+// the bridge and the bridge. When that was the namespace's last banger
+// bridge (of any user), it puts ip_forward back to the value it had
+// before banger turned it on, if banger did and remembered it
+// (RememberSysctlsIn); otherwise it leaves ip_forward as it is.
 func (h *Host) TeardownNetwork(ctx context.Context, n privops.NetSpec) error {
 	unlock, err := h.begin(ctx, n)
 	if err != nil {
@@ -186,7 +192,10 @@ func (h *Host) TeardownNetwork(ctx context.Context, n privops.NetSpec) error {
 	if err := h.deleteTable(n); err != nil {
 		return err
 	}
-	return DeleteBridge(h.h, n.Bridge, n.TapPrefix)
+	if err := DeleteBridge(h.h, n.Bridge, n.TapPrefix); err != nil {
+		return err
+	}
+	return h.restoreForward(ctx)
 }
 
 // checkTap refuses a tap name outside the network's tap prefix.

@@ -62,6 +62,7 @@ type Manager struct {
 	ns       netns.NsHandle
 	tapUID   int // -1: the process's own
 	tapGID   int
+	sysctls  string // the in-process Host's RememberSysctlsIn
 	resolved string // systemd-resolved's upstream resolv.conf
 	gateway  netip.Addr
 
@@ -89,6 +90,11 @@ func WithNetNS(ns netns.NsHandle) Option { return func(m *Manager) { m.ns = ns }
 func WithTapOwner(uid, gid int) Option {
 	return func(m *Manager) { m.tapUID, m.tapGID = uid, gid }
 }
+
+// WithSysctlDir makes the in-process Host remember the sysctls it changes
+// in dir and put them back after the last teardown (see
+// RememberSysctlsIn). No effect with WithOps.
+func WithSysctlDir(dir string) Option { return func(m *Manager) { m.sysctls = dir } }
 
 // TableFor is the nftables table of the network on bridge: "banger" for
 // the default bridge, "banger-BRIDGE" for any other, so that two networks
@@ -157,6 +163,9 @@ func New(cfg Config, leases Leases, opts ...Option) (*Manager, error) {
 		var hopts []HostOption
 		if m.ns >= 0 {
 			hopts = append(hopts, InNetNS(m.ns))
+		}
+		if m.sysctls != "" {
+			hopts = append(hopts, RememberSysctlsIn(m.sysctls))
 		}
 		h, err := NewHost(hopts...)
 		if err != nil {
@@ -236,7 +245,8 @@ func checkVMID(vmID string) error {
 }
 
 // Ensure brings the host side up: the bridge with the gateway address,
-// up; banger's nftables table with its chains and rules; ip_forward on.
+// up; banger's nftables table with its chains and rules; ip_forward on
+// (remembering its old value, see RememberSysctlsIn).
 // Whatever is already right is left alone, so a second call changes
 // nothing.
 func (m *Manager) Ensure(ctx context.Context) error {
@@ -375,8 +385,9 @@ func (m *Manager) Unpublish(ctx context.Context, vmID string, hostPort uint16) e
 }
 
 // TeardownIfUnused removes banger's nftables table, any leftover taps on
-// the bridge and the bridge itself when no lease remains. It leaves
-// ip_forward as it is: other software may rely on it by now.
+// the bridge and the bridge itself when no lease remains; the last banger
+// bridge of the host puts ip_forward back as it was (see
+// privops.Network.TeardownNetwork).
 func (m *Manager) TeardownIfUnused(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -386,7 +386,7 @@ func (h *Host) Publish(ctx context.Context, n privops.NetSpec, p privops.Publish
 		return err
 	}
 	defer unlock()
-	if err := h.ensureLocked(n); err != nil {
+	if err := h.ensureLocked(ctx, n); err != nil {
 		return err
 	}
 	c, err := h.nftConn()

@@ -36,6 +36,8 @@ func Main(args []string) int {
 type runEnv struct {
 	stderr io.Writer
 	netns  string // network namespace path for the executor; "" = own
+	// sysctlDir is the executor's SystemConfig.SysctlDir.
+	sysctlDir string
 }
 
 func run(ctx context.Context, args []string, env runEnv) int {
@@ -89,7 +91,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	policy := DefaultPolicy()
 	policy.AllowedUIDs = uids
 	policy.SubnetRange = rng
-	exec, err := NewSystemExecutor(SystemConfig{NetNS: env.netns, LockDir: filepath.Dir(*socket)})
+	exec, err := NewSystemExecutor(SystemConfig{NetNS: env.netns, LockDir: filepath.Dir(*socket), SysctlDir: env.sysctlDir})
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -75,7 +75,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"--socket", sock, "--allow", allow, "--subnet-range", "10.200.0.0/16"}, runEnv{stderr: logs, netns: nsPath})
+		done <- run(ctx, []string{"--socket", sock, "--allow", allow, "--subnet-range", "10.200.0.0/16"}, runEnv{stderr: logs, netns: nsPath, sysctlDir: t.TempDir()})
 	}()
 
 	// A deadline only so that a broken helper fails the test instead of
@@ -105,6 +105,9 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 	if !slices.Contains(nftTables(t, ns), "banger-banger5") {
 		t.Fatalf("no nftables table banger-banger5 in the namespace: %q", nftTables(t, ns))
+	}
+	if got := ipForward(t, ns); got != "1" {
+		t.Errorf("ip_forward after ensure_network is %q, want 1", got)
 	}
 	if err := c.CreateTap(ctx, nw, "bgtap5"); err != nil {
 		t.Fatalf("create_tap: %v", err)
@@ -158,6 +161,9 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 	if ts := nftTables(t, ns); len(ts) != 0 {
 		t.Errorf("nftables tables left after teardown_network: %q", ts)
+	}
+	if got := ipForward(t, ns); got != "0" {
+		t.Errorf("ip_forward after the last teardown_network is %q, want 0 as it was", got)
 	}
 
 	cancel()

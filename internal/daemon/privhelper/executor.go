@@ -23,6 +23,10 @@ type SystemConfig struct {
 	// LockDir is where the loop and device-mapper flock lives (see
 	// dmsnap); "" means the process-wide lock alone.
 	LockDir string
+	// SysctlDir is where the values of the sysctls the executor turns on
+	// (ip_forward) are remembered until the host's last banger bridge
+	// goes and they are put back; "" means netmgr.DefaultSysctlDir.
+	SysctlDir string
 }
 
 // SystemExecutor does the privileged work for real: links and nftables
@@ -41,7 +45,11 @@ type SystemExecutor struct {
 func NewSystemExecutor(cfg SystemConfig) (*SystemExecutor, error) {
 	e := &SystemExecutor{ns: -1, dm: &dmsnap.Manager{LockDir: cfg.LockDir}}
 	var err error
-	var opts []netmgr.HostOption
+	sysctls := cfg.SysctlDir
+	if sysctls == "" {
+		sysctls = netmgr.DefaultSysctlDir
+	}
+	opts := []netmgr.HostOption{netmgr.RememberSysctlsIn(sysctls)}
 	if cfg.NetNS != "" {
 		if e.ns, err = netns.GetFromPath(cfg.NetNS); err != nil {
 			return nil, fmt.Errorf("open the network namespace %s: %w", cfg.NetNS, err)

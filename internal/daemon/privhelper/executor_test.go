@@ -18,6 +18,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"banger/internal/daemon/dmsnap"
 	"banger/internal/daemon/netmgr"
@@ -98,6 +99,13 @@ func testNS(t *testing.T) (netns.NsHandle, string) {
 		t.Skip("cannot create a network namespace here")
 	}
 	t.Cleanup(func() { ns.Close() })
+	// A new namespace takes ip_forward from the host's: start from 0,
+	// whatever banger or anything else did to the host.
+	if err := inNS(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0\n"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return ns, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
 }
 
@@ -113,6 +121,9 @@ func nsHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 
 func newExec(t *testing.T, cfg SystemConfig) *SystemExecutor {
 	t.Helper()
+	if cfg.SysctlDir == "" {
+		cfg.SysctlDir = t.TempDir() // never the host's memory
+	}
 	e, err := NewSystemExecutor(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -374,6 +385,9 @@ func TestSystemExecutorNetworkOfOneUser(t *testing.T) {
 	if ts := nftTables(t, ns); len(ts) != 0 {
 		t.Errorf("nftables tables left after teardown: %q", ts)
 	}
+	if got := ipForward(t, ns); got != "0" {
+		t.Errorf("ip_forward after the last bridge's teardown is %q, want 0 as it was", got)
+	}
 	if err := a.TeardownNetwork(ctx, n); err != nil {
 		t.Errorf("TeardownNetwork of a missing network: %v", err)
 	}
@@ -454,28 +468,131 @@ func kernelHasDM(t *testing.T) bool {
 	return false
 }
 
-// TestSystemExecutorWithoutDeviceMapper: on a host without device-mapper
-// the executor says why snapshots cannot be made, lists none and removes
-// none without error.
-func TestSystemExecutorWithoutDeviceMapper(t *testing.T) {
-	if kernelHasDM(t) {
-		t.Skip("this host has device-mapper; the test is of a host without it")
+// unusedCharMajor returns a character-device major number no driver has,
+// so that opening a node of it fails with ENXIO, as /dev/mapper/control
+// does when its driver is missing.
+func unusedCharMajor(t *testing.T) uint32 {
+	b, err := os.ReadFile("/proc/devices")
+	if err != nil {
+		t.Skipf("cannot read /proc/devices: %v", err)
 	}
+	used := map[uint32]bool{}
+	inChar := false
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(l, "Character"):
+			inChar = true
+		case strings.HasPrefix(l, "Block"):
+			inChar = false
+		case inChar:
+			if f := strings.Fields(l); len(f) == 2 {
+				if n, err := strconv.Atoi(f[0]); err == nil {
+					used[uint32(n)] = true
+				}
+			}
+		}
+	}
+	for m := uint32(240); m < 255; m++ { // the range for local use
+		if !used[m] {
+			return m
+		}
+	}
+	t.Skip("every character major from 240 to 254 has a driver")
+	return 0
+}
+
+// inDevView runs fn on a thread in a mount namespace of its own where /dev
+// holds only loop-control and, when control is "dead", a
+// /dev/mapper/control node without a driver; and /proc/misc lists
+// device-mapper when dmListed. The host's own /dev and /proc are never
+// changed; the thread dies with fn.
+func inDevView(t *testing.T, control string, dmListed bool, fn func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a mount namespace and device nodes")
+	}
+	dev, other := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(dev+"/loop-control", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if control == "dead" {
+		if err := os.Mkdir(dev+"/mapper", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mknod(dev+"/mapper/control", unix.S_IFCHR|0o600, int(unix.Mkdev(unusedCharMajor(t), 0))); err != nil {
+			t.Skipf("cannot make a device node here: %v", err)
+		}
+	}
+	misc := "237 loop-control\n"
+	if dmListed {
+		misc += "236 device-mapper\n"
+	}
+	if err := os.WriteFile(other+"/misc", []byte(misc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		for _, step := range []func() error{
+			func() error { return unix.Unshare(unix.CLONE_NEWNS) },
+			func() error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") },
+			func() error { return unix.Mount(dev, "/dev", "", unix.MS_BIND, "") },
+			func() error { return unix.Mount(other+"/misc", "/proc/misc", "", unix.MS_BIND, "") },
+		} {
+			if err := step(); err != nil {
+				done <- err
+				return
+			}
+		}
+		fn()
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Skipf("cannot make a mount namespace with a /dev of its own: %v", err)
+	}
+}
+
+// TestSystemExecutorWithoutDeviceMapper: on a host without device-mapper,
+// or whose /dev/mapper/control cannot be opened, the executor says why
+// snapshots cannot be made and what to do; without device-mapper in the
+// kernel it lists none and removes none without error. The host's own
+// device-mapper does not matter: each case makes its own /dev.
+func TestSystemExecutorWithoutDeviceMapper(t *testing.T) {
 	e := newExec(t, SystemConfig{LockDir: t.TempDir()})
 	ops := e.For(uint32(os.Getuid()))
 	ctx := context.Background()
-	err := ops.SnapshotsAvailable(ctx)
-	if !errors.Is(err, dmsnap.ErrUnavailable) {
-		t.Fatalf("SnapshotsAvailable = %v, want dmsnap.ErrUnavailable", err)
-	}
-	// The reason names what is missing and what to do.
-	if _, lerr := os.Stat("/dev/loop-control"); lerr == nil && (!strings.Contains(err.Error(), "no device-mapper") || !strings.Contains(err.Error(), "modprobe dm_mod")) {
-		t.Errorf("the reason does not say what is missing: %v", err)
-	}
-	if l, err := ops.ListSnapshots(ctx); err != nil || len(l) != 0 {
-		t.Errorf("ListSnapshots = %v, %v; want none", l, err)
-	}
-	if err := ops.RemoveSnapshot(ctx, "banger-none"); err != nil {
-		t.Errorf("RemoveSnapshot of a snapshot that cannot exist: %v", err)
+	for _, c := range []struct {
+		name     string
+		control  string
+		dmListed bool
+		want     []string
+	}{
+		{"no device-mapper", "missing", false, []string{"no device-mapper", "/dev/mapper/control", "modprobe dm_mod"}},
+		{"a control node without its driver", "dead", false, []string{"device-mapper is not usable on this host", "open /dev/mapper/control", "modprobe dm_mod dm_snapshot", `cow = "copy"`}},
+		{"device-mapper listed but not answering", "dead", true, []string{"device-mapper is not usable on this host", "open /dev/mapper/control", "modprobe dm_mod dm_snapshot", `cow = "copy"`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			inDevView(t, c.control, c.dmListed, func() {
+				err := ops.SnapshotsAvailable(ctx)
+				if !errors.Is(err, dmsnap.ErrUnavailable) {
+					t.Errorf("SnapshotsAvailable = %v, want dmsnap.ErrUnavailable", err)
+					return
+				}
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("SnapshotsAvailable = %q: does not say %q", err, w)
+					}
+				}
+				if c.dmListed {
+					return // the kernel has device-mapper: its leftovers may exist
+				}
+				if l, err := ops.ListSnapshots(ctx); err != nil || len(l) != 0 {
+					t.Errorf("ListSnapshots = %v, %v; want none", l, err)
+				}
+				if err := ops.RemoveSnapshot(ctx, "banger-none"); err != nil {
+					t.Errorf("RemoveSnapshot of a snapshot that cannot exist: %v", err)
+				}
+			})
+		})
 	}
 }

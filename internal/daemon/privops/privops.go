@@ -38,10 +38,13 @@ type Publish struct {
 // idempotent: repeating it changes nothing more.
 type Network interface {
 	// EnsureNetwork brings up the bridge with the gateway address, the
-	// NAT and forward rules of the table, and ip_forward.
+	// NAT and forward rules of the table, and ip_forward (remembering its
+	// old value where it can put it back).
 	EnsureNetwork(ctx context.Context, n NetSpec) error
 	// TeardownNetwork removes the table, the network's taps and the bridge.
-	// A network that is not there is not an error.
+	// After the host's last banger bridge of any user it puts ip_forward
+	// back to what it was before banger turned it on. A network that is
+	// not there is not an error.
 	TeardownNetwork(ctx context.Context, n NetSpec) error
 	// CreateTap makes tap (which starts with n.TapPrefix) on the bridge,
 	// up and owned by the caller, so the caller's VMM can open it.
