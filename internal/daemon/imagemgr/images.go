@@ -118,6 +118,32 @@ func (m *Manager) registerKernel(ctx context.Context, r RegisterRequest) (string
 		what, kernel, m.installedKernels(ctx), m.catalogKernels(), kernel))
 }
 
+// CheckFiles checks an unmanaged image's files again, as register did: the
+// user may have replaced one since (with a link to a device, say). vm create
+// calls it before it reads them; a managed image's files are banger's own.
+func (m *Manager) CheckFiles(im store.Image) error {
+	if im.Managed {
+		return nil
+	}
+	for _, f := range []struct {
+		path string
+		role fileRole
+	}{{im.RootfsPath, roleRootfs}, {im.WorkSeedPath, roleWorkSeed}, {im.InitrdPath, roleInitrd}} {
+		if f.path == "" {
+			continue
+		}
+		file, _, _, err := openChecked(f.role, f.path)
+		if err != nil {
+			return fmt.Errorf("image %q: %w", im.Name, err)
+		}
+		file.Close()
+	}
+	if _, err := checkDir("modules dir", im.ModulesDir); err != nil {
+		return fmt.Errorf("image %q: %w", im.Name, err)
+	}
+	return nil
+}
+
 // fileRole is what a file of an image is for: its flag, what it is called
 // in errors, the kind it must be and how to make one.
 type fileRole struct {

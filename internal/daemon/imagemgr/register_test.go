@@ -186,7 +186,7 @@ func TestRegisterDecidesTheKernel(t *testing.T) {
 
 // TestPromoteChecksFilesAgain: a registered file replaced by something that
 // is not a disk (or a link to a device) is refused by promote, which leaves
-// the image unmanaged and nothing under the state dir.
+// the image unmanaged and nothing under the state dir, and by CheckFiles.
 func TestPromoteChecksFilesAgain(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
@@ -195,6 +195,13 @@ func TestPromoteChecksFilesAgain(t *testing.T) {
 	if _, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "img", Rootfs: rootfs, Kernel: "k"}); err != nil {
 		t.Fatal(err)
 	}
+	im, err := f.m.Image(ctx, "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.CheckFiles(im); err != nil {
+		t.Fatalf("CheckFiles of untouched files = %v", err)
+	}
 	garbage := make([]byte, 1<<20)
 	_, _ = rand.Read(garbage)
 	if err := os.WriteFile(rootfs, garbage, 0o644); err != nil {
@@ -202,6 +209,9 @@ func TestPromoteChecksFilesAgain(t *testing.T) {
 	}
 	if _, err := f.m.PromoteImage(ctx, "img", nil); err == nil || !strings.Contains(err.Error(), "it is not an ext4 image (no ext4 superblock)") {
 		t.Fatalf("promote of a replaced rootfs = %v", err)
+	}
+	if err := f.m.CheckFiles(im); err == nil || !strings.Contains(err.Error(), "no ext4 superblock") {
+		t.Fatalf("CheckFiles of a replaced rootfs = %v", err)
 	}
 	if err := os.Remove(rootfs); err != nil {
 		t.Fatal(err)
@@ -212,7 +222,10 @@ func TestPromoteChecksFilesAgain(t *testing.T) {
 	if _, err := f.m.PromoteImage(ctx, "img", nil); err == nil || !strings.Contains(err.Error(), "is a character device, not a regular file") {
 		t.Fatalf("promote of a rootfs replaced by a device link = %v", err)
 	}
-	im, err := f.m.Image(ctx, "img")
+	if err := f.m.CheckFiles(im); err == nil || !strings.Contains(err.Error(), "is a character device") {
+		t.Fatalf("CheckFiles of a rootfs replaced by a device link = %v", err)
+	}
+	im, err = f.m.Image(ctx, "img")
 	if err != nil || im.Managed {
 		t.Fatalf("image after refused promotes = %+v, %v", im, err)
 	}
