@@ -11,7 +11,7 @@ DESTDIR   ?=
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 SCRIPTS   := $(wildcard scripts/*.sh) $(wildcard .ci/*)
 
-.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e install uninstall
+.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e fuzz install uninstall
 
 all: build
 
@@ -66,6 +66,12 @@ uninstall:
 
 clean:
 	rm -rf build coverage.out coverage.html
+
+# Every fuzz target, one after the other, FUZZTIME each (default 30s) with
+# a short minimisation; fails on a crash. FUZZ=REGEX picks targets.
+FUZZTIME ?= 30s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # End-to-end: real VMs under QEMU through the CLI (see e2e/doc.go).
 e2e:

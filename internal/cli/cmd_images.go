@@ -162,7 +162,12 @@ func (a *app) newImageRegisterCmd() *cobra.Command {
 		Short: "Register an unmanaged image made of files you own",
 		Long: `Register an unmanaged image: banger records where your files are and boots
 from them, but never writes, moves or deletes them. Promote it later to give
-banger its own copy.`,
+banger its own copy.
+
+Each file is checked first: the root filesystem and the work seed must be
+ext4 images (mkfs.ext4 -d DIR FILE SIZE makes one), the initrd a cpio archive
+(newc), bare or compressed; symlinks are followed and the files they lead to
+recorded. The kernel must be installed or in the kernel catalog.`,
 		Args: exactArgs(1, "one image name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -186,9 +191,9 @@ banger its own copy.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Rootfs, "rootfs", "", "ext4 root filesystem image (required)")
-	f.StringVar(&req.Kernel, "kernel", "", "kernel name to boot it with")
+	f.StringVar(&req.Kernel, "kernel", "", "kernel to boot it with: an installed or catalog kernel")
 	f.StringVar(&req.WorkSeed, "work-seed", "", "ext4 image that seeds each VM's work disk")
-	f.StringVar(&req.Initrd, "initrd", "", "initrd to boot with instead of the kernel's")
+	f.StringVar(&req.Initrd, "initrd", "", "initrd (cpio, bare or compressed) to boot with instead of the kernel's")
 	f.StringVar(&req.Modules, "modules", "", "kernel module tree for the guest")
 	_ = cmd.MarkFlagRequired("rootfs")
 	return cmd

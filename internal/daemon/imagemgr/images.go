@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"banger/internal/filekind"
 	"banger/internal/store"
 )
 
@@ -19,36 +20,53 @@ import (
 type RegisterRequest struct {
 	Name       string
 	Rootfs     string // required: an ext4 image file
-	WorkSeed   string // optional
-	Kernel     string // kernel name (may be a catalog name pulled later)
-	Initrd     string // optional
+	WorkSeed   string // optional: an ext4 image file
+	Kernel     string // kernel name: installed, or a catalog kernel pulled later
+	Initrd     string // optional: a cpio archive, bare or compressed
 	ModulesDir string // optional
+	// DefaultKernel gives the kernel when Kernel is empty, by the same rule
+	// as OCI pulls (PullOptions.DefaultKernel); nil means Kernel is
+	// required.
+	DefaultKernel func(context.Context) (string, error)
 }
 
-// RegisterImage records an unmanaged image. Its files are checked but never
-// opened for writing, moved or deleted by banger.
+// RegisterImage records an unmanaged image. Every file is checked for what
+// it must be (regular files only, symlinks resolved; ext4 images for the
+// rootfs and work seed, a cpio initrd) and the kernel must be one banger can
+// boot it with, so vm create does not find out later. Files are recorded by
+// their resolved paths and are never opened for writing, moved or deleted
+// by banger.
 func (m *Manager) RegisterImage(ctx context.Context, r RegisterRequest) (store.Image, error) {
 	if err := ValidName("image", r.Name); err != nil {
 		return store.Image{}, err
 	}
-	if r.Kernel != "" {
-		if err := ValidName("kernel", r.Kernel); err != nil {
+	if r.Rootfs == "" {
+		return store.Image{}, badInput(errors.New("a rootfs path is required: an ext4 image (make one with mkfs.ext4 -d DIR FILE SIZE)"))
+	}
+	files := []struct {
+		path *string
+		role fileRole
+	}{{&r.Rootfs, roleRootfs}, {&r.WorkSeed, roleWorkSeed}, {&r.Initrd, roleInitrd}}
+	var size int64
+	for _, f := range files {
+		if *f.path == "" {
+			continue
+		}
+		file, real, fi, err := openChecked(f.role, *f.path)
+		if err != nil {
 			return store.Image{}, err
 		}
+		file.Close()
+		*f.path = real
+		if f.role.flag == roleRootfs.flag {
+			size = fi.Size()
+		}
 	}
-	rootfs, fi, err := checkPath("rootfs", r.Rootfs, false, true)
+	mods, err := checkDir("modules dir", r.ModulesDir)
 	if err != nil {
 		return store.Image{}, err
 	}
-	seed, _, err := checkPath("work seed", r.WorkSeed, false, false)
-	if err != nil {
-		return store.Image{}, err
-	}
-	initrd, _, err := checkPath("initrd", r.Initrd, false, false)
-	if err != nil {
-		return store.Image{}, err
-	}
-	mods, _, err := checkPath("modules dir", r.ModulesDir, true, false)
+	kernel, err := m.registerKernel(ctx, r)
 	if err != nil {
 		return store.Image{}, err
 	}
@@ -56,9 +74,9 @@ func (m *Manager) RegisterImage(ctx context.Context, r RegisterRequest) (store.I
 		return store.Image{}, err
 	}
 	im := store.Image{
-		ID: newID(), Name: r.Name, Managed: false, RootfsPath: rootfs, WorkSeedPath: seed,
-		KernelRef: r.Kernel, InitrdPath: initrd, ModulesDir: mods, SizeBytes: fi.Size(),
-		OriginKind: store.OriginRegister, OriginRef: rootfs, CreatedAt: m.now().UTC(),
+		ID: newID(), Name: r.Name, Managed: false, RootfsPath: r.Rootfs, WorkSeedPath: r.WorkSeed,
+		KernelRef: kernel, InitrdPath: r.Initrd, ModulesDir: mods, SizeBytes: size,
+		OriginKind: store.OriginRegister, OriginRef: r.Rootfs, CreatedAt: m.now().UTC(),
 	}
 	if err := m.st.PutImage(ctx, im); err != nil {
 		return store.Image{}, err
@@ -66,30 +84,133 @@ func (m *Manager) RegisterImage(ctx context.Context, r RegisterRequest) (store.I
 	return im, nil
 }
 
-// checkPath makes p absolute and checks that it is a regular file (or a
-// directory when dir is set). An empty optional path is allowed.
-func checkPath(what, p string, dir, required bool) (string, fs.FileInfo, error) {
-	if p == "" {
-		if required {
-			return "", nil, badInput(fmt.Errorf("a %s path is required", what))
+// registerKernel is the kernel a registered image boots: r.Kernel, else
+// r.DefaultKernel's; it must be installed or in the kernel catalog (vm
+// create pulls a catalog kernel that is missing).
+func (m *Manager) registerKernel(ctx context.Context, r RegisterRequest) (string, error) {
+	kernel, what := r.Kernel, "--kernel"
+	if kernel == "" {
+		if r.DefaultKernel == nil {
+			return "", badInput(fmt.Errorf("image %q needs a kernel to boot: give one with --kernel NAME (banger kernel ls lists the installed ones; a catalog kernel is pulled when a VM first needs it)", r.Name))
 		}
-		return "", nil, nil
+		k, err := r.DefaultKernel(ctx)
+		if err != nil {
+			return "", err
+		}
+		kernel, what = k, "the default kernel"
+	}
+	if err := ValidName("kernel", kernel); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	_, err := m.st.GetKernel(ctx, kernel)
+	switch {
+	case err == nil:
+		return kernel, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return "", err
+	}
+	if m.cat.Kernels != nil {
+		if _, ok := m.cat.Kernels.Lookup(kernel); ok {
+			return kernel, nil
+		}
+	}
+	return "", badInput(fmt.Errorf("%s %q is neither an installed kernel (%s) nor in the kernel catalog (%s): import it first (banger kernel import --name %s PATH) or name another with --kernel",
+		what, kernel, m.installedKernels(ctx), m.catalogKernels(), kernel))
+}
+
+// CheckFiles checks an unmanaged image's files again, as register did: the
+// user may have replaced one since (with a link to a device, say). vm create
+// calls it before it reads them; a managed image's files are banger's own.
+func (m *Manager) CheckFiles(im store.Image) error {
+	if im.Managed {
+		return nil
+	}
+	for _, f := range []struct {
+		path string
+		role fileRole
+	}{{im.RootfsPath, roleRootfs}, {im.WorkSeedPath, roleWorkSeed}, {im.InitrdPath, roleInitrd}} {
+		if f.path == "" {
+			continue
+		}
+		file, _, _, err := openChecked(f.role, f.path)
+		if err != nil {
+			return fmt.Errorf("image %q: %w", im.Name, err)
+		}
+		file.Close()
+	}
+	if _, err := checkDir("modules dir", im.ModulesDir); err != nil {
+		return fmt.Errorf("image %q: %w", im.Name, err)
+	}
+	return nil
+}
+
+// fileRole is what a file of an image is for: its flag, what it is called
+// in errors, the kind it must be and how to make one.
+type fileRole struct {
+	flag, what, kind, hint string
+	check                  func(f *os.File, size int64) error
+}
+
+var (
+	roleRootfs = fileRole{"rootfs", "a root filesystem", "an ext4 image",
+		"make one with mkfs.ext4 -d DIR FILE SIZE", checkExt4}
+	roleWorkSeed = fileRole{"work seed", "a work seed", "an ext4 image",
+		"make one with mkfs.ext4 -d DIR FILE SIZE", checkExt4}
+	roleInitrd = fileRole{"initrd", "an initrd", "an initrd",
+		"make one with: (cd DIR && find . | cpio -o -H newc | gzip) > FILE", checkInitrd}
+)
+
+func checkExt4(f *os.File, size int64) error {
+	_, err := filekind.Ext4(f, size)
+	return err
+}
+
+func checkInitrd(f *os.File, _ int64) error {
+	_, err := filekind.Initrd(io.NewSectionReader(f, 0, 1<<62))
+	return err
+}
+
+// openChecked opens the file at p for role, refusing anything but a regular
+// file of the right kind (symlinks resolved first), and returns it open with
+// its resolved path and info. Reading it gives what was checked, even if
+// the path changes later.
+func openChecked(role fileRole, p string) (*os.File, string, fs.FileInfo, error) {
+	f, real, fi, err := filekind.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", nil, badInput(fmt.Errorf("%s %s: %w", role.flag, p, err))
+	}
+	if err != nil {
+		return nil, "", nil, badInput(fmt.Errorf("refusing %s as %s: %w", p, role.what, err))
+	}
+	if err := role.check(f, fi.Size()); err != nil {
+		f.Close()
+		return nil, "", nil, badInput(fmt.Errorf("refusing %s as %s: it is not %s (%v); %s", p, role.what, role.kind, err, role.hint))
+	}
+	return f, real, fi, nil
+}
+
+// checkDir resolves the directory p (empty is allowed) and checks that it
+// is a directory.
+func checkDir(what, p string) (string, error) {
+	if p == "" {
+		return "", nil
 	}
 	abs, err := filepath.Abs(p)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
-	fi, err := os.Stat(abs)
+	real, err := filepath.EvalSymlinks(abs)
 	if err != nil {
-		return "", nil, badInput(fmt.Errorf("%s %s: %w", what, p, err))
+		return "", badInput(fmt.Errorf("%s %s: %w", what, p, err))
 	}
-	if dir && !fi.IsDir() {
-		return "", nil, badInput(fmt.Errorf("%s %s is not a directory", what, p))
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", badInput(fmt.Errorf("%s %s: %w", what, p, err))
 	}
-	if !dir && !fi.Mode().IsRegular() {
-		return "", nil, badInput(fmt.Errorf("%s %s is not a regular file", what, p))
+	if !fi.IsDir() {
+		return "", badInput(fmt.Errorf("%s %s is %s, not a directory", what, p, filekind.Describe(fi.Mode())))
 	}
-	return abs, fi, nil
+	return real, nil
 }
 
 // Image returns one image by name.
@@ -146,29 +267,48 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 		}
 	}()
 
-	var total int64
+	// The user's files may have changed since they were registered: check
+	// them again, and copy from the very files that were checked.
 	files := []struct {
 		src  *string
+		role fileRole
 		name string
-	}{{&im.RootfsPath, "rootfs.ext4"}, {&im.WorkSeedPath, "work-seed.ext4"}, {&im.InitrdPath, "initrd.img"}}
-	for _, f := range files {
-		if *f.src != "" {
-			fi, err := os.Stat(*f.src)
-			if err != nil {
-				return store.Image{}, fmt.Errorf("image %q: %w", name, err)
+		f    *os.File
+	}{{&im.RootfsPath, roleRootfs, "rootfs.ext4", nil}, {&im.WorkSeedPath, roleWorkSeed, "work-seed.ext4", nil}, {&im.InitrdPath, roleInitrd, "initrd.img", nil}}
+	defer func() {
+		for _, f := range files {
+			if f.f != nil {
+				f.f.Close()
 			}
-			total += fi.Size()
+		}
+	}()
+	var total int64
+	for i := range files {
+		f := &files[i]
+		if *f.src == "" {
+			continue
+		}
+		file, _, fi, err := openChecked(f.role, *f.src)
+		if err != nil {
+			return store.Image{}, fmt.Errorf("promote image %q: %w", name, err)
+		}
+		f.f = file
+		total += fi.Size()
+	}
+	if im.ModulesDir != "" {
+		if _, err := checkDir("modules dir", im.ModulesDir); err != nil {
+			return store.Image{}, fmt.Errorf("promote image %q: %w", name, err)
 		}
 	}
 	p.Phase("copying")
 	p.SetTotal(total, "bytes")
 	var rootDigest string
 	for _, f := range files {
-		if *f.src == "" {
+		if f.f == nil {
 			continue
 		}
 		dst := filepath.Join(tmp, f.name)
-		digest, err := copyVerified(ctx, *f.src, dst, p)
+		digest, err := copyVerified(ctx, f.f, dst, p)
 		if err != nil {
 			return store.Image{}, fmt.Errorf("promote image %q: %w", name, err)
 		}
@@ -199,15 +339,14 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 
 const copyChunk = 1 << 20
 
-// copyVerified copies src to dst, leaving holes where src has runs of zero
-// blocks, then re-reads dst and checks that its sha256 equals the one
-// computed while reading src. It returns "sha256:<hex>".
-func copyVerified(ctx context.Context, src, dst string, p Progress) (string, error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return "", err
+// copyVerified copies in, from its start, to dst, leaving holes where it has
+// runs of zero blocks, then re-reads dst and checks that its sha256 equals
+// the one computed while reading in. It returns "sha256:<hex>".
+func copyVerified(ctx context.Context, in *os.File, dst string, p Progress) (string, error) {
+	src := in.Name()
+	if _, err := in.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("read %s: %w", src, err)
 	}
-	defer in.Close()
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", err

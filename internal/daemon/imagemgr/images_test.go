@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -49,6 +50,33 @@ func (f *fixture) userFile(t *testing.T, name string, size int) (string, []byte)
 		t.Fatal(err)
 	}
 	return p, data
+}
+
+// ext4File writes a file of the user's that passes for an ext4 image: a
+// superblock at byte 1024, random data after it with a zero run in the
+// middle. It returns its path and content.
+func (f *fixture) ext4File(t *testing.T, name string, size int) (string, []byte) {
+	t.Helper()
+	p, data := f.userFile(t, name, size)
+	copy(data[:4096], make([]byte, 4096))
+	le := binary.LittleEndian
+	le.PutUint32(data[1024+0x00:], 64)                // inodes
+	le.PutUint32(data[1024+0x04:], uint32(size/1024)) // blocks of 1 KiB
+	le.PutUint32(data[1024+0x20:], 8192)              // blocks per group
+	le.PutUint32(data[1024+0x28:], 64)                // inodes per group
+	le.PutUint16(data[1024+0x38:], 0xEF53)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, data
+}
+
+// addKernel records an installed kernel named name.
+func (f *fixture) addKernel(t *testing.T, name string) {
+	t.Helper()
+	if err := f.st.PutKernel(context.Background(), store.Kernel{ID: "k-" + name, Name: name, VmlinuxPath: "/v", CreatedAt: testNow()}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type snapshot map[string]string
@@ -98,8 +126,9 @@ func sameSnap(t *testing.T, before, after snapshot) {
 func TestRegisterPromoteRemoveLeavesUserFilesAlone(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	rootfs, rootData := f.userFile(t, "rootfs.ext4", 3<<20+17)
-	seed, _ := f.userFile(t, "seed.ext4", 1<<20)
+	f.addKernel(t, "debian-6-1")
+	rootfs, rootData := f.ext4File(t, "rootfs.ext4", 3<<20+17)
+	seed, _ := f.ext4File(t, "seed.ext4", 1<<20)
 	mods := filepath.Join(f.user, "modules", "6.1.0")
 	if err := os.MkdirAll(mods, 0o755); err != nil {
 		t.Fatal(err)
@@ -155,9 +184,10 @@ func TestRegisterPromoteRemoveLeavesUserFilesAlone(t *testing.T) {
 func TestRemoveUnmanagedKeepsFiles(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	rootfs, _ := f.userFile(t, "rootfs.ext4", 1<<20)
+	f.addKernel(t, "k")
+	rootfs, _ := f.ext4File(t, "rootfs.ext4", 1<<20)
 	before := snap(t, f.user)
-	if _, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "u", Rootfs: rootfs}); err != nil {
+	if _, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "u", Rootfs: rootfs, Kernel: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.m.RemoveImage(ctx, "u"); err != nil {
@@ -169,21 +199,22 @@ func TestRemoveUnmanagedKeepsFiles(t *testing.T) {
 func TestRegisterRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	rootfs, _ := f.userFile(t, "rootfs.ext4", 4096)
+	f.addKernel(t, "k")
+	rootfs, _ := f.ext4File(t, "rootfs.ext4", 8192)
 	cases := []struct {
 		req  imagemgr.RegisterRequest
 		want string
 	}{
-		{imagemgr.RegisterRequest{Name: "Bad_Name", Rootfs: rootfs}, "not valid"},
-		{imagemgr.RegisterRequest{Name: "../etc", Rootfs: rootfs}, "not valid"},
-		{imagemgr.RegisterRequest{Name: "a/b", Rootfs: rootfs}, "not valid"},
-		{imagemgr.RegisterRequest{Name: "-x", Rootfs: rootfs}, "start and end with a letter or digit"},
-		{imagemgr.RegisterRequest{Name: "a..b", Rootfs: rootfs}, `contains ".."`},
-		{imagemgr.RegisterRequest{Name: strings.Repeat("a", 64), Rootfs: rootfs}, "longer than 63"},
-		{imagemgr.RegisterRequest{Name: "ok"}, "rootfs path is required"},
-		{imagemgr.RegisterRequest{Name: "ok", Rootfs: filepath.Join(f.user, "missing")}, "no such file"},
-		{imagemgr.RegisterRequest{Name: "ok", Rootfs: f.user}, "not a regular file"},
-		{imagemgr.RegisterRequest{Name: "ok", Rootfs: rootfs, ModulesDir: rootfs}, "not a directory"},
+		{imagemgr.RegisterRequest{Name: "Bad_Name", Rootfs: rootfs, Kernel: "k"}, "not valid"},
+		{imagemgr.RegisterRequest{Name: "../etc", Rootfs: rootfs, Kernel: "k"}, "not valid"},
+		{imagemgr.RegisterRequest{Name: "a/b", Rootfs: rootfs, Kernel: "k"}, "not valid"},
+		{imagemgr.RegisterRequest{Name: "-x", Rootfs: rootfs, Kernel: "k"}, "start and end with a letter or digit"},
+		{imagemgr.RegisterRequest{Name: "a..b", Rootfs: rootfs, Kernel: "k"}, `contains ".."`},
+		{imagemgr.RegisterRequest{Name: strings.Repeat("a", 64), Rootfs: rootfs, Kernel: "k"}, "longer than 63"},
+		{imagemgr.RegisterRequest{Name: "ok", Kernel: "k"}, "rootfs path is required"},
+		{imagemgr.RegisterRequest{Name: "ok", Rootfs: filepath.Join(f.user, "missing"), Kernel: "k"}, "no such file"},
+		{imagemgr.RegisterRequest{Name: "ok", Rootfs: f.user, Kernel: "k"}, "is a directory, not a regular file"},
+		{imagemgr.RegisterRequest{Name: "ok", Rootfs: rootfs, ModulesDir: rootfs, Kernel: "k"}, "not a directory"},
 		{imagemgr.RegisterRequest{Name: "ok", Rootfs: rootfs, Kernel: "Nope!"}, "kernel name"},
 	}
 	for _, c := range cases {
@@ -195,10 +226,10 @@ func TestRegisterRefusesBadInput(t *testing.T) {
 	if len(ims) != 0 {
 		t.Fatalf("bad input registered %v", ims)
 	}
-	if _, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "ok", Rootfs: rootfs}); err != nil {
+	if _, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "ok", Rootfs: rootfs, Kernel: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "ok", Rootfs: rootfs}); !errors.Is(err, imagemgr.ErrExists) {
+	if _, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "ok", Rootfs: rootfs, Kernel: "k"}); !errors.Is(err, imagemgr.ErrExists) {
 		t.Fatalf("duplicate = %v, want ErrExists", err)
 	}
 }
@@ -206,13 +237,13 @@ func TestRegisterRefusesBadInput(t *testing.T) {
 func TestRemoveRefusesImageInUse(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	rootfs, _ := f.userFile(t, "rootfs.ext4", 4096)
-	im, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "used", Rootfs: rootfs})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rootfs, _ := f.ext4File(t, "rootfs.ext4", 8192)
 	k := store.Kernel{ID: "k", Name: "k", VmlinuxPath: "/x", CreatedAt: time.Now()}
 	if err := f.st.PutKernel(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	im, err := f.m.RegisterImage(ctx, imagemgr.RegisterRequest{Name: "used", Rootfs: rootfs, Kernel: "k"})
+	if err != nil {
 		t.Fatal(err)
 	}
 	db, err := sql.Open("sqlite", f.st.Path())
