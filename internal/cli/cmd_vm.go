@@ -439,12 +439,24 @@ func (a *app) runInGuest(ctx context.Context, c *client.Client, req client.ExecR
 }
 
 func (a *app) newVMCopyCmd() *cobra.Command {
-	return &cobra.Command{
+	var overwrite, preserve bool
+	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy a file or tree into or out of a VM (NAME:/path on one side)",
 		Long: `Copy a file or directory tree between this host and a VM. One side is
-NAME:/path in the VM. The copy lands inside DST, which must be a directory;
-modes, ownership (as root) and symlinks are kept.`,
+NAME:/path in the VM. The copy lands inside DST, which must be a directory,
+as DST/<base name of SRC>; symlinks are copied as symlinks.
+
+Into a VM, existing files are replaced and modes are kept, owners too when
+the guest agent runs as root.
+
+Out of a VM, the guest is not trusted. Everything it sends must lie under
+DST/<base name of SRC>, or the copy fails naming the entry; no symlink is
+followed; DST/<base name of SRC> must not exist (--overwrite replaces
+existing files there instead, each whole, and never through a symlink);
+setuid and setgid bits are dropped and your umask applies (--preserve keeps
+the guest's modes and, as root, its owners); devices and FIFOs are skipped
+with a warning. A copy that fails removes what it made.`,
 		Args: exactArgs(2, "a source and a destination"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srcVM, srcPath, srcRemote := splitVMPath(args[0])
@@ -455,6 +467,9 @@ modes, ownership (as root) and symlinks are kept.`,
 			case !srcRemote && !dstRemote:
 				return usagef("one side must be NAME:/path in a VM")
 			case dstRemote:
+				if overwrite || preserve {
+					return usagef("--overwrite and --preserve apply to a copy out of a VM; a copy into a VM always replaces files and keeps modes")
+				}
 				c, err := a.agentClient(cmd.Context(), dstVM)
 				if err != nil {
 					return err
@@ -465,13 +480,19 @@ modes, ownership (as root) and symlinks are kept.`,
 				if err != nil {
 					return err
 				}
-				if err := os.MkdirAll(dstPath, 0o755); err != nil {
-					return err
-				}
-				return c.CopyOut(cmd.Context(), srcPath, dstPath)
+				return c.CopyOut(cmd.Context(), srcPath, dstPath, client.CopyOutOptions{
+					Overwrite: overwrite,
+					Preserve:  preserve,
+					Skipped: func(name, what string) {
+						a.warnf("skipped %s %s: it is a %s, and only files, directories and symlinks are copied out of a VM", srcVM, name, what)
+					},
+				})
 			}
 		},
 	}
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "out of a VM: replace existing files under DST/<base name of SRC> (never following symlinks)")
+	cmd.Flags().BoolVar(&preserve, "preserve", false, "out of a VM: keep the guest's modes, setuid and setgid bits included, and (as root) its owners")
+	return cmd
 }
 
 // splitVMPath splits "NAME:/path" (a VM side) from a plain host path.

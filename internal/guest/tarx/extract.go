@@ -51,6 +51,11 @@ type Options struct {
 	// MaxEntries bounds the number of entries in the stream; 0 means no
 	// bound. Beyond it the extraction fails.
 	MaxEntries int
+	// MaxTrailer, when positive, makes Extract read r to its end after the
+	// tar stream's end-of-archive marker, and fail if more than
+	// MaxTrailer bytes follow it (a tar writer pads to its record size;
+	// more is not the end of a tar stream). When 0, the caller reads on.
+	MaxTrailer int64
 }
 
 // maxNameLen bounds an entry's name and link target (Linux's PATH_MAX).
@@ -152,6 +157,15 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts Options) (err er
 		}
 		if err := x.entry(hdr, tr); err != nil {
 			return fmt.Errorf("extract into %s: %w", dir, err)
+		}
+	}
+	if opts.MaxTrailer > 0 {
+		n, err := io.Copy(io.Discard, io.LimitReader(src, opts.MaxTrailer+1))
+		if err != nil {
+			return fmt.Errorf("extract into %s: reading past the tar stream's end: %w", dir, err)
+		}
+		if n > opts.MaxTrailer {
+			return fmt.Errorf("extract into %s: more than %d bytes follow the tar stream's end; the stream is not a tar archive of what was asked", dir, opts.MaxTrailer)
 		}
 	}
 	if err := x.finishDirs(); err != nil {
