@@ -309,3 +309,57 @@ func TestExtractRefusesDevices(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestPackReadsOnlyTheListedFile: a file swapped for a FIFO or a symlink
+// after the walk listed it is refused at once, never read or followed.
+func TestPackReadsOnlyTheListedFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	if err := os.WriteFile(f, []byte("listed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep the listed inode alive, so that a new file cannot reuse its
+	// number.
+	if err := os.Link(f, filepath.Join(dir, "listed")); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	swaps := map[string]func() error{
+		"fifo":    func() error { return syscall.Mkfifo(f, 0o644) },
+		"symlink": func() error { return os.Symlink(secret, f) },
+		"file":    func() error { return os.WriteFile(f, []byte("other"), 0o644) },
+	}
+	for name, swap := range swaps {
+		t.Run(name, func(t *testing.T) {
+			if err := os.Remove(f); err != nil {
+				t.Fatal(err)
+			}
+			if err := swap(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				g, err := openListed(f, fi)
+				if err == nil {
+					g.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("a swapped file was opened")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("opening a FIFO in place of the listed file hangs")
+			}
+		})
+	}
+}
