@@ -2,6 +2,7 @@ package cli
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -824,44 +826,72 @@ func (a *app) removeQuietly(name string) {
 	}
 }
 
-// copyWorkspace copies dir's contents to /workspace in the guest, renaming
-// the tree's top directory on the fly.
+// copyWorkspace copies dir's contents to /workspace in the guest.
 func copyWorkspace(ctx context.Context, c *client.Client, dir string) error {
+	return copyTreeAs(ctx, c, dir, "/", "workspace")
+}
+
+// copyTreeAs copies the host directory dir into the guest directory
+// parent as parent/name, renaming the tree's top directory on the fly. dir
+// itself may be a symlink (the user named it); nothing inside it is
+// followed, and special files stop the copy rather than being read. Both
+// goroutines end before it returns.
+func copyTreeAs(ctx context.Context, c *client.Client, dir, parent, name string) error {
+	dir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
 	pr, pw := io.Pipe()
+	inner, innerW := io.Pipe()
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		inner, innerW := io.Pipe()
-		go func() { innerW.CloseWithError(tarx.Pack(ctx, innerW, dir)) }()
-		tr := tar.NewReader(inner)
-		tw := tar.NewWriter(pw)
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				inner.CloseWithError(err)
-				pw.CloseWithError(err)
-				return
-			}
-			_, rest, _ := strings.Cut(h.Name, "/")
-			h.Name = path.Join("workspace", rest)
-			if h.Typeflag == tar.TypeDir {
-				h.Name += "/"
-			}
-			if h.Typeflag == tar.TypeLink {
-				_, lrest, _ := strings.Cut(h.Linkname, "/")
-				h.Linkname = path.Join("workspace", lrest)
-			}
-			if err := tw.WriteHeader(h); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			if _, err := io.Copy(tw, tr); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-		}
-		pw.CloseWithError(tw.Close())
+		defer wg.Done()
+		innerW.CloseWithError(tarx.Pack(ctx, innerW, dir))
 	}()
-	return c.CopyInTar(ctx, pr, "/")
+	go func() {
+		defer wg.Done()
+		err := renameTop(inner, pw, name)
+		// Stop Pack too when the renaming stopped first.
+		inner.CloseWithError(cmp.Or(err, io.ErrClosedPipe))
+		pw.CloseWithError(err)
+	}()
+	err = c.CopyInTar(ctx, pr, parent)
+	// The agent may have answered before taking everything: stop the
+	// writers, and wait for them.
+	pr.CloseWithError(errors.New("the copy into the guest has ended"))
+	wg.Wait()
+	return err
+}
+
+// renameTop copies the tar stream r to w with its top-level name changed
+// to name.
+func renameTop(r io.Reader, w io.Writer, name string) error {
+	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		_, rest, _ := strings.Cut(h.Name, "/")
+		h.Name = path.Join(name, rest)
+		if h.Typeflag == tar.TypeDir {
+			h.Name += "/"
+		}
+		if h.Typeflag == tar.TypeLink {
+			_, lrest, _ := strings.Cut(h.Linkname, "/")
+			h.Linkname = path.Join(name, lrest)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
 }
