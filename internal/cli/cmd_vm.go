@@ -482,13 +482,17 @@ with a warning. A copy that fails removes what it made.`,
 				if err != nil {
 					return err
 				}
-				return c.CopyOut(cmd.Context(), srcPath, dstPath, client.CopyOutOptions{
+				err = c.CopyOut(cmd.Context(), srcPath, dstPath, client.CopyOutOptions{
 					Overwrite: overwrite,
 					Preserve:  preserve,
 					Skipped: func(name, what string) {
 						a.warnf("skipped %s %s: it is a %s, and only files, directories and symlinks are copied out of a VM", srcVM, name, what)
 					},
 				})
+				if exists := (*tarx.ExistsError)(nil); !overwrite && errors.As(err, &exists) {
+					return fmt.Errorf("%w; remove it, choose another destination, or pass --overwrite to replace files there", err)
+				}
+				return err
 			}
 		},
 	}

@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -127,14 +126,14 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts Options) (err er
 		}
 		if !opts.Replace {
 			if _, err := root.Lstat(opts.Top); err == nil {
-				return fmt.Errorf("extract into %s: %s already exists; remove it or choose another destination (nothing was replaced)", dir, filepath.Join(dir, opts.Top))
+				return fmt.Errorf("extract into %s: %w", dir, &ExistsError{Name: opts.Top})
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("extract into %s: %w", dir, err)
 			}
 			defer func() {
 				if err != nil && x.madeTop {
 					if cerr := x.removeTop(); cerr != nil {
-						err = fmt.Errorf("%w; removing what this copy made in %s also failed: %v", err, filepath.Join(dir, opts.Top), cerr)
+						err = fmt.Errorf("%w; removing what this copy made in %s also failed: %v", err, path.Join(dir, opts.Top), cerr)
 					}
 				}
 			}()
