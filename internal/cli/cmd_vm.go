@@ -2,6 +2,7 @@ package cli
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -439,12 +441,24 @@ func (a *app) runInGuest(ctx context.Context, c *client.Client, req client.ExecR
 }
 
 func (a *app) newVMCopyCmd() *cobra.Command {
-	return &cobra.Command{
+	var overwrite, preserve bool
+	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy a file or tree into or out of a VM (NAME:/path on one side)",
 		Long: `Copy a file or directory tree between this host and a VM. One side is
-NAME:/path in the VM. The copy lands inside DST, which must be a directory;
-modes, ownership (as root) and symlinks are kept.`,
+NAME:/path in the VM. The copy lands inside DST, which must be a directory,
+as DST/<base name of SRC>; symlinks are copied as symlinks.
+
+Into a VM, existing files are replaced and modes are kept, owners too when
+the guest agent runs as root.
+
+Out of a VM, the guest is not trusted. Everything it sends must lie under
+DST/<base name of SRC>, or the copy fails naming the entry; no symlink is
+followed; DST/<base name of SRC> must not exist (--overwrite replaces
+existing files there instead, each whole, and never through a symlink);
+setuid and setgid bits are dropped and your umask applies (--preserve keeps
+the guest's modes and, as root, its owners); devices and FIFOs are skipped
+with a warning. A copy that fails removes what it made.`,
 		Args: exactArgs(2, "a source and a destination"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srcVM, srcPath, srcRemote := splitVMPath(args[0])
@@ -455,6 +469,9 @@ modes, ownership (as root) and symlinks are kept.`,
 			case !srcRemote && !dstRemote:
 				return usagef("one side must be NAME:/path in a VM")
 			case dstRemote:
+				if overwrite || preserve {
+					return usagef("--overwrite and --preserve apply to a copy out of a VM; a copy into a VM always replaces files and keeps modes")
+				}
 				c, err := a.agentClient(cmd.Context(), dstVM)
 				if err != nil {
 					return err
@@ -465,13 +482,23 @@ modes, ownership (as root) and symlinks are kept.`,
 				if err != nil {
 					return err
 				}
-				if err := os.MkdirAll(dstPath, 0o755); err != nil {
-					return err
+				err = c.CopyOut(cmd.Context(), srcPath, dstPath, client.CopyOutOptions{
+					Overwrite: overwrite,
+					Preserve:  preserve,
+					Skipped: func(name, what string) {
+						a.warnf("skipped %s %s: it is a %s, and only files, directories and symlinks are copied out of a VM", srcVM, name, what)
+					},
+				})
+				if exists := (*tarx.ExistsError)(nil); !overwrite && errors.As(err, &exists) {
+					return fmt.Errorf("%w; remove it, choose another destination, or pass --overwrite to replace files there", err)
 				}
-				return c.CopyOut(cmd.Context(), srcPath, dstPath)
+				return err
 			}
 		},
 	}
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "out of a VM: replace existing files under DST/<base name of SRC> (never following symlinks)")
+	cmd.Flags().BoolVar(&preserve, "preserve", false, "out of a VM: keep the guest's modes, setuid and setgid bits included, and (as root) its owners")
+	return cmd
 }
 
 // splitVMPath splits "NAME:/path" (a VM side) from a plain host path.
@@ -803,44 +830,72 @@ func (a *app) removeQuietly(name string) {
 	}
 }
 
-// copyWorkspace copies dir's contents to /workspace in the guest, renaming
-// the tree's top directory on the fly.
+// copyWorkspace copies dir's contents to /workspace in the guest.
 func copyWorkspace(ctx context.Context, c *client.Client, dir string) error {
+	return copyTreeAs(ctx, c, dir, "/", "workspace")
+}
+
+// copyTreeAs copies the host directory dir into the guest directory
+// parent as parent/name, renaming the tree's top directory on the fly. dir
+// itself may be a symlink (the user named it); nothing inside it is
+// followed, and special files stop the copy rather than being read. Both
+// goroutines end before it returns.
+func copyTreeAs(ctx context.Context, c *client.Client, dir, parent, name string) error {
+	dir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
 	pr, pw := io.Pipe()
+	inner, innerW := io.Pipe()
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		inner, innerW := io.Pipe()
-		go func() { innerW.CloseWithError(tarx.Pack(ctx, innerW, dir)) }()
-		tr := tar.NewReader(inner)
-		tw := tar.NewWriter(pw)
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				inner.CloseWithError(err)
-				pw.CloseWithError(err)
-				return
-			}
-			_, rest, _ := strings.Cut(h.Name, "/")
-			h.Name = path.Join("workspace", rest)
-			if h.Typeflag == tar.TypeDir {
-				h.Name += "/"
-			}
-			if h.Typeflag == tar.TypeLink {
-				_, lrest, _ := strings.Cut(h.Linkname, "/")
-				h.Linkname = path.Join("workspace", lrest)
-			}
-			if err := tw.WriteHeader(h); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			if _, err := io.Copy(tw, tr); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-		}
-		pw.CloseWithError(tw.Close())
+		defer wg.Done()
+		innerW.CloseWithError(tarx.Pack(ctx, innerW, dir))
 	}()
-	return c.CopyInTar(ctx, pr, "/")
+	go func() {
+		defer wg.Done()
+		err := renameTop(inner, pw, name)
+		// Stop Pack too when the renaming stopped first.
+		inner.CloseWithError(cmp.Or(err, io.ErrClosedPipe))
+		pw.CloseWithError(err)
+	}()
+	err = c.CopyInTar(ctx, pr, parent)
+	// The agent may have answered before taking everything: stop the
+	// writers, and wait for them.
+	pr.CloseWithError(errors.New("the copy into the guest has ended"))
+	wg.Wait()
+	return err
+}
+
+// renameTop copies the tar stream r to w with its top-level name changed
+// to name.
+func renameTop(r io.Reader, w io.Writer, name string) error {
+	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		_, rest, _ := strings.Cut(h.Name, "/")
+		h.Name = path.Join(name, rest)
+		if h.Typeflag == tar.TypeDir {
+			h.Name += "/"
+		}
+		if h.Typeflag == tar.TypeLink {
+			_, lrest, _ := strings.Cut(h.Linkname, "/")
+			h.Linkname = path.Join(name, lrest)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
 }

@@ -27,7 +27,10 @@ func (s *server) copyIn(ctx context.Context, c net.Conn, pc *proto.Conn, f proto
 		return proto.Errorf(proto.CodeFailed, "create copy-in destination: %v", err)
 	}
 	dr := proto.NewDataReader(pc.Reader, proto.TypeData)
-	err := tarx.Extract(ctx, dr, req.Dir, tarx.Options{Chown: os.Geteuid() == 0})
+	// The host may put what it likes in its own guest: the stream replaces
+	// what exists and keeps owners (as root) and setuid bits. It still
+	// cannot write outside req.Dir.
+	err := tarx.Extract(ctx, dr, req.Dir, tarx.Options{Replace: true, Chown: os.Geteuid() == 0, KeepSetid: true})
 	if err == nil {
 		// The tar reader stops at the end-of-archive marker; read on to the
 		// host's end-of-data frame.

@@ -2,11 +2,16 @@ package client
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
+	"strconv"
+	"strings"
 
 	"banger/internal/guest/proto"
 	"banger/internal/guest/tarx"
@@ -110,20 +115,85 @@ func (t *trackingWriter) WriteFile(f *os.File, n int64) (int64, error) {
 	return m, err
 }
 
+// CopyOutOptions say how CopyOut treats what the guest sends. The zero
+// value is the strict one.
+type CopyOutOptions struct {
+	// Overwrite lets the copy replace existing files and symlinks under
+	// dstDir/<base> (each atomically; a symlink is replaced, never
+	// followed) and merge into an existing directory there. Without it,
+	// dstDir/<base> must not exist.
+	Overwrite bool
+	// Preserve keeps the guest's permission bits, setuid and setgid
+	// included, and, when this process runs as root, the guest's owners.
+	// Without it, setuid and setgid bits are dropped, the process's umask
+	// applies and files belong to whoever runs the copy.
+	Preserve bool
+	// Skipped, when set, is told about each device, FIFO or socket entry
+	// the guest sends; such entries are never created on the host. When
+	// nil, they fail the copy.
+	Skipped func(name, what string)
+	// MaxEntries bounds the entries the guest may send; 0 means
+	// DefaultMaxEntries.
+	MaxEntries int
+}
+
+// DefaultMaxEntries bounds the entries of a copy out of a guest.
+const DefaultMaxEntries = 4 << 20
+
 // CopyOut copies the guest path src (file, symlink or directory tree) into
 // the host directory dstDir (created when missing), as dstDir/<base name of
-// src>. Ownership is kept when this process runs as root.
-func (c *Client) CopyOut(ctx context.Context, src, dstDir string) error {
+// src>. The guest is not trusted: every entry it sends must lie under
+// dstDir/<base>, no symlink is followed, nothing existing is replaced
+// unless opts.Overwrite, and when the copy fails, what it made is removed
+// (with opts.Overwrite, files it replaced stay replaced, each whole).
+func (c *Client) CopyOut(ctx context.Context, src, dstDir string, opts CopyOutOptions) error {
+	base := path.Base(path.Clean(src))
+	if !path.IsAbs(src) || base == "/" || base == "." || base == ".." {
+		return fmt.Errorf("copy %s out of the guest: name an absolute path below /, such as /root/file", src)
+	}
 	if err := os.MkdirAll(dstDir, 0o755); err != nil {
 		return fmt.Errorf("copy %s out of the guest: %w", src, err)
 	}
+	xo := tarx.Options{
+		Top:        base,
+		Replace:    opts.Overwrite,
+		Chown:      opts.Preserve && os.Geteuid() == 0,
+		KeepSetid:  opts.Preserve,
+		Skip:       opts.Skipped,
+		MaxEntries: cmp.Or(opts.MaxEntries, DefaultMaxEntries),
+		MaxTrailer: maxTrailer,
+	}
+	if !opts.Preserve {
+		xo.Umask = processUmask()
+	}
 	err := c.copyOut(ctx, src, func(r io.Reader) error {
-		return tarx.Extract(ctx, r, dstDir, tarx.Options{Chown: os.Geteuid() == 0})
+		return tarx.Extract(ctx, r, dstDir, xo)
 	})
 	if err != nil {
+		var esc *tarx.EscapeError
+		if errors.As(err, &esc) {
+			return fmt.Errorf("copy guest %s into %s: %w (the guest's answer does not match the copy asked for; nothing of it was kept)", src, dstDir, err)
+		}
 		return fmt.Errorf("copy guest %s into %s: %w", src, dstDir, err)
 	}
 	return nil
+}
+
+// processUmask reads this process's umask from /proc (changing it to read
+// it would race with other goroutines creating files). Without /proc it
+// assumes the usual 022.
+func processUmask() fs.FileMode {
+	b, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return fs.FileMode(m) & fs.ModePerm
+				}
+			}
+		}
+	}
+	return 0o022
 }
 
 // CopyOutTar writes a tar stream of the guest path src to w.
@@ -134,6 +204,11 @@ func (c *Client) CopyOutTar(ctx context.Context, src string, w io.Writer) error 
 	}
 	return nil
 }
+
+// maxTrailer bounds what CopyOut takes after the tar stream's end: tar
+// writers pad to a record (10 KiB for most); anything much longer is not
+// a tar stream's end.
+const maxTrailer = 1 << 20
 
 func (c *Client) copyOut(ctx context.Context, src string, consume func(io.Reader) error) error {
 	s, err := c.start(ctx, proto.TypeCopyOut, proto.CopyOutRequest{Path: src})

@@ -56,7 +56,7 @@ func TestCopyFilesOfEverySize(t *testing.T) {
 		}
 		check(t, filepath.Join(guest, "sizes"))
 		host := t.TempDir()
-		if err := c.CopyOut(ctx, filepath.Join(guest, "sizes"), host); err != nil {
+		if err := c.CopyOut(ctx, filepath.Join(guest, "sizes"), host, client.CopyOutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		check(t, filepath.Join(host, "sizes"))

@@ -111,19 +111,19 @@ func TestCopyInAndOut(t *testing.T) {
 		sameTree(t, want, describe(t, filepath.Join(guestDir, "tree")))
 
 		hostDir := t.TempDir()
-		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree"), hostDir); err != nil {
+		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree"), hostDir, client.CopyOutOptions{Preserve: true}); err != nil {
 			t.Fatal(err)
 		}
 		sameTree(t, want, describe(t, filepath.Join(hostDir, "tree")))
 
 		// A single file and a missing source.
-		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree", "run.sh"), hostDir); err != nil {
+		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree", "run.sh"), hostDir, client.CopyOutOptions{Preserve: true}); err != nil {
 			t.Fatal(err)
 		}
 		if fi, err := os.Stat(filepath.Join(hostDir, "run.sh")); err != nil || fi.Mode().Perm() != 0o755 {
 			t.Fatalf("run.sh: %v %v", fi, err)
 		}
-		err := c.CopyOut(ctx, "/no/such/path", hostDir)
+		err := c.CopyOut(ctx, "/no/such/path", hostDir, client.CopyOutOptions{})
 		if err == nil || !strings.Contains(err.Error(), "/no/such/path") {
 			t.Fatalf("missing source: %v", err)
 		}

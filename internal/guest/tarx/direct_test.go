@@ -234,7 +234,7 @@ func TestExtractFromFileSource(t *testing.T) {
 	}
 	dst := t.TempDir()
 	isRoot := os.Geteuid() == 0
-	if err := Extract(context.Background(), &fileSource{r: &buf, step: 4096}, dst, Options{Chown: isRoot}); err != nil {
+	if err := Extract(context.Background(), &fileSource{r: &buf, step: 4096}, dst, Options{Chown: isRoot, KeepSetid: true}); err != nil {
 		t.Fatal(err)
 	}
 	compare(t, snapshot(t, src), snapshot(t, filepath.Join(dst, "tree")), isRoot)

@@ -1,88 +1,128 @@
-package tarx_test
+package tarx
 
 import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"banger/internal/guest/tarx"
 )
 
-type fuzzEntry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-}
-
-// fuzzTar writes entries as a tar stream; the seeds of FuzzExtract.
-func fuzzTar(f *testing.F, entries ...fuzzEntry) []byte {
-	f.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Linkname: e.link, Size: int64(len(e.body))}
-		if e.typ != tar.TypeReg {
-			h.Size = 0
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			f.Fatal(err)
-		}
-		if e.typ == tar.TypeReg {
-			if _, err := tw.Write([]byte(e.body)); err != nil {
-				f.Fatal(err)
+// hostileSeeds are tar streams a hostile guest might send for a copy whose
+// name is "top".
+func hostileSeeds(t testing.TB) [][]byte {
+	mk := func(hs ...*tar.Header) []byte {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, h := range hs {
+			if h.Mode == 0 {
+				h.Mode = 0o644
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				t.Fatal(err)
+			}
+			if h.Typeflag == tar.TypeReg {
+				_, _ = tw.Write(bytes.Repeat([]byte("x"), int(h.Size)))
 			}
 		}
+		_ = tw.Close()
+		return b.Bytes()
 	}
-	if err := tw.Close(); err != nil {
-		f.Fatal(err)
+	dir := func(n string) *tar.Header { return &tar.Header{Name: n, Typeflag: tar.TypeDir, Mode: 0o755} }
+	reg := func(n string) *tar.Header { return &tar.Header{Name: n, Typeflag: tar.TypeReg, Size: 3} }
+	sym := func(n, l string) *tar.Header { return &tar.Header{Name: n, Typeflag: tar.TypeSymlink, Linkname: l} }
+	hard := func(n, l string) *tar.Header { return &tar.Header{Name: n, Typeflag: tar.TypeLink, Linkname: l} }
+	return [][]byte{
+		mk(reg("top")),
+		mk(dir("top/"), reg("top/a"), dir("top/d/"), reg("top/d/b"), sym("top/l", "a"), hard("top/h", "top/a")),
+		mk(reg("../outside/secret")),
+		mk(reg("top/../existing")),
+		mk(reg("/etc/evil")),
+		mk(sym("top", "../outside"), reg("top/secret")),
+		mk(dir("top/"), sym("top/l", "../../outside"), reg("top/l/secret")),
+		mk(dir("top/"), sym("top/l", "."), reg("top/l/l/x")),
+		mk(hard("top", "/etc/passwd")),
+		mk(hard("top", "existing")),
+		mk(reg("existing")),
+		mk(reg("top"), reg("top")),
+		mk(&tar.Header{Name: "top", Typeflag: tar.TypeReg, Mode: 0o6777, Size: 3}),
+		mk(dir("top/"), &tar.Header{Name: "top/sda", Typeflag: tar.TypeBlock, Devmajor: 8}, &tar.Header{Name: "top/p", Typeflag: tar.TypeFifo}),
+		mk(&tar.Header{Name: "top/", Typeflag: tar.TypeDir, Mode: 0o500}, reg("top/f")),
+		mk(reg("top"), sym("top", "../outside/secret")),
 	}
-	return b.Bytes()
 }
 
-// FuzzExtract feeds arbitrary tar streams (what the other side of a copy
-// sends) to Extract: it must never panic, and never create or change
-// anything outside the directory it unpacks into.
+// FuzzExtract feeds arbitrary streams to Extract as the host takes a
+// guest's copy-out, and checks that nothing outside dst/top changes, that
+// a failed strict extraction leaves nothing, and that no setuid bit,
+// device or FIFO is ever created.
 func FuzzExtract(f *testing.F) {
-	f.Add(fuzzTar(f, fuzzEntry{name: "d/", typ: tar.TypeDir, mode: 0o755}, fuzzEntry{name: "d/f", body: "x", typ: tar.TypeReg, mode: 0o644},
-		fuzzEntry{name: "d/l", link: "f", typ: tar.TypeSymlink, mode: 0o777}, fuzzEntry{name: "h", link: "d/f", typ: tar.TypeLink, mode: 0o644}))
-	f.Add(fuzzTar(f, fuzzEntry{name: "../canary/x", body: "evil", typ: tar.TypeReg, mode: 0o644}))
-	f.Add(fuzzTar(f, fuzzEntry{name: "up", link: "..", typ: tar.TypeSymlink, mode: 0o777}, fuzzEntry{name: "up/canary/x", body: "evil", typ: tar.TypeReg, mode: 0o644}))
-	f.Add(fuzzTar(f, fuzzEntry{name: "abs", link: "/", typ: tar.TypeSymlink, mode: 0o777}, fuzzEntry{name: "h", link: "abs/etc/passwd", typ: tar.TypeLink, mode: 0o644}))
-	f.Add(fuzzTar(f, fuzzEntry{name: "ro/", typ: tar.TypeDir, mode: 0o500}, fuzzEntry{name: "ro/f", body: "x", typ: tar.TypeReg, mode: 0o4755}))
-	f.Add(fuzzTar(f, fuzzEntry{name: "c", typ: tar.TypeChar, mode: 0o644}, fuzzEntry{name: "p", typ: tar.TypeFifo, mode: 0o644}))
-	f.Add([]byte("not a tar stream"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		top := t.TempDir()
-		into := filepath.Join(top, "into")
-		canary := filepath.Join(top, "canary")
-		for _, d := range []string{into, canary} {
-			if err := os.Mkdir(d, 0o700); err != nil {
+	for _, s := range hostileSeeds(f) {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, replace bool) {
+		base := t.TempDir()
+		dst := filepath.Join(base, "dst")
+		outside := filepath.Join(base, "outside")
+		for _, d := range []string{dst, outside} {
+			if err := os.Mkdir(d, 0o755); err != nil {
 				t.Fatal(err)
 			}
 		}
-		_ = tarx.Extract(context.Background(), bytes.NewReader(data), into, tarx.Options{})
-		err := filepath.Walk(top, func(p string, fi os.FileInfo, err error) error {
-			if err != nil {
-				return err
+		for _, p := range []string{filepath.Join(dst, "existing"), filepath.Join(outside, "secret")} {
+			if err := os.WriteFile(p, []byte("keep"), 0o644); err != nil {
+				t.Fatal(err)
 			}
-			if p != top && p != into && p != canary && !strings.HasPrefix(p, into+string(filepath.Separator)) {
-				t.Fatalf("extract wrote %s, outside %s", p, into)
-			}
-			return nil
-		})
-		if err != nil {
+		}
+		if err := os.Symlink("../outside", filepath.Join(dst, "out")); err != nil {
 			t.Fatal(err)
 		}
-		// Let the test's cleanup remove whatever modes were applied.
-		_ = filepath.Walk(into, func(p string, fi os.FileInfo, err error) error {
-			if err == nil && fi.IsDir() {
-				_ = os.Chmod(p, 0o700)
+		if replace {
+			// An existing top, with a symlink out in it, to replace into.
+			if err := os.Mkdir(filepath.Join(dst, "top"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("../../outside/secret", filepath.Join(dst, "top", "secret")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := snapshot(t, base)
+		err := Extract(context.Background(), bytes.NewReader(data), dst, Options{
+			Top: "top", Replace: replace, Skip: func(string, string) {}, MaxEntries: 200, MaxTrailer: 4096,
+		})
+		// Let the walk below into directories the stream made unreadable.
+		_ = filepath.WalkDir(filepath.Join(dst, "top"), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				_ = os.Chmod(p, 0o755)
 			}
 			return nil
 		})
+		after := snapshot(t, base)
+		for p, b := range before {
+			if strings.HasPrefix(p, filepath.Join("dst", "top")) {
+				continue
+			}
+			if a, ok := after[p]; !ok || (a != b && p != "dst") {
+				t.Fatalf("%s changed: %+v -> %+v (err %v)", p, b, a, err)
+			}
+		}
+		for p, a := range after {
+			if _, ok := before[p]; ok {
+				continue
+			}
+			if p != filepath.Join("dst", "top") && !strings.HasPrefix(p, filepath.Join("dst", "top")+"/") {
+				t.Fatalf("%s was created outside dst/top (err %v)", p, err)
+			}
+			if err != nil && !replace {
+				t.Fatalf("%s left behind by a failed extraction: %v", p, err)
+			}
+			if a.mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+				t.Fatalf("%s: mode %v", p, a.mode)
+			}
+		}
 	})
 }

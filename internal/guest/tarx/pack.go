@@ -36,7 +36,8 @@ const blockSize = 512
 
 // Pack writes src as a tar stream to w. The stream's single top-level entry
 // is src's base name; a directory is walked without following symlinks, which
-// are stored as symlinks. Files with several links inside the tree are stored
+// are stored as symlinks, and each file is opened without following one and
+// checked to be the file the walk listed. Files with several links inside the tree are stored
 // once and then as hard links. Sockets are skipped; devices and FIFOs are
 // refused. The tar end-of-archive marker is written last. If w is a
 // FileWriter, the contents of large files go to its WriteFile.
@@ -113,7 +114,7 @@ func (pk *packer) entry(file, name string) error {
 	case mode&fs.ModeSocket != 0:
 		return nil
 	case mode&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe) != 0:
-		return fmt.Errorf("%s is a device or FIFO; only files, directories and symlinks can be copied", file)
+		return fmt.Errorf("%s is a device or FIFO; only files, directories and symlinks can be copied: remove it or copy without it", file)
 	}
 	var target string
 	if mode&fs.ModeSymlink != 0 {
@@ -150,7 +151,7 @@ func (pk *packer) entry(file, name string) error {
 	if !mode.IsRegular() || hdr.Size == 0 {
 		return nil
 	}
-	f, err := os.Open(file)
+	f, err := openListed(file, fi)
 	if err != nil {
 		return err
 	}
@@ -174,6 +175,27 @@ func (pk *packer) entry(file, name string) error {
 }
 
 var zeroBlock [blockSize]byte
+
+// openListed opens the regular file the walk listed as fi, making sure it
+// is still that file: the open follows no symlink in the last component
+// and does not block (a FIFO put in its place would otherwise wait for a
+// writer forever), and what it opened must be the same regular file. A
+// tree that changes under the walk cannot make Pack read something else.
+func openListed(file string, fi fs.FileInfo) (*os.File, error) {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	got, err := f.Stat()
+	if err == nil && (!got.Mode().IsRegular() || !os.SameFile(fi, got)) {
+		err = fmt.Errorf("%s changed while being copied: it is no longer the file that was listed; copy it again once it is quiet", file)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
 
 // contents writes the n bytes of f.
 func (pk *packer) contents(f *os.File, n int64) error {

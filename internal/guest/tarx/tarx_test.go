@@ -115,7 +115,7 @@ func TestPackExtractRoundTrip(t *testing.T) {
 	}
 	dst := t.TempDir()
 	root := os.Geteuid() == 0
-	if err := Extract(context.Background(), &buf, dst, Options{Chown: root}); err != nil {
+	if err := Extract(context.Background(), &buf, dst, Options{Chown: root, KeepSetid: true}); err != nil {
 		t.Fatal(err)
 	}
 	compare(t, snapshot(t, src), snapshot(t, filepath.Join(dst, "tree")), root)
@@ -197,43 +197,51 @@ func TestExtractRefusesEscapes(t *testing.T) {
 	}
 	for name, entries := range cases {
 		// Through a FileSource too: the checks come before any contents.
+		// Strictly (as the host takes a guest's stream) and replacing (as
+		// the agent takes the host's).
 		for kind, open := range readers(makeTar(t, entries...).Bytes()) {
-			t.Run(name+"/"+kind, func(t *testing.T) {
-				base := t.TempDir()
-				outside := filepath.Join(base, "OUTSIDE")
-				dst := filepath.Join(base, "dst")
-				for _, d := range []string{outside, dst} {
-					if err := os.Mkdir(d, 0o755); err != nil {
+			for mode, opts := range map[string]Options{"strict": {}, "replace": {Replace: true}} {
+				t.Run(name+"/"+kind+"/"+mode, func(t *testing.T) {
+					base := t.TempDir()
+					outside := filepath.Join(base, "OUTSIDE")
+					dst := filepath.Join(base, "dst")
+					for _, d := range []string{outside, dst} {
+						if err := os.Mkdir(d, 0o755); err != nil {
+							t.Fatal(err)
+						}
+					}
+					// Make "OUTSIDE" resolvable relative to dst, as an attacker would.
+					if err := os.Symlink(outside, filepath.Join(dst, "OUTSIDE")); err != nil {
 						t.Fatal(err)
 					}
-				}
-				// Make "OUTSIDE" resolvable relative to dst, as an attacker would.
-				if err := os.Symlink(outside, filepath.Join(dst, "OUTSIDE")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(outside, "victim"), []byte("v"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				r, _ := open()
-				err := Extract(context.Background(), r, dst, Options{})
-				if name == "dir over link" {
-					// Replacing the symlink by a real directory is fine, as long
-					// as nothing lands outside.
-					if err != nil {
-						t.Fatalf("got %v", err)
+					if err := os.WriteFile(filepath.Join(outside, "victim"), []byte("v"), 0o644); err != nil {
+						t.Fatal(err)
 					}
-				} else {
+					r, _ := open()
+					err := Extract(context.Background(), r, dst, opts)
 					var esc *EscapeError
-					if !errors.As(err, &esc) {
+					var exists *ExistsError
+					switch {
+					case name == "dir over link" && opts.Replace:
+						// Replacing the symlink by a real directory is fine, as
+						// long as nothing lands outside.
+						if err != nil {
+							t.Fatalf("got %v", err)
+						}
+					case name == "dir over link":
+						if !errors.As(err, &exists) {
+							t.Fatalf("got %v, want ExistsError", err)
+						}
+					case !errors.As(err, &esc):
 						t.Fatalf("got %v, want EscapeError", err)
 					}
-				}
-				for _, p := range []string{filepath.Join(base, "evil"), filepath.Join(outside, "evil"), "/evil"} {
-					if _, err := os.Lstat(p); err == nil {
-						t.Fatalf("%s was created", p)
+					for _, p := range []string{filepath.Join(base, "evil"), filepath.Join(outside, "evil"), "/evil"} {
+						if _, err := os.Lstat(p); err == nil {
+							t.Fatalf("%s was created", p)
+						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 }
@@ -250,7 +258,7 @@ func TestExtractReplacesFilesAndKeepsDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := makeTar(t, tarEntry{name: "f", typ: tar.TypeReg, body: "new"}, tarEntry{name: "d/", typ: tar.TypeDir}, tarEntry{name: "d/n/x", typ: tar.TypeReg, body: "x"})
-	if err := Extract(context.Background(), tr, dst, Options{}); err != nil {
+	if err := Extract(context.Background(), tr, dst, Options{Replace: true}); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dst, "f")); string(b) != "new" {
@@ -262,8 +270,17 @@ func TestExtractReplacesFilesAndKeepsDirs(t *testing.T) {
 		}
 	}
 	tr = makeTar(t, tarEntry{name: "d", typ: tar.TypeReg, body: "x"})
-	if err := Extract(context.Background(), tr, dst, Options{}); err == nil {
+	if err := Extract(context.Background(), tr, dst, Options{Replace: true}); err == nil {
 		t.Error("a file replaced a directory")
+	}
+	// Without Replace, nothing that exists is replaced.
+	tr = makeTar(t, tarEntry{name: "f", typ: tar.TypeReg, body: "newer"})
+	var exists *ExistsError
+	if err := Extract(context.Background(), tr, dst, Options{}); !errors.As(err, &exists) {
+		t.Errorf("replacing f without Replace: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "f")); string(b) != "new" {
+		t.Errorf("f = %q after a refused replacement", b)
 	}
 }
 
@@ -288,7 +305,61 @@ func TestExtractReadOnlyDirectoryIsFilled(t *testing.T) {
 func TestExtractRefusesDevices(t *testing.T) {
 	tr := makeTar(t, tarEntry{name: "null", typ: tar.TypeChar})
 	err := Extract(context.Background(), tr, t.TempDir(), Options{})
-	if err == nil || !strings.Contains(err.Error(), "not supported") {
+	if err == nil || !strings.Contains(err.Error(), "character device") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestPackReadsOnlyTheListedFile: a file swapped for a FIFO or a symlink
+// after the walk listed it is refused at once, never read or followed.
+func TestPackReadsOnlyTheListedFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	if err := os.WriteFile(f, []byte("listed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep the listed inode alive, so that a new file cannot reuse its
+	// number.
+	if err := os.Link(f, filepath.Join(dir, "listed")); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	swaps := map[string]func() error{
+		"fifo":    func() error { return syscall.Mkfifo(f, 0o644) },
+		"symlink": func() error { return os.Symlink(secret, f) },
+		"file":    func() error { return os.WriteFile(f, []byte("other"), 0o644) },
+	}
+	for name, swap := range swaps {
+		t.Run(name, func(t *testing.T) {
+			if err := os.Remove(f); err != nil {
+				t.Fatal(err)
+			}
+			if err := swap(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				g, err := openListed(f, fi)
+				if err == nil {
+					g.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("a swapped file was opened")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("opening a FIFO in place of the listed file hangs")
+			}
+		})
 	}
 }
