@@ -13,6 +13,7 @@ import (
 	"banger/internal/guest/initrd"
 	"banger/internal/imagecat"
 	"banger/internal/kernelcat"
+	"banger/internal/store"
 )
 
 // wireImages gives the image manager its catalogs, local builders and OCI
@@ -33,7 +34,7 @@ func wireImages(m *imagemgr.Manager, baseURL string) error {
 			if err != nil {
 				return err
 			}
-			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, p)
+			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, stringUnits{p})
 		},
 	}, ociImporter{})
 	return nil
@@ -55,12 +56,20 @@ func (ociImporter) Import(ctx context.Context, ref, dest string, insecure bool, 
 	res, err := ociimage.Import(ctx, ref, dest, ociimage.Options{
 		Insecure: insecure,
 		Extra:    func(root string) error { return addGuestPieces(root, agent) },
-	}, p)
+	}, stringUnits{p})
 	if err != nil {
 		return "", 0, err
 	}
 	return res.Digest, res.Size, nil
 }
+
+// stringUnits lets packages whose progress interface names units as plain
+// strings (golden, ociimage) report into an operation. Units are checked
+// where they arrive (opstate.Progress.SetTotal): one outside the store's set
+// is logged and dropped, never written.
+type stringUnits struct{ imagemgr.Progress }
+
+func (s stringUnits) SetTotal(n int64, unit string) { s.Progress.SetTotal(n, store.Unit(unit)) }
 
 // OCIInit is where banger's init for OCI images lives inside the guest.
 // Such images rarely carry an init system, so VMs of OCI images boot with

@@ -31,15 +31,15 @@ type Store interface {
 // Progress is how long work reports; *opstate.Progress satisfies it.
 type Progress interface {
 	Phase(name string)
-	SetTotal(total int64, unit string)
+	SetTotal(total int64, unit store.Unit)
 	Add(n int64)
 }
 
 type nopProgress struct{}
 
-func (nopProgress) Phase(string)           {}
-func (nopProgress) SetTotal(int64, string) {}
-func (nopProgress) Add(int64)              {}
+func (nopProgress) Phase(string)               {}
+func (nopProgress) SetTotal(int64, store.Unit) {}
+func (nopProgress) Add(int64)                  {}
 
 func orNop(p Progress) Progress {
 	if p == nil {

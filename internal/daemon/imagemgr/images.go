@@ -161,7 +161,7 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 		}
 	}
 	p.Phase("copying")
-	p.SetTotal(total, "bytes")
+	p.SetTotal(total, store.UnitBytes)
 	var rootDigest string
 	for _, f := range files {
 		if *f.src == "" {

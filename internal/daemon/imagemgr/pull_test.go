@@ -503,7 +503,7 @@ type phases struct {
 }
 
 func (p *phases) Phase(s string)         { p.mu.Lock(); p.ps = append(p.ps, s); p.mu.Unlock() }
-func (p *phases) SetTotal(int64, string) {}
+func (p *phases) SetTotal(int64, store.Unit) {}
 func (p *phases) Add(int64)              {}
 func (p *phases) list() []string {
 	p.mu.Lock()
