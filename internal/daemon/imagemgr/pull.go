@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"banger/internal/catalog"
+	"banger/internal/childproc"
 	"banger/internal/daemon/bundle"
 	"banger/internal/kernelprep"
 	"banger/internal/store"
@@ -133,8 +134,8 @@ func aptResolve(ctx context.Context, pkg string) (string, error) {
 	if _, err := exec.LookPath("apt-cache"); err != nil {
 		return "", errors.New("this host has no apt: download a linux-image .deb yourself and run `banger kernel import PATH`")
 	}
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
-		"--no-breaks", "--no-replaces", "--no-enhances", pkg).Output()
+	out, err := childproc.Output(exec.CommandContext(ctx, "apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+		"--no-breaks", "--no-replaces", "--no-enhances", pkg))
 	if err != nil {
 		return "", fmt.Errorf("apt-cache depends %s: %w (is %s known to apt? try `apt-get update`)", pkg, err, pkg)
 	}
@@ -151,7 +152,7 @@ func aptResolve(ctx context.Context, pkg string) (string, error) {
 func aptDownload(ctx context.Context, pkg, dir string) (string, error) {
 	cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
 	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := childproc.CombinedOutput(cmd); err != nil {
 		return "", fmt.Errorf("apt-get download %s: %w: %s", pkg, err, strings.TrimSpace(lastLine(out)))
 	}
 	debs, _ := filepath.Glob(filepath.Join(dir, "*.deb"))
