@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -38,6 +39,25 @@ func wireImages(m *imagemgr.Manager, baseURL string) error {
 		},
 	}, ociImporter{})
 	return nil
+}
+
+// sweepImageLeftovers removes what image and kernel operations of a daemon
+// that died left: their work dirs under <state_dir>/tmp, older versions'
+// temporary names beside images and kernels, and processes still running on
+// them. Call it once at start, after wireImages and before the API serves
+// (so that no operation of this daemon runs yet); it logs what it did and
+// never stops the start.
+func sweepImageLeftovers(ctx context.Context, m *imagemgr.Manager, log *slog.Logger) {
+	rep, err := m.SweepLeftovers(ctx)
+	for _, pid := range rep.Killed {
+		log.Warn("killed a process left by an interrupted operation", "pid", pid)
+	}
+	for _, p := range rep.Removed {
+		log.Warn("removed what an interrupted operation left", "path", p)
+	}
+	if err != nil {
+		log.Error("sweeping what interrupted operations left", "error", err)
+	}
 }
 
 // ociImporter adapts ociimage to the image manager, adding banger's guest

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"banger/internal/catalog"
@@ -58,6 +59,9 @@ type Manager struct {
 	pulls    keylock.Map
 	builders map[string]Builder
 	oci      OCIImporter
+
+	activeMu sync.Mutex
+	active   map[string]int // work in progress (workDir, track): the sweep leaves it alone
 }
 
 // New returns a manager keeping managed artefacts under stateDir. initBin

@@ -139,6 +139,7 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return store.Image{}, err
 	}
+	defer m.track(tmp)() // in progress: a sweep leaves it alone
 	ok := false
 	defer func() {
 		if !ok {
