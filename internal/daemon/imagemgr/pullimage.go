@@ -403,7 +403,7 @@ func (m *Manager) pullOCI(ctx context.Context, ref, kernel string, o PullOptions
 	}
 	digest, _, err := m.oci.Import(ctx, ref, filepath.Join(tmp, "rootfs.ext4"), o.Insecure, p)
 	if err != nil {
-		return store.Image{}, fmt.Errorf("pull image %s: %w", ref, err)
+		return store.Image{}, err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return store.Image{}, err
