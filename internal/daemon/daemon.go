@@ -141,6 +141,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := wireImages(d.images, cfg.CatalogBaseURL); err != nil {
 		return err
 	}
+	sweepImageLeftovers(ctx, d.images, log)
 	d.vms = newVMManager(cfg, st, d.images, log)
 	if err := d.vms.Reconcile(ctx); err != nil {
 		log.Error("reconcile VMs", "error", err)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -13,6 +14,7 @@ import (
 	"banger/internal/guest/initrd"
 	"banger/internal/imagecat"
 	"banger/internal/kernelcat"
+	"banger/internal/store"
 )
 
 // wireImages gives the image manager its catalogs, local builders and OCI
@@ -33,10 +35,29 @@ func wireImages(m *imagemgr.Manager, baseURL string) error {
 			if err != nil {
 				return err
 			}
-			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, p)
+			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, stringUnits{p})
 		},
 	}, ociImporter{})
 	return nil
+}
+
+// sweepImageLeftovers removes what image and kernel operations of a daemon
+// that died left: their work dirs under <state_dir>/tmp, older versions'
+// temporary names beside images and kernels, and processes still running on
+// them. Call it once at start, after wireImages and before the API serves
+// (so that no operation of this daemon runs yet); it logs what it did and
+// never stops the start.
+func sweepImageLeftovers(ctx context.Context, m *imagemgr.Manager, log *slog.Logger) {
+	rep, err := m.SweepLeftovers(ctx)
+	for _, pid := range rep.Killed {
+		log.Warn("killed a process left by an interrupted operation", "pid", pid)
+	}
+	for _, p := range rep.Removed {
+		log.Warn("removed what an interrupted operation left", "path", p)
+	}
+	if err != nil {
+		log.Error("sweeping what interrupted operations left", "error", err)
+	}
 }
 
 // ociImporter adapts ociimage to the image manager, adding banger's guest
@@ -55,12 +76,20 @@ func (ociImporter) Import(ctx context.Context, ref, dest string, insecure bool, 
 	res, err := ociimage.Import(ctx, ref, dest, ociimage.Options{
 		Insecure: insecure,
 		Extra:    func(root string) error { return addGuestPieces(root, agent) },
-	}, p)
+	}, stringUnits{p})
 	if err != nil {
 		return "", 0, err
 	}
 	return res.Digest, res.Size, nil
 }
+
+// stringUnits lets packages whose progress interface names units as plain
+// strings (golden, ociimage) report into an operation. Units are checked
+// where they arrive (opstate.Progress.SetTotal): one outside the store's set
+// is logged and dropped, never written.
+type stringUnits struct{ imagemgr.Progress }
+
+func (s stringUnits) SetTotal(n int64, unit string) { s.Progress.SetTotal(n, store.Unit(unit)) }
 
 // OCIInit is where banger's init for OCI images lives inside the guest.
 // Such images rarely carry an init system, so VMs of OCI images boot with

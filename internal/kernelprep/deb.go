@@ -81,7 +81,14 @@ func ReadDeb(ctx context.Context, debPath, dst string) (Tree, error) {
 		return Tree{}, fmt.Errorf("opening kernel package: %w", err)
 	}
 	defer f.Close()
+	// A read that waits for data (a pipe, a stalled network filesystem)
+	// does not look at ctx: closing the file ends it.
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer stop()
 	if err := extractDeb(ctx, bufio.NewReaderSize(f, 1<<20), dst); err != nil {
+		if ctx.Err() != nil {
+			return Tree{}, fmt.Errorf("%s: %w", debPath, ctx.Err())
+		}
 		return Tree{}, fmt.Errorf("%s: %w", debPath, err)
 	}
 	t, err := OpenTree(dst)

@@ -18,12 +18,20 @@ const (
 	StateCancelled = "cancelled"
 )
 
+// Unit is the unit of an operation's progress counters. Only the constants
+// below are valid: PutOperation refuses any other, so code that reports
+// progress must use them (opstate checks them before they reach the store).
+type Unit string
+
 // Progress units of an operation.
 const (
-	UnitNone  = ""
-	UnitBytes = "bytes"
-	UnitItems = "items"
+	UnitNone  Unit = ""
+	UnitBytes Unit = "bytes"
+	UnitItems Unit = "items"
 )
+
+// Valid reports whether u is one of the Unit constants.
+func (u Unit) Valid() bool { return u == UnitNone || u == UnitBytes || u == UnitItems }
 
 // Operation is a long-running daemon job (a pull, an import, a VM start, ...)
 // as persisted, so that a CLI that disconnects can re-attach to it.
@@ -31,7 +39,7 @@ type Operation struct {
 	ID, Kind, Target, Phase string
 	State                   string // one of the State* constants
 	Done, Total             int64  // progress; Total 0 means unknown
-	Unit                    string // one of the Unit* constants
+	Unit                    Unit   // one of the Unit* constants
 	Error                   string
 	// CreatedAt must be set. UpdatedAt defaults to CreatedAt. FinishedAt is
 	// zero until the operation is terminal; for a terminal operation it
@@ -81,7 +89,7 @@ func (op Operation) normalize() (Operation, error) {
 	if !Active(op.State) && !Terminal(op.State) {
 		problems = append(problems, fmt.Sprintf("state %q is not one of queued, running, succeeded, failed, cancelled", op.State))
 	}
-	if op.Unit != UnitNone && op.Unit != UnitBytes && op.Unit != UnitItems {
+	if !op.Unit.Valid() {
 		problems = append(problems, fmt.Sprintf("unit %q is not one of bytes, items or empty", op.Unit))
 	}
 	if op.Done < 0 || op.Total < 0 {

@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"banger/internal/keylock"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +16,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"banger/internal/keylock"
+	"banger/internal/store"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -34,7 +36,7 @@ type Source struct {
 // compressed stream.
 type Progress interface {
 	Phase(string)
-	SetTotal(n int64, unit string)
+	SetTotal(n int64, unit store.Unit)
 	Add(n int64)
 }
 
@@ -172,7 +174,7 @@ func Fetch(ctx context.Context, src Source, dest string, p Progress) (Result, er
 // number of compressed bytes read.
 func download(ctx context.Context, src Source, dir string, p Progress) (int64, error) {
 	p.Phase(PhaseDownload)
-	p.SetTotal(src.Size, "bytes")
+	p.SetTotal(src.Size, store.UnitBytes)
 	body, err := open(ctx, src)
 	if err != nil {
 		return 0, err
@@ -518,6 +520,6 @@ func removeTree(dir string) {
 
 type nopProgress struct{}
 
-func (nopProgress) Phase(string)           {}
-func (nopProgress) SetTotal(int64, string) {}
-func (nopProgress) Add(int64)              {}
+func (nopProgress) Phase(string)               {}
+func (nopProgress) SetTotal(int64, store.Unit) {}
+func (nopProgress) Add(int64)                  {}

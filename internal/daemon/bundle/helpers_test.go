@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/store"
+
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -136,7 +138,7 @@ type recorder struct {
 	mu     sync.Mutex
 	phases []string
 	total  int64
-	unit   string
+	unit   store.Unit
 	added  int64
 	onAdd  func(total int64)
 }
@@ -147,7 +149,7 @@ func (r *recorder) Phase(s string) {
 	r.phases = append(r.phases, s)
 }
 
-func (r *recorder) SetTotal(n int64, unit string) {
+func (r *recorder) SetTotal(n int64, unit store.Unit) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.total, r.unit = n, unit

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"banger/internal/catalog"
@@ -31,15 +32,15 @@ type Store interface {
 // Progress is how long work reports; *opstate.Progress satisfies it.
 type Progress interface {
 	Phase(name string)
-	SetTotal(total int64, unit string)
+	SetTotal(total int64, unit store.Unit)
 	Add(n int64)
 }
 
 type nopProgress struct{}
 
-func (nopProgress) Phase(string)           {}
-func (nopProgress) SetTotal(int64, string) {}
-func (nopProgress) Add(int64)              {}
+func (nopProgress) Phase(string)               {}
+func (nopProgress) SetTotal(int64, store.Unit) {}
+func (nopProgress) Add(int64)                  {}
 
 func orNop(p Progress) Progress {
 	if p == nil {
@@ -58,6 +59,9 @@ type Manager struct {
 	pulls    keylock.Map
 	builders map[string]Builder
 	oci      OCIImporter
+
+	activeMu sync.Mutex
+	active   map[string]int // work in progress (workDir, track): the sweep leaves it alone
 }
 
 // New returns a manager keeping managed artefacts under stateDir. initBin

@@ -260,6 +260,7 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return store.Image{}, err
 	}
+	defer m.track(tmp)() // in progress: a sweep leaves it alone
 	ok := false
 	defer func() {
 		if !ok {
@@ -301,7 +302,7 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 		}
 	}
 	p.Phase("copying")
-	p.SetTotal(total, "bytes")
+	p.SetTotal(total, store.UnitBytes)
 	var rootDigest string
 	for _, f := range files {
 		if f.f == nil {

@@ -46,10 +46,18 @@ func (m *Manager) importKernel(ctx context.Context, name, src, originKind, origi
 	}
 	id := newID()
 	dir := m.KernelDir(id)
-	p.Phase("preparing kernel")
-	art, err := kernelprep.Prepare(ctx, abs, dir, kernelprep.Options{Init: init, Progress: func(step string) { p.Phase(step) }})
+	work, done, err := m.workDir("kernel-import")
 	if err != nil {
+		return store.Kernel{}, err
+	}
+	defer done()
+	p.Phase("preparing kernel")
+	built := filepath.Join(work, "kernel")
+	if _, err := kernelprep.Prepare(ctx, abs, built, kernelprep.Options{Init: init, Progress: func(step string) { p.Phase(step) }}); err != nil {
 		return store.Kernel{}, fmt.Errorf("import kernel from %s: %w", src, err)
+	}
+	if err := os.Rename(built, dir); err != nil {
+		return store.Kernel{}, fmt.Errorf("import kernel from %s: move it into place: %w", src, err)
 	}
 	keep := false
 	defer func() {
@@ -57,6 +65,10 @@ func (m *Manager) importKernel(ctx context.Context, name, src, originKind, origi
 			_ = m.removeManagedDir(dir)
 		}
 	}()
+	art, err := kernelprep.ReadArtefacts(dir)
+	if err != nil {
+		return store.Kernel{}, fmt.Errorf("import kernel from %s: %w", src, err)
+	}
 	if name == "" {
 		name = nameFromRelease(art.Release)
 		if err := m.checkFree(ctx, "kernel", name); err != nil {

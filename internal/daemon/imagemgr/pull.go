@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"banger/internal/catalog"
+	"banger/internal/childproc"
 	"banger/internal/daemon/bundle"
 	"banger/internal/kernelprep"
 	"banger/internal/store"
@@ -77,7 +78,7 @@ func (m *Manager) fetchKernelBundle(ctx context.Context, e catalog.Entry, p Prog
 	id := newID()
 	dir := m.KernelDir(id)
 	p.Phase("downloading " + url)
-	if _, err := bundle.Fetch(ctx, bundle.Source{URL: url, SHA256: e.Bundle.SHA256, Size: e.Bundle.Size}, dir, p); err != nil {
+	if err := m.fetchBundle(ctx, bundle.Source{URL: url, SHA256: e.Bundle.SHA256, Size: e.Bundle.Size}, dir, p); err != nil {
 		return store.Kernel{}, err
 	}
 	art, err := kernelprep.ReadArtefacts(dir)
@@ -102,14 +103,11 @@ func (m *Manager) buildAptKernel(ctx context.Context, e catalog.Entry, p Progres
 	if pkg == "" {
 		return store.Kernel{}, fmt.Errorf("kernel %q: apt-kernel recipe names no package", e.Name)
 	}
-	if err := os.MkdirAll(filepath.Join(m.root, "tmp"), 0o700); err != nil {
-		return store.Kernel{}, err
-	}
-	tmp, err := os.MkdirTemp(filepath.Join(m.root, "tmp"), "apt-")
+	tmp, done, err := m.workDir("apt")
 	if err != nil {
 		return store.Kernel{}, err
 	}
-	defer os.RemoveAll(tmp)
+	defer done()
 	p.Phase("resolving " + pkg + " with apt")
 	real, err := aptResolve(ctx, pkg)
 	if err != nil {
@@ -133,8 +131,8 @@ func aptResolve(ctx context.Context, pkg string) (string, error) {
 	if _, err := exec.LookPath("apt-cache"); err != nil {
 		return "", errors.New("this host has no apt: download a linux-image .deb yourself and run `banger kernel import PATH`")
 	}
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
-		"--no-breaks", "--no-replaces", "--no-enhances", pkg).Output()
+	out, err := childproc.Output(exec.CommandContext(ctx, "apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+		"--no-breaks", "--no-replaces", "--no-enhances", pkg))
 	if err != nil {
 		return "", fmt.Errorf("apt-cache depends %s: %w (is %s known to apt? try `apt-get update`)", pkg, err, pkg)
 	}
@@ -151,7 +149,7 @@ func aptResolve(ctx context.Context, pkg string) (string, error) {
 func aptDownload(ctx context.Context, pkg, dir string) (string, error) {
 	cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
 	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := childproc.CombinedOutput(cmd); err != nil {
 		return "", fmt.Errorf("apt-get download %s: %w: %s", pkg, err, strings.TrimSpace(lastLine(out)))
 	}
 	debs, _ := filepath.Glob(filepath.Join(dir, "*.deb"))
@@ -164,4 +162,26 @@ func aptDownload(ctx context.Context, pkg, dir string) (string, error) {
 func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
+}
+
+// fetchBundle fetches src into a work dir and renames the result to dir
+// (which must not exist), so that a daemon killed mid-download leaves its
+// partial tree where the next start sweeps it.
+func (m *Manager) fetchBundle(ctx context.Context, src bundle.Source, dir string, p Progress) error {
+	work, done, err := m.workDir("bundle")
+	if err != nil {
+		return err
+	}
+	defer done()
+	fetched := filepath.Join(work, "bundle")
+	if _, err := bundle.Fetch(ctx, src, fetched, p); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(fetched, dir); err != nil {
+		return fmt.Errorf("move bundle %s into place at %s: %w", src.URL, dir, err)
+	}
+	return nil
 }

@@ -502,9 +502,9 @@ type phases struct {
 	ps []string
 }
 
-func (p *phases) Phase(s string)         { p.mu.Lock(); p.ps = append(p.ps, s); p.mu.Unlock() }
-func (p *phases) SetTotal(int64, string) {}
-func (p *phases) Add(int64)              {}
+func (p *phases) Phase(s string)             { p.mu.Lock(); p.ps = append(p.ps, s); p.mu.Unlock() }
+func (p *phases) SetTotal(int64, store.Unit) {}
+func (p *phases) Add(int64)                  {}
 func (p *phases) list() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -188,7 +188,7 @@ func (m *Manager) pullCatalogImage(ctx context.Context, name string, p Progress)
 		url, err := catalog.ResolveURL(m.cat.BaseURL, *e.Bundle)
 		if err == nil {
 			p.Phase("downloading " + url)
-			_, err = bundle.Fetch(ctx, bundle.Source{URL: url, SHA256: e.Bundle.SHA256, Size: e.Bundle.Size}, dir, p)
+			err = m.fetchBundle(ctx, bundle.Source{URL: url, SHA256: e.Bundle.SHA256, Size: e.Bundle.Size}, dir, p)
 		}
 		if err == nil {
 			origin, digest = url, "sha256:"+e.Bundle.SHA256
@@ -263,23 +263,22 @@ func (m *Manager) buildCatalogImage(ctx context.Context, e catalog.Entry, dir st
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".build-")
+	work, done, err := m.workDir("build")
 	if err != nil {
 		return err
 	}
+	defer done()
+	tmp := filepath.Join(work, "image")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
 	if err := b(ctx, e, tmp, p); err != nil {
-		os.RemoveAll(tmp)
 		return fmt.Errorf("build image %q: %w", e.Name, err)
 	}
 	if _, err := os.Stat(filepath.Join(tmp, "rootfs.ext4")); err != nil {
-		os.RemoveAll(tmp)
 		return fmt.Errorf("build image %q: the builder made no rootfs.ext4", e.Name)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	return nil
+	return os.Rename(tmp, dir)
 }
 
 // manifest is the optional manifest.json of an image directory.
@@ -393,17 +392,20 @@ func (m *Manager) pullOCI(ctx context.Context, ref, kernel string, o PullOptions
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return store.Image{}, err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".pull-")
+	work, done, err := m.workDir("oci-pull")
 	if err != nil {
+		return store.Image{}, err
+	}
+	defer done()
+	tmp := filepath.Join(work, "image")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return store.Image{}, err
 	}
 	digest, _, err := m.oci.Import(ctx, ref, filepath.Join(tmp, "rootfs.ext4"), o.Insecure, p)
 	if err != nil {
-		os.RemoveAll(tmp)
 		return store.Image{}, err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
 		return store.Image{}, err
 	}
 	return m.registerManaged(ctx, id, name, dir, kernel, store.OriginOCI, ref, digest)

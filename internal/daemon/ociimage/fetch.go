@@ -15,6 +15,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
+// UnitBytes is the progress unit of the download: the name the store knows
+// bytes by (store.UnitBytes), and the only unit this package reports in.
+const UnitBytes = "bytes"
+
 // pullLayers applies the layers in order onto a's tree. The first layer is
 // streamed straight from the registry into the applier; meanwhile a fetcher
 // downloads the following layers' compressed blobs, in order, into work so
@@ -34,7 +38,7 @@ func pullLayers(ctx context.Context, layers []v1.Layer, work string, a *applier,
 			names[i] += " (" + d.String() + ")"
 		}
 	}
-	prog.SetTotal(total, "B")
+	prog.SetTotal(total, UnitBytes)
 	if len(layers) == 0 {
 		return nil
 	}

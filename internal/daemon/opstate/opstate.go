@@ -16,6 +16,16 @@ import (
 // Operation is the record an operation is persisted and reported as.
 type Operation = store.Operation
 
+// Unit is the unit of an operation's progress; only the constants are valid.
+type Unit = store.Unit
+
+// Progress units.
+const (
+	UnitNone  = store.UnitNone
+	UnitBytes = store.UnitBytes
+	UnitItems = store.UnitItems
+)
+
 // Operation states.
 const (
 	Queued    = "queued"
@@ -55,6 +65,14 @@ const ShutdownReason = "cancelled because bangerd shut down; start it again"
 // state changes are always written at once.
 const persistEvery = 500 * time.Millisecond
 
+// finalWriteTimeout bounds each attempt to write an operation's terminal
+// state, and finalWriteAttempts how many are made. The write never uses the
+// operation's own context, which is cancelled by then when it was cancelled.
+const (
+	finalWriteTimeout  = 10 * time.Second
+	finalWriteAttempts = 3
+)
+
 // Manager owns every running operation of one daemon.
 type Manager struct {
 	p   Persister
@@ -63,6 +81,9 @@ type Manager struct {
 
 	mu      sync.Mutex
 	running map[string]*run
+	// unsaved holds finished operations whose terminal state the store
+	// refused, so that Get, List and Watch still report how they ended.
+	unsaved map[string]Operation
 	closed  bool
 	wg      sync.WaitGroup
 }
@@ -83,7 +104,7 @@ func New(p Persister, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{p: p, log: log, now: time.Now, running: map[string]*run{}}
+	return &Manager{p: p, log: log, now: time.Now, running: map[string]*run{}, unsaved: map[string]Operation{}}
 }
 
 // Recover marks every operation that a previous daemon left queued or running
@@ -142,7 +163,7 @@ func (m *Manager) execute(ctx context.Context, r *run, fn Func) {
 		}()
 		return fn(ctx, p)
 	}()
-	p.update(func(op *Operation) {
+	final := p.finish(func(op *Operation) {
 		switch {
 		case err == nil:
 			op.State = Succeeded
@@ -152,16 +173,24 @@ func (m *Manager) execute(ctx context.Context, r *run, fn Func) {
 		case ctx.Err() != nil:
 			op.State = Cancelled
 			op.Error = context.Cause(ctx).Error()
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.Cause(ctx)) {
+				// Say what the work was doing when it stopped.
+				op.Error += ": " + err.Error()
+			}
 		default:
 			op.State = Failed
 			op.Error = err.Error()
 		}
 		op.FinishedAt = m.now().UTC()
-	}, true)
+	})
 	r.cancel(nil)
+	saveErr := m.saveFinal(final)
 
 	m.mu.Lock()
 	delete(m.running, r.op.ID)
+	if saveErr != nil {
+		m.unsaved[final.ID] = final
+	}
 	m.mu.Unlock()
 	r.mu.Lock()
 	for ch := range r.watchers {
@@ -170,7 +199,6 @@ func (m *Manager) execute(ctx context.Context, r *run, fn Func) {
 	r.watchers = nil
 	r.mu.Unlock()
 	close(r.done)
-	final := p.Snapshot()
 	m.log.Info("operation finished", "id", final.ID, "kind", final.Kind, "target", final.Target, "state", final.State, "error", final.Error)
 }
 
@@ -183,6 +211,12 @@ func (m *Manager) Get(ctx context.Context, id string) (Operation, error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.op, nil
+	}
+	m.mu.Lock()
+	op, ok := m.unsaved[id]
+	m.mu.Unlock()
+	if ok {
+		return op, nil
 	}
 	op, err := m.p.GetOperation(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -204,6 +238,8 @@ func (m *Manager) List(ctx context.Context, o store.ListOptions) ([]Operation, e
 			r.mu.Lock()
 			ops[i] = r.op
 			r.mu.Unlock()
+		} else if op, ok := m.unsaved[ops[i].ID]; ok {
+			ops[i] = op
 		}
 	}
 	return ops, nil
@@ -319,10 +355,54 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	go func() { m.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("operations still running at shutdown deadline: %w", ctx.Err())
 	}
+	// Try once more to record how operations the store refused ended.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for id, op := range m.unsaved {
+		if err := m.p.PutOperation(ctx, op); err != nil {
+			errs = append(errs, fmt.Errorf("record the end of operation %s: %w", id, err))
+			continue
+		}
+		delete(m.unsaved, id)
+	}
+	return errors.Join(errs...)
+}
+
+// saveFinal writes an operation's terminal state, retrying a few times with
+// a fresh bounded context each: a cancelled operation's own context is done,
+// and a store that was briefly busy must not leave the operation recorded
+// as running. The snapshot is made valid first, so that no bad progress
+// value can keep the terminal state out of the store.
+func (m *Manager) saveFinal(op Operation) error {
+	op = sanitize(op)
+	var err error
+	for attempt := 0; attempt < finalWriteAttempts; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), finalWriteTimeout)
+		err = m.p.PutOperation(ctx, op)
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	m.log.Error("record the end of an operation; it is kept in memory until shutdown, and the next start marks it failed",
+		"id", op.ID, "state", op.State, "error", err)
+	return err
+}
+
+// sanitize makes op's progress fields valid for the store.
+func sanitize(op Operation) Operation {
+	if !op.Unit.Valid() {
+		op.Unit = UnitNone
+	}
+	op.Done, op.Total = max(op.Done, 0), max(op.Total, 0)
+	return op
 }
 
 // Progress is how an operation reports what it is doing.
@@ -346,25 +426,57 @@ func (p *Progress) Phase(name string) {
 	p.update(func(op *Operation) { op.Phase = name; op.Done, op.Total, op.Unit = 0, 0, "" }, true)
 }
 
-// SetTotal sets the expected amount of work in unit ("bytes" or "items"); 0
-// means unknown.
-func (p *Progress) SetTotal(total int64, unit string) {
-	p.update(func(op *Operation) { op.Total, op.Unit = total, unit }, false)
+// SetTotal sets the expected amount of work in unit (UnitBytes or
+// UnitItems); 0 means unknown. A unit outside that set is a bug of the
+// caller: it is logged and the progress is recorded without a unit, so that
+// it can never make the store refuse the operation.
+func (p *Progress) SetTotal(total int64, unit Unit) {
+	if !unit.Valid() {
+		p.m.log.Error("operation progress in an unknown unit; recorded without one", "id", p.ID(), "unit", string(unit))
+		unit = UnitNone
+	}
+	p.update(func(op *Operation) { op.Total, op.Unit = max(total, 0), unit }, false)
 }
 
 // Add records n more units done.
-func (p *Progress) Add(n int64) { p.update(func(op *Operation) { op.Done += n }, false) }
+func (p *Progress) Add(n int64) { p.update(func(op *Operation) { op.Done = max(op.Done+n, 0) }, false) }
 
 // Set records the units done so far.
-func (p *Progress) Set(done int64) { p.update(func(op *Operation) { op.Done = done }, false) }
+func (p *Progress) Set(done int64) { p.update(func(op *Operation) { op.Done = max(done, 0) }, false) }
 
 // Write lets a Progress count bytes passing through an io.Writer chain.
 func (p *Progress) Write(b []byte) (int, error) { p.Add(int64(len(b))); return len(b), nil }
+
+// finish applies the terminal change, tells the watchers and returns the
+// final record; the caller writes it (saveFinal). Progress reported after
+// this, by work that outlived its Func, changes nothing.
+func (p *Progress) finish(f func(*Operation)) Operation {
+	r := p.r
+	r.persistMu.Lock() // let a progress write under way land first
+	defer r.persistMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(&r.op)
+	r.op.UpdatedAt = p.m.now().UTC()
+	r.persisted = r.op.UpdatedAt
+	for ch := range r.watchers {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- r.op
+	}
+	return r.op
+}
 
 func (p *Progress) update(f func(*Operation), important bool) {
 	r := p.r
 	now := p.m.now().UTC()
 	r.mu.Lock()
+	if Terminal(r.op.State) {
+		r.mu.Unlock()
+		return
+	}
 	f(&r.op)
 	r.op.UpdatedAt = now
 	snap := r.op
@@ -383,12 +495,22 @@ func (p *Progress) update(f func(*Operation), important bool) {
 	if save {
 		r.persistMu.Lock()
 		defer r.persistMu.Unlock()
-		if snap.UpdatedAt.Before(r.persisted) {
-			return // a newer snapshot is already written
+		if snap.UpdatedAt.Before(r.persisted) || r.finished() {
+			return // a newer snapshot, or the final one, is already written
 		}
 		r.persisted = snap.UpdatedAt
-		if err := p.m.p.PutOperation(context.Background(), snap); err != nil {
-			p.m.log.Error("persist operation", "id", snap.ID, "error", err)
+		// A failed progress write is only logged: the terminal state is
+		// written on its own (saveFinal), whatever happened here.
+		ctx, cancel := context.WithTimeout(context.Background(), finalWriteTimeout)
+		defer cancel()
+		if err := p.m.p.PutOperation(ctx, snap); err != nil {
+			p.m.log.Error("persist operation progress", "id", snap.ID, "error", err)
 		}
 	}
+}
+
+func (r *run) finished() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Terminal(r.op.State)
 }

@@ -1,0 +1,294 @@
+package imagemgr
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// WorkDirName is the directory under the state dir where every long piece
+// of work (kernel import, bundle fetch, image build, OCI pull) builds its
+// result before renaming it into kernels/ or images/. Whatever is in it
+// when a daemon starts was left by one that died: SweepLeftovers removes it.
+const WorkDirName = "tmp"
+
+// killWait bounds how long the sweep waits for a killed process to go.
+const killWait = 5 * time.Second
+
+// workDir makes <state_dir>/tmp/<kind>-<random> for one piece of work and
+// marks it in progress, so that a sweep leaves it alone. done removes it.
+func (m *Manager) workDir(kind string) (dir string, done func(), err error) {
+	root := filepath.Join(m.root, WorkDirName)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", nil, fmt.Errorf("create the work dir %s: %w", root, err)
+	}
+	dir, err = os.MkdirTemp(root, kind+"-")
+	if err != nil {
+		return "", nil, fmt.Errorf("create a work dir in %s: %w", root, err)
+	}
+	untrack := m.track(dir)
+	return dir, func() { removeTree(dir); untrack() }, nil
+}
+
+// track marks path as work of this daemon in progress until the returned
+// function is called.
+func (m *Manager) track(path string) func() {
+	m.activeMu.Lock()
+	defer m.activeMu.Unlock()
+	if m.active == nil {
+		m.active = map[string]int{}
+	}
+	m.active[path]++
+	return func() {
+		m.activeMu.Lock()
+		defer m.activeMu.Unlock()
+		if m.active[path]--; m.active[path] <= 0 {
+			delete(m.active, path)
+		}
+	}
+}
+
+func (m *Manager) inProgress(path string) bool {
+	m.activeMu.Lock()
+	defer m.activeMu.Unlock()
+	return m.active[path] > 0
+}
+
+// SweepReport says what SweepLeftovers found and did.
+type SweepReport struct {
+	Removed []string // leftover directories and files removed
+	Killed  []int    // pids of leftover processes killed
+}
+
+// SweepLeftovers removes what operations interrupted by a dead daemon
+// left: everything in <state_dir>/tmp, and the temporary names older
+// versions used beside kernels and images (".tmp-*", ".old-*", ".build-*",
+// ".pull-*", ".<id>.tmp-*", "<id>.promote", and "<id>.lock" files no fetch
+// holds). Processes still running whose command line or working directory
+// names one of those paths (a mkfs.ext4 or apt-get of the dead daemon) are
+// killed first. Work this manager has in progress is left alone, and
+// nothing else under the state dir is touched. Call it at start, before
+// the daemon takes requests; errors are collected, not fatal.
+func (m *Manager) SweepLeftovers(ctx context.Context) (SweepReport, error) {
+	var rep SweepReport
+	var errs []error
+	cands := m.leftovers(&errs)
+	if len(cands) == 0 {
+		return rep, errors.Join(errs...)
+	}
+	for _, pid := range processesUsing(cands) {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			if !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("kill leftover process %d (%s): %w", pid, cmdline(pid), err))
+			}
+			continue
+		}
+		rep.Killed = append(rep.Killed, pid)
+	}
+	for _, pid := range rep.Killed {
+		if err := waitGone(ctx, pid); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, c := range cands {
+		if strings.HasSuffix(c, ".lock") {
+			if err := removeFreeLock(c); err != nil {
+				if !errors.Is(err, errLockHeld) {
+					errs = append(errs, err)
+				}
+				continue
+			}
+		} else {
+			removeTree(c)
+		}
+		if _, err := os.Lstat(c); err == nil {
+			errs = append(errs, fmt.Errorf("remove leftover %s: it is still there (remove it by hand)", c))
+			continue
+		}
+		rep.Removed = append(rep.Removed, c)
+	}
+	return rep, errors.Join(errs...)
+}
+
+// leftovers lists the sweep's candidates.
+func (m *Manager) leftovers(errs *[]error) []string {
+	var out []string
+	add := func(dir string, match func(string) bool) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				*errs = append(*errs, fmt.Errorf("look for leftovers in %s: %w", dir, err))
+			}
+			return
+		}
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if match(e.Name()) && !m.inProgress(p) {
+				out = append(out, p)
+			}
+		}
+	}
+	add(filepath.Join(m.root, WorkDirName), func(string) bool { return true })
+	add(filepath.Join(m.root, "kernels"), legacyTemp)
+	add(filepath.Join(m.root, "images"), legacyTemp)
+	return out
+}
+
+// legacyTemp matches the temporary names, beside kernels and images, of
+// work that older versions did there rather than in tmp/.
+func legacyTemp(name string) bool {
+	for _, p := range []string{".tmp-", ".old-", ".build-", ".pull-"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	if strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") {
+		return true // kernelprep's .<id>.tmp-*
+	}
+	if id, ok := strings.CutSuffix(name, ".promote"); ok && isID(id) {
+		return true
+	}
+	if id, ok := strings.CutSuffix(name, ".lock"); ok && isID(id) {
+		return true // bundle.Fetch's lock file
+	}
+	return false
+}
+
+// isID reports whether s looks like a managed artefact's id (newID).
+func isID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+var errLockHeld = errors.New("lock held")
+
+// removeFreeLock removes a fetch's lock file unless a fetch holds it.
+func removeFreeLock(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("open leftover lock file %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errLockHeld
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove leftover lock file %s: %w", path, err)
+	}
+	return nil
+}
+
+// processesUsing returns the pids, other than this process, whose command
+// line names one of paths (or something under one), or whose working
+// directory is one of them or under one.
+func processesUsing(paths []string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	names := func(s string) bool {
+		for _, p := range paths {
+			if i := strings.Index(s, p); i >= 0 {
+				rest := s[i+len(p):]
+				if rest == "" || rest[0] == '/' || rest[0] == ',' || rest[0] == ':' {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		hit := false
+		for _, arg := range bytes.Split(raw, []byte{0}) {
+			if len(arg) > 0 && names(string(arg)) {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil {
+				hit = names(strings.TrimSuffix(cwd, " (deleted)"))
+			}
+		}
+		if hit {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func cmdline(pid int) string {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.TrimSpace(string(bytes.ReplaceAll(raw, []byte{0}, []byte{' '})))
+}
+
+// running reports whether pid exists and is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || len(b) < i+3 || b[i+2] != 'Z'
+}
+
+func waitGone(ctx context.Context, pid int) error {
+	ctx, cancel := context.WithTimeout(ctx, killWait)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for running(pid) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("leftover process %d still runs after SIGKILL: %w", pid, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// removeTree removes dir and everything in it, making directories writable
+// first when a plain removal fails (an unpacked tree may hold read-only
+// directories when bangerd is not root).
+func removeTree(dir string) {
+	if err := os.RemoveAll(dir); err == nil {
+		return
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	_ = os.RemoveAll(dir)
+}
