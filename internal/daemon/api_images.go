@@ -162,7 +162,8 @@ func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// defaultKernel is the kernel an OCI image boots when its pull names none:
+// defaultKernel is the kernel an OCI image or a registered image boots when
+// its pull or register names none:
 // the kernel of the default image (default_image_name), which for a catalog
 // image is the kernel its catalog entry names. The image manager does not
 // know the configuration; the daemon composes the rule here.
@@ -170,13 +171,13 @@ func (d *Daemon) defaultKernel(ctx context.Context) (string, error) {
 	name := d.opts.Config.DefaultImageName
 	k, err := d.images.ImageKernel(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return "", &imagemgr.InputError{Err: fmt.Errorf("no --kernel given, and the default image %q (default_image_name) is neither a catalog image nor installed, so it names no kernel to boot OCI images with: give one with --kernel NAME (banger kernel ls lists them), or set default_image_name", name)}
+		return "", &imagemgr.InputError{Err: fmt.Errorf("no --kernel given, and the default image %q (default_image_name) is neither a catalog image nor installed, so it names no kernel to boot images with: give one with --kernel NAME (banger kernel ls lists them), or set default_image_name", name)}
 	}
 	if err != nil {
 		return "", err
 	}
 	if k == "" {
-		return "", &imagemgr.InputError{Err: fmt.Errorf("no --kernel given, and the default image %q (default_image_name) names no kernel to boot OCI images with: give one with --kernel NAME (banger kernel ls lists them)", name)}
+		return "", &imagemgr.InputError{Err: fmt.Errorf("no --kernel given, and the default image %q (default_image_name) names no kernel to boot images with: give one with --kernel NAME (banger kernel ls lists them)", name)}
 	}
 	return k, nil
 }
@@ -237,7 +238,7 @@ func (d *Daemon) handleRegisterImage(w http.ResponseWriter, r *http.Request) {
 	}
 	im, err := d.images.RegisterImage(r.Context(), imagemgr.RegisterRequest{
 		Name: req.Name, Rootfs: req.Rootfs, WorkSeed: req.WorkSeed, Kernel: req.Kernel,
-		Initrd: req.Initrd, ModulesDir: req.Modules,
+		Initrd: req.Initrd, ModulesDir: req.Modules, DefaultKernel: d.defaultKernel,
 	})
 	if err != nil {
 		rpc.WriteError(w, apiError(err))
