@@ -325,7 +325,7 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 		}
 		im.ModulesDir = filepath.Join(dir, "modules")
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := place(tmp, dir); err != nil {
 		return store.Image{}, err
 	}
 	im.Managed = true
@@ -334,6 +334,7 @@ func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (st
 		_ = os.RemoveAll(dir)
 		return store.Image{}, err
 	}
+	commit(dir)
 	ok = true
 	return im, nil
 }

@@ -56,7 +56,7 @@ func (m *Manager) importKernel(ctx context.Context, name, src, originKind, origi
 	if _, err := kernelprep.Prepare(ctx, abs, built, kernelprep.Options{Init: init, Progress: func(step string) { p.Phase(step) }}); err != nil {
 		return store.Kernel{}, fmt.Errorf("import kernel from %s: %w", src, err)
 	}
-	if err := os.Rename(built, dir); err != nil {
+	if err := place(built, dir); err != nil {
 		return store.Kernel{}, fmt.Errorf("import kernel from %s: move it into place: %w", src, err)
 	}
 	keep := false
@@ -91,6 +91,7 @@ func (m *Manager) importKernel(ctx context.Context, name, src, originKind, origi
 	if err := m.st.PutKernel(ctx, k); err != nil {
 		return store.Kernel{}, err
 	}
+	commit(dir)
 	keep = true
 	return k, nil
 }

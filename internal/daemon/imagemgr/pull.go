@@ -93,6 +93,7 @@ func (m *Manager) fetchKernelBundle(ctx context.Context, e catalog.Entry, p Prog
 		_ = m.removeManagedDir(dir)
 		return store.Kernel{}, err
 	}
+	commit(dir)
 	return k, nil
 }
 
@@ -180,7 +181,7 @@ func (m *Manager) fetchBundle(ctx context.Context, src bundle.Source, dir string
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return err
 	}
-	if err := os.Rename(fetched, dir); err != nil {
+	if err := place(fetched, dir); err != nil {
 		return fmt.Errorf("move bundle %s into place at %s: %w", src.URL, dir, err)
 	}
 	return nil

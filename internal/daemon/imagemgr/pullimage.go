@@ -278,7 +278,7 @@ func (m *Manager) buildCatalogImage(ctx context.Context, e catalog.Entry, dir st
 	if _, err := os.Stat(filepath.Join(tmp, "rootfs.ext4")); err != nil {
 		return fmt.Errorf("build image %q: the builder made no rootfs.ext4", e.Name)
 	}
-	return os.Rename(tmp, dir)
+	return place(tmp, dir)
 }
 
 // manifest is the optional manifest.json of an image directory.
@@ -317,6 +317,7 @@ func (m *Manager) registerManaged(ctx context.Context, id, name, dir, kernel, or
 	if err := m.st.PutImage(ctx, im); err != nil {
 		return fail(err)
 	}
+	commit(dir)
 	return im, nil
 }
 
@@ -405,7 +406,7 @@ func (m *Manager) pullOCI(ctx context.Context, ref, kernel string, o PullOptions
 	if err != nil {
 		return store.Image{}, err
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := place(tmp, dir); err != nil {
 		return store.Image{}, err
 	}
 	return m.registerManaged(ctx, id, name, dir, kernel, store.OriginOCI, ref, digest)

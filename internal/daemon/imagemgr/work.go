@@ -71,7 +71,9 @@ type SweepReport struct {
 }
 
 // SweepLeftovers removes what operations interrupted by a dead daemon
-// left: everything in <state_dir>/tmp, and the temporary names older
+// left: kernels and images renamed into place but never recorded (still
+// marked uncommitted, see place), everything in <state_dir>/tmp, and the
+// temporary names older
 // versions used beside kernels and images (".tmp-*", ".old-*", ".build-*",
 // ".pull-*", ".<id>.tmp-*", "<id>.promote", and "<id>.lock" files no fetch
 // holds). Processes still running whose command line or working directory
@@ -82,6 +84,9 @@ type SweepReport struct {
 func (m *Manager) SweepLeftovers(ctx context.Context) (SweepReport, error) {
 	var rep SweepReport
 	var errs []error
+	if err := m.sweepUncommitted(ctx, &rep); err != nil {
+		errs = append(errs, err)
+	}
 	cands := m.leftovers(&errs)
 	if len(cands) == 0 {
 		return rep, errors.Join(errs...)
