@@ -12,13 +12,16 @@ import (
 func TestArgs(t *testing.T) {
 	common := func(accel, cpu string) []string {
 		return []string{"-M", "microvm,acpi=on", "-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "256M",
-			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", "/k/vmlinux"}
+			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+			"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+			"-name", "guest=/run/vm/", "-kernel", "/proc/self/fd/6"}
 	}
 	tail := []string{"-device", "virtio-serial-device",
-		"-chardev", "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
+		"-chardev", "socket,id=agent,fd=4,server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=banger.agent"}
-	monitor := []string{"-chardev", "file,id=console,path=/run/vm/console.log", "-serial", "chardev:console",
-		"-qmp", "unix:/run/vm/qmp.sock,server=on,wait=off"}
+	monitor := []string{"-add-fd", "fd=5,set=1,opaque=/run/vm/console.log",
+		"-chardev", "file,id=console,path=/dev/fdset/1,append=on", "-serial", "chardev:console",
+		"-chardev", "socket,id=qmp,fd=3,server=on,wait=off", "-mon", "chardev=qmp,mode=control"}
 	base := Config{Dir: "/run/vm", Kernel: "/k/vmlinux", Cmdline: "root=/dev/vda rw", VCPUs: 2, MemoryMiB: 256}
 	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
 
@@ -38,15 +41,19 @@ func TestArgs(t *testing.T) {
 			plan: func() plan {
 				c := base
 				c.Initrd = "/k/initrd.img"
-				c.Drives = []Drive{{Path: "/img/root.ext4"}, {Path: "/img/a,b.img", ReadOnly: true}}
+				c.Drives = []Drive{{Path: "/img/root.ext4"}, {Path: "/img/a,b.img", ReadOnly: true}, {Path: "/dev/mapper/snap"}}
 				c.Net = Net{Tap: &Tap{Name: "tap-vm1", MAC: "02:FC:00:00:00:01"}}
-				return plan{cfg: c, accel: AccelKVM, tscKHz: 0}
+				return plan{cfg: c, accel: AccelKVM, tscKHz: 0, blockDevs: []bool{false, false, true}}
 			}(),
 			want: cat(common("kvm", "host"),
-				[]string{"-initrd", "/k/initrd.img", "-append", "root=/dev/vda rw console=ttyS0"}, monitor,
-				[]string{"-drive", "id=vd0,file=/img/root.ext4,format=raw,if=none", "-device", "virtio-blk-device,drive=vd0",
-					"-drive", "id=vd1,file=/img/a,,b.img,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd1",
-					"-netdev", "tap,id=n0,ifname=tap-vm1,script=no,downscript=no", "-device", "virtio-net-device,netdev=n0,mac=02:fc:00:00:00:01"},
+				[]string{"-initrd", "/proc/self/fd/7", "-append", "root=/dev/vda rw console=ttyS0"}, monitor,
+				[]string{"-add-fd", "fd=8,set=10,opaque=/img/root.ext4", "-add-fd", "fd=9,set=10,opaque=/img/root.ext4",
+					"-drive", "id=vd0,file=/dev/fdset/10,format=raw,if=none", "-device", "virtio-blk-device,drive=vd0",
+					"-add-fd", "fd=10,set=11,opaque=/img/a,,b.img", "-add-fd", "fd=11,set=11,opaque=/img/a,,b.img",
+					"-drive", "id=vd1,file=/dev/fdset/11,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd1",
+					"-add-fd", "fd=12,set=12,opaque=/dev/mapper/snap", "-add-fd", "fd=13,set=12,opaque=/dev/mapper/snap",
+					"-drive", "id=vd2,format=raw,if=none,file.driver=host_device,file.filename=/dev/fdset/12", "-device", "virtio-blk-device,drive=vd2",
+					"-netdev", "tap,id=n0,fd=14", "-device", "virtio-net-device,netdev=n0,mac=02:fc:00:00:00:01"},
 				tail),
 		},
 		{
@@ -63,7 +70,8 @@ func TestArgs(t *testing.T) {
 			}(),
 			want: cat(common("tcg", "max"),
 				[]string{"-append", "quiet console=ttyS0,115200 tsc_early_khz=1000"}, monitor,
-				[]string{"-drive", "id=vd0,file=/img/root.ext4,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd0",
+				[]string{"-add-fd", "fd=7,set=10,opaque=/img/root.ext4", "-add-fd", "fd=8,set=10,opaque=/img/root.ext4",
+					"-drive", "id=vd0,file=/dev/fdset/10,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd0",
 					"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:0.0.0.0:8080-:80", "-device", "virtio-net-device,netdev=n0"},
 				tail),
 		},
