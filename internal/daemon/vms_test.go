@@ -188,7 +188,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 
 type noProgress struct{}
 
-func (noProgress) Phase(string)            {}
+func (noProgress) Phase(string)           {}
 func (noProgress) SetTotal(int64, string) {}
 func (noProgress) Add(int64)              {}
 

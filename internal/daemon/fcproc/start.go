@@ -360,7 +360,7 @@ func (s *starter) spawn(context.Context) error {
 		return fmt.Errorf("open console log: %w", err)
 	}
 	defer console.Close() // the child has its own copy
-	cmd := exec.Command(path, "--api-sock", s.apiSock, "--id", s.cfg.Name)
+	cmd := exec.Command(path, spawnArgs(s.apiSock, s.cfg.Name)...)
 	cmd.Dir = s.cfg.Dir
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -379,6 +379,13 @@ func (s *starter) spawn(context.Context) error {
 		return fmt.Errorf("read start time of pid %d: %w", cmd.Process.Pid, err)
 	}
 	return nil
+}
+
+// spawnArgs is Firecracker's argv. It never carries --no-seccomp or
+// --seccomp-filter: Firecracker's own default seccomp filters, one per
+// thread kind, always apply.
+func spawnArgs(apiSock, name string) []string {
+	return []string{"--api-sock", apiSock, "--id", name}
 }
 
 // apiPoll is the pause between attempts to reach a fresh API socket.
