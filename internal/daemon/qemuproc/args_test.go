@@ -2,11 +2,14 @@ package qemuproc
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestArgs(t *testing.T) {
@@ -229,5 +232,66 @@ func TestChooseAccel(t *testing.T) {
 		}
 	} else {
 		t.Logf("real %s not usable: %s", KVMDevice, why)
+	}
+}
+
+// openFiles hands QEMU exactly the descriptors its argv names, in order,
+// and a kernel QEMU's user could not read becomes a sealed copy.
+func TestOpenFilesMatchArgs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(name), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	vm := filepath.Join(dir, "vm")
+	if err := os.Mkdir(vm, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pl := &plan{cfg: Config{Dir: vm, Kernel: write("vmlinux", 0o600), Initrd: write("initrd", 0o644),
+		Drives: []Drive{{Path: write("root", 0o600)}, {Path: write("seed", 0o600), ReadOnly: true}}}, accel: AccelTCG}
+	files, err := pl.openFiles(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(files)
+	highest := 0
+	args := pl.args()
+	for _, a := range args {
+		for _, f := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == '/' }) {
+			var n int
+			if _, err := fmt.Sscanf(f, "fd=%d", &n); err == nil && n > highest {
+				highest = n
+			}
+		}
+	}
+	if len(files) != highest-2 {
+		t.Errorf("%d descriptors opened, argv names up to fd %d: %q", len(files), highest, args)
+	}
+	mode := func(i int) int {
+		fl, err := unix.FcntlInt(files[i].Fd(), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl & unix.O_ACCMODE
+	}
+	if mode(pl.fdDrive(0)-3) != unix.O_RDONLY || mode(pl.fdDrive(0)-2) != unix.O_RDWR || mode(pl.fdDrive(1)-2) != unix.O_RDONLY {
+		t.Error("drive descriptors do not pair a read-only with a read-write one (read-only for a read-only drive)")
+	}
+	if fl, _ := unix.FcntlInt(files[fdConsole-3].Fd(), unix.F_GETFL, 0); fl&unix.O_APPEND == 0 {
+		t.Error("the console log is not opened for appending")
+	}
+	if !strings.HasPrefix(files[fdKernel-3].Name(), "memfd:") || strings.HasPrefix(files[pl.fdInitrd()-3].Name(), "memfd:") {
+		t.Errorf("kernel %s, initrd %s: want a copy of the unreadable kernel only", files[fdKernel-3].Name(), files[pl.fdInitrd()-3].Name())
+	}
+	if seals, err := unix.FcntlInt(files[fdKernel-3].Fd(), unix.F_GET_SEALS, 0); err != nil || seals&unix.F_SEAL_WRITE == 0 {
+		t.Errorf("the kernel copy is not sealed: %#x, %v", seals, err)
+	}
+	for _, s := range []string{QMPSocketPath(vm), AgentSocketPath(vm)} {
+		if fi, err := os.Stat(s); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Errorf("%s is not a socket: %v", s, err)
+		}
 	}
 }
