@@ -295,3 +295,62 @@ func TestVMMUsersAreDistinct(t *testing.T) {
 		t.Errorf("uidsInUse does not see root: %v", err)
 	}
 }
+
+// fakeMachine is a VMM that runs until done is closed, writing to logs.
+type fakeMachine struct {
+	ch   chan struct{}
+	logf []string
+}
+
+func (m *fakeMachine) pid() int                                                { return 0 }
+func (m *fakeMachine) startTime() uint64                                       { return 0 }
+func (m *fakeMachine) done() <-chan struct{}                                   { return m.ch }
+func (m *fakeMachine) stop(context.Context, func(context.Context) error) error { return nil }
+func (m *fakeMachine) logs() []string                                          { return m.logf }
+
+// While a VM runs, its watcher keeps a noisy guest's console log bounded;
+// when the VMM exits the VM is recorded stopped.
+func TestWatchCapsTheConsoleOfARunningVM(t *testing.T) {
+	vm, v := testVMManager(t)
+	dir := t.TempDir()
+	console := filepath.Join(dir, "console.log")
+	w, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	m := &fakeMachine{ch: make(chan struct{}), logf: []string{console}}
+	v.State, v.RunDir = store.VMRunning, dir
+	if err := vm.st.PutVM(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	vm.setLive(v.ID, &liveVM{m: m, agent: &agentLink{}})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		vm.watch(v.ID, v.Name, m)
+	}()
+	line := []byte(strings.Repeat("guest noise ", 10) + "\n")
+	for written := 0; written < 3*consolelog.DefaultMax; written += len(line) {
+		w.Write(line)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fi, err := os.Stat(console)
+		if err == nil && fi.Size() <= consolelog.DefaultMax {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console log still %d bytes after 10 s, want at most %d", fi.Size(), consolelog.DefaultMax)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if fi, err := os.Stat(console + ".1"); err != nil || fi.Size() != consolelog.DefaultMax {
+		t.Errorf("rotated console log: %v", err)
+	}
+	close(m.ch)
+	<-watched
+	if got, _ := vm.st.GetVM(context.Background(), v.Name); got.State != store.VMStopped {
+		t.Errorf("VM recorded %q after its VMM exited, want stopped", got.State)
+	}
+}
