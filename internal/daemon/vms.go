@@ -534,7 +534,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	v.UpdatedAt = time.Now().UTC()
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		_ = m.stop(context.Background(), nil)
-		return store.VM{}, err
+		return vm.failStart(ctx, v, fmt.Errorf("record the VMM's pid: %w", err))
 	}
 	vm.setLive(v.ID, &liveVM{m: m, agent: link})
 
@@ -578,7 +578,7 @@ func (vm *vmManager) keepConsole(id, path string) string {
 	return tailOf(kept)
 }
 
-// copyTail writes the last max bytes of src to dst, atomically.
+// copyTail writes the last limit bytes of src to dst, atomically.
 func copyTail(src, dst string, limit int64) error {
 	in, err := os.Open(src)
 	if err != nil {

@@ -345,6 +345,9 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 			// QEMU has its own copies now.
 			closeAll(files)
 			files = nil
+			if c := pl.cfg.Credential; err != nil && c != nil && errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("%w: QEMU's user (uid %d) cannot run %s; install QEMU where every user can run it (or set the path of one)", err, c.Uid, binary)
+			}
 			if err != nil {
 				return err
 			}
