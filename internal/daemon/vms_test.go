@@ -51,6 +51,13 @@ func fakeQEMU(args []string) int {
 		return 2
 	}
 	out := os.NewFile(uintptr(console), "console")
+	// A huge log (sparse, so the test stays cheap): whatever reads it must
+	// read only its end. The descriptor appends, so what follows lands
+	// after it.
+	if err := out.Truncate(4 << 30); err != nil {
+		fmt.Fprintln(os.Stderr, "fake qemu: grow the console:", err)
+	}
+	fmt.Fprintln(out)
 	status, _ := os.ReadFile("/proc/self/status")
 	for _, l := range strings.Split(string(status), "\n") {
 		if strings.HasPrefix(l, "Uid:") {
@@ -224,8 +231,8 @@ func TestFailedStartRemovesRunDirAndShowsCleanConsole(t *testing.T) {
 		t.Errorf("VM recorded as %q pid %d (%v), want failed", got.State, got.PID, err)
 	}
 	kept, err := os.ReadFile(filepath.Join(vm.ws.Dir(v.ID), failedConsoleName))
-	if err != nil || !strings.Contains(string(kept), "Kernel panic") {
-		t.Fatalf("kept console log: %v", err)
+	if err != nil || !strings.Contains(string(kept), "Kernel panic") || len(kept) != consolelog.DefaultMax {
+		t.Fatalf("kept console log: %d bytes, %v; want the last %d of the huge log", len(kept), err, consolelog.DefaultMax)
 	}
 	if os.Geteuid() == 0 {
 		lines := consolelog.Tail(filepath.Join(vm.ws.Dir(v.ID), failedConsoleName), 200)
