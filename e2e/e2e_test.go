@@ -346,6 +346,45 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 
+	// QEMU runs under its seccomp filter and, under a root bangerd, as a
+	// user of its own with no capabilities; the subtests below show the
+	// VM still works.
+	t.Run("vmm-confined", func(t *testing.T) {
+		pids := vmProcesses(w.runtime)
+		if len(pids) != 1 {
+			t.Fatalf("%d QEMU processes, want 1", len(pids))
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := map[string]string{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				status[k] = strings.TrimSpace(v)
+			}
+		}
+		if status["Seccomp"] != "2" {
+			t.Errorf("QEMU's Seccomp is %q, want 2", status["Seccomp"])
+		}
+		uids := strings.Fields(status["Uid"])
+		if len(uids) != 4 {
+			t.Fatalf("Uid line %q", status["Uid"])
+		}
+		uid, _ := strconv.Atoi(uids[0])
+		switch {
+		case os.Geteuid() != 0 && uid != os.Geteuid():
+			t.Errorf("QEMU of a user's bangerd runs as uid %d, want %d", uid, os.Geteuid())
+		case os.Geteuid() == 0 && (uid < 0x7A000000 || uid >= 0x7A010000 || status["CapEff"] != "0000000000000000"):
+			t.Errorf("QEMU of a root bangerd runs as uid %d with capabilities %s; want a VMM uid and none", uid, status["CapEff"])
+		}
+		for _, u := range uids {
+			if u != uids[0] {
+				t.Errorf("QEMU's uids differ: %q", status["Uid"])
+			}
+		}
+	})
+
 	t.Run("ssh", func(t *testing.T) {
 		stdout, stderr, code := w.cliSplit(nil, "vm", "ssh", name, "--", "hostname")
 		if code != 0 || strings.TrimSpace(stdout) != name {

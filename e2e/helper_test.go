@@ -169,6 +169,15 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(owner)) != strconv.Itoa(uid) {
 		t.Errorf("tap %s owner = %q (%v), want uid %d", insp.Tap, owner, err, uid)
 	}
+	// A user's bangerd cannot change uid: its QEMU runs as the user, under
+	// the same seccomp filter, and attached to the tap through the
+	// descriptor bangerd opened.
+	if pids := vmProcesses(urun); len(pids) != 1 {
+		t.Errorf("%d QEMU processes of the user's VM, want 1", len(pids))
+	} else if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0])); err != nil ||
+		!strings.Contains(string(st), fmt.Sprintf("\nUid:\t%d\t%d\t", uid, uid)) || !strings.Contains(string(st), "\nSeccomp:\t2\n") {
+		t.Errorf("the user's QEMU is not confined as it should be (uid %d, Seccomp 2): %v\n%s", uid, err, st)
+	}
 	w.must(t, "vm", "exec", "uvm", "--", "sh", "-c", "mkdir -p /www && echo via-helper > /www/index.html && httpd -p 8080 -h /www")
 	if out := w.must(t, "vm", "exec", "uvm", "--", "ping", "-c", "1", "-W", "3", "10.200.0.1"); !strings.Contains(out, "1 packets received") {
 		t.Errorf("guest cannot reach the gateway: %s", out)

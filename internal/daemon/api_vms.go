@@ -204,6 +204,13 @@ func (d *Daemon) handleVMLogs(w http.ResponseWriter, r *http.Request) {
 		if _, err := os.Stat(path); err != nil {
 			return
 		}
+		// bangerd rotates the log by truncating it in place: go on
+		// from its new start.
+		if off, err := f.Seek(0, io.SeekCurrent); err == nil {
+			if fi, err := f.Stat(); err == nil && fi.Size() < off {
+				f.Seek(0, io.SeekStart)
+			}
+		}
 	}
 }
 

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 
 	"banger/internal/daemon/fcproc"
 	"banger/internal/daemon/qemuproc"
@@ -27,9 +31,15 @@ type machine interface {
 	startTime() uint64
 	done() <-chan struct{}
 	stop(ctx context.Context, graceful func(context.Context) error) error
+	// logs are the files the VMM appends guest output to, which bangerd
+	// keeps bounded while the VM runs.
+	logs() []string
 }
 
 type qemuMachine struct{ p *qemuproc.Process }
+
+func (m qemuMachine) logs() []string { return []string{m.p.ConsoleLog, m.p.Log} }
+func (m fcMachine) logs() []string   { return []string{fcproc.ConsoleLogPath(m.p.Dir)} }
 
 func (m qemuMachine) pid() int              { return m.p.PID }
 func (m qemuMachine) startTime() uint64     { return m.p.StartTime }
@@ -157,3 +167,117 @@ func (l *agentLink) close() {
 }
 
 func (l *agentLink) client() *client.Client { return client.New(l.open, client.Config{}) }
+
+// VMM users. Under a root bangerd each VM's QEMU runs as a uid of its own
+// from this range, with the same number as its group and no user entry:
+// QEMU is handed its VM's files as open descriptors, so that uid can open
+// nothing of the host's, of bangerd's or of another VM's beyond what any
+// user can. The range sits in the part of the 32-bit uid space that
+// systemd leaves unused (0x70000000-0x7FFEFFFF) and avoids any uid or gid
+// with an entry in /etc/passwd or /etc/group.
+const (
+	vmmUIDBase  = 0x7A000000
+	vmmUIDCount = 0x10000
+)
+
+// vmmUsers hands out VMM uids: one that no process uses and no start in
+// progress holds.
+type vmmUsers struct {
+	mu    sync.Mutex
+	taken map[uint32]bool
+}
+
+// credential picks a uid for the VMM of VM id, preferring one derived from
+// the id, and returns it with a release for when the VMM has started (or
+// failed to): from then on its process marks the uid as used. A bangerd
+// that is not root gets nil: its VMM runs as its own user.
+func (u *vmmUsers) credential(id string) (*syscall.Credential, func(), error) {
+	if os.Geteuid() != 0 {
+		return nil, func() {}, nil
+	}
+	used, err := uidsInUse(vmmUIDBase, vmmUIDCount)
+	if err != nil {
+		return nil, nil, fmt.Errorf("choose a user for the VMM: %w", err)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	first := h.Sum32() % vmmUIDCount
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.taken == nil {
+		u.taken = map[uint32]bool{}
+	}
+	for i := uint32(0); i < vmmUIDCount; i++ {
+		uid := vmmUIDBase + (first+i)%vmmUIDCount
+		if used[uid] || u.taken[uid] {
+			continue
+		}
+		u.taken[uid] = true
+		cred := &syscall.Credential{Uid: uid, Gid: uid, Groups: kvmGroup()}
+		return cred, func() {
+			u.mu.Lock()
+			delete(u.taken, uid)
+			u.mu.Unlock()
+		}, nil
+	}
+	return nil, nil, fmt.Errorf("choose a user for the VMM: all %d uids from %d are in use", vmmUIDCount, vmmUIDBase)
+}
+
+// kvmGroup is the group of /dev/kvm when it lets its group in (and is not
+// root's), so that a VMM running as its own user can still use KVM.
+func kvmGroup() []uint32 {
+	fi, err := os.Stat(qemuproc.KVMDevice)
+	if err != nil || fi.Mode().Perm()&0o060 != 0o060 {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Gid == 0 {
+		return nil
+	}
+	return []uint32{st.Gid}
+}
+
+// uidsInUse lists the uids in [base, base+n) that a process runs as or
+// that /etc/passwd or /etc/group names.
+func uidsInUse(base, n uint32) (map[uint32]bool, error) {
+	used := map[uint32]bool{}
+	in := func(s string) {
+		if v, err := strconv.ParseUint(s, 10, 32); err == nil && uint32(v) >= base && uint32(v)-base < n {
+			used[uint32(v)] = true
+		}
+	}
+	for _, db := range []string{"/etc/passwd", "/etc/group"} {
+		b, err := os.ReadFile(db)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Split(l, ":"); len(f) > 3 {
+				in(f[2])
+				in(f[3])
+			}
+		}
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue // gone
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(l, "Uid:"); ok {
+				for _, f := range strings.Fields(rest) {
+					in(f)
+				}
+				break
+			}
+		}
+	}
+	return used, nil
+}

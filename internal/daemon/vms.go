@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"banger/internal/config"
+	"banger/internal/daemon/consolelog"
 	"banger/internal/daemon/fcproc"
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/netmgr"
@@ -64,6 +65,12 @@ type vmManager struct {
 	mu    sync.Mutex
 	live  map[string]*liveVM // by VM id
 	locks keylock.Map
+	users vmmUsers
+
+	// bg ends when the manager shuts down: the watchers of running VMs
+	// (which keep their logs bounded) stop then.
+	bg     context.Context
+	bgStop context.CancelFunc
 }
 
 type liveVM struct {
@@ -73,8 +80,9 @@ type liveVM struct {
 
 func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, log *slog.Logger) *vmManager {
 	priv := newPrivileged(cfg.HelperSocket, cfg.StateDir)
+	bg, bgStop := context.WithCancel(context.Background())
 	return &vmManager{cfg: cfg, st: st, images: images, ws: workspace.New(cfg.StateDir), log: log, live: map[string]*liveVM{},
-		priv: priv,
+		priv: priv, bg: bg, bgStop: bgStop,
 		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st, log: log, priv: priv,
 			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet, DNSPort: bridgeDNSPort()}}}
 }
@@ -411,12 +419,14 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	}
 	netMode, err := vm.net.mode(ctx)
 	if err != nil {
+		os.RemoveAll(dir)
 		return store.VM{}, vmInputError{err}
 	}
 	v.State, v.VMMKind, v.VMMReason, v.RunDir, v.LastError = store.VMStarting, kind, reason, dir, ""
 	v.Network, v.IP, v.Tap, v.MAC = netMode, "", "", ""
 	v.UpdatedAt = time.Now().UTC()
 	if err := vm.st.PutVM(ctx, v); err != nil {
+		os.RemoveAll(dir)
 		return store.VM{}, err
 	}
 	root, err := vm.rootDevice(ctx, v, im)
@@ -464,6 +474,12 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 			Drives: qemuDrives(root, extra),
 			Net:    qnet,
 		}
+		cred, release, err := vm.users.credential(v.ID)
+		if err != nil {
+			return vm.failStart(ctx, v, err)
+		}
+		defer release()
+		qcfg.Credential = cred
 		if why := vm.qemuNoKVM.Load(); why != nil {
 			qcfg.Accel = qemuproc.AccelTCG
 			reason += "; " + *why
@@ -521,7 +537,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	v.UpdatedAt = time.Now().UTC()
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		_ = m.stop(context.Background(), nil)
-		return store.VM{}, err
+		return vm.failStart(ctx, v, fmt.Errorf("record the VMM's pid: %w", err))
 	}
 	vm.setLive(v.ID, &liveVM{m: m, agent: link})
 
@@ -530,7 +546,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	if err := vm.waitReady(ctx, link, m, bootTimeout); err != nil {
 		vm.dropLive(v.ID)
 		_ = m.stop(context.Background(), nil)
-		return vm.failStart(ctx, v, fmt.Errorf("%w; the console log is %s%s", err, consoleLog(kind, dir), tailOf(consoleLog(kind, dir))))
+		return vm.failStart(ctx, v, fmt.Errorf("%w%s", err, vm.keepConsole(v.ID, consoleLog(kind, dir))))
 	}
 	v.State, v.StartedAt, v.UpdatedAt = store.VMRunning, time.Now().UTC(), time.Now().UTC()
 	if err := vm.st.PutVM(ctx, v); err != nil {
@@ -549,19 +565,73 @@ func consoleLog(kind, dir string) string {
 	return qemuproc.ConsoleLogPath(dir)
 }
 
-func tailOf(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil || len(data) == 0 {
-		return ""
+// failedConsoleName is where a failed start's console log is kept, in the
+// VM's directory, since its run dir is removed.
+const failedConsoleName = "console-failed-start.log"
+
+// keepConsole keeps the end of a failed start's console log (at most
+// consolelog.DefaultMax bytes) in the VM's directory, and returns what the
+// error says of it: where it is and its last lines, sanitized.
+func (vm *vmManager) keepConsole(id, path string) string {
+	kept := filepath.Join(vm.ws.Dir(id), failedConsoleName)
+	if err := copyTail(path, kept, consolelog.DefaultMax); err != nil {
+		vm.log.Warn("keep the console log of a failed start", "from", path, "error", err)
+		kept = ""
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
-	}
-	return "\n\nlast lines of the console:\n  " + strings.Join(lines, "\n  ")
+	return tailOf(kept)
 }
 
+// copyTail writes the last limit bytes of src to dst, atomically.
+func copyTail(src, dst string, limit int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	off := max(fi.Size()-limit, 0)
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, io.NewSectionReader(in, off, limit))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// tailOf ends an error with where a console log is and its last lines,
+// read from a bounded end of the file and stripped of control sequences.
+func tailOf(path string) string {
+	if path == "" {
+		return ""
+	}
+	lines := consolelog.Tail(path, 15)
+	if len(lines) == 0 {
+		return "; the console log is " + path + " (empty)"
+	}
+	return "; the console log is " + path + "\n\nlast lines of the console:\n  " + strings.Join(lines, "\n  ")
+}
+
+// failStart records a start that failed and undoes it: the root snapshot,
+// the network attachment and the run dir go.
 func (vm *vmManager) failStart(ctx context.Context, v store.VM, err error) (store.VM, error) {
+	if v.RunDir != "" {
+		if rerr := os.RemoveAll(v.RunDir); rerr != nil {
+			vm.log.Warn("remove the run dir after a failed start", "vm", v.Name, "error", rerr)
+		}
+	}
 	vm.releaseRoot(context.WithoutCancel(ctx), v)
 	if v.Network == netBridge {
 		if derr := vm.net.detach(context.WithoutCancel(ctx), v.ID); derr != nil {
@@ -630,10 +700,16 @@ func (vm *vmManager) recordHostKeys(ctx context.Context, v store.VM, link *agent
 	return sshkey.WriteKnownHosts(vm.knownHosts(v.ID), []string{v.Name + ".banger"}, strings.Split(out.String(), "\n"))
 }
 
-// watch records a VM whose VMM exits on its own (a poweroff inside the
-// guest, a crash) as stopped.
+// watch keeps a running VM's logs bounded and records a VM whose VMM exits
+// on its own (a poweroff inside the guest, a crash) as stopped. It returns
+// when the VMM has exited or the manager shuts down.
 func (vm *vmManager) watch(id, name string, m machine) {
-	<-m.done()
+	consolelog.Keep(vm.bg, m.done(), m.logs(), consolelog.DefaultMax, consolelog.DefaultInterval, vm.log.With("vm", name))
+	select {
+	case <-m.done():
+	default:
+		return // shutting down; the VM runs on and is re-adopted
+	}
 	unlock := vm.locks.MustLock(id)
 	defer unlock()
 	cur := vm.getLive(id)
@@ -933,6 +1009,7 @@ func (vm *vmManager) Shutdown() {
 	}()
 	defer vm.priv.close()
 	defer vm.net.close()
+	vm.bgStop()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	for _, l := range vm.live {

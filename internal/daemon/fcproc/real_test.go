@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -355,5 +356,58 @@ func TestRealFirecrackerConfigDuration(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertGone(t, p.PID, cfg.Dir)
+	}
+}
+
+func TestSpawnArgsKeepSeccomp(t *testing.T) {
+	args := spawnArgs("/run/vm/fc.sock", "vm1")
+	for _, a := range args {
+		if strings.Contains(a, "seccomp") {
+			t.Errorf("argv %q touches Firecracker's seccomp filters", args)
+		}
+	}
+	if !cmdlineHasAPISock(args, "/run/vm/fc.sock") {
+		t.Errorf("argv %q: Adopt would not recognise it", args)
+	}
+}
+
+// TestRealFirecrackerSeccomp checks that the Firecracker fcproc spawns runs
+// its threads under seccomp filters: the API thread has its filter as soon
+// as the API answers.
+func TestRealFirecrackerSeccomp(t *testing.T) {
+	bin := realFirecracker(t)
+	dir := t.TempDir()
+	s := &starter{
+		cfg:     Config{Name: "bgseccomp-" + randomSuffix(t), Binary: bin, Dir: dir},
+		t:       Timeouts{}.withDefaults(),
+		log:     slog.New(slog.DiscardHandler),
+		apiSock: APISocketPath(dir),
+		vsock:   VsockPath(dir),
+	}
+	ctx := context.Background()
+	if err := s.spawn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.proc.kill()
+	if err := s.waitAPI(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", s.proc.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filtered := map[string]string{}
+	for _, task := range tasks {
+		base := fmt.Sprintf("/proc/%d/task/%s/", s.proc.PID, task.Name())
+		comm, _ := os.ReadFile(base + "comm")
+		status, _ := os.ReadFile(base + "status")
+		for _, l := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(l, "Seccomp:"); ok {
+				filtered[strings.TrimSpace(string(comm))] = strings.TrimSpace(v)
+			}
+		}
+	}
+	if filtered["fc_api"] != "2" {
+		t.Errorf("Firecracker's API thread is not under a seccomp filter: threads and Seccomp modes %v", filtered)
 	}
 }

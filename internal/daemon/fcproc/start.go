@@ -1,11 +1,9 @@
 package fcproc
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"banger/internal/daemon/consolelog"
 )
 
 // Config describes one Firecracker VM to start.
@@ -353,12 +353,14 @@ func (s *starter) spawn(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("firecracker binary %q not found: install Firecracker or set firecracker_bin: %w", bin, err)
 	}
-	console, err := os.OpenFile(ConsoleLogPath(s.cfg.Dir), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	// Appending, so that a rotation that truncates the log in place
+	// (consolelog) is followed by Firecracker's next write.
+	console, err := os.OpenFile(ConsoleLogPath(s.cfg.Dir), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open console log: %w", err)
 	}
 	defer console.Close() // the child has its own copy
-	cmd := exec.Command(path, "--api-sock", s.apiSock, "--id", s.cfg.Name)
+	cmd := exec.Command(path, spawnArgs(s.apiSock, s.cfg.Name)...)
 	cmd.Dir = s.cfg.Dir
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -377,6 +379,13 @@ func (s *starter) spawn(context.Context) error {
 		return fmt.Errorf("read start time of pid %d: %w", cmd.Process.Pid, err)
 	}
 	return nil
+}
+
+// spawnArgs is Firecracker's argv. It never carries --no-seccomp or
+// --seccomp-filter: Firecracker's own default seccomp filters, one per
+// thread kind, always apply.
+func spawnArgs(apiSock, name string) []string {
+	return []string{"--api-sock", apiSock, "--id", name}
 }
 
 // apiPoll is the pause between attempts to reach a fresh API socket.
@@ -477,28 +486,12 @@ func (s *starter) instanceStart(ctx context.Context) error {
 	return err
 }
 
-// consoleTail returns the last lines of the console log, formatted to end an
-// error message, or "" when there is nothing to show.
+// consoleTail returns the last lines of the console log, sanitized, formatted
+// to end an error message, or "" when there is nothing to show.
 func consoleTail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
+	lines := consolelog.Tail(path, 5)
+	if len(lines) == 0 {
 		return ""
-	}
-	defer f.Close()
-	const max = 1024
-	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		if _, err := f.Seek(-max, io.SeekEnd); err != nil {
-			return ""
-		}
-	}
-	data, _ := io.ReadAll(io.LimitReader(f, max))
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 {
-		return ""
-	}
-	lines := strings.Split(string(bytes.ToValidUTF8(data, []byte("?"))), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
 	}
 	return fmt.Sprintf("; last lines of %s:\n  %s", path, strings.Join(lines, "\n  "))
 }

@@ -12,8 +12,8 @@ import (
 
 // Adopt re-attaches to a QEMU this package started earlier, typically by a
 // previous daemon: pid must still be the process that started at startTime
-// (field 22 of /proc/PID/stat) and its command line must hold
-// Dir/qmp.sock. The accelerator and the forwards are read back from that
+// (field 22 of /proc/PID/stat) and its command line must name Dir (the
+// -name marker, or Dir/qmp.sock for a QEMU of an older banger). The accelerator and the forwards are read back from that
 // command line. Done closes when the process exits (watched through a
 // pidfd); Stop works as for a started process, and SIGKILL goes through the
 // pidfd, so a reused PID is never signalled. A mismatch is ErrNotOurs.
@@ -49,9 +49,11 @@ func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 	if err != nil {
 		return fail(fmt.Errorf("adopt QEMU pid %d: read its command line: %w", pid, err))
 	}
+	// A QEMU started before its descriptors were passed in named its
+	// monitor socket instead of the -name marker.
 	qmpArg := "unix:" + QMPSocketPath(dir) + ",server=on,wait=off"
-	if !slices.Contains(args, qmpArg) {
-		return fail(fmt.Errorf("adopt QEMU pid %d: %w: its command line has no %q, so it is not the QEMU of %s", pid, ErrNotOurs, qmpArg, dir))
+	if !slices.Contains(args, NameMarker(dir)) && !slices.Contains(args, qmpArg) {
+		return fail(fmt.Errorf("adopt QEMU pid %d: %w: its command line has no -name %q, so it is not the QEMU of %s", pid, ErrNotOurs, NameMarker(dir), dir))
 	}
 	accel, fwds := describeArgs(args)
 	p := &Process{

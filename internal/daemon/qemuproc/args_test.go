@@ -2,23 +2,29 @@ package qemuproc
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestArgs(t *testing.T) {
 	common := func(accel, cpu string) []string {
 		return []string{"-M", "microvm,acpi=on", "-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "256M",
-			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", "/k/vmlinux"}
+			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+			"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+			"-name", "guest=/run/vm/", "-kernel", "/proc/self/fd/6"}
 	}
 	tail := []string{"-device", "virtio-serial-device",
-		"-chardev", "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
+		"-chardev", "socket,id=agent,fd=4,server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=banger.agent"}
-	monitor := []string{"-chardev", "file,id=console,path=/run/vm/console.log", "-serial", "chardev:console",
-		"-qmp", "unix:/run/vm/qmp.sock,server=on,wait=off"}
+	monitor := []string{"-add-fd", "fd=5,set=1,opaque=/run/vm/console.log",
+		"-chardev", "file,id=console,path=/dev/fdset/1,append=on", "-serial", "chardev:console",
+		"-chardev", "socket,id=qmp,fd=3,server=on,wait=off", "-mon", "chardev=qmp,mode=control"}
 	base := Config{Dir: "/run/vm", Kernel: "/k/vmlinux", Cmdline: "root=/dev/vda rw", VCPUs: 2, MemoryMiB: 256}
 	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
 
@@ -38,15 +44,19 @@ func TestArgs(t *testing.T) {
 			plan: func() plan {
 				c := base
 				c.Initrd = "/k/initrd.img"
-				c.Drives = []Drive{{Path: "/img/root.ext4"}, {Path: "/img/a,b.img", ReadOnly: true}}
+				c.Drives = []Drive{{Path: "/img/root.ext4"}, {Path: "/img/a,b.img", ReadOnly: true}, {Path: "/dev/mapper/snap"}}
 				c.Net = Net{Tap: &Tap{Name: "tap-vm1", MAC: "02:FC:00:00:00:01"}}
-				return plan{cfg: c, accel: AccelKVM, tscKHz: 0}
+				return plan{cfg: c, accel: AccelKVM, tscKHz: 0, blockDevs: []bool{false, false, true}}
 			}(),
 			want: cat(common("kvm", "host"),
-				[]string{"-initrd", "/k/initrd.img", "-append", "root=/dev/vda rw console=ttyS0"}, monitor,
-				[]string{"-drive", "id=vd0,file=/img/root.ext4,format=raw,if=none", "-device", "virtio-blk-device,drive=vd0",
-					"-drive", "id=vd1,file=/img/a,,b.img,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd1",
-					"-netdev", "tap,id=n0,ifname=tap-vm1,script=no,downscript=no", "-device", "virtio-net-device,netdev=n0,mac=02:fc:00:00:00:01"},
+				[]string{"-initrd", "/proc/self/fd/7", "-append", "root=/dev/vda rw console=ttyS0"}, monitor,
+				[]string{"-add-fd", "fd=8,set=10,opaque=/img/root.ext4", "-add-fd", "fd=9,set=10,opaque=/img/root.ext4",
+					"-drive", "id=vd0,file=/dev/fdset/10,format=raw,if=none", "-device", "virtio-blk-device,drive=vd0",
+					"-add-fd", "fd=10,set=11,opaque=/img/a,,b.img", "-add-fd", "fd=11,set=11,opaque=/img/a,,b.img",
+					"-drive", "id=vd1,file=/dev/fdset/11,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd1",
+					"-add-fd", "fd=12,set=12,opaque=/dev/mapper/snap", "-add-fd", "fd=13,set=12,opaque=/dev/mapper/snap",
+					"-drive", "id=vd2,format=raw,if=none,file.driver=host_device,file.filename=/dev/fdset/12", "-device", "virtio-blk-device,drive=vd2",
+					"-netdev", "tap,id=n0,fd=14", "-device", "virtio-net-device,netdev=n0,mac=02:fc:00:00:00:01"},
 				tail),
 		},
 		{
@@ -63,7 +73,8 @@ func TestArgs(t *testing.T) {
 			}(),
 			want: cat(common("tcg", "max"),
 				[]string{"-append", "quiet console=ttyS0,115200 tsc_early_khz=1000"}, monitor,
-				[]string{"-drive", "id=vd0,file=/img/root.ext4,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd0",
+				[]string{"-add-fd", "fd=7,set=10,opaque=/img/root.ext4", "-add-fd", "fd=8,set=10,opaque=/img/root.ext4",
+					"-drive", "id=vd0,file=/dev/fdset/10,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vd0",
 					"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:0.0.0.0:8080-:80", "-device", "virtio-net-device,netdev=n0"},
 				tail),
 		},
@@ -221,5 +232,66 @@ func TestChooseAccel(t *testing.T) {
 		}
 	} else {
 		t.Logf("real %s not usable: %s", KVMDevice, why)
+	}
+}
+
+// openFiles hands QEMU exactly the descriptors its argv names, in order,
+// and a kernel QEMU's user could not read becomes a sealed copy.
+func TestOpenFilesMatchArgs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(name), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	vm := filepath.Join(dir, "vm")
+	if err := os.Mkdir(vm, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pl := &plan{cfg: Config{Dir: vm, Kernel: write("vmlinux", 0o600), Initrd: write("initrd", 0o644),
+		Drives: []Drive{{Path: write("root", 0o600)}, {Path: write("seed", 0o600), ReadOnly: true}}}, accel: AccelTCG}
+	files, err := pl.openFiles(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(files)
+	highest := 0
+	args := pl.args()
+	for _, a := range args {
+		for _, f := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == '/' }) {
+			var n int
+			if _, err := fmt.Sscanf(f, "fd=%d", &n); err == nil && n > highest {
+				highest = n
+			}
+		}
+	}
+	if len(files) != highest-2 {
+		t.Errorf("%d descriptors opened, argv names up to fd %d: %q", len(files), highest, args)
+	}
+	mode := func(i int) int {
+		fl, err := unix.FcntlInt(files[i].Fd(), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl & unix.O_ACCMODE
+	}
+	if mode(pl.fdDrive(0)-3) != unix.O_RDONLY || mode(pl.fdDrive(0)-2) != unix.O_RDWR || mode(pl.fdDrive(1)-2) != unix.O_RDONLY {
+		t.Error("drive descriptors do not pair a read-only with a read-write one (read-only for a read-only drive)")
+	}
+	if fl, _ := unix.FcntlInt(files[fdConsole-3].Fd(), unix.F_GETFL, 0); fl&unix.O_APPEND == 0 {
+		t.Error("the console log is not opened for appending")
+	}
+	if !strings.HasPrefix(files[fdKernel-3].Name(), "memfd:") || strings.HasPrefix(files[pl.fdInitrd()-3].Name(), "memfd:") {
+		t.Errorf("kernel %s, initrd %s: want a copy of the unreadable kernel only", files[fdKernel-3].Name(), files[pl.fdInitrd()-3].Name())
+	}
+	if seals, err := unix.FcntlInt(files[fdKernel-3].Fd(), unix.F_GET_SEALS, 0); err != nil || seals&unix.F_SEAL_WRITE == 0 {
+		t.Errorf("the kernel copy is not sealed: %#x, %v", seals, err)
+	}
+	for _, s := range []string{QMPSocketPath(vm), AgentSocketPath(vm)} {
+		if fi, err := os.Stat(s); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Errorf("%s is not a socket: %v", s, err)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,7 +66,20 @@ func TestBootDebianKernel(t *testing.T) {
 		t.Skip("qemu-system-x86_64 not installed (apt package qemu-system-x86); cannot boot a VM")
 	}
 	art, rootDisk := bootArtefacts(t)
-	t.Run("tcg", func(t *testing.T) { bootAndStop(t, art, rootDisk, AccelTCG) })
+	t.Run("tcg", func(t *testing.T) {
+		// As root, QEMU runs as a user of its own that can open none of
+		// the VM's files: it works only through what it was handed. The
+		// initrd is made unreadable to that user so that it gets the
+		// in-memory copy.
+		var cred *syscall.Credential
+		if os.Geteuid() == 0 {
+			cred = &syscall.Credential{Uid: testUID, Gid: testUID}
+			if err := os.Chmod(art.Initrd, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bootAndStop(t, art, rootDisk, AccelTCG, cred)
+	})
 	t.Run("kvm", func(t *testing.T) {
 		// Opt-in: a nested /dev/kvm can answer every probe yet make QEMU
 		// abort with -cpu host or boot slower than TCG.
@@ -75,14 +89,14 @@ func TestBootDebianKernel(t *testing.T) {
 		if ok, why := kvmUsable(KVMDevice); !ok {
 			t.Skip(why)
 		}
-		bootAndStop(t, art, rootDisk, AccelKVM)
+		bootAndStop(t, art, rootDisk, AccelKVM, nil)
 	})
 }
 
 // bootAndStop boots the guest with a root disk, a read-only data disk, user
 // networking with a forward and the agent port, checks what the guest
 // saw, and stops it through the graceful hook.
-func bootAndStop(t *testing.T, art kernelprep.Artefacts, rootDisk string, accel Accel) {
+func bootAndStop(t *testing.T, art kernelprep.Artefacts, rootDisk string, accel Accel, cred *syscall.Credential) {
 	data := filepath.Join(t.TempDir(), "data.img")
 	if err := os.WriteFile(data, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
@@ -90,19 +104,21 @@ func bootAndStop(t *testing.T, art kernelprep.Artefacts, rootDisk string, accel 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	p, err := Start(ctx, Config{
-		Dir:       filepath.Join(t.TempDir(), "vm"),
-		Kernel:    art.Vmlinux,
-		Initrd:    art.Initrd,
-		Cmdline:   "root=/dev/vda rw panic=-1",
-		MemoryMiB: 256,
-		Drives:    []Drive{{Path: rootDisk}, {Path: data, ReadOnly: true}},
-		Net:       Net{User: &User{Forwards: []Forward{{GuestPort: 22}}}},
-		Accel:     accel,
-		Timeouts:  Timeouts{Graceful: 60 * time.Second, Powerdown: 5 * time.Second, Quit: 10 * time.Second},
+		Dir:        filepath.Join(t.TempDir(), "vm"),
+		Kernel:     art.Vmlinux,
+		Initrd:     art.Initrd,
+		Cmdline:    "root=/dev/vda rw panic=-1",
+		MemoryMiB:  256,
+		Drives:     []Drive{{Path: rootDisk}, {Path: data, ReadOnly: true}},
+		Net:        Net{User: &User{Forwards: []Forward{{GuestPort: 22}}}},
+		Accel:      accel,
+		Timeouts:   Timeouts{Graceful: 60 * time.Second, Powerdown: 5 * time.Second, Quit: 10 * time.Second},
+		Credential: cred,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkConfined(t, p.PID, cred)
 	defer func() {
 		if !p.Exited() {
 			p.Stop(context.Background(), nil)
@@ -170,6 +186,38 @@ func bootAndStop(t *testing.T, art kernelprep.Artefacts, rootDisk string, accel 
 	if c, err := net.DialTimeout("tcp", hostPort, 5*time.Second); err == nil {
 		c.Close()
 		t.Errorf("host port %s still open after Stop", hostPort)
+	}
+}
+
+// testUID is a uid with no user entry, inside the range banger gives VMMs.
+const testUID = 0x7A00FFF0
+
+// checkConfined checks that QEMU runs under its seccomp filter and, with a
+// credential, as that user with no capabilities.
+func checkConfined(t *testing.T, pid int, cred *syscall.Credential) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			status[k] = strings.TrimSpace(v)
+		}
+	}
+	if status["Seccomp"] != "2" {
+		t.Errorf("QEMU's Seccomp is %q, want 2 (filtered)", status["Seccomp"])
+	}
+	uid := os.Geteuid()
+	if cred != nil {
+		uid = int(cred.Uid)
+		if status["CapEff"] != "0000000000000000" {
+			t.Errorf("QEMU has capabilities %s", status["CapEff"])
+		}
+	}
+	if f := strings.Fields(status["Uid"]); len(f) != 4 || f[0] != strconv.Itoa(uid) || f[1] != strconv.Itoa(uid) {
+		t.Errorf("QEMU runs as uids %q, want %d", status["Uid"], uid)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -78,6 +79,10 @@ type Config struct {
 	StartTimeout time.Duration
 	// Timeouts bound the steps of Process.Stop; zero fields take defaults.
 	Timeouts Timeouts
+	// Credential, when set, runs QEMU as that user and group (with those
+	// supplementary groups). QEMU opens nothing of the VM's by path, so the
+	// user needs no access to Dir or to the disks' directories.
+	Credential *syscall.Credential
 }
 
 // Drive is one virtio-blk disk.

@@ -12,6 +12,19 @@
 // Dir/console.log the guest's serial console and Dir/qemu.log QEMU's own
 // stdout and stderr. The two sockets are removed once QEMU has exited.
 //
+// # Confinement
+//
+// QEMU always runs under its seccomp sandbox (Sandbox) and opens nothing of
+// the VM by path: Start makes the two listening sockets itself and hands
+// QEMU descriptors for them, for the console log and qemu.log (opened for
+// appending, so that a rotation that truncates them in place is followed),
+// for the kernel and initrd (read through /proc/self/fd; a sealed memfd copy
+// when QEMU's user could not read the file), for each drive (an fdset with a
+// read-only and a read-write descriptor, since QEMU reopens a drive) and for
+// the tap. So Config.Credential can run QEMU as a user that has no access to
+// Dir or to the disks' directories. The -name marker (NameMarker) names Dir
+// on QEMU's command line for Adopt and for sweeps of stray processes.
+//
 // # Machine
 //
 // The machine is `-M microvm,acpi=on` with virtio-mmio devices. ACPI stays

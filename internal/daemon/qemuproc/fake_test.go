@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,8 +16,9 @@ import (
 )
 
 // The test binary doubles as a fake QEMU: with fakeEnv set it parses the
-// -qmp and -chardev socket options of the argv Start built, serves a small
-// QMP monitor, and behaves as the mode says:
+// -name marker and the -chardev socket options of the argv Start built,
+// serves a small QMP monitor on the descriptor it was given, and behaves as
+// the mode says:
 //
 //	obedient  quit makes it exit
 //	stubborn  ignores SIGTERM, system_powerdown and quit: only SIGKILL ends it
@@ -35,24 +37,32 @@ func TestMain(m *testing.M) {
 }
 
 func fakeQEMU(mode string, args []string) int {
-	var qmpPath, agentPath string
+	var dir string
+	fds := map[string]int{} // chardev id -> listening descriptor
 	for i := 0; i+1 < len(args); i++ {
 		switch {
-		case args[i] == "-qmp":
-			qmpPath = strings.SplitN(strings.TrimPrefix(args[i+1], "unix:"), ",", 2)[0]
+		case args[i] == "-name":
+			dir = strings.TrimSuffix(strings.TrimPrefix(args[i+1], "guest="), "/")
 		case args[i] == "-chardev" && strings.HasPrefix(args[i+1], "socket,"):
+			var id string
+			fd := -1
 			for _, o := range strings.Split(args[i+1], ",") {
-				if p, ok := strings.CutPrefix(o, "path="); ok {
-					agentPath = p
+				if v, ok := strings.CutPrefix(o, "id="); ok {
+					id = v
+				}
+				if v, ok := strings.CutPrefix(o, "fd="); ok {
+					fd, _ = strconv.Atoi(v)
 				}
 			}
+			fds[id] = fd
 		}
 	}
-	if qmpPath == "" {
-		fmt.Fprintln(os.Stderr, "fake qemu: no -qmp option")
+	if dir == "" || fds["qmp"] < 3 {
+		fmt.Fprintln(os.Stderr, "fake qemu: no -name marker or no qmp socket descriptor")
 		return 2
 	}
-	if f, err := os.OpenFile(filepath.Join(filepath.Dir(qmpPath), "launches"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+	// What a sandboxed QEMU would see of itself, for the tests to check.
+	if f, err := os.OpenFile(filepath.Join(dir, "launches"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
 		fmt.Fprintln(f, os.Getpid())
 		f.Close()
 	}
@@ -77,17 +87,14 @@ func fakeQEMU(mode string, args []string) int {
 	case "stubborn":
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	}
-	if agentPath != "" {
-		if l, err := net.Listen("unix", agentPath); err == nil {
-			defer l.Close()
-		}
+	if fd := fds["agent"]; fd >= 3 {
+		defer os.NewFile(uintptr(fd), "agent").Close()
 	}
-	l, err := net.Listen("unix", qmpPath)
+	l, err := net.FileListener(os.NewFile(uintptr(fds["qmp"]), "qmp"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake qemu:", err)
 		return 1
 	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false) // like a killed QEMU
 	quit := make(chan struct{})
 	go func() {
 		for {

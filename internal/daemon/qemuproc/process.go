@@ -245,6 +245,8 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 		reason    string
 		autoPorts bool
 		logf      *os.File
+		files     []*os.File
+		sockets   bool // Start made the sockets: abort removes them
 	)
 	p = &Process{done: make(chan struct{})}
 	steps := []startStep{
@@ -295,12 +297,26 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 					return fmt.Errorf("remove stale socket: %w", err)
 				}
 			}
-			f, err := os.OpenFile(LogPath(dir), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			// Appending, so that a rotation that truncates the logs in
+			// place (consolelog) is followed by QEMU's next write.
+			f, err := os.OpenFile(LogPath(dir), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 			if err != nil {
 				return err
 			}
 			logf = f
+			for _, old := range []string{ConsoleLogPath(dir) + ".1", LogPath(dir) + ".1"} {
+				if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+			}
 			return nil
+		}},
+		{"open what QEMU is given", func(context.Context) error {
+			other := pl.cfg.Credential != nil && int(pl.cfg.Credential.Uid) != os.Geteuid()
+			sockets = true
+			f, err := pl.openFiles(other)
+			files = f
+			return err
 		}},
 		{"reserve the forwarded host ports", func(context.Context) error {
 			if pl.cfg.Net.User == nil {
@@ -323,8 +339,16 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 		{"launch QEMU", func(context.Context) error {
 			cmd := exec.Command(binary, pl.args()...)
 			cmd.Stdout, cmd.Stderr = logf, logf
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			if err := cmd.Start(); err != nil {
+			cmd.ExtraFiles = files
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: pl.cfg.Credential}
+			err := cmd.Start()
+			// QEMU has its own copies now.
+			closeAll(files)
+			files = nil
+			if c := pl.cfg.Credential; err != nil && c != nil && errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("%w: QEMU's user (uid %d) cannot run %s; install QEMU where every user can run it (or set the path of one)", err, c.Uid, binary)
+			}
+			if err != nil {
 				return err
 			}
 			logf.Close()
@@ -371,10 +395,12 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 	}
 	for _, s := range steps {
 		if err := ctx.Err(); err != nil {
-			return p.abort(logf, pl.cfg.Dir, s.name, err, false)
+			closeAll(files)
+			return p.abort(logf, pl.cfg.Dir, s.name, err, false, sockets)
 		}
 		if err := s.run(ctx); err != nil {
-			return p.abort(logf, pl.cfg.Dir, s.name, err, autoPorts)
+			closeAll(files)
+			return p.abort(logf, pl.cfg.Dir, s.name, err, autoPorts, sockets)
 		}
 	}
 	p.Dir = pl.cfg.Dir
@@ -391,7 +417,7 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 // abort undoes a failed start: kill and reap QEMU if it runs, remove the
 // sockets, and build the error. retry is true when QEMU could not bind a
 // host port Start had picked.
-func (p *Process) abort(logf *os.File, dir, step string, err error, autoPorts bool) (*Process, bool, error) {
+func (p *Process) abort(logf *os.File, dir, step string, err error, autoPorts, sockets bool) (*Process, bool, error) {
 	if logf != nil {
 		logf.Close()
 	}
@@ -400,9 +426,11 @@ func (p *Process) abort(logf *os.File, dir, step string, err error, autoPorts bo
 		<-p.done // SIGKILL cannot be refused; cmd.Wait returns
 	}
 	msg := ""
-	if p.cmd != nil { // only then are the sockets ours
+	if sockets { // only then are the sockets ours
 		os.Remove(QMPSocketPath(dir))
 		os.Remove(AgentSocketPath(dir))
+	}
+	if p.cmd != nil {
 		msg = logTail(LogPath(dir))
 	}
 	retry := autoPorts && containsFold(msg, "could not set up host forwarding rule")

@@ -301,3 +301,35 @@ func launches(t *testing.T, dir string) []int {
 	}
 	return pids
 }
+
+// A QEMU its user may not run is refused with what to do about it, and
+// leaves no socket behind.
+func TestStartAsUserWhoCannotRunQEMU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start QEMU as another user")
+	}
+	cfg := fakeConfig(t, "obedient")
+	cfg.Credential = &syscall.Credential{Uid: testUID, Gid: testUID}
+	// A copy of the fake in a directory only root can enter.
+	private := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(cfg.Binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Binary = filepath.Join(private, "qemu")
+	if err := os.WriteFile(cfg.Binary, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(testCtx(t), cfg)
+	if err == nil || !strings.Contains(err.Error(), "cannot run") || !strings.Contains(err.Error(), "launch QEMU") {
+		t.Fatalf("Start: %v", err)
+	}
+	for _, s := range []string{QMPSocketPath(cfg.Dir), AgentSocketPath(cfg.Dir)} {
+		if _, err := os.Lstat(s); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind", s)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"banger/internal/daemon/consolelog"
 )
 
 // freePort asks the kernel for a free TCP port on addr. QEMU binds it a
@@ -36,7 +38,7 @@ func logTail(path string) string {
 	}
 	b, _ := io.ReadAll(f)
 	var all, other []string
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range strings.Split(consolelog.Sanitize(b), "\n") {
 		if l = strings.TrimSpace(l); l == "" {
 			continue
 		}
