@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,5 +131,38 @@ func TestCreateFromImageWithoutKernelSaysWhatToDo(t *testing.T) {
 	var vms []rpc.VM
 	if err := r.client.Do(ctx, "GET", "/v1/vms", nil, &vms); err != nil || len(vms) != 0 {
 		t.Fatalf("failed creates left VMs %+v (%v)", vms, err)
+	}
+}
+
+// TestCreateRechecksRegisteredFiles replaces a registered image's rootfs
+// with a link to a device after register checked it: vm create must check
+// the file again and refuse it before it reads a byte.
+func TestCreateRechecksRegisteredFiles(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 (e2fsprogs) makes the image this test registers")
+	}
+	cfg := testConfig(t)
+	r := start(t, cfg, nil)
+	ctx := context.Background()
+	rootfs := filepath.Join(t.TempDir(), "rootfs.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", rootfs, "4M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if err := r.client.Do(ctx, "POST", "/v1/images/register", rpc.RegisterImageRequest{Name: "mine", Rootfs: rootfs, Kernel: "debian-6.1-amd64"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", rootfs); err != nil {
+		t.Fatal(err)
+	}
+	var op rpc.Operation
+	if err := r.client.Do(ctx, "POST", "/v1/vms", rpc.CreateVMRequest{Name: "v", Image: "mine", VCPUs: 1, Memory: 256 << 20, Disk: 512 << 20, VMM: "qemu"}, &op); err != nil {
+		t.Fatal(err)
+	}
+	final := watch(t, r.client, op.ID, nil)
+	if final.State != rpc.StateFailed || !strings.Contains(final.Error, "refusing") || !strings.Contains(final.Error, "character device") {
+		t.Fatalf("create from a rootfs replaced by a device = %s %q, want failed, refusing the device", final.State, final.Error)
 	}
 }

@@ -183,6 +183,11 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	if err != nil {
 		return store.VM{}, err
 	}
+	// A registered image's files are the user's, and may have been replaced
+	// since register checked them.
+	if err := vm.images.CheckFiles(im); err != nil {
+		return store.VM{}, vmInputError{err}
+	}
 	if im.KernelRef == "" {
 		return store.VM{}, noKernelError(im)
 	}
@@ -304,6 +309,11 @@ func (vm *vmManager) snapshotsAvailable(ctx context.Context) error {
 func (vm *vmManager) rootDevice(ctx context.Context, v store.VM, im store.Image) (string, error) {
 	if v.COWKind != workspace.DMSnap {
 		return v.COWDevice, nil
+	}
+	// The snapshot reads the image's rootfs at every start: check a user's
+	// file again, as create did.
+	if err := vm.images.CheckFiles(im); err != nil {
+		return "", fmt.Errorf("set up the root snapshot of %s: %w", v.Name, err)
 	}
 	ops, err := vm.priv.disks(ctx, vm.cfg.StateDir)
 	if err != nil {

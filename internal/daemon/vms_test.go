@@ -195,9 +195,9 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 
 type noProgress struct{}
 
-func (noProgress) Phase(string)           {}
-func (noProgress) SetTotal(int64, string) {}
-func (noProgress) Add(int64)              {}
+func (noProgress) Phase(string)               {}
+func (noProgress) SetTotal(int64, store.Unit) {}
+func (noProgress) Add(int64)                  {}
 
 // A start that fails once the guest runs: the VM is recorded failed, its
 // run dir is gone, the console's end is kept in the VM's directory, and
