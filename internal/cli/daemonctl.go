@@ -173,6 +173,10 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 		case <-ctx.Done():
 			return nil, rpc.VersionInfo{}, ctx.Err()
 		case err := <-exited:
+			if reason := startFailure(logPath); reason != "" {
+				// The daemon said why: that is the error, not its log.
+				return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd exited during start: %s\n\n(the daemon log is %s)", reason, logPath)
+			}
 			return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd exited during start (%v); the daemon log is %s%s", err, logPath, logTail(logPath))
 		case <-deadline.C:
 			return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd (pid %d) did not answer within %s; the daemon log is %s%s", cmd.Process.Pid, daemonStartTimeout, logPath, logTail(logPath))
@@ -191,15 +195,52 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 
 // logTail renders the last lines of the log, for an error message.
 func logTail(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil || len(bytes.TrimSpace(data)) == 0 {
+	lines := lastLogLines(path)
+	if len(lines) == 0 {
 		return ""
 	}
+	return "\n\nlast lines of the daemon log:\n  " + strings.Join(lines, "\n  ")
+}
+
+// startFailure is the reason a daemon that exited at start gave, on its
+// last line ("bangerd: ..." on stderr, which lands in the log), or "".
+func startFailure(path string) string {
+	lines := lastLogLines(path)
+	if len(lines) == 0 {
+		return ""
+	}
+	reason, ok := strings.CutPrefix(lines[len(lines)-1], "bangerd: ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(reason)
+}
+
+// lastLogLines reads the last lines of the log, from its last 64 KiB only:
+// the log of a long-lived daemon can be large.
+func lastLogLines(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	const tail = 64 << 10
+	var off int64
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		off = fi.Size() - tail
+	}
+	data, err := io.ReadAll(io.NewSectionReader(f, off, tail))
+	if err != nil || len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
 	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if off > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first may be cut
+	}
 	if len(lines) > logTailLines {
 		lines = lines[len(lines)-logTailLines:]
 	}
-	return "\n\nlast lines of the daemon log:\n  " + strings.Join(lines, "\n  ")
+	return lines
 }
 
 // stopDaemon asks a running daemon to shut down and waits until its socket
