@@ -111,7 +111,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if _, err := d.ops.Recover(ctx); err != nil {
 		return err
 	}
-	if err := wireImages(d.images, cfg.CatalogBaseURL); err != nil {
+	if err := wireImages(d.images, cfg); err != nil {
 		return err
 	}
 	d.vms = newVMManager(cfg, st, d.images, log)

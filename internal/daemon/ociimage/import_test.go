@@ -327,6 +327,29 @@ func TestImportRefusesEscapeAndChangesNothing(t *testing.T) {
 	}
 }
 
+func TestImportRefusesImageOverEntryLimit(t *testing.T) {
+	needTools(t, "mkfs.ext4")
+	reg := startRegistry(t)
+	var ents []ent
+	for i := 0; i < 1200; i++ {
+		ents = append(ents, file(fmt.Sprintf("f%d", i), "", 0o644, 0, 0))
+	}
+	ref := reg.push(t, "test/many:1", buildImage(t, "amd64", v1.Config{}, layerOf(t, mkTar(t, ents...), compression.GZip)))
+	out := t.TempDir()
+	_, err := Import(context.Background(), ref, filepath.Join(out, "img"), Options{Insecure: true, Limits: Limits{MaxEntries: 1000}}, nil)
+	if err == nil {
+		t.Fatal("an image over the entry limit was imported")
+	}
+	for _, want := range []string{ref, "more than 1000 entries", "oci_max_entries"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	if got := listDir(t, out); len(got) != 0 {
+		t.Fatalf("refused import left %v", got)
+	}
+}
+
 func TestImportExtraErrorAborts(t *testing.T) {
 	needTools(t, "mkfs.ext4")
 	reg := startRegistry(t)

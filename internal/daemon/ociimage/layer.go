@@ -32,8 +32,36 @@ const (
 // layerName and the entry. Problems that do not endanger the tree (no
 // privilege for device nodes, unsupported xattrs) are skipped.
 func ApplyLayer(root string, layer io.Reader, layerName string) error {
-	a := newApplier(root)
+	a := newApplier(root, Limits{})
 	return a.apply(context.Background(), layer, layerName)
+}
+
+// Default bounds on what the applier keeps per entry; see Limits.
+const (
+	DefaultMaxEntries   = 500_000
+	DefaultMaxPathBytes = 64 << 20
+)
+
+// Limits bound the state the applier keeps per tar entry, summed over all
+// layers of an image, so that a layer of millions of entries cannot exhaust
+// memory. Zero fields take the defaults.
+type Limits struct {
+	// MaxEntries is the most tar entries (files, directories, links,
+	// whiteouts) the image may have; the config key is oci_max_entries.
+	MaxEntries int64
+	// MaxPathBytes is the most bytes all entry names together may have; the
+	// config key is oci_max_path_bytes.
+	MaxPathBytes int64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultMaxEntries
+	}
+	if l.MaxPathBytes <= 0 {
+		l.MaxPathBytes = DefaultMaxPathBytes
+	}
+	return l
 }
 
 // applier applies layers in order onto one tree and remembers, across layers,
@@ -43,6 +71,10 @@ type applier struct {
 	dirs     map[string]bool // rel paths verified to be real directories
 	warnings []string
 	chownOK  bool // false once Lchown failed for lack of privilege
+
+	limits    Limits
+	entries   int64 // tar entries seen, all layers
+	pathBytes int64 // bytes of their names
 
 	// per-layer state
 	layerPaths map[string]bool // rel path → true: entry of this layer; false: ancestor of one
@@ -56,8 +88,22 @@ type dirMeta struct {
 	mtime time.Time
 }
 
-func newApplier(root string) *applier {
-	return &applier{root: root, dirs: map[string]bool{".": true}, chownOK: true}
+func newApplier(root string, l Limits) *applier {
+	return &applier{root: root, dirs: map[string]bool{".": true}, chownOK: true, limits: l.withDefaults()}
+}
+
+// count charges one entry against the limits, before anything about it is
+// kept.
+func (a *applier) count(hdr *tar.Header, layer string) error {
+	a.entries++
+	a.pathBytes += int64(len(hdr.Name))
+	if a.entries > a.limits.MaxEntries {
+		return fmt.Errorf("layer %s: the image has more than %d entries, the limit (oci_max_entries in the configuration; raise it if the image is trusted and you have the memory, about 300 bytes an entry)", layer, a.limits.MaxEntries)
+	}
+	if a.pathBytes > a.limits.MaxPathBytes {
+		return fmt.Errorf("layer %s: the names of the image's entries add up to more than %d bytes, the limit (oci_max_path_bytes in the configuration; raise it if the image is trusted and you have the memory)", layer, a.limits.MaxPathBytes)
+	}
+	return nil
 }
 
 func (a *applier) warn(format string, args ...any) {
@@ -85,6 +131,9 @@ func (a *applier) apply(ctx context.Context, layer io.Reader, layerName string) 
 		}
 		if err != nil {
 			return fmt.Errorf("layer %s: read tar stream: %w", layerName, err)
+		}
+		if err := a.count(hdr, layerName); err != nil {
+			return err
 		}
 		if err := a.entry(tr, hdr, layerName); err != nil {
 			return err

@@ -56,6 +56,9 @@ type Options struct {
 	Extra func(root string) error
 	// MkfsPath is the mkfs.ext4 binary; empty means "mkfs.ext4" on PATH.
 	MkfsPath string
+	// Limits bound the entries of the image and the bytes of their names;
+	// zero fields take DefaultMaxEntries and DefaultMaxPathBytes.
+	Limits Limits
 	// WorkDir holds the temporary tree and downloaded blobs; empty means the
 	// directory of dest. The image itself is always written beside dest.
 	WorkDir string
@@ -231,7 +234,7 @@ func Import(ctx context.Context, ref string, dest string, opts Options, p Progre
 	}
 
 	prog.Phase("pull")
-	a := newApplier(root)
+	a := newApplier(root, opts.Limits)
 	if err := pullLayers(ctx, layers, work, a, prog); err != nil {
 		return Result{}, fmt.Errorf("import %s: %w", ref, err)
 	}
