@@ -89,8 +89,8 @@ type Result struct {
 	// Platform is the platform of the image ("linux/amd64").
 	Platform string
 	Config   ImageConfig
-	// Warnings lists what could not be reproduced exactly (device nodes or
-	// ownership without privilege, unsupported xattrs, unknown entry types).
+	// Warnings lists what could not be reproduced exactly (xattrs the work
+	// directory cannot hold under a root import, unknown entry types).
 	Warnings []string
 }
 
@@ -233,12 +233,28 @@ func Import(ctx context.Context, ref string, dest string, opts Options, p Progre
 		return Result{}, fmt.Errorf("import %s: %w", ref, err)
 	}
 
-	prog.Phase("pull")
+	// Without the privilege to set owners and make device nodes, the
+	// metadata the tree cannot carry is written into the image by debugfs
+	// (manifest.go); the result is the same image.
 	a := newApplier(root, opts.Limits)
+	var debugfs string
+	if !privileged(work) {
+		if debugfs, err = findDebugfs(mkfs); err != nil {
+			return Result{}, fmt.Errorf("import %s: %w", ref, err)
+		}
+		a = newRootlessApplier(root, opts.Limits)
+	}
+
+	prog.Phase("pull")
 	if err := pullLayers(ctx, layers, work, a, prog); err != nil {
 		return Result{}, fmt.Errorf("import %s: %w", ref, err)
 	}
 
+	if a.rootless {
+		if err := a.freeze(); err != nil {
+			return Result{}, fmt.Errorf("import %s: %w", ref, err)
+		}
+	}
 	if opts.Extra != nil {
 		prog.Phase("extra")
 		if err := opts.Extra(root); err != nil {
@@ -255,7 +271,15 @@ func Import(ctx context.Context, ref string, dest string, opts Options, p Progre
 		return Result{}, fmt.Errorf("import %s: measure unpacked tree: %w", ref, err)
 	}
 	size := imageSize(usage, opts)
-	size, err = writeExt4(ctx, mkfs, root, dest, size, usage.inodes)
+	var finish func(image string) error
+	if a.rootless {
+		cmds := filepath.Join(work, "metadata.debugfs")
+		if _, err := writeManifest(root, a.meta, cmds); err != nil {
+			return Result{}, fmt.Errorf("import %s: list the owners, modes and device nodes for debugfs: %w", ref, err)
+		}
+		finish = func(image string) error { return applyManifest(ctx, debugfs, cmds, image) }
+	}
+	size, err = writeExt4(ctx, mkfs, root, dest, size, usage.inodes, finish)
 	if err != nil {
 		return Result{}, fmt.Errorf("import %s: %w", ref, err)
 	}
