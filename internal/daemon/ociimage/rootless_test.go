@@ -76,6 +76,7 @@ func rootlessImage(t *testing.T) v1.Image {
 		file("home/app/data", "the app's", 0o640, 1234, 5678),
 		hardlink("home/app/data-link", "home/app/data"),
 		symlink("home/app/link", "/bin/su"),
+		func() ent { e := symlink("home/app/own-link", "../../bin/su"); e.h.Uid, e.h.Gid = 1234, 5678; return e }(),
 		dir("tmp/", 0o1777, 0, 0),
 		dir("srv/", 0o2775, 0, 50),
 		dir("ro/", 0o555, 0, 0),
@@ -207,6 +208,7 @@ func TestRootlessImportMatchesRoot(t *testing.T) {
 		"/ro/secret":           "mode=0000 uid=0 gid=42",
 		"/late":                "mode=04711 uid=3 gid=4",
 		"/usr/local/bin/agent": "mode=0755 uid=0 gid=0",
+		"/home/app/own-link":   "type=symlink mode=0777 uid=1234 gid=5678",
 	} {
 		if !strings.Contains(want[p], w) {
 			t.Errorf("root image %s = %s; want %s", p, want[p], w)
