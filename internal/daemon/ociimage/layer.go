@@ -29,10 +29,15 @@ const (
 // ".wh..wh..opq" hides the lower contents of its directory. Entries that would
 // land outside root (".." components, writes through a symlinked parent,
 // hardlinks to outside or through a symlink) are refused with an error naming
-// layerName and the entry. Problems that do not endanger the tree (no
-// privilege for device nodes, unsupported xattrs) are skipped.
+// layerName and the entry. xattrs the tree's filesystem cannot hold are
+// skipped. Run by a user, it leaves owners, modes beyond the owner's and
+// device nodes out of the tree (device nodes become empty files), since
+// only Import can write those into an image.
 func ApplyLayer(root string, layer io.Reader, layerName string) error {
 	a := newApplier(root, Limits{})
+	if os.Geteuid() != 0 {
+		a = newRootlessApplier(root, Limits{})
+	}
 	return a.apply(context.Background(), layer, layerName)
 }
 
