@@ -36,6 +36,8 @@ type Config struct {
 	DefaultMemory    Size
 	DefaultDiskSize  Size
 	LogLevel         string
+	OCIMaxEntries    int64 // most tar entries an OCI image may have
+	OCIMaxPathBytes  Size  // most bytes the names of an OCI image's entries may have together
 }
 
 // Options tells Load where to look. The zero value means the real

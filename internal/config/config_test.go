@@ -89,6 +89,8 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			DefaultMemory:    1 << 30,
 			DefaultDiskSize:  8 << 30,
 			LogLevel:         "info",
+			OCIMaxEntries:    500_000,
+			OCIMaxPathBytes:  64 << 20,
 		}
 		if l.Config != want {
 			t.Errorf("%s: config =\n%+v\nwant\n%+v", name, l.Config, want)
@@ -122,6 +124,8 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			"default_memory":     "1GiB | default",
 			"default_disk_size":  "8GiB | default",
 			"log_level":          "info | default",
+			"oci_max_entries":    "500000 | default",
+			"oci_max_path_bytes": "64MiB | default",
 		}
 		if !reflect.DeepEqual(got, wantSettings) {
 			t.Errorf("%s: settings =\n%v\nwant\n%v", name, got, wantSettings)
@@ -328,6 +332,8 @@ log_level = "debug"
 network = "user"
 hosts_file = ""
 helper_socket = "/run/banger-test/helper.sock"
+oci_max_entries = 2000000
+oci_max_path_bytes = "256MiB"
 `
 
 func TestFileOverridesEveryKey(t *testing.T) {
@@ -358,6 +364,8 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		DefaultMemory:    1536 << 20,
 		DefaultDiskSize:  20 << 30,
 		LogLevel:         "debug",
+		OCIMaxEntries:    2_000_000,
+		OCIMaxPathBytes:  256 << 20,
 	}
 	if l.Config != want {
 		t.Errorf("config =\n%+v\nwant\n%+v", l.Config, want)
@@ -370,7 +378,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 	for _, s := range settings {
 		order = append(order, s.Key)
 	}
-	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 18 {
+	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 20 {
 		t.Errorf("settings order %v, want %v", order, config.Keys())
 	}
 	wantLines := map[string]int{
@@ -378,6 +386,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		"ssh_key_path": 8, "state_dir": 9, "runtime_dir": 10, "catalog_base_url": 11,
 		"bridge_name": 12, "bridge_subnet": 13, "default_vcpus": 14, "default_memory": 15,
 		"default_disk_size": 16, "log_level": 17, "network": 18, "hosts_file": 19, "helper_socket": 20,
+		"oci_max_entries": 21, "oci_max_path_bytes": 22,
 	}
 	for _, s := range settings {
 		if s.Source.Kind != config.SourceFile || s.Source.File != p || s.Source.Line != wantLines[s.Key] {
@@ -540,6 +549,9 @@ func TestInvalidValues(t *testing.T) {
 		{"default_vcpus", `0`, "from 1 to 64"},
 		{"default_vcpus", `65`, "from 1 to 64"},
 		{"default_vcpus", `"2"`, "without quotes"},
+		{"oci_max_entries", `999`, "from 1000 to 100000000"},
+		{"oci_max_entries", `"500000"`, "without quotes"},
+		{"oci_max_path_bytes", `"512KiB"`, "at least"},
 	}
 	for i, tc := range cases {
 		// Put the bad line at a varying line number after good lines.

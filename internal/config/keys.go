@@ -33,6 +33,12 @@ const (
 	MinSubnetBits  = 16
 	MaxSubnetBits  = 29
 	maxIfNameBytes = 15
+
+	// Bounds of the OCI import limits: below the minimums no real image
+	// fits; above the maximums the limit no longer protects memory.
+	MinOCIMaxEntries   = 1000
+	MaxOCIMaxEntries   = 100_000_000
+	MinOCIMaxPathBytes = 1 << 20 // 1MiB
 )
 
 var (
@@ -187,6 +193,25 @@ var keys = []keySpec{
 		def:  func(c *Config) { c.LogLevel = "info" },
 		set:  oneOfSetter(func(c *Config) *string { return &c.LogLevel }, logLevelValues),
 		get:  func(c *Config) string { return c.LogLevel },
+	},
+	{
+		name: "oci_max_entries",
+		def:  func(c *Config) { c.OCIMaxEntries = 500_000 },
+		set: func(c *Config, v any, _ *environ) string {
+			n, ok := v.(int64)
+			if !ok || n < MinOCIMaxEntries || n > MaxOCIMaxEntries {
+				return fmt.Sprintf("use a whole number from %d to %d, without quotes", MinOCIMaxEntries, MaxOCIMaxEntries)
+			}
+			c.OCIMaxEntries = n
+			return ""
+		},
+		get: func(c *Config) string { return strconv.FormatInt(c.OCIMaxEntries, 10) },
+	},
+	{
+		name: "oci_max_path_bytes",
+		def:  func(c *Config) { c.OCIMaxPathBytes = 64 << 20 },
+		set:  sizeSetter(func(c *Config) *Size { return &c.OCIMaxPathBytes }, MinOCIMaxPathBytes),
+		get:  func(c *Config) string { return c.OCIMaxPathBytes.String() },
 	},
 }
 

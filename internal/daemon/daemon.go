@@ -138,7 +138,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if _, err := d.ops.Recover(ctx); err != nil {
 		return err
 	}
-	if err := wireImages(d.images, cfg.CatalogBaseURL); err != nil {
+	if err := wireImages(d.images, cfg); err != nil {
 		return err
 	}
 	sweepImageLeftovers(ctx, d.images, log)

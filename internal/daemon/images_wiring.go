@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"banger/internal/catalog"
+	"banger/internal/config"
 	"banger/internal/daemon/golden"
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/ociimage"
@@ -19,7 +20,7 @@ import (
 
 // wireImages gives the image manager its catalogs, local builders and OCI
 // importer.
-func wireImages(m *imagemgr.Manager, baseURL string) error {
+func wireImages(m *imagemgr.Manager, cfg config.Config) error {
 	ic, err := imagecat.Load()
 	if err != nil {
 		return fmt.Errorf("load the image catalog: %w", err)
@@ -28,7 +29,7 @@ func wireImages(m *imagemgr.Manager, baseURL string) error {
 	if err != nil {
 		return fmt.Errorf("load the kernel catalog: %w", err)
 	}
-	m.SetCatalogs(imagemgr.Catalogs{Images: ic, Kernels: kc, BaseURL: baseURL})
+	m.SetCatalogs(imagemgr.Catalogs{Images: ic, Kernels: kc, BaseURL: cfg.CatalogBaseURL})
 	m.SetBuilders(map[string]imagemgr.Builder{
 		"debootstrap": func(ctx context.Context, e catalog.Entry, dir string, p imagemgr.Progress) error {
 			agent, err := agentBinary()
@@ -37,7 +38,7 @@ func wireImages(m *imagemgr.Manager, baseURL string) error {
 			}
 			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, stringUnits{p})
 		},
-	}, ociImporter{})
+	}, ociImporter{limits: ociimage.Limits{MaxEntries: cfg.OCIMaxEntries, MaxPathBytes: int64(cfg.OCIMaxPathBytes)}})
 	return nil
 }
 
@@ -62,19 +63,22 @@ func sweepImageLeftovers(ctx context.Context, m *imagemgr.Manager, log *slog.Log
 
 // ociImporter adapts ociimage to the image manager, adding banger's guest
 // pieces to every imported tree.
-type ociImporter struct{}
+type ociImporter struct {
+	limits ociimage.Limits // oci_max_entries, oci_max_path_bytes
+}
 
 func (ociImporter) Digest(ctx context.Context, ref string, insecure bool) (string, error) {
 	return ociimage.Digest(ctx, ref, ociimage.Options{Insecure: insecure})
 }
 
-func (ociImporter) Import(ctx context.Context, ref, dest string, insecure bool, p imagemgr.Progress) (string, int64, error) {
+func (o ociImporter) Import(ctx context.Context, ref, dest string, insecure bool, p imagemgr.Progress) (string, int64, error) {
 	agent, err := agentBinary()
 	if err != nil {
 		return "", 0, err
 	}
 	res, err := ociimage.Import(ctx, ref, dest, ociimage.Options{
 		Insecure: insecure,
+		Limits:   o.limits,
 		Extra:    func(root string) error { return addGuestPieces(root, agent) },
 	}, stringUnits{p})
 	if err != nil {

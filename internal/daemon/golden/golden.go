@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	guestfiles "banger/images/guest"
 	"banger/internal/catalog"
@@ -54,8 +55,11 @@ func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progre
 	if err != nil {
 		return fmt.Errorf("image %q: recipe size: %w", e.Name, err)
 	}
+	if o.Agent == "" {
+		return errors.New("no guest agent binary to install")
+	}
 	if os.Geteuid() != 0 {
-		return errors.New("building a Debian image with debootstrap needs root: run bangerd as root, or pull a published bundle")
+		return buildUnprivileged(ctx, e, dir, o, p, suite, int64(size))
 	}
 	debootstrap, err := exec.LookPath("debootstrap")
 	if err != nil {
@@ -64,9 +68,6 @@ func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progre
 	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
 		return errors.New("mkfs.ext4 is not installed: install e2fsprogs")
-	}
-	if o.Agent == "" {
-		return errors.New("no guest agent binary to install")
 	}
 	mirror := o.Mirror
 	if mirror == "" {
@@ -92,11 +93,17 @@ func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progre
 	}
 	p.Phase("making the ext4 image")
 	rootfs := filepath.Join(dir, "rootfs.ext4")
-	if out, err := exec.CommandContext(ctx, mkfs, "-q", "-F", "-L", "rootfs", "-E", "root_owner=0:0", "-d", tree,
-		rootfs, fmt.Sprintf("%dK", int64(size)/1024)).CombinedOutput(); err != nil {
+	mk := exec.CommandContext(ctx, mkfs, "-q", "-F", "-L", "rootfs", "-E", "root_owner=0:0", "-d", tree,
+		rootfs, fmt.Sprintf("%dK", int64(size)/1024))
+	mk.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if out, err := mk.CombinedOutput(); err != nil {
 		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
 	}
-	manifest := fmt.Sprintf("{\n  \"name\": %q,\n  \"kernel\": %q,\n  \"built_by\": \"debootstrap\",\n  \"suite\": %q\n}\n", e.Name, e.Kernel, suite)
+	return writeManifest(dir, e, "debootstrap", suite)
+}
+
+func writeManifest(dir string, e catalog.Entry, by, suite string) error {
+	manifest := fmt.Sprintf("{\n  \"name\": %q,\n  \"kernel\": %q,\n  \"built_by\": %q,\n  \"suite\": %q\n}\n", e.Name, e.Kernel, by, suite)
 	return os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(manifest), 0o644)
 }
 
@@ -104,7 +111,9 @@ func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progre
 // does not read apt's configuration itself.
 func debootstrapEnv() []string {
 	env := os.Environ()
-	out, err := exec.Command("apt-config", "shell", "PROXY", "Acquire::http::Proxy").Output()
+	ac := exec.Command("apt-config", "shell", "PROXY", "Acquire::http::Proxy")
+	ac.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := ac.Output()
 	if err == nil {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "PROXY="); ok {
 			v = strings.Trim(v, "'\"")
@@ -121,6 +130,7 @@ func debootstrapEnv() []string {
 func runLogged(ctx context.Context, p Progress, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {

@@ -29,11 +29,44 @@ const (
 // ".wh..wh..opq" hides the lower contents of its directory. Entries that would
 // land outside root (".." components, writes through a symlinked parent,
 // hardlinks to outside or through a symlink) are refused with an error naming
-// layerName and the entry. Problems that do not endanger the tree (no
-// privilege for device nodes, unsupported xattrs) are skipped.
+// layerName and the entry. xattrs the tree's filesystem cannot hold are
+// skipped. Run by a user, it leaves owners, modes beyond the owner's and
+// device nodes out of the tree (device nodes become empty files), since
+// only Import can write those into an image.
 func ApplyLayer(root string, layer io.Reader, layerName string) error {
-	a := newApplier(root)
+	a := newApplier(root, Limits{})
+	if os.Geteuid() != 0 {
+		a = newRootlessApplier(root, Limits{})
+	}
 	return a.apply(context.Background(), layer, layerName)
+}
+
+// Default bounds on what the applier keeps per entry; see Limits.
+const (
+	DefaultMaxEntries   = 500_000
+	DefaultMaxPathBytes = 64 << 20
+)
+
+// Limits bound the state the applier keeps per tar entry, summed over all
+// layers of an image, so that a layer of millions of entries cannot exhaust
+// memory. Zero fields take the defaults.
+type Limits struct {
+	// MaxEntries is the most tar entries (files, directories, links,
+	// whiteouts) the image may have; the config key is oci_max_entries.
+	MaxEntries int64
+	// MaxPathBytes is the most bytes all entry names together may have; the
+	// config key is oci_max_path_bytes.
+	MaxPathBytes int64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultMaxEntries
+	}
+	if l.MaxPathBytes <= 0 {
+		l.MaxPathBytes = DefaultMaxPathBytes
+	}
+	return l
 }
 
 // applier applies layers in order onto one tree and remembers, across layers,
@@ -42,7 +75,14 @@ type applier struct {
 	root     string
 	dirs     map[string]bool // rel paths verified to be real directories
 	warnings []string
-	chownOK  bool // false once Lchown failed for lack of privilege
+	// rootless: owners, full modes, device nodes and xattrs go to meta
+	// (see manifest.go) instead of onto the tree.
+	rootless bool
+	meta     map[uint64]*inodeMeta
+
+	limits    Limits
+	entries   int64 // tar entries seen, all layers
+	pathBytes int64 // bytes of their names
 
 	// per-layer state
 	layerPaths map[string]bool // rel path → true: entry of this layer; false: ancestor of one
@@ -56,8 +96,31 @@ type dirMeta struct {
 	mtime time.Time
 }
 
-func newApplier(root string) *applier {
-	return &applier{root: root, dirs: map[string]bool{".": true}, chownOK: true}
+func newApplier(root string, l Limits) *applier {
+	return &applier{root: root, dirs: map[string]bool{".": true}, limits: l.withDefaults()}
+}
+
+// newRootlessApplier makes an applier for a process that cannot set owners
+// or make device nodes; see manifest.go.
+func newRootlessApplier(root string, l Limits) *applier {
+	a := newApplier(root, l)
+	a.rootless = true
+	a.meta = map[uint64]*inodeMeta{}
+	return a
+}
+
+// count charges one entry against the limits, before anything about it is
+// kept.
+func (a *applier) count(hdr *tar.Header, layer string) error {
+	a.entries++
+	a.pathBytes += int64(len(hdr.Name))
+	if a.entries > a.limits.MaxEntries {
+		return fmt.Errorf("layer %s: the image has more than %d entries, the limit (oci_max_entries in the configuration; raise it if the image is trusted and you have the memory, about 300 bytes an entry)", layer, a.limits.MaxEntries)
+	}
+	if a.pathBytes > a.limits.MaxPathBytes {
+		return fmt.Errorf("layer %s: the names of the image's entries add up to more than %d bytes, the limit (oci_max_path_bytes in the configuration; raise it if the image is trusted and you have the memory)", layer, a.limits.MaxPathBytes)
+	}
+	return nil
 }
 
 func (a *applier) warn(format string, args ...any) {
@@ -86,6 +149,9 @@ func (a *applier) apply(ctx context.Context, layer io.Reader, layerName string) 
 		if err != nil {
 			return fmt.Errorf("layer %s: read tar stream: %w", layerName, err)
 		}
+		if err := a.count(hdr, layerName); err != nil {
+			return err
+		}
 		if err := a.entry(tr, hdr, layerName); err != nil {
 			return err
 		}
@@ -100,7 +166,11 @@ func (a *applier) apply(ctx context.Context, layer io.Reader, layerName string) 
 		if err != nil || abs == "" {
 			continue
 		}
-		if err := os.Chmod(abs, m.mode); err != nil {
+		mode := m.mode
+		if a.rootless {
+			mode = m.mode.Perm() | 0o700 // the exact mode is in the manifest
+		}
+		if err := os.Chmod(abs, mode); err != nil {
 			return fmt.Errorf("layer %s: chmod /%s: %w", layerName, m.rel, err)
 		}
 		setTimes(abs, m.atime, m.mtime)
@@ -160,7 +230,9 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header, layer string) error {
 		if hdr.Typeflag != tar.TypeDir {
 			return refuse(layer, hdr.Name, "the root can only be a directory")
 		}
-		a.chown(a.root, hdr, layer)
+		if err := a.own(a.root, hdr, layer, unix.S_IFDIR, 0); err != nil {
+			return err
+		}
 		a.dirMeta = append(a.dirMeta, dirMeta{".", hdrMode(hdr), hdr.AccessTime, hdr.ModTime})
 		return nil
 	}
@@ -198,8 +270,9 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header, layer string) error {
 			}
 		}
 		a.dirs[rel] = true
-		a.chown(abs, hdr, layer)
-		a.xattrs(abs, hdr, layer)
+		if err := a.own(abs, hdr, layer, unix.S_IFDIR, 0); err != nil {
+			return err
+		}
 		a.dirMeta = append(a.dirMeta, dirMeta{rel, hdrMode(hdr), hdr.AccessTime, hdr.ModTime})
 		return nil
 
@@ -215,20 +288,23 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header, layer string) error {
 			_ = f.Close()
 			return fmt.Errorf("layer %s: write %s: %w", layer, hdr.Name, cerr)
 		}
-		if a.chownOK {
+		if !a.rootless {
 			if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
-				a.chownFailed(hdr.Name, layer, err)
+				_ = f.Close()
+				return ownErr(layer, hdr, err)
 			}
-		}
-		// After chown, which clears setuid and setgid.
-		if err := f.Chmod(hdrMode(hdr)); err != nil {
-			_ = f.Close()
-			return fmt.Errorf("layer %s: chmod %s: %w", layer, hdr.Name, err)
+			// After chown, which clears setuid and setgid.
+			if err := f.Chmod(hdrMode(hdr)); err != nil {
+				_ = f.Close()
+				return fmt.Errorf("layer %s: chmod %s: %w", layer, hdr.Name, err)
+			}
 		}
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("layer %s: write %s: %w", layer, hdr.Name, err)
 		}
-		a.xattrs(abs, hdr, layer)
+		if err := a.own(abs, hdr, layer, unix.S_IFREG, 0); err != nil {
+			return err
+		}
 		setTimes(abs, hdr.AccessTime, hdr.ModTime)
 		return nil
 
@@ -239,8 +315,9 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header, layer string) error {
 		if err := os.Symlink(hdr.Linkname, abs); err != nil {
 			return fmt.Errorf("layer %s: symlink %s: %w", layer, hdr.Name, err)
 		}
-		a.chown(abs, hdr, layer)
-		a.xattrs(abs, hdr, layer)
+		if err := a.own(abs, hdr, layer, unix.S_IFLNK, 0); err != nil {
+			return err
+		}
 		setTimes(abs, hdr.AccessTime, hdr.ModTime)
 		return nil
 
@@ -264,21 +341,27 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header, layer string) error {
 		default:
 			mode |= unix.S_IFIFO
 		}
-		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
-		if err := unix.Mknod(abs, mode, dev); err != nil {
-			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-				a.warn("layer %s: skipped device node %s (%d:%d): not permitted: %v", layer, hdr.Name, hdr.Devmajor, hdr.Devminor, err)
-				return nil
+		rdev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+		if a.rootless && hdr.Typeflag != tar.TypeFifo {
+			// A placeholder; the node itself is made in the image.
+			f, err := os.OpenFile(abs, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+			if err != nil {
+				return fmt.Errorf("layer %s: create placeholder of device node %s: %w", layer, hdr.Name, err)
 			}
-			return fmt.Errorf("layer %s: mknod %s: %w", layer, hdr.Name, err)
+			_ = f.Close()
+		} else if err := unix.Mknod(abs, mode, int(rdev)); err != nil {
+			return fmt.Errorf("layer %s: mknod %s (%d:%d): %w", layer, hdr.Name, hdr.Devmajor, hdr.Devminor, err)
 		}
-		a.chown(abs, hdr, layer)
-		// mknod is subject to the umask; chmod sets the exact mode (and
-		// setuid/sticky bits mknod would ignore).
-		if err := os.Chmod(abs, hdrMode(hdr)); err != nil {
-			return fmt.Errorf("layer %s: chmod %s: %w", layer, hdr.Name, err)
+		if err := a.own(abs, hdr, layer, mode&unix.S_IFMT, rdev); err != nil {
+			return err
 		}
-		a.xattrs(abs, hdr, layer)
+		if !a.rootless {
+			// mknod is subject to the umask; chmod sets the exact mode (and
+			// setuid/sticky bits mknod would ignore).
+			if err := os.Chmod(abs, hdrMode(hdr)); err != nil {
+				return fmt.Errorf("layer %s: chmod %s: %w", layer, hdr.Name, err)
+			}
+		}
 		setTimes(abs, hdr.AccessTime, hdr.ModTime)
 		return nil
 
@@ -318,22 +401,28 @@ func setTimes(abs string, atime, mtime time.Time) {
 	_ = unix.UtimesNanoAt(unix.AT_FDCWD, abs, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-func (a *applier) chown(abs string, hdr *tar.Header, layer string) {
-	if !a.chownOK {
-		return
+// own gives the entry at abs hdr's owner and xattrs: on the tree as root,
+// in the manifest without root (regular files already created; typ is the
+// S_IF* type, rdev the device number of a device node). The owner is
+// applied before any mode change, since chown clears setuid and setgid.
+func (a *applier) own(abs string, hdr *tar.Header, layer string, typ uint32, rdev uint64) error {
+	if a.rootless {
+		if err := a.keep(abs, typ, hdr.Uid, hdr.Gid, hdr.Mode, hdr.PAXRecords, rdev); err != nil {
+			return fmt.Errorf("layer %s: record owner of %s: %w", layer, hdr.Name, err)
+		}
+		return nil
 	}
-	if err := os.Lchown(abs, hdr.Uid, hdr.Gid); err != nil {
-		a.chownFailed(hdr.Name, layer, err)
+	if typ != unix.S_IFREG { // regular files: done through their descriptor
+		if err := os.Lchown(abs, hdr.Uid, hdr.Gid); err != nil {
+			return ownErr(layer, hdr, err)
+		}
 	}
+	a.xattrs(abs, hdr, layer)
+	return nil
 }
 
-func (a *applier) chownFailed(name, layer string, err error) {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
-		a.chownOK = false
-		a.warn("layer %s: ownership not kept from %s on: %v (run the import as root to keep owners)", layer, name, err)
-		return
-	}
-	a.warn("layer %s: chown %s: %v", layer, name, err)
+func ownErr(layer string, hdr *tar.Header, err error) error {
+	return fmt.Errorf("layer %s: give %s its owner %d:%d: %w (the import cannot make the image exactly; if the daemon runs in a user namespace, map these ids)", layer, hdr.Name, hdr.Uid, hdr.Gid, err)
 }
 
 func (a *applier) xattrs(abs string, hdr *tar.Header, layer string) {
@@ -384,6 +473,11 @@ func (a *applier) ensureDir(rel, name, layer string, create bool) (string, error
 		}
 		if err := os.Mkdir(abs, 0o755); err != nil {
 			return "", fmt.Errorf("layer %s: create parent /%s of %q: %w", layer, rel, name, err)
+		}
+		if a.rootless {
+			if err := a.keepDefault(abs); err != nil {
+				return "", fmt.Errorf("layer %s: create parent /%s of %q: %w", layer, rel, name, err)
+			}
 		}
 		a.markLayerPath(rel)
 		a.layerPaths[rel] = false

@@ -1,10 +1,16 @@
 package ociimage
 
 import (
+	"archive/tar"
 	"bytes"
+	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -173,4 +179,90 @@ func FuzzApplyLayer(f *testing.F) {
 		_ = ApplyLayer(root, bytes.NewReader(data), "fuzz")
 		checkContained(t, parent, canary)
 	})
+}
+
+// genLayer streams a tar of n entries made by mk without holding it in
+// memory.
+func genLayer(t testing.TB, n int, mk func(i int) *tar.Header) io.Reader {
+	t.Helper()
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		for i := 0; i < n; i++ {
+			if err := tw.WriteHeader(mk(i)); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		pw.CloseWithError(tw.Close())
+	}()
+	t.Cleanup(func() { _ = pr.Close() })
+	return pr
+}
+
+func TestApplyLayerBoundsEntries(t *testing.T) {
+	root := t.TempDir()
+	// Whiteouts of missing files: the cheapest entries to stream, and ones an
+	// attacker could send by the million.
+	layer := genLayer(t, DefaultMaxEntries+1, func(i int) *tar.Header {
+		return &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("d/.wh.f%d", i), Mode: 0o644}
+	})
+	err := ApplyLayer(root, layer, "bomb-1")
+	if err == nil || !strings.Contains(err.Error(), "bomb-1") || !strings.Contains(err.Error(), "oci_max_entries") ||
+		!strings.Contains(err.Error(), strconv.Itoa(DefaultMaxEntries)) {
+		t.Fatalf("a layer of %d entries: err = %v, want a refusal naming the layer, the limit and its key", DefaultMaxEntries+1, err)
+	}
+
+	// The count runs over all layers of an image.
+	a := newApplier(t.TempDir(), Limits{MaxEntries: 1500})
+	mk := func(i int) *tar.Header {
+		return &tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("d%d/", i), Mode: 0o755}
+	}
+	if err := a.apply(context.Background(), genLayer(t, 1000, mk), "1/2"); err != nil {
+		t.Fatalf("first layer, under the limit: %v", err)
+	}
+	err = a.apply(context.Background(), genLayer(t, 1000, mk), "2/2")
+	if err == nil || !strings.Contains(err.Error(), "more than 1500 entries") {
+		t.Fatalf("second layer over the image's limit: err = %v", err)
+	}
+}
+
+func TestApplyLayerBoundsPathBytes(t *testing.T) {
+	a := newApplier(t.TempDir(), Limits{MaxPathBytes: 1 << 20})
+	long := strings.Repeat(strings.Repeat("n", 199)+"/", 18)
+	layer := genLayer(t, 300, func(i int) *tar.Header { // 300 × 3.6 kB > 1 MiB
+		return &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%s%d/.wh.x", long, i), Mode: 0o644, Format: tar.FormatPAX}
+	})
+	err := a.apply(context.Background(), layer, "long-names")
+	if err == nil || !strings.Contains(err.Error(), "oci_max_path_bytes") || !strings.Contains(err.Error(), "long-names") {
+		t.Fatalf("names over the limit: err = %v", err)
+	}
+}
+
+// TestApplierMemoryStaysBounded applies 10k directories (the entries that
+// cost the applier the most state) and reports the heap they left; it fails
+// only when an entry costs far more than the documented few hundred bytes.
+func TestApplierMemoryStaysBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: writes 10k directories")
+	}
+	const n = 10_000
+	a := newApplier(t.TempDir(), Limits{MaxEntries: n})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	layer := genLayer(t, n, func(i int) *tar.Header {
+		return &tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("a%d/b%d/", i%100, i), Mode: 0o755}
+	})
+	if err := a.apply(context.Background(), layer, "wide"); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("%d entries: %d bytes of heap each", n, per)
+	if per > 2000 {
+		t.Fatalf("%d bytes of heap per entry; the applier's state is not bounded as documented", per)
+	}
+	runtime.KeepAlive(a)
 }

@@ -120,10 +120,10 @@ func lookPath(mkfs string) (string, error) {
 }
 
 // writeExt4 makes a sparse file of size bytes beside dest, fills it with the
-// tree by mkfs.ext4 -d (no mount needed), and renames it to dest. When mkfs
-// runs out of space it retries once with a larger file. It returns the final
-// size.
-func writeExt4(ctx context.Context, mkfs, tree, dest string, size, inodes int64) (_ int64, err error) {
+// tree by mkfs.ext4 -d (no mount needed), runs finish on it when finish is
+// not nil, and renames it to dest. When mkfs runs out of space it retries
+// once with a larger file. It returns the final size.
+func writeExt4(ctx context.Context, mkfs, tree, dest string, size, inodes int64, finish func(image string) error) (_ int64, err error) {
 	f, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".tmp-*")
 	if err != nil {
 		return 0, fmt.Errorf("create temporary image beside %s: %w", dest, err)
@@ -153,6 +153,7 @@ func writeExt4(ctx context.Context, mkfs, tree, dest string, size, inodes int64)
 			"-E", "root_owner=0:0",
 			"-d", tree,
 			tmp)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		out, runErr := cmd.CombinedOutput()
 		if runErr == nil {
 			break
@@ -165,6 +166,11 @@ func writeExt4(ctx context.Context, mkfs, tree, dest string, size, inodes int64)
 			continue
 		}
 		return 0, fmt.Errorf("mkfs.ext4 -d of the unpacked tree into %d bytes failed: %w: %s", size, runErr, strings.TrimSpace(string(out)))
+	}
+	if finish != nil {
+		if err := finish(tmp); err != nil {
+			return 0, err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return 0, fmt.Errorf("sync %s: %w", tmp, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +58,9 @@ type Options struct {
 	Extra func(root string) error
 	// MkfsPath is the mkfs.ext4 binary; empty means "mkfs.ext4" on PATH.
 	MkfsPath string
+	// Limits bound the entries of the image and the bytes of their names;
+	// zero fields take DefaultMaxEntries and DefaultMaxPathBytes.
+	Limits Limits
 	// WorkDir holds the temporary tree and downloaded blobs; empty means the
 	// directory of dest. The image itself is always written beside dest.
 	WorkDir string
@@ -86,8 +91,8 @@ type Result struct {
 	// Platform is the platform of the image ("linux/amd64").
 	Platform string
 	Config   ImageConfig
-	// Warnings lists what could not be reproduced exactly (device nodes or
-	// ownership without privilege, unsupported xattrs, unknown entry types).
+	// Warnings lists what could not be reproduced exactly (xattrs the work
+	// directory cannot hold under a root import, unknown entry types).
 	Warnings []string
 }
 
@@ -168,30 +173,9 @@ func Digest(ctx context.Context, ref string, opts Options) (string, error) {
 // and an existing dest is untouched.
 func Import(ctx context.Context, ref string, dest string, opts Options, p Progress) (res Result, err error) {
 	prog := newLockedProgress(p)
-	if opts.Headroom < 0 || opts.MinSize < 0 {
-		return Result{}, fmt.Errorf("import %s: headroom and minimum size must not be negative", ref)
-	}
-	if dest == "" {
-		return Result{}, fmt.Errorf("import %s: no destination path given", ref)
-	}
-	dest, err = filepath.Abs(dest)
+	dest, mkfs, err := checkTarget(ref, dest, opts)
 	if err != nil {
-		return Result{}, fmt.Errorf("import %s: destination %q: %w", ref, dest, err)
-	}
-	destDir := filepath.Dir(dest)
-	if st, serr := os.Stat(destDir); serr != nil || !st.IsDir() {
-		return Result{}, fmt.Errorf("import %s: destination directory %s does not exist or is not a directory: create it first", ref, destDir)
-	}
-	if st, serr := os.Lstat(dest); serr == nil && st.IsDir() {
-		return Result{}, fmt.Errorf("import %s: destination %s is a directory: give a file path", ref, dest)
-	}
-	mkfs := opts.MkfsPath
-	if mkfs == "" {
-		mkfs = "mkfs.ext4"
-	}
-	mkfs, err = lookPath(mkfs)
-	if err != nil {
-		return Result{}, fmt.Errorf("import %s: %w", ref, err)
+		return Result{}, err
 	}
 
 	prog.Phase("resolve")
@@ -212,16 +196,93 @@ func Import(ctx context.Context, ref string, dest string, opts Options, p Progre
 		return Result{}, fmt.Errorf("import %s: list layers: %w", ref, err)
 	}
 
+	res, err = build(ctx, ref, dest, mkfs, opts, prog, func(work string, a *applier) error {
+		prog.Phase("pull")
+		return pullLayers(ctx, layers, work, a, prog)
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	res.Digest = digest
+	res.Layers = len(layers)
+	res.Platform = plat.String()
+	res.Config = ImageConfig{
+		Env:        cfg.Config.Env,
+		Entrypoint: cfg.Config.Entrypoint,
+		Cmd:        cfg.Config.Cmd,
+		WorkingDir: cfg.Config.WorkingDir,
+		User:       cfg.Config.User,
+		Labels:     cfg.Config.Labels,
+	}
+	return res, nil
+}
+
+// ImportTar makes an ext4 image at dest from one uncompressed tar stream of
+// a whole root filesystem (what mmdebstrap writes, for example), the way
+// Import does from an image's layers: same checks and limits, opts.Extra,
+// and the same result whether or not the caller is root. name names the
+// stream in errors.
+func ImportTar(ctx context.Context, r io.Reader, name, dest string, opts Options, p Progress) (Result, error) {
+	prog := newLockedProgress(p)
+	dest, mkfs, err := checkTarget(name, dest, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := build(ctx, name, dest, mkfs, opts, prog, func(_ string, a *applier) error {
+		prog.Phase("unpack")
+		return a.apply(ctx, r, name)
+	})
+	if err == nil {
+		res.Layers = 1
+	}
+	return res, err
+}
+
+// checkTarget validates dest and finds mkfs.ext4 before anything is fetched.
+func checkTarget(ref, dest string, opts Options) (string, string, error) {
+	if opts.Headroom < 0 || opts.MinSize < 0 {
+		return "", "", fmt.Errorf("import %s: headroom and minimum size must not be negative", ref)
+	}
+	if dest == "" {
+		return "", "", fmt.Errorf("import %s: no destination path given", ref)
+	}
+	dest, err := filepath.Abs(dest)
+	if err != nil {
+		return "", "", fmt.Errorf("import %s: destination %q: %w", ref, dest, err)
+	}
+	destDir := filepath.Dir(dest)
+	if st, serr := os.Stat(destDir); serr != nil || !st.IsDir() {
+		return "", "", fmt.Errorf("import %s: destination directory %s does not exist or is not a directory: create it first", ref, destDir)
+	}
+	if st, serr := os.Lstat(dest); serr == nil && st.IsDir() {
+		return "", "", fmt.Errorf("import %s: destination %s is a directory: give a file path", ref, dest)
+	}
+	mkfs := opts.MkfsPath
+	if mkfs == "" {
+		mkfs = "mkfs.ext4"
+	}
+	mkfs, err = lookPath(mkfs)
+	if err != nil {
+		return "", "", fmt.Errorf("import %s: %w", ref, err)
+	}
+	return dest, mkfs, nil
+}
+
+// build makes a work directory, lets fill apply the content onto the tree,
+// runs opts.Extra, and writes the ext4 image at dest. Without the privilege
+// to set owners and make device nodes, the metadata the tree cannot carry is
+// written into the image by debugfs (manifest.go); the image is the same.
+func build(ctx context.Context, ref, dest, mkfs string, opts Options, prog *lockedProgress, fill func(work string, a *applier) error) (res Result, err error) {
 	workParent := opts.WorkDir
 	if workParent == "" {
-		workParent = destDir
+		workParent = filepath.Dir(dest)
 	}
 	work, err := os.MkdirTemp(workParent, ".oci-import-*")
 	if err != nil {
 		return Result{}, fmt.Errorf("import %s: create work directory in %s: %w", ref, workParent, err)
 	}
 	defer func() {
-		if rerr := os.RemoveAll(work); rerr != nil && err == nil {
+		if rerr := removeTree(work); rerr != nil && err == nil {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("could not remove work directory %s: %v", work, rerr))
 		}
 	}()
@@ -230,12 +291,24 @@ func Import(ctx context.Context, ref string, dest string, opts Options, p Progre
 		return Result{}, fmt.Errorf("import %s: %w", ref, err)
 	}
 
-	prog.Phase("pull")
-	a := newApplier(root)
-	if err := pullLayers(ctx, layers, work, a, prog); err != nil {
+	a := newApplier(root, opts.Limits)
+	var debugfs string
+	if !privileged(work) {
+		if debugfs, err = findDebugfs(mkfs); err != nil {
+			return Result{}, fmt.Errorf("import %s: %w", ref, err)
+		}
+		a = newRootlessApplier(root, opts.Limits)
+	}
+
+	if err := fill(work, a); err != nil {
 		return Result{}, fmt.Errorf("import %s: %w", ref, err)
 	}
 
+	if a.rootless {
+		if err := a.freeze(); err != nil {
+			return Result{}, fmt.Errorf("import %s: %w", ref, err)
+		}
+	}
 	if opts.Extra != nil {
 		prog.Phase("extra")
 		if err := opts.Extra(root); err != nil {
@@ -252,28 +325,35 @@ func Import(ctx context.Context, ref string, dest string, opts Options, p Progre
 		return Result{}, fmt.Errorf("import %s: measure unpacked tree: %w", ref, err)
 	}
 	size := imageSize(usage, opts)
-	size, err = writeExt4(ctx, mkfs, root, dest, size, usage.inodes)
+	var finish func(image string) error
+	if a.rootless {
+		cmds := filepath.Join(work, "metadata.debugfs")
+		if _, err := writeManifest(root, a.meta, cmds); err != nil {
+			return Result{}, fmt.Errorf("import %s: list the owners, modes and device nodes for debugfs: %w", ref, err)
+		}
+		finish = func(image string) error { return applyManifest(ctx, debugfs, cmds, image) }
+	}
+	size, err = writeExt4(ctx, mkfs, root, dest, size, usage.inodes, finish)
 	if err != nil {
 		return Result{}, fmt.Errorf("import %s: %w", ref, err)
 	}
+	return Result{Rootfs: dest, Size: size, ContentSize: usage.bytes, Warnings: a.warnings}, nil
+}
 
-	return Result{
-		Digest:      digest,
-		Rootfs:      dest,
-		Size:        size,
-		ContentSize: usage.bytes,
-		Layers:      len(layers),
-		Platform:    plat.String(),
-		Config: ImageConfig{
-			Env:        cfg.Config.Env,
-			Entrypoint: cfg.Config.Entrypoint,
-			Cmd:        cfg.Config.Cmd,
-			WorkingDir: cfg.Config.WorkingDir,
-			User:       cfg.Config.User,
-			Labels:     cfg.Config.Labels,
-		},
-		Warnings: a.warnings,
-	}, nil
+// removeTree removes a work tree, first giving its owner write access to
+// directories a root import left read-only (harmless as root; needed when
+// the tree is a user's).
+func removeTree(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
 }
 
 // lockedProgress serialises calls to a Progress and tolerates nil.
