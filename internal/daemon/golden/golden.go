@@ -1,6 +1,7 @@
 package golden
 
 import (
+	"banger/internal/childproc"
 	"bufio"
 	"context"
 	"errors"
@@ -11,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	guestfiles "banger/images/guest"
 	"banger/internal/catalog"
@@ -95,8 +95,7 @@ func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progre
 	rootfs := filepath.Join(dir, "rootfs.ext4")
 	mk := exec.CommandContext(ctx, mkfs, "-q", "-F", "-L", "rootfs", "-E", "root_owner=0:0", "-d", tree,
 		rootfs, fmt.Sprintf("%dK", int64(size)/1024))
-	mk.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if out, err := mk.CombinedOutput(); err != nil {
+	if out, err := childproc.CombinedOutput(mk); err != nil {
 		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return writeManifest(dir, e, "debootstrap", suite)
@@ -112,8 +111,7 @@ func writeManifest(dir string, e catalog.Entry, by, suite string) error {
 func debootstrapEnv() []string {
 	env := os.Environ()
 	ac := exec.Command("apt-config", "shell", "PROXY", "Acquire::http::Proxy")
-	ac.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := ac.Output()
+	out, err := childproc.Output(ac)
 	if err == nil {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "PROXY="); ok {
 			v = strings.Trim(v, "'\"")
@@ -130,10 +128,9 @@ func debootstrapEnv() []string {
 func runLogged(ctx context.Context, p Progress, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
+	if err := childproc.Start(cmd); err != nil {
 		return err
 	}
 	var tail []string

@@ -1,6 +1,7 @@
 package golden
 
 import (
+	"banger/internal/childproc"
 	"bufio"
 	"context"
 	"errors"
@@ -58,7 +59,7 @@ func buildUnprivileged(ctx context.Context, e catalog.Entry, dir string, o Optio
 	cmd.Env = append(debootstrapEnv(), "TMPDIR="+dir)
 	// Its own process group: apt and dpkg run below it, and all of them go
 	// when the build is cancelled or fails.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -68,7 +69,7 @@ func buildUnprivileged(ctx context.Context, e catalog.Entry, dir string, o Optio
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := childproc.Start(cmd); err != nil {
 		return fmt.Errorf("start mmdebstrap: %w", err)
 	}
 	var (

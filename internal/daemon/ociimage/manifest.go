@@ -1,6 +1,7 @@
 package ociimage
 
 import (
+	"banger/internal/childproc"
 	"bufio"
 	"bytes"
 	"context"
@@ -284,8 +285,7 @@ func applyManifest(ctx context.Context, debugfs, cmdPath, image string) error {
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, debugfs, "-w", "-f", cmdPath, image)
 	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Run(); err != nil {
+	if err := childproc.Run(cmd); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -1,6 +1,7 @@
 package ociimage
 
 import (
+	"banger/internal/childproc"
 	"bytes"
 	"context"
 	"fmt"
@@ -153,8 +154,7 @@ func writeExt4(ctx context.Context, mkfs, tree, dest string, size, inodes int64,
 			"-E", "root_owner=0:0",
 			"-d", tree,
 			tmp)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		out, runErr := cmd.CombinedOutput()
+		out, runErr := childproc.CombinedOutput(cmd)
 		if runErr == nil {
 			break
 		}
