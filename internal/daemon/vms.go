@@ -183,13 +183,13 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	if err != nil {
 		return store.VM{}, err
 	}
+	if im.KernelRef == "" {
+		return store.VM{}, noKernelError(im)
+	}
 	// A registered image's files are the user's, and may have been replaced
 	// since register checked them.
 	if err := vm.images.CheckFiles(im); err != nil {
 		return store.VM{}, vmInputError{err}
-	}
-	if im.KernelRef == "" {
-		return store.VM{}, noKernelError(im)
 	}
 	k, err := vm.kernel(ctx, im.KernelRef, p)
 	if err != nil {
