@@ -11,7 +11,7 @@ DESTDIR   ?=
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 SCRIPTS   := $(wildcard scripts/*.sh) $(wildcard .ci/*)
 
-.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e fuzz install uninstall
+.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e fuzz reliability install uninstall
 
 all: build
 
@@ -76,3 +76,9 @@ fuzz:
 # End-to-end: real VMs under QEMU through the CLI (see e2e/doc.go).
 e2e:
 	$(GO) test -tags e2e -count=1 -timeout 40m -v ./e2e/...
+
+# The fault suite: SIGKILL at every phase, a full disk, a damaged store,
+# parallel work and hostile inputs (see docs/reliability.md). Writes
+# build/reliability/results.md.
+reliability:
+	$(GO) test -tags reliability -count=1 -timeout 20m -v ./reliability/...

@@ -1,0 +1,99 @@
+//go:build reliability
+
+package reliability
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"banger/internal/rpc"
+)
+
+// TestDiskFull puts a state dir on a tmpfs with little room left and runs
+// the operations that write most: each must fail with a reason that names
+// the lack of space, leave the state dir as it found it, and leave the
+// daemon and its store working.
+func TestDiskFull(t *testing.T) {
+	start(t)
+	needRoot(t)
+	e, err := newEnv(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.must(t, "-q", "kernel", "import", "--name", "k", kernelDeb)
+	e.stopDaemon()
+	// Move the state onto a tmpfs with 12 MiB to spare.
+	_, used := tree(e.state)
+	dbInfo, _ := os.Stat(e.state + "/banger.db")
+	size := used + dbInfo.Size() + 12<<20
+	saved := t.TempDir() + "/state"
+	if out, err := exec.Command("cp", "-a", e.state, saved).CombinedOutput(); err != nil {
+		t.Fatalf("copy the state dir: %v: %s", err, out)
+	}
+	os.RemoveAll(e.state)
+	os.MkdirAll(e.state, 0o700)
+	if err := syscall.Mount("tmpfs", e.state, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		e.stopDaemon()
+		syscall.Unmount(e.state, syscall.MNT_DETACH)
+	})
+	if out, err := exec.Command("cp", "-a", saved+"/.", e.state).CombinedOutput(); err != nil {
+		t.Fatalf("copy the state dir back: %v: %s", err, out)
+	}
+	reg := startRegistry(t)
+	ociRef := reg.push(t, "rel/full:1", bigLayerFiles(t))
+	big := bigRootfs(t)
+	cases := []struct {
+		fault string
+		args  []string
+		prep  []string
+	}{
+		{fault: "image pull (OCI) of 48 MiB with 12 MiB free", args: []string{"image", "pull", ociRef, "--insecure", "--name", "oci", "--kernel", "k"}},
+		{fault: "kernel import with 12 MiB free", args: []string{"kernel", "import", "--name", "k2", kernelDeb}},
+		{fault: "image promote of 96 MiB with 12 MiB free", prep: []string{"image", "register", "un", "--rootfs", big, "--kernel", "k"}, args: []string{"image", "promote", "un"}},
+	}
+	for _, c := range cases {
+		t.Run(c.fault, func(t *testing.T) {
+			if c.prep != nil {
+				e.must(t, c.prep...)
+			}
+			waitTrashGone(e)
+			before, _ := tree(e.state)
+			id := startDetached(t, e, c.args)
+			out, _ := e.cli("op", "wait", id)
+			o := e.op(t, id)
+			survived := o.State == rpc.StateFailed
+			saw := o.Error
+			if saw == "" {
+				saw = out
+			}
+			var problems []string
+			if !survived {
+				problems = append(problems, "operation "+o.State)
+			}
+			if !strings.Contains(strings.ToLower(saw), "space") {
+				problems = append(problems, "the error does not say the disk is full")
+				survived = false
+			}
+			after, _ := tree(e.state)
+			if left := newPaths(before, after); len(left) > 0 {
+				problems = append(problems, fmt.Sprintf("left behind: %v", left))
+				survived = false
+			}
+			lost := ""
+			if ls, code := e.cli("kernel", "ls"); code != 0 || !strings.Contains(ls, "k") {
+				lost = "the store no longer answers: " + firstLine(ls)
+			}
+			if len(problems) > 0 {
+				saw = strings.Join(problems, "; ") + " / " + saw
+			}
+			record(t, result{area: "disk full", fault: c.fault, survived: survived, saw: saw, lost: lost})
+		})
+	}
+}

@@ -1,0 +1,359 @@
+//go:build reliability
+
+package reliability
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"banger/internal/rpc"
+	"banger/internal/testutil/debkernel"
+)
+
+// env is one isolated banger installation: its own home, state and runtime
+// dirs, sharing the binaries built once for the suite.
+type env struct {
+	home, state, runtime string
+}
+
+var (
+	binDir     string
+	kernelDeb  string
+	skipReason string
+	shared     *env   // the suite's main env: a kernel "k" and an image "img"
+	smallImage string // a small ext4 root filesystem
+)
+
+const baseConfig = "vmm = \"qemu\"\nnetwork = \"user\"\nhosts_file = \"\"\ncow = \"copy\"\ndefault_memory = \"256MiB\"\ndefault_disk_size = \"512MiB\"\ndefault_image_name = \"img\"\n"
+
+func TestMain(m *testing.M) {
+	root, err := os.MkdirTemp("", "banger-rel-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := 1
+	func() {
+		defer func() {
+			if shared != nil {
+				shared.stopDaemon()
+			}
+			for _, e := range allEnvs {
+				e.stopDaemon()
+			}
+			os.RemoveAll(root)
+		}()
+		if skipReason, err = setup(root); err != nil {
+			fmt.Fprintln(os.Stderr, "reliability setup:", err)
+			return
+		}
+		code = m.Run()
+		writeResults()
+	}()
+	os.Exit(code)
+}
+
+func setup(root string) (string, error) {
+	for _, tool := range []string{"go", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return tool + " is not installed", nil
+		}
+	}
+	deb, skip := debkernel.Deb()
+	if skip != "" {
+		return skip, nil
+	}
+	kernelDeb = deb
+	binDir = filepath.Join(root, "bin")
+	for _, b := range []struct{ name, pkg, cgo string }{
+		{"banger", "banger/cmd/banger", "1"},
+		{"bangerd", "banger/cmd/bangerd", "1"},
+		{"banger-vsock-agent", "banger/cmd/banger-vsock-agent", "0"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.name), b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %v\n%s", b.name, err, out)
+		}
+	}
+	// A small but real root filesystem: registering it must pass every
+	// check banger makes of a root disk.
+	tree := filepath.Join(root, "tree")
+	for _, d := range []string{"etc", "bin", "root"} {
+		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tree, "etc", "hostname"), []byte("rel\n"), 0o644); err != nil {
+		return "", err
+	}
+	smallImage = filepath.Join(root, "small.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, smallImage, "16M").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mkfs.ext4: %v\n%s", err, out)
+	}
+	e, err := newEnv(filepath.Join(root, "main"))
+	if err != nil {
+		return "", err
+	}
+	shared = e
+	if out, code := e.cli("-q", "kernel", "import", "--name", "k", kernelDeb); code != 0 {
+		return "", fmt.Errorf("kernel import: %s", out)
+	}
+	if out, code := e.cli("image", "register", "img", "--rootfs", smallImage, "--kernel", "k"); code != 0 {
+		return "", fmt.Errorf("image register: %s", out)
+	}
+	return "", nil
+}
+
+var (
+	envMu   sync.Mutex
+	allEnvs []*env
+)
+
+// newEnv makes an env under dir (the runtime dir gets a short path of its
+// own: it holds Unix sockets).
+func newEnv(dir string) (*env, error) {
+	run, err := os.MkdirTemp("", "bgr")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{home: filepath.Join(dir, "home"), runtime: run}
+	e.state = filepath.Join(e.home, ".local", "state", "banger")
+	cfg := filepath.Join(e.home, ".config", "banger")
+	if err := os.MkdirAll(cfg, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(cfg, "config.toml"), []byte(baseConfig), 0o600); err != nil {
+		return nil, err
+	}
+	envMu.Lock()
+	allEnvs = append(allEnvs, e)
+	envMu.Unlock()
+	return e, nil
+}
+
+func (e *env) environ() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "BANGER_CONFIG":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "HOME="+e.home, "XDG_RUNTIME_DIR="+e.runtime, "NO_COLOR=1",
+		"BANGER_AGENT_BIN="+filepath.Join(binDir, "banger-vsock-agent"))
+}
+
+// cli runs banger and returns its combined output and exit code.
+func (e *env) cli(args ...string) (string, int) {
+	stdout, stderr, code := e.cliSplit(args...)
+	return stdout + stderr, code
+}
+
+// cliSplit runs banger and returns its stdout, stderr and exit code.
+func (e *env) cliSplit(args ...string) (string, string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "banger"), args...)
+	cmd.Env = e.environ()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+		stderr.WriteString(err.Error())
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func (e *env) must(t *testing.T, args ...string) string {
+	t.Helper()
+	out, code := e.cli(args...)
+	if code != 0 {
+		t.Fatalf("banger %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+func (e *env) socket() string { return filepath.Join(e.runtime, "banger", "bangerd.sock") }
+
+func (e *env) daemonPID() int {
+	b, _ := os.ReadFile(filepath.Join(e.state, "bangerd.lock"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func (e *env) stopDaemon() {
+	pid := e.daemonPID()
+	e.cli("daemon", "stop")
+	waitGone(pid)
+}
+
+// kill SIGKILLs bangerd and waits until it is gone.
+func (e *env) kill(t *testing.T) {
+	t.Helper()
+	pid := e.daemonPID()
+	if pid <= 0 {
+		t.Fatal("no bangerd pid in the lock file")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill bangerd %d: %v", pid, err)
+	}
+	waitGone(pid)
+}
+
+func waitGone(pid int) {
+	for i := 0; i < 1000 && pid > 0; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// op returns the operation's record.
+func (e *env) op(t *testing.T, id string) rpc.Operation {
+	t.Helper()
+	var o rpc.Operation
+	out, stderr, code := e.cliSplit("op", "show", id, "-o", "json")
+	if code != 0 {
+		t.Fatalf("op show %s: exit %d: %s\ndaemon log:\n%s", id, code, stderr, e.logTail())
+	}
+	if err := json.Unmarshal([]byte(out), &o); err != nil {
+		t.Fatalf("op show %s: %v: %s", id, err, out)
+	}
+	return o
+}
+
+// logTail is the end of the daemon's log, for failure messages.
+func (e *env) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(e.state, "bangerd.log"))
+	if len(b) > 4096 {
+		b = b[len(b)-4096:]
+	}
+	return string(b)
+}
+
+// watch follows an operation over the API and calls fn on every change
+// until fn returns false or the operation ends.
+func (e *env) watch(ctx context.Context, id string, fn func(rpc.Operation) bool) error {
+	c := rpc.NewClient(e.socket())
+	defer c.Close()
+	return c.Stream(ctx, "GET", "/v1/ops/"+id+"/watch", nil, func(raw json.RawMessage) error {
+		var o rpc.Operation
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return err
+		}
+		if !fn(o) || o.Terminal() {
+			return io.EOF
+		}
+		return nil
+	})
+}
+
+// tree lists every path under dir (relative), with the bytes its regular
+// files use, leaving out the store, its backups, the log and the lock.
+func tree(dir string) (map[string]bool, int64) {
+	paths := map[string]bool{}
+	var used int64
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == dir {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		base := filepath.Base(rel)
+		if strings.HasPrefix(base, "banger.db") || base == "bangerd.log" || base == "bangerd.lock" || base == "state-id" {
+			return nil
+		}
+		switch rel {
+		case "images", "kernels", "vms", "tmp", "ssh", "run":
+			return nil // banger's own folders, made on first use
+		}
+		paths[rel] = true
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() {
+			used += st.Blocks * 512
+		}
+		return nil
+	})
+	return paths, used
+}
+
+// newPaths are the paths of after that before lacks, top-most only.
+func newPaths(before, after map[string]bool) []string {
+	var out []string
+	for p := range after {
+		if before[p] {
+			continue
+		}
+		if parent := filepath.Dir(p); parent != "." && !before[parent] && after[parent] {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// strays lists the processes other than bangerd whose command line or
+// working directory names dir.
+func strays(dir string) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		cwd, _ := os.Readlink(filepath.Join("/proc", ent.Name(), "cwd"))
+		if !bytes.Contains(cmd, []byte(dir)) && !strings.HasPrefix(cwd, dir) {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+		if len(argv) > 0 && filepath.Base(argv[0]) == "bangerd" {
+			continue
+		}
+		if st, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat")); strings.Contains(string(st), ") Z ") {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%d %s", pid, strings.Join(argv, " ")))
+	}
+	return out
+}
+
+// need skips unless running as root (mounts, chattr) and the tools exist.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts and immutable files)")
+	}
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	return shared
+}
