@@ -99,23 +99,7 @@ func (m *Manager) registerKernel(ctx context.Context, r RegisterRequest) (string
 		}
 		kernel, what = k, "the default kernel"
 	}
-	if err := ValidName("kernel", kernel); err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
-	}
-	_, err := m.st.GetKernel(ctx, kernel)
-	switch {
-	case err == nil:
-		return kernel, nil
-	case !errors.Is(err, store.ErrNotFound):
-		return "", err
-	}
-	if m.cat.Kernels != nil {
-		if _, ok := m.cat.Kernels.Lookup(kernel); ok {
-			return kernel, nil
-		}
-	}
-	return "", badInput(fmt.Errorf("%s %q is neither an installed kernel (%s) nor in the kernel catalog (%s): import it first (banger kernel import --name %s PATH) or name another with --kernel",
-		what, kernel, m.installedKernels(ctx), m.catalogKernels(), kernel))
+	return m.bootKernel(ctx, kernel, what)
 }
 
 // CheckFiles checks an unmanaged image's files again, as register did: the

@@ -79,6 +79,13 @@ func (m *Manager) CheckPull(ctx context.Context, ref string, o PullOptions) (str
 		}
 		kernel, what = k, "the default kernel"
 	}
+	return m.bootKernel(ctx, kernel, what)
+}
+
+// bootKernel checks that kernel, as what named it (--kernel, the default
+// kernel), can be booted: installed, or in the kernel catalog (a VM's
+// start pulls a catalog kernel that is missing).
+func (m *Manager) bootKernel(ctx context.Context, kernel, what string) (string, error) {
 	if err := ValidName("kernel", kernel); err != nil {
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
