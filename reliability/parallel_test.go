@@ -39,7 +39,9 @@ func TestParallelCreatesAndRemoves(t *testing.T) {
 		}
 		return failed
 	}
-	failed := run(func(i int) []string { return []string{"-q", "vm", "create", "img", "--name", fmt.Sprintf("par-%02d", i)} })
+	failed := run(func(i int) []string {
+		return []string{"-q", "vm", "create", "img", "--name", fmt.Sprintf("par-%02d", i)}
+	})
 	var vms []struct{ Name, ID, State string }
 	json.Unmarshal([]byte(e.must(t, "vm", "ls", "-o", "json")), &vms)
 	count := 0
