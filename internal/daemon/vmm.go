@@ -223,10 +223,17 @@ func (u *vmmUsers) credential(id string) (*syscall.Credential, func(), error) {
 	return nil, nil, fmt.Errorf("choose a user for the VMM: all %d uids from %d are in use", vmmUIDCount, vmmUIDBase)
 }
 
-// kvmGroup is the group of /dev/kvm when it lets its group in (and is not
-// root's), so that a VMM running as its own user can still use KVM.
-func kvmGroup() []uint32 {
-	fi, err := os.Stat(qemuproc.KVMDevice)
+// kvmGroup is the group of /dev/kvm when it lets its group in, so that a
+// VMM running as its own user can still use KVM (see kvmGroupOf).
+func kvmGroup() []uint32 { return kvmGroupOf(qemuproc.KVMDevice, "/etc/group") }
+
+// kvmGroupOf is the group of dev when dev lets its group read and write
+// it and groupFile names that group "kvm". Any other group is never
+// handed to a VMM: a /dev/kvm left in root's, disk's or a user's group
+// would give a VM's QEMU every file of that group (disk: the host's block
+// devices). QEMU then cannot open dev, and the start falls back to TCG.
+func kvmGroupOf(dev, groupFile string) []uint32 {
+	fi, err := os.Stat(dev)
 	if err != nil || fi.Mode().Perm()&0o060 != 0o060 {
 		return nil
 	}
@@ -234,7 +241,16 @@ func kvmGroup() []uint32 {
 	if !ok || st.Gid == 0 {
 		return nil
 	}
-	return []uint32{st.Gid}
+	b, err := os.ReadFile(groupFile)
+	if err != nil {
+		return nil
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Split(l, ":"); len(f) > 2 && f[0] == "kvm" && f[2] == strconv.FormatUint(uint64(st.Gid), 10) {
+			return []uint32{st.Gid}
+		}
+	}
+	return nil
 }
 
 // uidsInUse lists the uids in [base, base+n) that a process runs as or
