@@ -253,8 +253,18 @@ func kvmGroupOf(dev, groupFile string) []uint32 {
 	return nil
 }
 
-// uidsInUse lists the uids in [base, base+n) that a process runs as or
-// that /etc/passwd or /etc/group names.
+// The files uidsInUse reads (tests point them elsewhere): the user and
+// group databases, and the subordinate id ranges of users.
+var (
+	idDBs    = []string{"/etc/passwd", "/etc/group"}
+	subIDDBs = []string{"/etc/subuid", "/etc/subgid"}
+)
+
+// uidsInUse lists the uids in [base, base+n) that a process runs as, that
+// /etc/passwd or /etc/group names, or that /etc/subuid or /etc/subgid
+// gives a user: that user's user namespaces (rootless containers,
+// newuidmap) can run processes as those uids, which could then ptrace or
+// signal a VMM running as one of them.
 func uidsInUse(base, n uint32) (map[uint32]bool, error) {
 	used := map[uint32]bool{}
 	in := func(s string) {
@@ -262,7 +272,29 @@ func uidsInUse(base, n uint32) (map[uint32]bool, error) {
 			used[uint32(v)] = true
 		}
 	}
-	for _, db := range []string{"/etc/passwd", "/etc/group"} {
+	for _, db := range subIDDBs {
+		b, err := os.ReadFile(db)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			// NAME_OR_ID:START:COUNT
+			f := strings.Split(strings.TrimSpace(l), ":")
+			if len(f) != 3 {
+				continue
+			}
+			start, err1 := strconv.ParseUint(f[1], 10, 64)
+			count, err2 := strconv.ParseUint(f[2], 10, 64)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			lo, hi := max(start, uint64(base)), min(start+count, uint64(base)+uint64(n))
+			for v := lo; v < hi; v++ {
+				used[uint32(v)] = true
+			}
+		}
+	}
+	for _, db := range idDBs {
 		b, err := os.ReadFile(db)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err

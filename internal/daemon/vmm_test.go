@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,5 +47,43 @@ func TestKVMGroupOnlyKVM(t *testing.T) {
 		if got := kvmGroupOf(dev, groups); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: kvmGroupOf = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestVMMUIDsAvoidSubordinateIDs: a uid in a user's /etc/subuid (or
+// /etc/subgid) range is never a VMM's: that user's user namespaces can run
+// processes as it, which could ptrace the VMM and reach its VM's disks.
+func TestVMMUIDsAvoidSubordinateIDs(t *testing.T) {
+	dir := t.TempDir()
+	subuid, subgid := filepath.Join(dir, "subuid"), filepath.Join(dir, "subgid")
+	// alice's subuids cover the whole VMM range but its last uid; bob's
+	// subgids the last one but its last two, and a range far away.
+	a := fmt.Sprintf("alice:%d:%d\n# comment\nbroken:line\n", vmmUIDBase, vmmUIDCount-1)
+	b := fmt.Sprintf("bob:100000:65536\n1001:%d:1\n", vmmUIDBase+vmmUIDCount-1)
+	if err := os.WriteFile(subuid, []byte(a), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(subgid, []byte(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	oldSub := subIDDBs
+	subIDDBs = []string{subuid, subgid}
+	t.Cleanup(func() { subIDDBs = oldSub })
+
+	used, err := uidsInUse(vmmUIDBase, vmmUIDCount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []uint32{vmmUIDBase, vmmUIDBase + 1234, vmmUIDBase + vmmUIDCount - 2, vmmUIDBase + vmmUIDCount - 1} {
+		if !used[uid] {
+			t.Errorf("uid %d is in a subordinate id range but not counted as used", uid)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	var u vmmUsers
+	if cred, _, err := u.credential("some-vm"); err == nil {
+		t.Errorf("credential picked uid %d, inside a user's subordinate ids", cred.Uid)
 	}
 }
