@@ -17,6 +17,8 @@ import (
 	"banger/internal/daemon/qemuproc"
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
+
+	"golang.org/x/sys/unix"
 )
 
 // VMM kinds.
@@ -180,11 +182,18 @@ const (
 	vmmUIDCount = 0x10000
 )
 
-// vmmUsers hands out VMM uids: one that no process uses and no start in
-// progress holds.
+// vmmUIDLockPath is where root bangerds (of any state dir) take turns on
+// VMM uids: each holds a lock on byte uid-vmmUIDBase of it while it starts
+// a VMM as that uid, until the VMM runs and shows in /proc.
+var vmmUIDLockPath = "/run/banger-vmm-uids.lock"
+
+// vmmUsers hands out VMM uids: one that no process uses, no start in
+// progress in this bangerd holds, and no other root bangerd is starting a
+// VMM as.
 type vmmUsers struct {
 	mu    sync.Mutex
 	taken map[uint32]bool
+	lock  *os.File // vmmUIDLockPath, opened at the first credential
 }
 
 // credential picks a uid for the VMM of VM id, preferring one derived from
@@ -195,21 +204,47 @@ func (u *vmmUsers) credential(id string) (*syscall.Credential, func(), error) {
 	if os.Geteuid() != 0 {
 		return nil, func() {}, nil
 	}
-	used, err := uidsInUse(vmmUIDBase, vmmUIDCount)
-	if err != nil {
-		return nil, nil, fmt.Errorf("choose a user for the VMM: %w", err)
-	}
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	first := h.Sum32() % vmmUIDCount
+	// The scan is made under the lock, so that a uid another start has
+	// released since is seen in use by its running VMM.
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.taken == nil {
 		u.taken = map[uint32]bool{}
 	}
+	if u.lock == nil {
+		f, err := os.OpenFile(vmmUIDLockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("choose a user for the VMM: open %s, which root bangerds share to pick distinct VMM uids: %w", vmmUIDLockPath, err)
+		}
+		u.lock = f
+	}
+	used, err := uidsInUse(vmmUIDBase, vmmUIDCount)
+	if err != nil {
+		return nil, nil, fmt.Errorf("choose a user for the VMM: %w", err)
+	}
 	for i := uint32(0); i < vmmUIDCount; i++ {
 		uid := vmmUIDBase + (first+i)%vmmUIDCount
 		if used[uid] || u.taken[uid] {
+			continue
+		}
+		locked, err := u.lockUID(uid, unix.F_WRLCK)
+		if err != nil {
+			return nil, nil, fmt.Errorf("choose a user for the VMM: lock uid %d in %s: %w", uid, vmmUIDLockPath, err)
+		}
+		if !locked {
+			continue // another bangerd is starting a VMM as it
+		}
+		// Another bangerd may have started its VMM as uid (and let go of
+		// its lock) since the scan.
+		now, err := uidsInUse(uid, 1)
+		if err != nil || now[uid] {
+			_, _ = u.lockUID(uid, unix.F_UNLCK)
+			if err != nil {
+				return nil, nil, fmt.Errorf("choose a user for the VMM: %w", err)
+			}
 			continue
 		}
 		u.taken[uid] = true
@@ -217,10 +252,24 @@ func (u *vmmUsers) credential(id string) (*syscall.Credential, func(), error) {
 		return cred, func() {
 			u.mu.Lock()
 			delete(u.taken, uid)
+			_, _ = u.lockUID(uid, unix.F_UNLCK)
 			u.mu.Unlock()
 		}, nil
 	}
 	return nil, nil, fmt.Errorf("choose a user for the VMM: all %d uids from %d are in use", vmmUIDCount, vmmUIDBase)
+}
+
+// lockUID takes (F_WRLCK, without waiting) or drops (F_UNLCK) this
+// bangerd's hold on uid in the shared lock file; locked is false when
+// another bangerd holds it. The locks belong to the open file (OFD locks),
+// so they go when bangerd dies.
+func (u *vmmUsers) lockUID(uid uint32, typ int16) (locked bool, err error) {
+	lk := unix.Flock_t{Type: typ, Whence: 0, Start: int64(uid - vmmUIDBase), Len: 1}
+	err = unix.FcntlFlock(u.lock.Fd(), unix.F_OFD_SETLK, &lk)
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // kvmGroup is the group of /dev/kvm when it lets its group in, so that a

@@ -87,3 +87,43 @@ func TestVMMUIDsAvoidSubordinateIDs(t *testing.T) {
 		t.Errorf("credential picked uid %d, inside a user's subordinate ids", cred.Uid)
 	}
 }
+
+// TestVMMUIDsDistinctAcrossDaemons: two root bangerds (two state dirs)
+// starting VMMs at once never pick the same uid, even for VMs whose ids
+// lead to the same one: the second skips a uid the first holds while its
+// VMM is not yet running.
+func TestVMMUIDsDistinctAcrossDaemons(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only a root bangerd picks VMM uids")
+	}
+	var a, b vmmUsers // two daemons: each its own map and lock file
+	t.Cleanup(func() {
+		for _, u := range []*vmmUsers{&a, &b} {
+			if u.lock != nil {
+				u.lock.Close()
+			}
+		}
+	})
+	ca, releaseA, err := a.credential("same-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, releaseB, err := b.credential("same-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.Uid == cb.Uid {
+		t.Errorf("two daemons starting VMMs at once both got uid %d", ca.Uid)
+	}
+	releaseB()
+	releaseA()
+	// Released, the uid is free again for the other daemon.
+	cb2, releaseB2, err := b.credential("same-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseB2()
+	if cb2.Uid != ca.Uid {
+		t.Errorf("after the release, the other daemon got uid %d, want %d (the id's own)", cb2.Uid, ca.Uid)
+	}
+}
