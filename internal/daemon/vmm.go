@@ -256,7 +256,7 @@ func (u *vmmUsers) credential(id string) (*syscall.Credential, func(), error) {
 			u.mu.Unlock()
 		}, nil
 	}
-	return nil, nil, fmt.Errorf("choose a user for the VMM: all %d uids from %d are in use", vmmUIDCount, vmmUIDBase)
+	return nil, nil, fmt.Errorf("choose a user for the VMM: all %d uids from %d are in use (by processes, by /etc/passwd or /etc/group, or inside a range of /etc/subuid or /etc/subgid); free some, or run bangerd as a user (docs/install.md)", vmmUIDCount, vmmUIDBase)
 }
 
 // lockUID takes (F_WRLCK, without waiting) or drops (F_UNLCK) this
