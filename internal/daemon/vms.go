@@ -1061,14 +1061,14 @@ func fcDrives(root string, extra []string) []fcproc.DriveConfig {
 	return ds
 }
 
-// killStrays SIGKILLs every process whose command line names a file in
-// runDir (the VMM's sockets live there, so only a VMM of that VM does) and
-// waits, bounded, for them to go. It returns how many it killed.
+// killStrays SIGKILLs every VMM process of runDir (a QEMU with its -name
+// marker, a Firecracker with its API socket there) and waits, bounded, for
+// them to go. It returns how many it killed. A process that only names a
+// file in runDir (someone's `tail -f .../console.log`) is left alone.
 func killStrays(runDir string) int {
 	if runDir == "" {
 		return 0
 	}
-	needle := []byte(strings.TrimSuffix(runDir, "/") + "/")
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -1080,7 +1080,11 @@ func killStrays(runDir string) int {
 			continue
 		}
 		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, needle) {
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(cmd), "\x00"), "\x00")
+		if qemuproc.IsCommandLineOf(args, runDir) || fcproc.IsCommandLineOf(args, runDir) {
 			if syscall.Kill(pid, syscall.SIGKILL) == nil {
 				pids = append(pids, pid)
 			}

@@ -32,7 +32,16 @@ func TestMain(m *testing.M) {
 	if os.Getenv(fakeQEMUEnv) != "" {
 		os.Exit(fakeQEMU(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	// Never the host's lock of VMM uids.
+	d, err := os.MkdirTemp("", "banger-daemon-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	vmmUIDLockPath = filepath.Join(d, "vmm-uids.lock")
+	code := m.Run()
+	os.RemoveAll(d)
+	os.Exit(code)
 }
 
 func fakeQEMU(args []string) int {

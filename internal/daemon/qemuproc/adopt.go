@@ -49,10 +49,7 @@ func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 	if err != nil {
 		return fail(fmt.Errorf("adopt QEMU pid %d: read its command line: %w", pid, err))
 	}
-	// A QEMU started before its descriptors were passed in named its
-	// monitor socket instead of the -name marker.
-	qmpArg := "unix:" + QMPSocketPath(dir) + ",server=on,wait=off"
-	if !slices.Contains(args, NameMarker(dir)) && !slices.Contains(args, qmpArg) {
+	if !IsCommandLineOf(args, dir) {
 		return fail(fmt.Errorf("adopt QEMU pid %d: %w: its command line has no -name %q, so it is not the QEMU of %s", pid, ErrNotOurs, NameMarker(dir), dir))
 	}
 	accel, fwds := describeArgs(args)
@@ -101,4 +98,16 @@ func (p *Process) watchPidfd() {
 			}
 		})
 	}
+}
+
+// IsCommandLineOf reports whether args (a /proc/PID/cmdline split at its
+// NULs) is the argv of a QEMU this package started in dir: one of its
+// arguments is exactly the -name marker of dir, or, for a QEMU started
+// before its descriptors were passed in, its monitor socket's chardev.
+// A command that merely names a file in dir (a user's `tail -f
+// dir/console.log`) is not.
+func IsCommandLineOf(args []string, dir string) bool {
+	dir = strings.TrimRight(dir, "/")
+	qmpArg := "unix:" + QMPSocketPath(dir) + ",server=on,wait=off"
+	return slices.Contains(args, NameMarker(dir)) || slices.Contains(args, qmpArg)
 }
