@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -46,5 +47,31 @@ func TestKillStraysSparesBystanders(t *testing.T) {
 		if !processRunning(c.Process.Pid) {
 			t.Errorf("%v was killed, though it is no VMM of %s", c.Args, dir)
 		}
+	}
+}
+
+// TestStartKillsAStuckVMMFirst: a VMM of the VM that outlived its stop
+// (stuck in its teardown) still holds the disk; a start must not run a
+// second VMM beside it.
+func TestStartKillsAStuckVMMFirst(t *testing.T) {
+	vm, v := testVMManager(t)
+	stuck := exec.Command("sh", "-c", "read x", "sh", "-name", qemuproc.NameMarker(vm.runDir(v.ID)), "-sandbox", qemuproc.Sandbox)
+	if _, err := stuck.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stuck.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = stuck.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = stuck.Process.Kill(); <-exited })
+	time.Sleep(50 * time.Millisecond) // let sh exec
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, _ = vm.Start(ctx, v.Name, "", noProgress{}) // the fake guest crashes; that is not the point
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a VMM of the VM left running survived the start of a new one")
 	}
 }

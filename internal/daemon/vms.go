@@ -419,6 +419,12 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 		return store.VM{}, err
 	}
 	dir := vm.runDir(v.ID)
+	// A VMM of this VM that should have exited but did not (stuck in its
+	// teardown) still has the disk open: a second one beside it would
+	// corrupt it.
+	if n := killStrays(dir); n > 0 {
+		vm.log.Warn("killed a VMM of this VM that was still running", "vm", v.Name, "count", n)
+	}
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return store.VM{}, err
