@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"banger/internal/buildinfo"
@@ -296,9 +297,35 @@ func newLogger(file io.Writer, o Options, level string) *slog.Logger {
 // listen opens the API socket with mode 0600. A socket file left by a dead
 // daemon is removed; one that still answers belongs to a live daemon of
 // another state dir and is refused.
+// privateDir makes dir (0700) or checks the one that is there: it must be a
+// directory of bangerd's own user, and is narrowed to 0700 when others
+// could reach into it (the socket is reachable, before its chmod, by
+// whoever can reach its directory).
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create socket dir: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("socket dir %s is not a directory (it is %s): remove it, or give bangerd another runtime_dir", dir, fi.Mode().Type())
+	case ok && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("socket dir %s belongs to uid %d, not to bangerd's uid %d: remove it, or give bangerd another runtime_dir", dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o077 != 0:
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("narrow socket dir %s (mode %o) to 0700: %w", dir, fi.Mode().Perm(), err)
+		}
+	}
+	return nil
+}
+
 func listen(socket string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
-		return nil, fmt.Errorf("create socket dir: %w", err)
+	if err := privateDir(filepath.Dir(socket)); err != nil {
+		return nil, err
 	}
 	if _, err := os.Lstat(socket); err == nil {
 		c, derr := net.DialTimeout("unix", socket, time.Second)
