@@ -16,19 +16,16 @@ const jailBaseName = "jail"
 // fcJail decides whether a Firecracker VM runs under the jailer, and says
 // why in words for the VMM reason. It needs a root bangerd (the jailer
 // changes uid and makes device nodes), a jailer beside firecracker or on
-// PATH, and a VM that is not bridged: bridged taps are owned by bangerd's
-// user, which the jail's uid could not open. uid and gid are the VM's VMM
-// user (vmmUsers.credential).
-func fcJail(cfg fcproc.Config, stateDir string, uid, gid uint32, bridged bool) (*fcproc.Jail, string) {
+// PATH, and a VM name that keeps the chroot's socket paths short enough.
+// A bridged VM's tap is handed to the jail's uid by fcproc. uid and gid
+// are the VM's VMM user (vmmUsers.credential).
+func fcJail(cfg fcproc.Config, stateDir string, uid, gid uint32) (*fcproc.Jail, string) {
 	if os.Geteuid() != 0 {
 		return nil, "no jailer: bangerd is not root"
 	}
 	jailer, ok := fcproc.JailerPath(cfg.Binary)
 	if !ok {
 		return nil, "no jailer installed: Firecracker runs as root with its seccomp filters only"
-	}
-	if bridged {
-		return nil, "jailer not used: a bridged tap is not yet made for the jail's uid"
 	}
 	j := &fcproc.Jail{Binary: jailer, UID: uid, GID: gid, BaseDir: filepath.Join(stateDir, jailBaseName)}
 	if err := fcproc.JailFits(cfg, *j); err != nil {

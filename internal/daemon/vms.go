@@ -543,7 +543,7 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 		defer release()
 		if cred != nil {
 			var why string
-			fcfg.Jail, why = fcJail(fcfg, vm.cfg.StateDir, cred.Uid, cred.Gid, netMode == netBridge)
+			fcfg.Jail, why = fcJail(fcfg, vm.cfg.StateDir, cred.Uid, cred.Gid)
 			reason += "; " + why
 			v.VMMReason = reason
 			vm.log.Info("firecracker confinement", "vm", v.Name, "jailer", fcfg.Jail != nil, "why", why)

@@ -217,15 +217,31 @@ func TestRealJailedFirecrackerFailedStart(t *testing.T) {
 	}
 }
 
-// TestRealJailedTapNotTheJails refuses a tap the jail's uid could not open,
-// before anything is spawned or made.
-func TestRealJailedTapNotTheJails(t *testing.T) {
+// TestRealJailedTapHandedOver gives the jail a tap made for root (as
+// netmgr makes them for a root bangerd): Start hands it to the jail's uid
+// and the jailed Firecracker attaches to it.
+func TestRealJailedTapHandedOver(t *testing.T) {
 	cfg, _ := jailedConfig(t, 0)
-	_, err := Start(context.Background(), cfg)
+	p, err := Start(context.Background(), cfg)
 	var se *StepError
-	if !errors.As(err, &se) || se.Step != StepCheckTap || !strings.Contains(err.Error(), "not owned by the jail's uid") {
-		t.Fatalf("Start: %v, want a clear refusal at %s", err, StepCheckTap)
+	if errors.As(err, &se) && se.Step != StepInstanceStart {
+		t.Fatalf("Start: %v, want the tap handed over and every pre-boot call to pass", err)
 	}
+	dev := filepath.Join(sysClassNet, cfg.Net.Tap)
+	if !tapOpenableBy(dev, cfg.Jail.UID, cfg.Jail.GID) {
+		b, _ := os.ReadFile(filepath.Join(dev, "owner"))
+		t.Errorf("tap owner %q, want the jail's uid %d", b, cfg.Jail.UID)
+	}
+	pid := 0
+	if err == nil {
+		pid = p.PID
+		if err := p.Stop(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		pid = se.PID
+	}
+	assertGone(t, pid, cfg.Dir)
 	assertJailGone(t, cfg, filepath.Join(cfg.Jail.BaseDir, "firecracker", cfg.Name))
 }
 

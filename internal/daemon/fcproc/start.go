@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"banger/internal/daemon/consolelog"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config describes one Firecracker VM to start.
@@ -388,7 +390,47 @@ func (s *starter) checkTap(context.Context) error {
 		return fmt.Errorf("network device %q is not a tap device: give the VM a tap", tap)
 	}
 	if j := s.cfg.Jail; j != nil && !tapOpenableBy(dev, j.UID, j.GID) {
-		return fmt.Errorf("tap device %q is not owned by the jail's uid %d or gid %d: the jailed Firecracker, which has no capabilities, could not open it; create the tap with that owner", tap, j.UID, j.GID)
+		// The jailed Firecracker has no capabilities: the tap must be
+		// its uid's. The jailer needs root, so hand the tap over.
+		if err := handTap(tap, dev, j.UID, j.GID); err != nil || !tapOpenableBy(dev, j.UID, j.GID) {
+			return fmt.Errorf("tap device %q is not owned by the jail's uid %d or gid %d and could not be handed over (%v): the jailed Firecracker, which has no capabilities, could not open it; create the tap with that owner", tap, j.UID, j.GID, err)
+		}
+		s.log.Debug("tap handed to the jail's uid", "tap", tap, "uid", j.UID)
+	}
+	return nil
+}
+
+// handTap makes the persistent tap name (dev is its /sys/class/net entry)
+// uid's and gid's: it attaches to it with the flags it was made with and
+// sets its owner and group. It needs CAP_NET_ADMIN.
+func handTap(name, dev string, uid, gid uint32) error {
+	b, err := os.ReadFile(filepath.Join(dev, "tun_flags"))
+	if err != nil {
+		return err
+	}
+	flags, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(string(b)), "0x"), 16, 16)
+	if err != nil {
+		return fmt.Errorf("tun_flags %q: %w", b, err)
+	}
+	const keep = unix.IFF_TUN | unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(uint16(flags) & keep)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOWNER, int(uid)); err != nil {
+		return fmt.Errorf("set owner: %w", err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETGROUP, int(gid)); err != nil {
+		return fmt.Errorf("set group: %w", err)
 	}
 	return nil
 }
