@@ -196,6 +196,21 @@ func copyReadOnly(src, dst string) error {
 	return out.Close()
 }
 
+// lockRun hands the chroot's /run, where Firecracker has made its API and
+// vsock sockets, back to the daemon's uid, read-only to others: the jail
+// keeps using the sockets but can no longer add, remove or replace any
+// entry there.
+func (l jailLayout) lockRun() error {
+	run := filepath.Join(l.Root, "run")
+	if err := os.Chown(run, os.Geteuid(), os.Getegid()); err != nil {
+		return fmt.Errorf("jailer: take back %s: %w", run, err)
+	}
+	if err := os.Chmod(run, 0o755); err != nil {
+		return fmt.Errorf("jailer: %w", err)
+	}
+	return nil
+}
+
 // jailCmd is the jailer's command for s: the chroot is made and the run
 // dir's sockets and log become links into it first, so that a daemon
 // killed from here on can still find the chroot (jailRootOf) to clean up.

@@ -132,6 +132,12 @@ func TestRealJailedFirecracker(t *testing.T) {
 		if !inRoot(pid, root) {
 			t.Errorf("/proc/%d/root is not the chroot %s", pid, root)
 		}
+		// Both sockets exist before InstanceStart takes /run back.
+		for _, sock := range []string{APISocketPath(cfg.Dir), VsockPath(cfg.Dir)} {
+			if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+				t.Errorf("%s is not a socket before InstanceStart: %v", sock, err)
+			}
+		}
 		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); !strings.HasSuffix(exe, "firecracker") {
 			t.Errorf("pid %d runs %q: the jailer did not exec Firecracker in place", pid, exe)
 		}
@@ -183,6 +189,14 @@ func TestRealJailedFirecracker(t *testing.T) {
 		}
 		if fi, err := os.Stat(VsockPath(cfg.Dir)); err != nil || fi.Mode()&os.ModeSocket == 0 {
 			t.Errorf("the vsock socket is not reachable from the run dir: %v", err)
+		}
+		// The guest runs: the jail may no longer change its /run.
+		var rs syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(root, "run"), &rs); err != nil || rs.Uid != 0 || rs.Mode&0o022 != 0 {
+			t.Errorf("the chroot's /run is uid %d mode %o (%v) once booted, want root's and not writable by others", rs.Uid, rs.Mode&0o777, err)
+		}
+		if _, err := p.Client().InstanceInfo(context.Background()); err != nil {
+			t.Errorf("the API after /run was taken back: %v", err)
 		}
 		if err := p.Stop(context.Background(), nil); err != nil {
 			t.Fatal(err)

@@ -617,6 +617,15 @@ func (s *starter) putVsock(ctx context.Context) error {
 
 func (s *starter) instanceStart(ctx context.Context) error {
 	s.proc.ConfigDuration = time.Since(s.spawnAt)
+	if s.jail != nil {
+		// Firecracker has bound both its sockets. Before any guest code
+		// runs, the chroot's /run becomes root's again, so a Firecracker
+		// the guest takes over cannot swap a socket bangerd dials for a
+		// symlink to another one.
+		if err := s.jail.lockRun(); err != nil {
+			return err
+		}
+	}
 	err := s.proc.client.InstanceStart(ctx)
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && isKVMFault(apiErr.FaultMessage) {
