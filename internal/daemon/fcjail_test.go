@@ -85,3 +85,19 @@ func TestJailedFC(t *testing.T) {
 		t.Errorf("the root disk is uid %d after the jail (%v), want root's", st.Uid, err)
 	}
 }
+
+// TestReconcileSweepsIdleJails: a chroot left in the state dir with no run
+// dir leading to it (a host reboot) is removed when bangerd starts.
+func TestReconcileSweepsIdleJails(t *testing.T) {
+	vm, _ := testVMManager(t)
+	idle := filepath.Join(vm.cfg.StateDir, jailBaseName, "firecracker", "gone-vm")
+	if err := os.MkdirAll(filepath.Join(idle, "root", "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(idle); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("idle chroot %s left after reconciliation (%v)", idle, err)
+	}
+}

@@ -1014,6 +1014,11 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 			_ = os.RemoveAll(dir)
 		}
 	}
+	// Chroots of jailed Firecrackers that nothing runs in: a host reboot
+	// emptied the run dirs whose links led to them.
+	for _, d := range fcproc.SweepJails(filepath.Join(vm.cfg.StateDir, jailBaseName)) {
+		vm.log.Info("removed the chroot of a Firecracker no longer running", "dir", d)
+	}
 	return nil
 }
 

@@ -305,6 +305,9 @@ func removeJail(runDir, jailDir string) error {
 	// The per-binary directory above it goes when it is empty.
 	_ = os.Remove(filepath.Dir(jailDir))
 	for _, p := range []string{APISocketPath(runDir), VsockPath(runDir), LogPath(runDir), MetricsPath(runDir)} {
+		if runDir == "" {
+			break
+		}
 		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 			if err := os.Remove(p); err != nil {
 				errs = append(errs, err)
@@ -348,6 +351,44 @@ func CleanupJail(runDir string) int {
 	}
 	_ = removeJail(runDir, filepath.Dir(root))
 	return len(pids)
+}
+
+// SweepJails removes the chroots under baseDir (the jails' --chroot-base-dir)
+// that no process runs in: those of VMs whose run dir, and with it the link
+// CleanupJail follows, is gone (a host reboot empties the runtime dir). It
+// kills nothing, so a running VM's chroot always stays. It returns the
+// chroots it removed.
+func SweepJails(baseDir string) []string {
+	dirs, _ := filepath.Glob(filepath.Join(baseDir, "*", "*"))
+	if len(dirs) == 0 {
+		return nil
+	}
+	type key struct{ dev, ino uint64 }
+	inUse := map[key]bool{}
+	ents, _ := os.ReadDir(procRoot)
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join(procRoot, e.Name(), "root"), &st) == nil {
+			inUse[key{st.Dev, st.Ino}] = true
+		}
+	}
+	var removed []string
+	for _, d := range dirs {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(d, "root"), &st); err == nil && inUse[key{st.Dev, st.Ino}] {
+			continue
+		}
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		if removeJail("", d) == nil {
+			removed = append(removed, d)
+		}
+	}
+	return removed
 }
 
 // JailFits says whether cfg can run under j: nil, or why not (a name the

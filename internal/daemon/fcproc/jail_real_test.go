@@ -141,6 +141,10 @@ func TestRealJailedFirecracker(t *testing.T) {
 		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); !strings.HasSuffix(exe, "firecracker") {
 			t.Errorf("pid %d runs %q: the jailer did not exec Firecracker in place", pid, exe)
 		}
+		// A sweep of leftover chroots keeps the one a process runs in.
+		if gone := SweepJails(cfg.Jail.BaseDir); len(gone) != 0 {
+			t.Errorf("SweepJails removed %v while Firecracker runs in it", gone)
+		}
 		// A restarted daemon knows the pid, start time and run dir only.
 		a, err := Adopt(pid, s.proc.StartTime, cfg.Dir)
 		if err != nil {

@@ -216,3 +216,37 @@ func TestRemoveJail(t *testing.T) {
 		t.Errorf("a second removeJail: %v", err)
 	}
 }
+
+// TestSweepJails removes a chroot no process runs in (its run dir's link
+// went with a host reboot) and hands its disk back.
+func TestSweepJails(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to hand files to another uid and back")
+	}
+	const uid = 0x7A00FFF4
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "root.ext4")
+	os.WriteFile(disk, []byte("disk"), 0o600)
+	os.WriteFile(filepath.Join(dir, "vmlinux"), []byte("k"), 0o644)
+	base := filepath.Join(dir, "jail")
+	if got := SweepJails(base); len(got) != 0 {
+		t.Errorf("SweepJails of a missing base dir: %v", got)
+	}
+	cfg := Config{Name: "vm-5", Binary: "/usr/bin/firecracker", Kernel: filepath.Join(dir, "vmlinux"),
+		Drives: []DriveConfig{{ID: "root", Path: disk, Root: true}}}
+	_, l, err := planJail(cfg, Jail{Binary: "/usr/bin/jailer", UID: uid, GID: uid, BaseDir: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.prepare(uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	got := SweepJails(base)
+	if !slices.Equal(got, []string{filepath.Dir(l.Root)}) {
+		t.Errorf("SweepJails removed %v, want the idle chroot %s", got, filepath.Dir(l.Root))
+	}
+	var st syscall.Stat_t
+	if syscall.Stat(disk, &st); st.Uid != 0 || st.Nlink != 1 {
+		t.Errorf("disk: uid %d, %d links; want root's and 1", st.Uid, st.Nlink)
+	}
+}
