@@ -543,7 +543,9 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 		defer release()
 		if cred != nil {
 			var why string
-			fcfg.Jail, why = fcJail(fcfg, vm.cfg.StateDir, cred.Uid, cred.Gid)
+			if fcfg.Jail, why, err = fcJail(fcfg, vm.cfg.JailerBin, vm.cfg.StateDir, cred.Uid, cred.Gid); err != nil {
+				return vm.failStart(ctx, v, err)
+			}
 			reason += "; " + why
 			v.VMMReason = reason
 			vm.log.Info("firecracker confinement", "vm", v.Name, "jailer", fcfg.Jail != nil, "why", why)
