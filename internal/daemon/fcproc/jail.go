@@ -92,6 +92,9 @@ func planJail(cfg Config, j Jail) ([]string, jailLayout, error) {
 	if fc == "" {
 		fc = "firecracker"
 	}
+	if !strings.Contains(filepath.Base(fc), "firecracker") {
+		return nil, jailLayout{}, fmt.Errorf("jailer: it only runs a binary whose file name contains \"firecracker\", not %s", fc)
+	}
 	root := filepath.Join(j.BaseDir, filepath.Base(fc), cfg.Name, "root")
 	l := jailLayout{
 		Root:    root,

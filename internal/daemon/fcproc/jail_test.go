@@ -48,6 +48,10 @@ func TestPlanJail(t *testing.T) {
 			t.Errorf("planJail accepted %+v", bad)
 		}
 	}
+	cfg.Binary = "/opt/fc/fc"
+	if _, _, err := planJail(cfg, Jail{Binary: "/j", UID: 5, GID: 5, BaseDir: "/srv"}); err == nil {
+		t.Error("planJail accepted a binary the jailer refuses to exec")
+	}
 }
 
 func TestPrepareJail(t *testing.T) {
