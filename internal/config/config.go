@@ -20,6 +20,7 @@ import (
 type Config struct {
 	DefaultImageName string
 	FirecrackerBin   string // "" = look up "firecracker" on PATH when needed
+	JailerBin        string // "" = "jailer" beside FirecrackerBin, else on PATH
 	QemuBin          string // "" = look up "qemu-system-x86_64" on PATH when needed
 	VMM              string // "auto", "firecracker" or "qemu"
 	COW              string // "auto", "dmsnap", "reflink" or "copy"

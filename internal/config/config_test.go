@@ -108,6 +108,7 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 		wantSettings := map[string]string{
 			"default_image_name": "debian-bookworm | default",
 			"firecracker_bin":    " | default",
+			"jailer_bin":         " | default",
 			"qemu_bin":           " | default",
 			"vmm":                "auto | default",
 			"cow":                "auto | default",
@@ -334,6 +335,7 @@ hosts_file = ""
 helper_socket = "/run/banger-test/helper.sock"
 oci_max_entries = 2000000
 oci_max_path_bytes = "256MiB"
+jailer_bin = "/opt/fc/jailer"
 `
 
 func TestFileOverridesEveryKey(t *testing.T) {
@@ -348,6 +350,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 	want := config.Config{
 		DefaultImageName: "alpine-3",
 		FirecrackerBin:   "/opt/fc/firecracker",
+		JailerBin:        "/opt/fc/jailer",
 		QemuBin:          home + "/bin/qemu-system-x86_64",
 		VMM:              "qemu",
 		COW:              "reflink",
@@ -378,7 +381,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 	for _, s := range settings {
 		order = append(order, s.Key)
 	}
-	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 20 {
+	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 21 {
 		t.Errorf("settings order %v, want %v", order, config.Keys())
 	}
 	wantLines := map[string]int{
@@ -386,7 +389,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		"ssh_key_path": 8, "state_dir": 9, "runtime_dir": 10, "catalog_base_url": 11,
 		"bridge_name": 12, "bridge_subnet": 13, "default_vcpus": 14, "default_memory": 15,
 		"default_disk_size": 16, "log_level": 17, "network": 18, "hosts_file": 19, "helper_socket": 20,
-		"oci_max_entries": 21, "oci_max_path_bytes": 22,
+		"oci_max_entries": 21, "oci_max_path_bytes": 22, "jailer_bin": 23,
 	}
 	for _, s := range settings {
 		if s.Source.Kind != config.SourceFile || s.Source.File != p || s.Source.Line != wantLines[s.Key] {
@@ -534,6 +537,7 @@ func TestInvalidValues(t *testing.T) {
 		{"ssh_key_path", `"id_ed25519"`, "relative path"},
 		{"runtime_dir", `"./run"`, "relative path"},
 		{"firecracker_bin", `"bin/firecracker"`, "relative path"},
+		{"jailer_bin", `"jailer"`, "relative path"},
 		{"qemu_bin", `"~user/qemu"`, "relative path"},
 		{"qemu_bin", `["/usr/bin/qemu"]`, "absolute path"},
 		{"catalog_base_url", `"ftp://example.test/cat"`, "scheme ftp is not supported"},

@@ -70,6 +70,12 @@ var keys = []keySpec{
 		get:  func(c *Config) string { return c.FirecrackerBin },
 	},
 	{
+		name: "jailer_bin",
+		def:  func(c *Config) { c.JailerBin = "" },
+		set:  pathSetter(func(c *Config) *string { return &c.JailerBin }, true),
+		get:  func(c *Config) string { return c.JailerBin },
+	},
+	{
 		name: "qemu_bin",
 		def:  func(c *Config) { c.QemuBin = "" },
 		set:  pathSetter(func(c *Config) *string { return &c.QemuBin }, true),

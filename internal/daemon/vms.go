@@ -534,14 +534,29 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 	case vmmFirecracker:
 		params = append(params, "banger.transport=vsock")
 		bin, _ := firecrackerPath(vm.cfg.FirecrackerBin)
-		fp, err := fcproc.Start(ctx, fcproc.Config{
+		fcfg := fcproc.Config{
 			Name: v.Name, Binary: bin, Dir: dir, Kernel: k.VmlinuxPath, Initrd: k.InitrdPath,
 			BootArgs: "console=ttyS0 reboot=k pci=off " + strings.Join(params, " "), VCPUs: v.VCPUs,
 			MemoryMiB: int(v.MemoryBytes >> 20),
 			Drives:    fcDrives(root, extra),
 			VsockCID:  3, Logger: vm.log,
 			Net: fcNet(att, v.MAC),
-		})
+		}
+		cred, release, err := vm.users.credential(v.ID)
+		if err != nil {
+			return vm.failStart(ctx, v, err)
+		}
+		defer release()
+		if cred != nil {
+			var why string
+			if fcfg.Jail, why, err = fcJail(fcfg, vm.cfg.JailerBin, vm.cfg.StateDir, cred.Uid, cred.Gid); err != nil {
+				return vm.failStart(ctx, v, err)
+			}
+			reason += "; " + why
+			v.VMMReason = reason
+			vm.log.Info("firecracker confinement", "vm", v.Name, "jailer", fcfg.Jail != nil, "why", why)
+		}
+		fp, err := fcproc.Start(ctx, fcfg)
 		if err != nil {
 			return vm.failStart(ctx, v, err)
 		}
@@ -741,6 +756,7 @@ func (vm *vmManager) watch(id, name string, m machine) {
 	v.State, v.PID, v.PIDStartTime = store.VMStopped, 0, 0
 	v.StoppedAt, v.UpdatedAt = time.Now().UTC(), time.Now().UTC()
 	_ = vm.st.PutVM(ctx, v)
+	fcproc.CleanupJail(v.RunDir)
 	_ = os.RemoveAll(v.RunDir)
 	vm.releaseNetwork(ctx, v)
 	vm.releaseRoot(ctx, v)
@@ -899,6 +915,7 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 		known[v.ID] = true
 		if v.State != store.VMRunning && v.State != store.VMStarting && v.State != store.VMStopping {
 			if v.RunDir != "" {
+				fcproc.CleanupJail(v.RunDir)
 				_ = os.RemoveAll(v.RunDir)
 			}
 			continue
@@ -1005,6 +1022,11 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 			_ = os.RemoveAll(dir)
 		}
 	}
+	// Chroots of jailed Firecrackers that nothing runs in: a host reboot
+	// emptied the run dirs whose links led to them.
+	for _, d := range fcproc.SweepJails(filepath.Join(vm.cfg.StateDir, jailBaseName)) {
+		vm.log.Info("removed the chroot of a Firecracker no longer running", "dir", d)
+	}
 	return nil
 }
 
@@ -1075,6 +1097,8 @@ func killStrays(runDir string) int {
 	if runDir == "" {
 		return 0
 	}
+	// A jailed Firecracker names no host path: it is found by its chroot.
+	jailed := fcproc.CleanupJail(runDir)
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -1102,7 +1126,7 @@ func killStrays(runDir string) int {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	return len(pids)
+	return jailed + len(pids)
 }
 
 // processRunning is false for a pid that is gone or a zombie.

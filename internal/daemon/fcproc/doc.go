@@ -6,7 +6,7 @@
 // or of the daemon, only of Firecracker, its sockets and its process.
 //
 // Firecracker always runs with its own seccomp filters (spawnArgs never
-// passes --no-seccomp). jail.go builds the jailer's command line and the
-// chroot's layout (Jail, planJail, prepare), tested on their own; Start
-// does not use the jailer yet.
+// passes --no-seccomp). With Config.Jail, Start runs it under Firecracker's
+// jailer (jail.go): a chroot of its own, a uid of its own, no capabilities;
+// Adopt, CleanupJail and SweepJails find and clean such a VM by its chroot.
 package fcproc

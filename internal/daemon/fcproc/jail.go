@@ -8,16 +8,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // Jail describes running Firecracker under its jailer: chrooted into a
 // directory of its own, as an unprivileged uid and gid, in a new mount
 // namespace, with only the device nodes it needs.
 //
-// Only the jailer's command line and the chroot's layout are built here
-// (planJail, prepare); Start does not use them yet, and nothing here has
-// run against a real jailer. See docs/security.md.
+// Start uses it when Config.Jail is set. The jailer execs Firecracker in
+// place (no --daemonize, no --new-pid-ns), so the pid Start spawned is
+// Firecracker's, and Adopt finds it by pid, start time and its chroot.
+// No --cgroup is passed: the jailer then creates no cgroup, on v1 or v2
+// hosts alike. See docs/security.md.
 type Jail struct {
 	Binary   string // the jailer executable
 	UID, GID uint32
@@ -87,6 +91,9 @@ func planJail(cfg Config, j Jail) ([]string, jailLayout, error) {
 	fc := cfg.Binary
 	if fc == "" {
 		fc = "firecracker"
+	}
+	if !strings.Contains(filepath.Base(fc), "firecracker") {
+		return nil, jailLayout{}, fmt.Errorf("jailer: it only runs a binary whose file name contains \"firecracker\", not %s", fc)
 	}
 	root := filepath.Join(j.BaseDir, filepath.Base(fc), cfg.Name, "root")
 	l := jailLayout{
@@ -190,4 +197,209 @@ func copyReadOnly(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// lockRun hands the chroot's /run, where Firecracker has made its API and
+// vsock sockets, back to the daemon's uid, read-only to others: the jail
+// keeps using the sockets but can no longer add, remove or replace any
+// entry there.
+func (l jailLayout) lockRun() error {
+	run := filepath.Join(l.Root, "run")
+	if err := os.Chown(run, os.Geteuid(), os.Getegid()); err != nil {
+		return fmt.Errorf("jailer: take back %s: %w", run, err)
+	}
+	if err := os.Chmod(run, 0o755); err != nil {
+		return fmt.Errorf("jailer: %w", err)
+	}
+	return nil
+}
+
+// jailCmd is the jailer's command for s: the chroot is made and the run
+// dir's sockets and log become links into it first, so that a daemon
+// killed from here on can still find the chroot (jailRootOf) to clean up.
+func (s *starter) jailCmd(console *os.File) (*exec.Cmd, error) {
+	l, j := s.jail, s.cfg.Jail
+	// A chroot left by an earlier run (a daemon killed mid-start) goes.
+	if err := removeJail(s.cfg.Dir, filepath.Dir(l.Root)); err != nil {
+		return nil, err
+	}
+	links := map[string]string{
+		APISocketPath(s.cfg.Dir): l.APISock,
+		VsockPath(s.cfg.Dir):     l.Vsock,
+		LogPath(s.cfg.Dir):       filepath.Join(l.Root, l.Log),
+		MetricsPath(s.cfg.Dir):   filepath.Join(l.Root, l.Metrics),
+	}
+	for link, target := range links {
+		if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("jailer: %w", err)
+		}
+		if err := os.Symlink(target, link); err != nil {
+			return nil, fmt.Errorf("jailer: link %s to the chroot: %w", link, err)
+		}
+	}
+	if err := l.prepare(j.UID, j.GID); err != nil {
+		return nil, err
+	}
+	// Firecracker, as the jail's uid, appends to its log and metrics.
+	for _, f := range []string{l.Log, l.Metrics} {
+		p := filepath.Join(l.Root, f)
+		fd, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err == nil {
+			err = fd.Close()
+		}
+		if err == nil {
+			err = os.Chown(p, int(j.UID), int(j.GID))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("jailer: %w", err)
+		}
+	}
+	cmd := exec.Command(j.Binary, s.jailArg...)
+	cmd.Dir = s.cfg.Dir
+	cmd.Stdout, cmd.Stderr = console, console
+	s.log.Debug("firecracker runs under the jailer", "jailer", j.Binary, "uid", j.UID, "chroot", l.Root)
+	return cmd, nil
+}
+
+// jailRootOf reads the chroot of the jailed VM whose run dir is dir from
+// the run dir's API socket link; ok is false when the VM is not jailed.
+func jailRootOf(dir string) (string, bool) {
+	t, err := os.Readlink(APISocketPath(dir))
+	if err != nil || !filepath.IsAbs(t) {
+		return "", false
+	}
+	root, ok := strings.CutSuffix(filepath.Clean(t), jailAPISock)
+	if !ok || filepath.Base(root) != "root" {
+		return "", false
+	}
+	return root, true
+}
+
+// inRoot reports whether process pid is chrooted (or pivoted) into root.
+func inRoot(pid int, root string) bool {
+	a, err := os.Stat(fmt.Sprintf("%s/%d/root", procRoot, pid))
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(root)
+	return err == nil && os.SameFile(a, b)
+}
+
+// removeJail removes a jailed VM's chroot, jailDir (the chroot's parent),
+// and the links to it in its run dir. The writable drives, hard links of
+// the VM's disks, are handed back to the daemon's uid first.
+func removeJail(runDir, jailDir string) error {
+	var errs []error
+	drives := filepath.Join(jailDir, "root", "drives")
+	ents, err := os.ReadDir(drives)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			if err := os.Lchown(filepath.Join(drives, e.Name()), os.Geteuid(), os.Getegid()); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := os.RemoveAll(jailDir); err != nil {
+		errs = append(errs, err)
+	}
+	// The per-binary directory above it goes when it is empty.
+	_ = os.Remove(filepath.Dir(jailDir))
+	for _, p := range []string{APISocketPath(runDir), VsockPath(runDir), LogPath(runDir), MetricsPath(runDir)} {
+		if runDir == "" {
+			break
+		}
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			if err := os.Remove(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("jailer: clean up %s: %w", jailDir, err)
+	}
+	return nil
+}
+
+// CleanupJail is for a daemon that finds the run dir of a VM it no longer
+// runs: when that VM was jailed, it kills every process still chrooted in
+// its chroot (a Firecracker whose pid was never recorded) and removes the
+// chroot. It returns how many processes it killed.
+func CleanupJail(runDir string) int {
+	root, ok := jailRootOf(runDir)
+	if !ok {
+		return 0
+	}
+	var pids []int
+	ents, _ := os.ReadDir(procRoot)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || !inRoot(pid, root) {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			pids = append(pids, pid)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) {
+			if st, err := readProcStat(pid); err != nil || st.State == 'Z' || st.State == 'X' {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = removeJail(runDir, filepath.Dir(root))
+	return len(pids)
+}
+
+// SweepJails removes the chroots under baseDir (the jails' --chroot-base-dir)
+// that no process runs in: those of VMs whose run dir, and with it the link
+// CleanupJail follows, is gone (a host reboot empties the runtime dir). It
+// kills nothing, so a running VM's chroot always stays. It returns the
+// chroots it removed.
+func SweepJails(baseDir string) []string {
+	dirs, _ := filepath.Glob(filepath.Join(baseDir, "*", "*"))
+	if len(dirs) == 0 {
+		return nil
+	}
+	type key struct{ dev, ino uint64 }
+	inUse := map[key]bool{}
+	ents, _ := os.ReadDir(procRoot)
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join(procRoot, e.Name(), "root"), &st) == nil {
+			inUse[key{st.Dev, st.Ino}] = true
+		}
+	}
+	var removed []string
+	for _, d := range dirs {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(d, "root"), &st); err == nil && inUse[key{st.Dev, st.Ino}] {
+			continue
+		}
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		if removeJail("", d) == nil {
+			removed = append(removed, d)
+		}
+	}
+	return removed
+}
+
+// JailFits says whether cfg can run under j: nil, or why not (a name the
+// jailer refuses, socket paths in the chroot that are too long).
+func JailFits(cfg Config, j Jail) error {
+	if cfg.Binary == "" {
+		cfg.Binary = "firecracker"
+	}
+	_, _, err := planJail(cfg, j)
+	return err
 }

@@ -91,6 +91,10 @@ type Process struct {
 	Steps []StepTrace
 	// Timeouts bound Stop; Start copies them from Config, Adopt uses defaults.
 	Timeouts Timeouts
+	// Jailed is true when Firecracker runs under the jailer; its chroot
+	// is removed once it has exited.
+	Jailed  bool
+	jailDir string // the chroot's parent, BaseDir/<firecracker>/<id>
 
 	client *Client
 	log    *slog.Logger
@@ -196,8 +200,15 @@ func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adopt firecracker pid %d: read its command line: %w", pid, err)
 	}
+	jailDir := ""
 	if !cmdlineHasAPISock(args, sock) {
-		return nil, fmt.Errorf("adopt firecracker pid %d: %w: its command line has no --api-sock %s", pid, ErrNotOurs, sock)
+		// A jailed Firecracker names the socket inside its chroot; the
+		// run dir's link says which chroot, and the process must be in it.
+		root, ok := jailRootOf(dir)
+		if !ok || !cmdlineHasAPISock(args, jailAPISock) || !inRoot(pid, root) {
+			return nil, fmt.Errorf("adopt firecracker pid %d: %w: its command line has no --api-sock %s and it is not jailed in that VM's chroot", pid, ErrNotOurs, sock)
+		}
+		jailDir = filepath.Dir(root)
 	}
 	t := Timeouts{}.withDefaults()
 	p := &Process{
@@ -209,6 +220,8 @@ func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 		log:       slog.New(slog.DiscardHandler),
 		done:      make(chan struct{}),
 		released:  make(chan struct{}),
+		Jailed:    jailDir != "",
+		jailDir:   jailDir,
 	}
 	go p.watchAdopted()
 	return p, nil
@@ -350,6 +363,12 @@ func (p *Process) kill() error {
 
 func (p *Process) removeSockets() {
 	p.client.Close()
+	if p.jailDir != "" {
+		if err := removeJail(p.Dir, p.jailDir); err != nil {
+			p.log.Warn("firecracker: remove the jail", "dir", p.jailDir, "err", err)
+		}
+		return
+	}
 	for _, s := range []string{APISocketPath(p.Dir), VsockPath(p.Dir)} {
 		if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
 			p.log.Warn("firecracker: remove socket", "path", s, "err", err)

@@ -10,11 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"banger/internal/daemon/consolelog"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config describes one Firecracker VM to start.
@@ -36,6 +39,9 @@ type Config struct {
 	Net       *NetConfig // nil: no network interface
 	VsockCID  uint32     // 0: no vsock device; else at least 3
 	Timeouts  Timeouts
+	// Jail, when set, runs Firecracker under its jailer (jail.go): the
+	// sockets in Dir are then symlinks to the ones in the chroot.
+	Jail *Jail
 	// Logger receives one debug record per step; nil discards.
 	Logger *slog.Logger
 }
@@ -146,6 +152,9 @@ func StepNames() []string {
 	return out
 }
 
+// afterStep, when set (by tests only), runs after each step that succeeded.
+var afterStep func(s *starter, step string)
+
 // sysClassNet is where network devices are looked up; tests point it at a
 // directory of their own.
 var sysClassNet = "/sys/class/net"
@@ -248,8 +257,10 @@ type starter struct {
 	cfg     Config
 	t       Timeouts
 	log     *slog.Logger
-	apiSock string
+	apiSock string // host paths of the sockets
 	vsock   string
+	jail    *jailLayout // nil when not jailed
+	jailArg []string
 	proc    *Process
 	spawnAt time.Time
 }
@@ -275,6 +286,29 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		apiSock: APISocketPath(cfg.Dir),
 		vsock:   VsockPath(cfg.Dir),
 	}
+	if cfg.Jail != nil {
+		// The jailer wants the binary's absolute path.
+		bin := cfg.Binary
+		if bin == "" {
+			bin = "firecracker"
+		}
+		path, err := exec.LookPath(bin)
+		if err != nil {
+			return nil, fmt.Errorf("start VM: firecracker binary %q not found: install Firecracker or set firecracker_bin: %w", bin, err)
+		}
+		if cfg.Binary, err = filepath.Abs(path); err != nil {
+			return nil, fmt.Errorf("start VM: %w", err)
+		}
+		s.cfg.Binary = cfg.Binary
+		args, l, err := planJail(cfg, *cfg.Jail)
+		if err != nil {
+			return nil, fmt.Errorf("start VM: %w", err)
+		}
+		s.jail, s.jailArg = &l, args
+		s.apiSock, s.vsock = l.APISock, l.Vsock
+		log = log.With("jail", l.Root)
+		s.log = log
+	}
 	var trace []StepTrace
 	for _, st := range steps {
 		t0 := time.Now()
@@ -292,10 +326,20 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 				if kerr := s.proc.kill(); kerr != nil {
 					err = fmt.Errorf("%w; cleanup also failed: %v", err, kerr)
 				}
+			} else if s.jail != nil && st.name != StepRemoveStaleSockets {
+				// Failed before a process ran: the chroot (maybe half made)
+				// and the links to it go. A failed first step may have
+				// found a live VM there, which keeps its chroot.
+				if jerr := removeJail(cfg.Dir, filepath.Dir(s.jail.Root)); jerr != nil {
+					err = fmt.Errorf("%w; cleanup also failed: %v", err, jerr)
+				}
 			}
 			return nil, &StepError{Step: st.name, Err: err, PID: pid, Steps: trace}
 		}
 		log.Debug("firecracker start step", "step", st.name, "took", d)
+		if afterStep != nil {
+			afterStep(s, st.name)
+		}
 	}
 	s.proc.Steps = trace
 	log.Debug("firecracker started", "pid", s.proc.PID, "config_duration", s.proc.ConfigDuration)
@@ -309,7 +353,11 @@ func (s *starter) removeStaleSockets(ctx context.Context) error {
 		c.Close()
 		return fmt.Errorf("a process is still serving %s: stop that VM first", s.apiSock)
 	}
-	for _, p := range []string{s.apiSock, s.vsock} {
+	stale := []string{s.apiSock, s.vsock}
+	if s.jail != nil {
+		stale = append(stale, APISocketPath(s.cfg.Dir), VsockPath(s.cfg.Dir))
+	}
+	for _, p := range stale {
 		fi, err := os.Lstat(p)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -341,7 +389,69 @@ func (s *starter) checkTap(context.Context) error {
 	if _, err := os.Stat(filepath.Join(dev, "tun_flags")); err != nil {
 		return fmt.Errorf("network device %q is not a tap device: give the VM a tap", tap)
 	}
+	if j := s.cfg.Jail; j != nil && !tapOpenableBy(dev, j.UID, j.GID) {
+		// The jailed Firecracker has no capabilities: the tap must be
+		// its uid's. The jailer needs root, so hand the tap over.
+		if err := handTap(tap, dev, j.UID, j.GID); err != nil || !tapOpenableBy(dev, j.UID, j.GID) {
+			return fmt.Errorf("tap device %q is not owned by the jail's uid %d or gid %d and could not be handed over (%v): the jailed Firecracker, which has no capabilities, could not open it; create the tap with that owner", tap, j.UID, j.GID, err)
+		}
+		s.log.Debug("tap handed to the jail's uid", "tap", tap, "uid", j.UID)
+	}
 	return nil
+}
+
+// handTap makes the persistent tap name (dev is its /sys/class/net entry)
+// uid's and gid's: it attaches to it with the flags it was made with and
+// sets its owner and group. It needs CAP_NET_ADMIN.
+func handTap(name, dev string, uid, gid uint32) error {
+	b, err := os.ReadFile(filepath.Join(dev, "tun_flags"))
+	if err != nil {
+		return err
+	}
+	flags, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(string(b)), "0x"), 16, 16)
+	if err != nil {
+		return fmt.Errorf("tun_flags %q: %w", b, err)
+	}
+	const keep = unix.IFF_TUN | unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(uint16(flags) & keep)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOWNER, int(uid)); err != nil {
+		return fmt.Errorf("set owner: %w", err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETGROUP, int(gid)); err != nil {
+		return fmt.Errorf("set group: %w", err)
+	}
+	return nil
+}
+
+// tapOpenableBy reports whether a process without CAP_NET_ADMIN running as
+// uid and gid may attach to the tap dev (/sys/class/net/NAME): the tap's
+// owner or group must be theirs.
+func tapOpenableBy(dev string, uid, gid uint32) bool {
+	read := func(name string) (int64, bool) {
+		b, err := os.ReadFile(filepath.Join(dev, name))
+		if err != nil {
+			return 0, false
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return v, err == nil
+	}
+	if o, ok := read("owner"); ok && o == int64(uid) {
+		return true
+	}
+	g, ok := read("group")
+	return ok && g == int64(gid)
 }
 
 func (s *starter) spawn(context.Context) error {
@@ -361,6 +471,11 @@ func (s *starter) spawn(context.Context) error {
 	}
 	defer console.Close() // the child has its own copy
 	cmd := exec.Command(path, spawnArgs(s.apiSock, s.cfg.Name)...)
+	if s.jail != nil {
+		if cmd, err = s.jailCmd(console); err != nil {
+			return err
+		}
+	}
 	cmd.Dir = s.cfg.Dir
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -368,13 +483,17 @@ func (s *starter) spawn(context.Context) error {
 	// daemon's group does not reach the VM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("run %s: %w", path, err)
+		return fmt.Errorf("run %s: %w", cmd.Path, err)
 	}
 	s.spawnAt = time.Now()
 	// Read the start time before the reaper can reap the child, so the
 	// /proc entry exists even if it has already exited.
 	st, err := readProcStat(cmd.Process.Pid)
 	s.proc = spawned(cmd, st.StartTime, s.cfg.Dir, s.t, s.log)
+	if s.jail != nil {
+		s.proc.jailDir = filepath.Dir(s.jail.Root)
+		s.proc.Jailed = true
+	}
 	if err != nil {
 		return fmt.Errorf("read start time of pid %d: %w", cmd.Process.Pid, err)
 	}
@@ -420,11 +539,19 @@ func (s *starter) waitAPI(ctx context.Context) error {
 
 func (s *starter) putLogger(ctx context.Context) error {
 	show := true
-	return s.proc.client.PutLogger(ctx, Logger{LogPath: LogPath(s.cfg.Dir), Level: "Info", ShowLevel: &show})
+	p := LogPath(s.cfg.Dir)
+	if s.jail != nil {
+		p = s.jail.Log
+	}
+	return s.proc.client.PutLogger(ctx, Logger{LogPath: p, Level: "Info", ShowLevel: &show})
 }
 
 func (s *starter) putMetrics(ctx context.Context) error {
-	return s.proc.client.PutMetrics(ctx, Metrics{MetricsPath: MetricsPath(s.cfg.Dir)})
+	p := MetricsPath(s.cfg.Dir)
+	if s.jail != nil {
+		p = s.jail.Metrics
+	}
+	return s.proc.client.PutMetrics(ctx, Metrics{MetricsPath: p})
 }
 
 func (s *starter) putMachineConfig(ctx context.Context) error {
@@ -432,18 +559,26 @@ func (s *starter) putMachineConfig(ctx context.Context) error {
 }
 
 func (s *starter) putBootSource(ctx context.Context) error {
+	kernel, initrd := s.cfg.Kernel, s.cfg.Initrd
+	if s.jail != nil {
+		kernel, initrd = s.jail.Kernel, s.jail.Initrd
+	}
 	return s.proc.client.PutBootSource(ctx, BootSource{
-		KernelImagePath: s.cfg.Kernel,
-		InitrdPath:      s.cfg.Initrd,
+		KernelImagePath: kernel,
+		InitrdPath:      initrd,
 		BootArgs:        s.cfg.BootArgs,
 	})
 }
 
 func (s *starter) putDrives(ctx context.Context) error {
 	for _, d := range s.cfg.Drives {
+		path := d.Path
+		if s.jail != nil {
+			path = s.jail.Drives[d.ID]
+		}
 		err := s.proc.client.PutDrive(ctx, Drive{
 			DriveID:      d.ID,
-			PathOnHost:   d.Path,
+			PathOnHost:   path,
 			IsRootDevice: d.Root,
 			IsReadOnly:   d.ReadOnly,
 			// Firecracker's default, Unsafe, drops the guest's flushes;
@@ -473,11 +608,24 @@ func (s *starter) putVsock(ctx context.Context) error {
 	if s.cfg.VsockCID == 0 {
 		return nil
 	}
-	return s.proc.client.PutVsock(ctx, Vsock{GuestCID: s.cfg.VsockCID, UDSPath: s.vsock})
+	uds := s.vsock
+	if s.jail != nil {
+		uds = jailVsock
+	}
+	return s.proc.client.PutVsock(ctx, Vsock{GuestCID: s.cfg.VsockCID, UDSPath: uds})
 }
 
 func (s *starter) instanceStart(ctx context.Context) error {
 	s.proc.ConfigDuration = time.Since(s.spawnAt)
+	if s.jail != nil {
+		// Firecracker has bound both its sockets. Before any guest code
+		// runs, the chroot's /run becomes root's again, so a Firecracker
+		// the guest takes over cannot swap a socket bangerd dials for a
+		// symlink to another one.
+		if err := s.jail.lockRun(); err != nil {
+			return err
+		}
+	}
 	err := s.proc.client.InstanceStart(ctx)
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && isKVMFault(apiErr.FaultMessage) {
