@@ -250,6 +250,9 @@ func writeManifest(root string, meta map[uint64]*inodeMeta, cmdPath string) (n i
 			return nil
 		}
 		if t := m.mode & unix.S_IFMT; t == unix.S_IFCHR || t == unix.S_IFBLK {
+			if maj, mnr := unix.Major(m.rdev), unix.Minor(m.rdev); maj > 0xffff || mnr > 0xffff {
+				return fmt.Errorf("the device node %s is %d:%d, and debugfs cannot make a device number above 65535: import as root to keep it", dp, maj, mnr)
+			}
 			devs[st.Ino] = &devNode{paths: []string{dp}, m: m, atime: st.Atim.Sec, mtime: st.Mtim.Sec}
 			devOrder = append(devOrder, st.Ino)
 			return nil

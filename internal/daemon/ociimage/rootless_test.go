@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 )
 
 // The helper process of TestRootlessImportMatchesRoot: run as an
@@ -380,5 +381,24 @@ func TestManifestRefusesLinesDebugfsWouldSplit(t *testing.T) {
 	_, err := writeManifest(tree, meta, filepath.Join(t.TempDir(), "cmds"))
 	if err == nil || !strings.Contains(err.Error(), "import as root") {
 		t.Fatalf("a 2100-byte xattr value: err = %v, want a refusal", err)
+	}
+}
+
+// debugfs's mknod takes numbers up to 65535 and answers a larger minor (Linux
+// has 20 bits of it) with a bare usage line.
+func TestManifestRefusesDeviceNumbersDebugfsCannotMake(t *testing.T) {
+	tree := t.TempDir()
+	p := filepath.Join(tree, "dev")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[uint64]*inodeMeta{st.Ino: {mode: syscall.S_IFCHR | 0o600, rdev: unix.Mkdev(10, 70000), ctime: st.Ctim.Nano()}}
+	_, err := writeManifest(tree, meta, filepath.Join(t.TempDir(), "cmds"))
+	if err == nil || !strings.Contains(err.Error(), "/dev is 10:70000") || !strings.Contains(err.Error(), "import as root") {
+		t.Fatalf("minor 70000: err = %v, want a refusal naming the node", err)
 	}
 }
