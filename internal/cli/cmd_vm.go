@@ -486,7 +486,7 @@ with a warning. A copy that fails removes what it made.`,
 					Overwrite: overwrite,
 					Preserve:  preserve,
 					Skipped: func(name, what string) {
-						a.warnf("skipped %s %s: it is a %s, and only files, directories and symlinks are copied out of a VM", srcVM, name, what)
+						a.warnf("%s", skippedWarning(srcVM, name, what))
 					},
 				})
 				if exists := (*tarx.ExistsError)(nil); !overwrite && errors.As(err, &exists) {
@@ -499,6 +499,13 @@ with a warning. A copy that fails removes what it made.`,
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "out of a VM: replace existing files under DST/<base name of SRC> (never following symlinks)")
 	cmd.Flags().BoolVar(&preserve, "preserve", false, "out of a VM: keep the guest's modes, setuid and setgid bits included, and (as root) its owners")
 	return cmd
+}
+
+// skippedWarning says that the guest's entry name was not copied. The name
+// is the guest's: quoted, so that it brings no escape sequence or line break
+// to the terminal.
+func skippedWarning(vm, name, what string) string {
+	return fmt.Sprintf("skipped %s:%q: it is a %s, and only files, directories and symlinks are copied out of a VM", vm, name, what)
 }
 
 // splitVMPath splits "NAME:/path" (a VM side) from a plain host path.
