@@ -332,6 +332,10 @@ func (x *extractor) checkParents(name string) error {
 			return &EscapeError{Name: name, Reason: fmt.Sprintf("parent %q is a symlink", p)}
 		case !fi.IsDir():
 			return fmt.Errorf("tar entry %q: parent %q exists and is not a directory", name, p)
+		case p == x.opts.Top && !x.opts.Replace && !x.madeTop:
+			// Top did not exist when the extraction began: someone
+			// else made it since.
+			return &ExistsError{Name: p}
 		}
 		x.safe[p] = true
 	}

@@ -363,3 +363,47 @@ func TestPackReadsOnlyTheListedFile(t *testing.T) {
 		})
 	}
 }
+
+// onFirstRead runs f before the first read of r: something that happens
+// after Extract checked Options.Top and before it took the first entry.
+type onFirstRead struct {
+	r    *bytes.Buffer
+	f    func()
+	done bool
+}
+
+func (o *onFirstRead) Read(p []byte) (int, error) {
+	if !o.done {
+		o.done = true
+		o.f()
+	}
+	return o.r.Read(p)
+}
+
+// A stream that names only entries under Top, without an entry for Top
+// itself, must not take a Top that appeared after the check (another copy's)
+// for its own: it would write into it, and a failure of that other copy
+// would then remove what this one reported copied.
+func TestExtractDoesNotAdoptATopMadeByAnother(t *testing.T) {
+	dst := t.TempDir()
+	other := filepath.Join(dst, "top", "theirs")
+	r := &onFirstRead{r: makeTar(t, tarEntry{name: "top/mine", typ: tar.TypeReg, body: "x"}), f: func() {
+		if err := os.Mkdir(filepath.Join(dst, "top"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(other, []byte("other copy"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	err := Extract(context.Background(), r, dst, Options{Top: "top"})
+	var ee *ExistsError
+	if !errors.As(err, &ee) {
+		t.Fatalf("Extract into a Top made by another: err = %v, want *ExistsError", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, "top", "mine")); err == nil {
+		t.Errorf("the copy wrote into a Top it did not make")
+	}
+	if b, err := os.ReadFile(other); err != nil || string(b) != "other copy" {
+		t.Errorf("the other copy's file: %q, %v", b, err)
+	}
+}
