@@ -407,3 +407,40 @@ func TestExtractDoesNotAdoptATopMadeByAnother(t *testing.T) {
 		t.Errorf("the other copy's file: %q, %v", b, err)
 	}
 }
+
+// A PAX sparse entry of a few bytes can announce a file of any size: its
+// holes must stay holes, not be written out as zeros (a guest would fill the
+// host's disk from a 10 KiB stream). testdata/sparse-1g.tar is GNU tar's
+// (--sparse --format=pax) of "top": a 1 GiB hole, then "x\n".
+func TestExtractKeepsSparseHoles(t *testing.T) {
+	const size = 1<<30 + 2
+	f, err := os.Open("testdata/sparse-1g.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dst := t.TempDir()
+	if err := Extract(context.Background(), f, dst, Options{Top: "top"}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dst, "top")
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size {
+		t.Fatalf("size %d, want %d", st.Size, size)
+	}
+	if st.Blocks*512 > 1<<20 {
+		t.Errorf("a 1 GiB sparse entry took %d bytes of disk: its holes were written out", st.Blocks*512)
+	}
+	out, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	tail := make([]byte, 4)
+	if _, err := out.ReadAt(tail, size-4); err != nil || string(tail) != "\x00\x00x\n" {
+		t.Errorf("the file ends %q, %v; want its data after the hole", tail, err)
+	}
+}
