@@ -25,6 +25,7 @@ import (
 	"golang.org/x/term"
 
 	"banger/internal/config"
+	"banger/internal/daemon/consolelog"
 	"banger/internal/guest/client"
 	"banger/internal/guest/tarx"
 	"banger/internal/rpc"
@@ -313,11 +314,14 @@ func firstLineOf(s string) string {
 }
 
 func (a *app) newVMLogsCmd() *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a VM's serial console",
-		Args:  exactArgs(1, "one VM name"),
+		Long: `Print a VM's serial console. What the guest wrote is printed without
+escape sequences and control characters (newlines and tabs kept); --raw
+prints its bytes exactly.`,
+		Args: exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.daemon(cmd.Context())
 			if err != nil {
@@ -327,10 +331,18 @@ func (a *app) newVMLogsCmd() *cobra.Command {
 			if follow {
 				p += "?follow=1"
 			}
-			return c.Raw(cmd.Context(), "GET", p, a.stdout)
+			if raw {
+				return c.Raw(cmd.Context(), "GET", p, a.stdout)
+			}
+			// The console is the guest's: no escape sequence of it
+			// reaches the terminal.
+			w := consolelog.NewWriter(a.stdout)
+			err = c.Raw(cmd.Context(), "GET", p, w)
+			return cmp.Or(err, w.Close())
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing while the VM runs")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the console's bytes as they are, escape sequences and all")
 	return cmd
 }
 
@@ -486,7 +498,7 @@ with a warning. A copy that fails removes what it made.`,
 					Overwrite: overwrite,
 					Preserve:  preserve,
 					Skipped: func(name, what string) {
-						a.warnf("skipped %s %s: it is a %s, and only files, directories and symlinks are copied out of a VM", srcVM, name, what)
+						a.warnf("%s", skippedWarning(srcVM, name, what))
 					},
 				})
 				if exists := (*tarx.ExistsError)(nil); !overwrite && errors.As(err, &exists) {
@@ -499,6 +511,13 @@ with a warning. A copy that fails removes what it made.`,
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "out of a VM: replace existing files under DST/<base name of SRC> (never following symlinks)")
 	cmd.Flags().BoolVar(&preserve, "preserve", false, "out of a VM: keep the guest's modes, setuid and setgid bits included, and (as root) its owners")
 	return cmd
+}
+
+// skippedWarning says that the guest's entry name was not copied. The name
+// is the guest's: quoted, so that it brings no escape sequence or line break
+// to the terminal.
+func skippedWarning(vm, name, what string) string {
+	return fmt.Sprintf("skipped %s:%q: it is a %s, and only files, directories and symlinks are copied out of a VM", vm, name, what)
 }
 
 // splitVMPath splits "NAME:/path" (a VM side) from a plain host path.

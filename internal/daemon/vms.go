@@ -718,17 +718,45 @@ func (vm *vmManager) waitReady(ctx context.Context, link *agentLink, m machine, 
 const readyPoll = 50 * time.Millisecond
 
 func (vm *vmManager) recordHostKeys(ctx context.Context, v store.VM, link *agentLink) error {
-	var out strings.Builder
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	st, err := link.client().Exec(ctx, client.ExecRequest{Argv: []string{"/bin/sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null"}}, nil, &out, io.Discard)
+	keys, err := guestHostKeys(ctx, link.client())
 	if err != nil {
 		return err
 	}
-	if st.Code != 0 && out.Len() == 0 {
-		return errors.New("the guest has no SSH host keys")
+	return sshkey.WriteKnownHosts(vm.knownHosts(v.ID), []string{v.Name + ".banger"}, keys)
+}
+
+// maxHostKeysOutput bounds what bangerd takes of the guest's answer to
+// listing its host keys (a few hundred bytes each).
+const maxHostKeysOutput = 64 << 10
+
+// guestHostKeys returns the lines of the guest's SSH host public keys.
+// The guest is not trusted: it is read up to maxHostKeysOutput bytes.
+func guestHostKeys(ctx context.Context, c *client.Client) ([]string, error) {
+	out := &cappedBuffer{max: maxHostKeysOutput}
+	st, err := c.Exec(ctx, client.ExecRequest{Argv: []string{"/bin/sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null"}}, nil, out, io.Discard)
+	if err != nil {
+		return nil, err
 	}
-	return sshkey.WriteKnownHosts(vm.knownHosts(v.ID), []string{v.Name + ".banger"}, strings.Split(out.String(), "\n"))
+	if st.Code != 0 && out.b.Len() == 0 {
+		return nil, errors.New("the guest has no SSH host keys")
+	}
+	return strings.Split(out.b.String(), "\n"), nil
+}
+
+// cappedBuffer keeps what is written to it, up to max bytes; a write
+// beyond fails.
+type cappedBuffer struct {
+	b   strings.Builder
+	max int
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if c.b.Len()+len(p) > c.max {
+		return 0, fmt.Errorf("the guest sent more than %d bytes", c.max)
+	}
+	return c.b.Write(p)
 }
 
 // watch keeps a running VM's logs bounded and records a VM whose VMM exits

@@ -191,3 +191,26 @@ func TestKeepBoundsANoisyWriter(t *testing.T) {
 		t.Errorf("rotated log: %v", err)
 	}
 }
+
+// vm logs streams the console through a Writer: whatever way the stream is
+// cut into writes, no escape sequence reaches the terminal and the text
+// comes through whole.
+func TestWriterSanitizesAStreamCutAnywhere(t *testing.T) {
+	in := "boot \x1b]52;c;cm0gLXJmIH4K\x07ok \x1b[2J\x1b[31mred\x1b[0m caf\xc3\xa9 \u202edone\n"
+	want := Sanitize([]byte(in))
+	for cut := 0; cut <= len(in); cut++ {
+		var out bytes.Buffer
+		w := NewWriter(&out)
+		for _, part := range []string{in[:cut], in[cut:]} {
+			if _, err := w.Write([]byte(part)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != want {
+			t.Errorf("cut at %d: %q, want %q", cut, out.String(), want)
+		}
+	}
+}

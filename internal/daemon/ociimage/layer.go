@@ -407,7 +407,7 @@ func setTimes(abs string, atime, mtime time.Time) {
 // applied before any mode change, since chown clears setuid and setgid.
 func (a *applier) own(abs string, hdr *tar.Header, layer string, typ uint32, rdev uint64) error {
 	if a.rootless {
-		if err := a.keep(abs, typ, hdr.Uid, hdr.Gid, hdr.Mode, hdr.PAXRecords, rdev); err != nil {
+		if err := a.keep(abs, typ, hdr.Uid, hdr.Gid, hdr.Mode, hdr.PAXRecords, rdev, layer, hdr.Name); err != nil {
 			return fmt.Errorf("layer %s: record owner of %s: %w", layer, hdr.Name, err)
 		}
 		return nil

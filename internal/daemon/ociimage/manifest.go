@@ -58,7 +58,9 @@ func privileged(dir string) bool {
 
 // keep records hdr's owner, mode (with typ, an S_IF* constant) and xattrs for
 // the inode now at abs, replacing what an earlier inode of that number left.
-func (a *applier) keep(abs string, typ uint32, uid, gid int, perm int64, pax map[string]string, rdev uint64) error {
+// An xattr whose name the kernel would refuse (a root import could not
+// set it either) is left out with a warning naming layer and entry.
+func (a *applier) keep(abs string, typ uint32, uid, gid int, perm int64, pax map[string]string, rdev uint64, layer, name string) error {
 	st, err := lstat(abs)
 	if err != nil {
 		return err
@@ -66,11 +68,31 @@ func (a *applier) keep(abs string, typ uint32, uid, gid int, perm int64, pax map
 	m := &inodeMeta{uid: uint32(uid), gid: uint32(gid), mode: typ | uint32(perm&0o7777), rdev: rdev}
 	for k, v := range pax {
 		if key, ok := strings.CutPrefix(k, xattrPAXPrefix); ok && key != "" {
+			if !validXattrName(key) {
+				a.warn("layer %s: xattr %q on %s not kept: not a name Linux accepts (a known namespace prefix and at most 255 bytes)", layer, key, name)
+				continue
+			}
 			m.xattrs = append(m.xattrs, xattr{key, v})
 		}
 	}
 	a.meta[st.Ino] = m
 	return nil
+}
+
+// validXattrName reports whether Linux would accept key as an extended
+// attribute's name: one of its namespaces, at most XATTR_NAME_MAX bytes, no
+// NUL. Names reach debugfs's command line, so this also keeps a name from
+// passing for an option there (ea_set -f reads a host file).
+func validXattrName(key string) bool {
+	if len(key) > 255 || strings.IndexByte(key, 0) >= 0 {
+		return false
+	}
+	for _, ns := range []string{"user.", "trusted.", "security.", "system."} {
+		if strings.HasPrefix(key, ns) && len(key) > len(ns) {
+			return true
+		}
+	}
+	return false
 }
 
 // keepDefault records a directory the applier made itself: root's, with the
@@ -172,8 +194,18 @@ func writeManifest(root string, meta map[uint64]*inodeMeta, cmdPath string) (n i
 		}
 	}()
 	w := bufio.NewWriterSize(f, 1<<20)
+	var long error
 	emit := func(format string, args ...any) {
-		fmt.Fprintf(w, format+"\n", args...)
+		line := fmt.Sprintf(format, args...)
+		if len(line) > maxDebugfsLine {
+			// debugfs would read the rest as further commands.
+			if long == nil {
+				long = fmt.Errorf("the image's metadata for %.200q needs a debugfs command of %d bytes, more than debugfs reads as one line (%d): import as root to keep it", line, len(line), maxDebugfsLine)
+			}
+			return
+		}
+		w.WriteString(line)
+		w.WriteByte('\n')
 		n++
 	}
 	seen := map[uint64]bool{}
@@ -218,6 +250,9 @@ func writeManifest(root string, meta map[uint64]*inodeMeta, cmdPath string) (n i
 			return nil
 		}
 		if t := m.mode & unix.S_IFMT; t == unix.S_IFCHR || t == unix.S_IFBLK {
+			if maj, mnr := unix.Major(m.rdev), unix.Minor(m.rdev); maj > 0xffff || mnr > 0xffff {
+				return fmt.Errorf("the device node %s is %d:%d, and debugfs cannot make a device number above 65535: import as root to keep it", dp, maj, mnr)
+			}
 			devs[st.Ino] = &devNode{paths: []string{dp}, m: m, atime: st.Atim.Sec, mtime: st.Mtim.Sec}
 			devOrder = append(devOrder, st.Ino)
 			return nil
@@ -275,8 +310,16 @@ func writeManifest(root string, meta map[uint64]*inodeMeta, cmdPath string) (n i
 			emit("sif %s links_count %d", q, len(dn.paths))
 		}
 	}
+	if long != nil {
+		return n, long
+	}
 	return n, w.Flush()
 }
+
+// maxDebugfsLine is the longest command line debugfs -f reads as one: it
+// reads its command file with fgets into a buffer of BUFSIZ (8192) bytes,
+// and runs whatever is left of a longer line as commands of their own.
+const maxDebugfsLine = 8190
 
 // applyManifest runs debugfs's commands on the unmounted image. debugfs
 // exits 0 whatever its commands do and reports their failures on stderr, so

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 )
 
 // The helper process of TestRootlessImportMatchesRoot: run as an
@@ -307,5 +308,97 @@ func TestApplyManifestFailsOnAnyDebugfsError(t *testing.T) {
 	err := applyManifest(context.Background(), dfs, cmds, img)
 	if err == nil || !strings.Contains(err.Error(), "/missing") {
 		t.Fatalf("a failing debugfs command: err = %v, want it reported", err)
+	}
+}
+
+// An image's xattr names and values go into debugfs's command file. None of
+// them may make debugfs run a command of the image's choosing: "-f<path>"
+// as a name would be taken for ea_set's option and read a host file into
+// the image, and a line longer than debugfs reads at once has its rest run
+// as commands of their own (dump writes a host file).
+func TestRootlessManifestIsNotDebugfsCommands(t *testing.T) {
+	needTools(t, "mkfs.ext4", "debugfs")
+	host := t.TempDir()
+	secret := filepath.Join(host, "secret")
+	if err := os.WriteFile(secret, []byte("HOST-SECRET"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	written := filepath.Join(host, "written")
+	mid := "dump /etc/f " + written
+	split := "user." + strings.Repeat("A", 8191-len(`ea_set "/etc/d" "user.`)) + mid + strings.Repeat(" ", 8191-len(mid)) + "B"
+	work := t.TempDir()
+	root := filepath.Join(work, "rootfs")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := newRootlessApplier(root, Limits{})
+	layer := mkTar(t,
+		dir("etc/", 0o755, 0, 0),
+		withXattr(file("etc/f", "image file", 0o644, 0, 0), "-f"+secret, "user.x"),
+		withXattr(dir("etc/d/", 0o755, 0, 0), split, "v"),
+		withXattr(file("etc/ok", "kept", 0o644, 0, 0), "user.ok", "yes"),
+	)
+	if err := a.apply(context.Background(), strings.NewReader(string(layer)), "l1"); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if err := a.freeze(); err != nil {
+		t.Fatal(err)
+	}
+	cmds := filepath.Join(work, "cmds")
+	if _, err := writeManifest(root, a.meta, cmds); err != nil {
+		t.Fatalf("writeManifest: %v", err)
+	}
+	img := filepath.Join(work, "img")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", root, img, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v %s", err, out)
+	}
+	dfs, _ := exec.LookPath("debugfs")
+	applyErr := applyManifest(context.Background(), dfs, cmds, img)
+	if _, err := os.Stat(written); err == nil {
+		t.Errorf("debugfs wrote %s on the host: an xattr name ran a command", written)
+	}
+	if applyErr != nil {
+		t.Fatalf("applyManifest: %v", applyErr)
+	}
+	if got := debugfs(t, img, "ea_list /etc/f"); strings.Contains(got, "HOST-SECRET") {
+		t.Errorf("a host file was read into the image: %s", got)
+	}
+	if got := debugfs(t, img, "ea_get /etc/ok user.ok"); !strings.Contains(got, "yes") {
+		t.Errorf("a valid xattr was lost: %s", got)
+	}
+	if len(a.warnings) != 2 {
+		t.Errorf("warnings = %q, want one for each refused name", a.warnings)
+	}
+}
+
+func TestManifestRefusesLinesDebugfsWouldSplit(t *testing.T) {
+	tree := t.TempDir()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(tree, &st); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[uint64]*inodeMeta{st.Ino: {mode: syscall.S_IFDIR | 0o755, xattrs: []xattr{{"user.big", strings.Repeat("x", 2100)}}}}
+	_, err := writeManifest(tree, meta, filepath.Join(t.TempDir(), "cmds"))
+	if err == nil || !strings.Contains(err.Error(), "import as root") {
+		t.Fatalf("a 2100-byte xattr value: err = %v, want a refusal", err)
+	}
+}
+
+// debugfs's mknod takes numbers up to 65535 and answers a larger minor (Linux
+// has 20 bits of it) with a bare usage line.
+func TestManifestRefusesDeviceNumbersDebugfsCannotMake(t *testing.T) {
+	tree := t.TempDir()
+	p := filepath.Join(tree, "dev")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[uint64]*inodeMeta{st.Ino: {mode: syscall.S_IFCHR | 0o600, rdev: unix.Mkdev(10, 70000), ctime: st.Ctim.Nano()}}
+	_, err := writeManifest(tree, meta, filepath.Join(t.TempDir(), "cmds"))
+	if err == nil || !strings.Contains(err.Error(), "/dev is 10:70000") || !strings.Contains(err.Error(), "import as root") {
+		t.Fatalf("minor 70000: err = %v, want a refusal naming the node", err)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"io"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/yamux"
 )
@@ -159,7 +161,37 @@ func DecodeError(f Frame) error {
 		}
 		return &RemoteError{Code: CodeMalformedFrame, Message: fmt.Sprintf("unreadable error frame %q", s)}
 	}
+	// The peer's words end up on a terminal and in logs as part of an
+	// error: they get no escape sequences, no line breaks that could pass
+	// for lines of banger's own, and a bound.
+	e.Code = printable(e.Code, 64)
+	e.Message = printable(e.Message, maxErrorMessage)
 	return &e
+}
+
+// maxErrorMessage bounds the message of a decoded error frame.
+const maxErrorMessage = 2048
+
+// printable returns s with every rune that is not printable (control
+// characters, escape sequences' introducers, bidirectional and other
+// format characters; JSON has made it UTF-8) written as a Go escape,
+// cut to at most max bytes.
+func printable(s string, max int) string {
+	var b strings.Builder
+	for i, r := range s {
+		if b.Len() >= max {
+			b.WriteString(fmt.Sprintf("... (%d more bytes)", len(s)-i))
+			break
+		}
+		switch {
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 // ErrorFor converts a local error into the error frame that reports it.

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -84,5 +85,31 @@ func TestExecRequestValidate(t *testing.T) {
 		if err := r.Validate(); err == nil {
 			t.Errorf("accepted %+v", r)
 		}
+	}
+}
+
+// A guest's error message is printed by the CLI as part of banger's error:
+// it must not carry escape sequences or line breaks to the terminal, nor be
+// of any length.
+func TestDecodeErrorMakesThePeersWordsPrintable(t *testing.T) {
+	msg := "no such file\x1b]52;c;cm0gLXJmIH4K\x07\n\x1b[2Jbanger: done\u202e\u0085 ok \u00e9"
+	m, _ := json.Marshal(msg)
+	f := Frame{Type: TypeError, Payload: []byte(`{"code":"failed\u001b[1m","message":` + string(m) + `}`)}
+	err := DecodeError(f)
+	got := err.Error()
+	for _, bad := range []string{"\x1b", "\x07", "\n", "\u202e", "\u0085"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("decoded message %q still holds %q", got, bad)
+		}
+	}
+	if !strings.Contains(got, `no such file\x1b]52;c;`) || !strings.Contains(got, "ok \u00e9") {
+		t.Errorf("decoded message %q lost the printable text or shows the escapes unreadably", got)
+	}
+	if c := err.(*RemoteError).Code; strings.Contains(c, "\x1b") {
+		t.Errorf("code %q holds an escape", c)
+	}
+	long := Frame{Type: TypeError, Payload: []byte(`{"code":"failed","message":"` + strings.Repeat("a", 1<<20) + `"}`)}
+	if n := len(DecodeError(long).Error()); n > 4096 {
+		t.Errorf("a 1 MiB message decoded to %d bytes", n)
 	}
 }

@@ -2,6 +2,7 @@ package tarx
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -119,7 +120,7 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts Options) (err er
 	defer root.Close()
 	src := &divertReader{r: r}
 	src.fs, _ = r.(FileSource)
-	x := &extractor{root: root, opts: opts, safe: map[string]bool{".": true}, made: map[string]int{}, src: src}
+	x := &extractor{ctx: ctx, root: root, opts: opts, safe: map[string]bool{".": true}, made: map[string]int{}, src: src}
 	if opts.Top != "" {
 		if opts.Top != path.Clean(opts.Top) || strings.Contains(opts.Top, "/") || opts.Top == "." || opts.Top == ".." {
 			return fmt.Errorf("extract into %s: %q is not a single name", dir, opts.Top)
@@ -174,6 +175,7 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts Options) (err er
 }
 
 type extractor struct {
+	ctx  context.Context
 	root *os.Root
 	opts Options
 	// safe holds directories known to be real directories (not symlinks)
@@ -232,7 +234,20 @@ func (x *extractor) copyInto(f *os.File, tr *tar.Reader, hdr *tar.Header) error 
 	if x.buf == nil {
 		x.buf = make([]byte, copyBufSize)
 	}
-	if x.src.fs == nil || sparse(hdr) {
+	if sparse(hdr) {
+		// Its holes stay holes: a few bytes of sparse map must not make
+		// this write out gigabytes of zeros.
+		hw := &holeWriter{ctx: x.ctx, f: f}
+		n, err := io.CopyBuffer(hw, tr, x.buf)
+		if err == nil && n != hdr.Size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			err = f.Truncate(hdr.Size)
+		}
+		return err
+	}
+	if x.src.fs == nil {
 		// Hide the file's ReadFrom so the copy uses the large buffer.
 		n, err := io.CopyBuffer(struct{ io.Writer }{f}, tr, x.buf)
 		if err == nil && n != hdr.Size {
@@ -258,6 +273,30 @@ func (x *extractor) copyInto(f *os.File, tr *tar.Reader, hdr *tar.Header) error 
 		return fmt.Errorf("only %d of its %d bytes reached the file", moved, hdr.Size)
 	}
 	return nil
+}
+
+// holeWriter writes to f from its start, seeking over chunks that are all
+// zeros so that they become holes, and stops when ctx is done (archive/tar
+// makes the zeros of a hole as fast as they are asked for).
+type holeWriter struct {
+	ctx context.Context
+	f   *os.File
+	off int64
+}
+
+var zeros = make([]byte, copyBufSize)
+
+func (h *holeWriter) Write(p []byte) (int, error) {
+	if err := h.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(p) <= len(zeros) && bytes.Equal(p, zeros[:len(p)]) {
+		h.off += int64(len(p))
+		return len(p), nil
+	}
+	n, err := h.f.WriteAt(p, h.off)
+	h.off += int64(n)
+	return n, err
 }
 
 // sparse reports whether hdr is a PAX sparse file, whose contents
@@ -332,6 +371,10 @@ func (x *extractor) checkParents(name string) error {
 			return &EscapeError{Name: name, Reason: fmt.Sprintf("parent %q is a symlink", p)}
 		case !fi.IsDir():
 			return fmt.Errorf("tar entry %q: parent %q exists and is not a directory", name, p)
+		case p == x.opts.Top && !x.opts.Replace && !x.madeTop:
+			// Top did not exist when the extraction began: someone
+			// else made it since.
+			return &ExistsError{Name: p}
 		}
 		x.safe[p] = true
 	}

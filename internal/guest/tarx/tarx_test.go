@@ -363,3 +363,84 @@ func TestPackReadsOnlyTheListedFile(t *testing.T) {
 		})
 	}
 }
+
+// onFirstRead runs f before the first read of r: something that happens
+// after Extract checked Options.Top and before it took the first entry.
+type onFirstRead struct {
+	r    *bytes.Buffer
+	f    func()
+	done bool
+}
+
+func (o *onFirstRead) Read(p []byte) (int, error) {
+	if !o.done {
+		o.done = true
+		o.f()
+	}
+	return o.r.Read(p)
+}
+
+// A stream that names only entries under Top, without an entry for Top
+// itself, must not take a Top that appeared after the check (another copy's)
+// for its own: it would write into it, and a failure of that other copy
+// would then remove what this one reported copied.
+func TestExtractDoesNotAdoptATopMadeByAnother(t *testing.T) {
+	dst := t.TempDir()
+	other := filepath.Join(dst, "top", "theirs")
+	r := &onFirstRead{r: makeTar(t, tarEntry{name: "top/mine", typ: tar.TypeReg, body: "x"}), f: func() {
+		if err := os.Mkdir(filepath.Join(dst, "top"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(other, []byte("other copy"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	err := Extract(context.Background(), r, dst, Options{Top: "top"})
+	var ee *ExistsError
+	if !errors.As(err, &ee) {
+		t.Fatalf("Extract into a Top made by another: err = %v, want *ExistsError", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, "top", "mine")); err == nil {
+		t.Errorf("the copy wrote into a Top it did not make")
+	}
+	if b, err := os.ReadFile(other); err != nil || string(b) != "other copy" {
+		t.Errorf("the other copy's file: %q, %v", b, err)
+	}
+}
+
+// A PAX sparse entry of a few bytes can announce a file of any size: its
+// holes must stay holes, not be written out as zeros (a guest would fill the
+// host's disk from a 10 KiB stream). testdata/sparse-1g.tar is GNU tar's
+// (--sparse --format=pax) of "top": a 1 GiB hole, then "x\n".
+func TestExtractKeepsSparseHoles(t *testing.T) {
+	const size = 1<<30 + 2
+	f, err := os.Open("testdata/sparse-1g.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dst := t.TempDir()
+	if err := Extract(context.Background(), f, dst, Options{Top: "top"}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dst, "top")
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size {
+		t.Fatalf("size %d, want %d", st.Size, size)
+	}
+	if st.Blocks*512 > 1<<20 {
+		t.Errorf("a 1 GiB sparse entry took %d bytes of disk: its holes were written out", st.Blocks*512)
+	}
+	out, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	tail := make([]byte, 4)
+	if _, err := out.ReadAt(tail, size-4); err != nil || string(tail) != "\x00\x00x\n" {
+		t.Errorf("the file ends %q, %v; want its data after the hole", tail, err)
+	}
+}
