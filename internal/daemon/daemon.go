@@ -139,7 +139,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if _, err := d.ops.Recover(ctx); err != nil {
 		return err
 	}
-	if err := wireImages(d.images, cfg); err != nil {
+	if err := wireImages(d.images, cfg, log); err != nil {
 		return err
 	}
 	sweepImageLeftovers(ctx, d.images, log)

@@ -20,7 +20,7 @@ import (
 
 // wireImages gives the image manager its catalogs, local builders and OCI
 // importer.
-func wireImages(m *imagemgr.Manager, cfg config.Config) error {
+func wireImages(m *imagemgr.Manager, cfg config.Config, log *slog.Logger) error {
 	ic, err := imagecat.Load()
 	if err != nil {
 		return fmt.Errorf("load the image catalog: %w", err)
@@ -38,7 +38,7 @@ func wireImages(m *imagemgr.Manager, cfg config.Config) error {
 			}
 			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, stringUnits{p})
 		},
-	}, ociImporter{limits: ociimage.Limits{MaxEntries: cfg.OCIMaxEntries, MaxPathBytes: int64(cfg.OCIMaxPathBytes)}})
+	}, ociImporter{limits: ociimage.Limits{MaxEntries: cfg.OCIMaxEntries, MaxPathBytes: int64(cfg.OCIMaxPathBytes)}, log: log})
 	return nil
 }
 
@@ -65,6 +65,7 @@ func sweepImageLeftovers(ctx context.Context, m *imagemgr.Manager, log *slog.Log
 // pieces to every imported tree.
 type ociImporter struct {
 	limits ociimage.Limits // oci_max_entries, oci_max_path_bytes
+	log    *slog.Logger
 }
 
 func (ociImporter) Digest(ctx context.Context, ref string, insecure bool) (string, error) {
@@ -84,7 +85,28 @@ func (o ociImporter) Import(ctx context.Context, ref, dest string, insecure bool
 	if err != nil {
 		return "", 0, err
 	}
+	reportWarnings(o.log, p, ref, res.Warnings)
 	return res.Digest, res.Size, nil
+}
+
+// maxWarningPhases bounds how many of an import's warnings are shown as
+// phases of its operation; the log has them all.
+const maxWarningPhases = 5
+
+// reportWarnings tells the user, through the operation's phases, and the
+// log what an import could not reproduce exactly (an xattr left out, say).
+func reportWarnings(log *slog.Logger, p imagemgr.Progress, ref string, warnings []string) {
+	for i, w := range warnings {
+		if log != nil {
+			log.Warn("image import", "ref", ref, "warning", w)
+		}
+		switch {
+		case i < maxWarningPhases:
+			p.Phase("warning: " + w)
+		case i == maxWarningPhases:
+			p.Phase(fmt.Sprintf("and %d more warnings (see the bangerd log)", len(warnings)-maxWarningPhases))
+		}
+	}
 }
 
 // stringUnits lets packages whose progress interface names units as plain
