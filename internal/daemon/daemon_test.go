@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -138,6 +139,58 @@ func TestLiveSocketOfAnotherStateDirIsRefused(t *testing.T) {
 	err := daemon.Run(context.Background(), daemon.Options{Config: cfg2, Stderr: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "in use by another bangerd") {
 		t.Fatalf("Run on a live socket = %v", err)
+	}
+}
+
+// A daemon of another state dir given the same runtime dir (and its own
+// socket) must not touch the run dirs there: they belong to the running
+// daemon's VMs, whose VMMs name them on their command lines.
+func TestSharedRuntimeDirLeavesTheOtherDaemonsVMsAlone(t *testing.T) {
+	cfg := testConfig(t)
+	start(t, cfg, nil)
+	runDir := filepath.Join(cfg.RuntimeDir, "vms", "0a1b2c3d4e5f6071")
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runDir, "console.log"), []byte("boot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Stands in for the running VM's VMM: its command line names its run dir.
+	vmm := exec.Command("sh", "-c", "sleep 60; :", "vmm", filepath.Join(runDir, "api.sock"))
+	if err := vmm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = vmm.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = vmm.Process.Kill(); <-exited })
+
+	cfg2 := cfg
+	cfg2.StateDir = filepath.Join(t.TempDir(), "state2")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := daemon.Run(ctx, daemon.Options{Config: cfg2, Stderr: io.Discard,
+		Socket: filepath.Join(cfg.RuntimeDir, "b.sock")})
+	select {
+	case <-exited:
+		t.Fatalf("the other daemon's VMM was killed: %v", vmm.ProcessState)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "console.log")); err != nil {
+		t.Fatalf("the other daemon's VM run dir was removed: %v", err)
+	}
+	var le *daemon.LockedError
+	if !errors.As(err, &le) || le.RuntimeDir != cfg.RuntimeDir || !strings.Contains(err.Error(), "runtime_dir") {
+		t.Fatalf("Run on a runtime dir in use = %v, want a *LockedError naming it", err)
+	}
+}
+
+// A runtime dir that is the state dir itself is one lock, not a conflict.
+func TestRuntimeDirSameAsStateDir(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StateDir = cfg.RuntimeDir
+	r := start(t, cfg, nil)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
 	}
 }
 
