@@ -791,3 +791,80 @@ func TestCorruptStoreIsRefusedAtStart(t *testing.T) {
 	}
 	vm.intact(t)
 }
+
+// Rows of another install (a store adopted or copied from elsewhere) name
+// run dirs outside this daemon's runtime dir: starting must neither delete
+// them nor kill the VMMs using them.
+func TestForeignRunDirsAreLeftAlone(t *testing.T) {
+	cfg := testConfig(t)
+	r := start(t, cfg, nil)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	stoppedRun := filepath.Join(other, "vms", "1111111111111111")
+	runningRun := filepath.Join(other, "vms", "2222222222222222")
+	for _, d := range []string{stoppedRun, runningRun} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "console.log"), []byte("boot"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vmm := exec.Command("sh", "-c", "sleep 60; :", "vmm", filepath.Join(runningRun, "api.sock"))
+	if err := vmm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = vmm.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = vmm.Process.Kill(); <-exited })
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putVM(t, st, "1111111111111111", "stopped-vm")
+	putVM(t, st, "2222222222222222", "running-vm")
+	for id, run := range map[string]string{"1111111111111111": stoppedRun, "2222222222222222": runningRun} {
+		v, err := st.GetVM(ctx, map[string]string{"1111111111111111": "stopped-vm", "2222222222222222": "running-vm"}[id])
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.RunDir = run
+		if id == "2222222222222222" {
+			v.State, v.PID, v.VMMKind = store.VMRunning, vmm.Process.Pid, "qemu"
+		}
+		if err := st.PutVM(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+
+	if err := runOnce(cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		t.Fatalf("a VMM using a run dir outside the runtime dir was killed: %v", vmm.ProcessState)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for _, d := range []string{stoppedRun, runningRun} {
+		if _, err := os.Stat(filepath.Join(d, "console.log")); err != nil {
+			t.Fatalf("run dir %s outside the runtime dir was removed: %v", d, err)
+		}
+	}
+	st, err = store.Open(ctx, daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	v, err := st.GetVM(ctx, "running-vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != store.VMStopped || v.RunDir != "" || !strings.Contains(v.LastError, "runtime dir") {
+		t.Fatalf("the foreign running VM is recorded as %s, run dir %q, error %q", v.State, v.RunDir, v.LastError)
+	}
+}
