@@ -315,3 +315,44 @@ func (b blockingOCI) Import(ctx context.Context, ref, dest string, insecure bool
 	}
 	return "sha256:" + strings.Repeat("d", 64), 16, nil
 }
+
+// The sweep takes only work dirs of its own from tmp/: a file a user put
+// there, or a tmp/ symlinked to a shared directory such as /tmp, loses
+// nothing that is not banger's.
+func TestSweepTakesOnlyWorkDirsFromTmp(t *testing.T) {
+	for _, linked := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dir", true: "symlink"}[linked], func(t *testing.T) {
+			ctx := context.Background()
+			state := t.TempDir()
+			tmp := filepath.Join(state, "tmp")
+			if linked {
+				shared := t.TempDir()
+				if err := os.Symlink(shared, tmp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keep := []string{"notes.txt", "photos/a.jpg", "build-abc/keep", "oci-pull/keep", "kernel-import-12x/keep"}
+			for _, p := range keep {
+				mustWrite(t, filepath.Join(tmp, p), "the user's")
+			}
+			mustWrite(t, filepath.Join(tmp, "oci-pull-123456", "image", "rootfs.ext4"), "leftover")
+			st, err := store.Open(ctx, filepath.Join(state, "banger.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			rep, err := imagemgr.New(st, state, os.Executable).SweepLeftovers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Removed) != 1 || filepath.Base(rep.Removed[0]) != "oci-pull-123456" {
+				t.Fatalf("removed %v, want just the work dir", rep.Removed)
+			}
+			for _, p := range keep {
+				if b, err := os.ReadFile(filepath.Join(tmp, p)); err != nil || string(b) != "the user's" {
+					t.Errorf("%s: %q, %v; want it untouched", p, b, err)
+				}
+			}
+		})
+	}
+}
