@@ -356,3 +356,40 @@ func TestSweepTakesOnlyWorkDirsFromTmp(t *testing.T) {
 		})
 	}
 }
+
+// An uncommitted kernel whose removal is cut short must not be left as a
+// directory without its mark, which would pass for a kernel to keep: the
+// next sweep finishes the removal.
+func TestSweepFinishesAnUncommittedRemovalCutShort(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	dir := filepath.Join(state, "kernels", "0123456789abcdef")
+	mustWrite(t, filepath.Join(dir, ".uncommitted"), "")
+	mustWrite(t, filepath.Join(dir, "vmlinux"), "kernel")
+	locked := filepath.Join(dir, "vmlinux")
+	if out, err := exec.Command("chattr", "+i", locked).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a file immutable here (root and ext4 needed): %v: %s", err, out)
+	}
+	unlock := func() {
+		for _, p := range []string{locked, filepath.Join(state, "kernels", ".tmp-0123456789abcdef-uncommitted", "vmlinux")} {
+			_ = exec.Command("chattr", "-i", p).Run()
+		}
+	}
+	t.Cleanup(unlock)
+	st, err := store.Open(ctx, filepath.Join(state, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := imagemgr.New(st, state, os.Executable)
+	if _, err := m.SweepLeftovers(ctx); err == nil {
+		t.Fatal("the sweep removed an immutable file")
+	}
+	unlock()
+	if _, err := m.SweepLeftovers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "kernels")); len(ents) != 0 {
+		t.Fatalf("kernels/ holds %v after the second sweep; want the uncommitted kernel gone", ents)
+	}
+}
