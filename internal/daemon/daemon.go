@@ -89,6 +89,14 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	defer lock.release()
+	rlock, err := lockRuntimeDir(cfg.RuntimeDir, lock)
+	if err != nil {
+		if le, ok := err.(*LockedError); ok {
+			le.StateDir = cfg.StateDir
+		}
+		return err
+	}
+	defer rlock.release()
 
 	logPath := LogPath(cfg)
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)

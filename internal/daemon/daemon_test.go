@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -138,6 +139,58 @@ func TestLiveSocketOfAnotherStateDirIsRefused(t *testing.T) {
 	err := daemon.Run(context.Background(), daemon.Options{Config: cfg2, Stderr: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "in use by another bangerd") {
 		t.Fatalf("Run on a live socket = %v", err)
+	}
+}
+
+// A daemon of another state dir given the same runtime dir (and its own
+// socket) must not touch the run dirs there: they belong to the running
+// daemon's VMs, whose VMMs name them on their command lines.
+func TestSharedRuntimeDirLeavesTheOtherDaemonsVMsAlone(t *testing.T) {
+	cfg := testConfig(t)
+	start(t, cfg, nil)
+	runDir := filepath.Join(cfg.RuntimeDir, "vms", "0a1b2c3d4e5f6071")
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runDir, "console.log"), []byte("boot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Stands in for the running VM's VMM: its command line names its run dir.
+	vmm := exec.Command("sh", "-c", "sleep 60; :", "vmm", filepath.Join(runDir, "api.sock"))
+	if err := vmm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = vmm.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = vmm.Process.Kill(); <-exited })
+
+	cfg2 := cfg
+	cfg2.StateDir = filepath.Join(t.TempDir(), "state2")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := daemon.Run(ctx, daemon.Options{Config: cfg2, Stderr: io.Discard,
+		Socket: filepath.Join(cfg.RuntimeDir, "b.sock")})
+	select {
+	case <-exited:
+		t.Fatalf("the other daemon's VMM was killed: %v", vmm.ProcessState)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "console.log")); err != nil {
+		t.Fatalf("the other daemon's VM run dir was removed: %v", err)
+	}
+	var le *daemon.LockedError
+	if !errors.As(err, &le) || le.RuntimeDir != cfg.RuntimeDir || !strings.Contains(err.Error(), "runtime_dir") {
+		t.Fatalf("Run on a runtime dir in use = %v, want a *LockedError naming it", err)
+	}
+}
+
+// A runtime dir that is the state dir itself is one lock, not a conflict.
+func TestRuntimeDirSameAsStateDir(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StateDir = cfg.RuntimeDir
+	r := start(t, cfg, nil)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -737,4 +790,81 @@ func TestCorruptStoreIsRefusedAtStart(t *testing.T) {
 		t.Fatalf("Run on a damaged store = %v, want a *store.CorruptError naming it", err)
 	}
 	vm.intact(t)
+}
+
+// Rows of another install (a store adopted or copied from elsewhere) name
+// run dirs outside this daemon's runtime dir: starting must neither delete
+// them nor kill the VMMs using them.
+func TestForeignRunDirsAreLeftAlone(t *testing.T) {
+	cfg := testConfig(t)
+	r := start(t, cfg, nil)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	stoppedRun := filepath.Join(other, "vms", "1111111111111111")
+	runningRun := filepath.Join(other, "vms", "2222222222222222")
+	for _, d := range []string{stoppedRun, runningRun} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "console.log"), []byte("boot"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vmm := exec.Command("sh", "-c", "sleep 60; :", "vmm", filepath.Join(runningRun, "api.sock"))
+	if err := vmm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = vmm.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = vmm.Process.Kill(); <-exited })
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putVM(t, st, "1111111111111111", "stopped-vm")
+	putVM(t, st, "2222222222222222", "running-vm")
+	for id, run := range map[string]string{"1111111111111111": stoppedRun, "2222222222222222": runningRun} {
+		v, err := st.GetVM(ctx, map[string]string{"1111111111111111": "stopped-vm", "2222222222222222": "running-vm"}[id])
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.RunDir = run
+		if id == "2222222222222222" {
+			v.State, v.PID, v.VMMKind = store.VMRunning, vmm.Process.Pid, "qemu"
+		}
+		if err := st.PutVM(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+
+	if err := runOnce(cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		t.Fatalf("a VMM using a run dir outside the runtime dir was killed: %v", vmm.ProcessState)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for _, d := range []string{stoppedRun, runningRun} {
+		if _, err := os.Stat(filepath.Join(d, "console.log")); err != nil {
+			t.Fatalf("run dir %s outside the runtime dir was removed: %v", d, err)
+		}
+	}
+	st, err = store.Open(ctx, daemon.StorePath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	v, err := st.GetVM(ctx, "running-vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != store.VMStopped || v.RunDir != "" || !strings.Contains(v.LastError, "runtime dir") {
+		t.Fatalf("the foreign running VM is recorded as %s, run dir %q, error %q", v.State, v.RunDir, v.LastError)
+	}
 }

@@ -941,6 +941,22 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	known := map[string]bool{}
 	for _, v := range vms {
 		known[v.ID] = true
+		if v.RunDir != "" && filepath.Clean(v.RunDir) != vm.runDir(v.ID) {
+			// A row of another install (an adopted or copied store) or of
+			// another runtime_dir: its run dir, VMM and network are not
+			// this daemon's to kill or delete. Forget them.
+			vm.log.Warn("a VM's run dir is not under this daemon's runtime dir: it and any VMM using it are left alone, and the VM is recorded as stopped",
+				"vm", v.Name, "run_dir", v.RunDir, "runtime_dir", vm.cfg.RuntimeDir)
+			if v.State == store.VMRunning || v.State == store.VMStarting || v.State == store.VMStopping {
+				v.State, v.LastError = store.VMStopped, "its run dir "+v.RunDir+" was not under this bangerd's runtime dir; any VMM still using it was left alone"
+				v.StoppedAt = time.Now().UTC()
+			}
+			v.RunDir, v.PID, v.PIDStartTime, v.UpdatedAt = "", 0, 0, time.Now().UTC()
+			if err := vm.st.PutVM(ctx, v); err != nil {
+				return err
+			}
+			continue
+		}
 		if v.State != store.VMRunning && v.State != store.VMStarting && v.State != store.VMStopping {
 			if v.RunDir != "" {
 				fcproc.CleanupJail(v.RunDir)

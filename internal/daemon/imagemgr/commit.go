@@ -81,9 +81,18 @@ func (m *Manager) sweepUncommitted(ctx context.Context, rep *SweepReport) error 
 				commit(dir)
 				continue
 			}
-			removeTree(dir)
-			if _, err := os.Lstat(dir); err == nil {
-				errs = append(errs, fmt.Errorf("remove uncommitted %s: it is still there (remove it by hand)", dir))
+			// Out of the way under a temporary name first: a removal cut
+			// short (a crash, a file that cannot be unlinked) must not
+			// leave a directory that lost its mark and would pass for a
+			// kernel or image to keep. The next sweep finishes it.
+			gone := dir
+			trash := filepath.Join(m.root, kind, ".tmp-"+e.Name()+"-uncommitted")
+			if err := os.Rename(dir, trash); err == nil {
+				gone = trash
+			}
+			removeTree(gone)
+			if _, err := os.Lstat(gone); err == nil {
+				errs = append(errs, fmt.Errorf("remove uncommitted %s: %s is still there (remove it by hand)", dir, gone))
 				continue
 			}
 			rep.Removed = append(rep.Removed, dir)

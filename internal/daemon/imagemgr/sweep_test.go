@@ -315,3 +315,81 @@ func (b blockingOCI) Import(ctx context.Context, ref, dest string, insecure bool
 	}
 	return "sha256:" + strings.Repeat("d", 64), 16, nil
 }
+
+// The sweep takes only work dirs of its own from tmp/: a file a user put
+// there, or a tmp/ symlinked to a shared directory such as /tmp, loses
+// nothing that is not banger's.
+func TestSweepTakesOnlyWorkDirsFromTmp(t *testing.T) {
+	for _, linked := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dir", true: "symlink"}[linked], func(t *testing.T) {
+			ctx := context.Background()
+			state := t.TempDir()
+			tmp := filepath.Join(state, "tmp")
+			if linked {
+				shared := t.TempDir()
+				if err := os.Symlink(shared, tmp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keep := []string{"notes.txt", "photos/a.jpg", "build-abc/keep", "oci-pull/keep", "kernel-import-12x/keep"}
+			for _, p := range keep {
+				mustWrite(t, filepath.Join(tmp, p), "the user's")
+			}
+			mustWrite(t, filepath.Join(tmp, "oci-pull-123456", "image", "rootfs.ext4"), "leftover")
+			st, err := store.Open(ctx, filepath.Join(state, "banger.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			rep, err := imagemgr.New(st, state, os.Executable).SweepLeftovers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Removed) != 1 || filepath.Base(rep.Removed[0]) != "oci-pull-123456" {
+				t.Fatalf("removed %v, want just the work dir", rep.Removed)
+			}
+			for _, p := range keep {
+				if b, err := os.ReadFile(filepath.Join(tmp, p)); err != nil || string(b) != "the user's" {
+					t.Errorf("%s: %q, %v; want it untouched", p, b, err)
+				}
+			}
+		})
+	}
+}
+
+// An uncommitted kernel whose removal is cut short must not be left as a
+// directory without its mark, which would pass for a kernel to keep: the
+// next sweep finishes the removal.
+func TestSweepFinishesAnUncommittedRemovalCutShort(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	dir := filepath.Join(state, "kernels", "0123456789abcdef")
+	mustWrite(t, filepath.Join(dir, ".uncommitted"), "")
+	mustWrite(t, filepath.Join(dir, "vmlinux"), "kernel")
+	locked := filepath.Join(dir, "vmlinux")
+	if out, err := exec.Command("chattr", "+i", locked).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a file immutable here (root and ext4 needed): %v: %s", err, out)
+	}
+	unlock := func() {
+		for _, p := range []string{locked, filepath.Join(state, "kernels", ".tmp-0123456789abcdef-uncommitted", "vmlinux")} {
+			_ = exec.Command("chattr", "-i", p).Run()
+		}
+	}
+	t.Cleanup(unlock)
+	st, err := store.Open(ctx, filepath.Join(state, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := imagemgr.New(st, state, os.Executable)
+	if _, err := m.SweepLeftovers(ctx); err == nil {
+		t.Fatal("the sweep removed an immutable file")
+	}
+	unlock()
+	if _, err := m.SweepLeftovers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "kernels")); len(ents) != 0 {
+		t.Fatalf("kernels/ holds %v after the second sweep; want the uncommitted kernel gone", ents)
+	}
+}

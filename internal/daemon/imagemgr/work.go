@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,9 +26,29 @@ const WorkDirName = "tmp"
 // killWait bounds how long the sweep waits for a killed process to go.
 const killWait = 5 * time.Second
 
+// workKinds are the kinds of work dirs workDir makes; the sweep removes
+// only entries of tmp/ named <kind>-<digits>, so that a file a user put
+// there, or a tmp/ that is a symlink to a shared directory such as /tmp,
+// loses nothing that is not banger's.
+var workKinds = []string{"apt", "bundle", "kernel-import", "build", "oci-pull"}
+
+// isWorkName reports whether name is one workDir makes (MkdirTemp's
+// random part is decimal digits).
+func isWorkName(name string) bool {
+	for _, k := range workKinds {
+		if rest, ok := strings.CutPrefix(name, k+"-"); ok && rest != "" && strings.Trim(rest, "0123456789") == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // workDir makes <state_dir>/tmp/<kind>-<random> for one piece of work and
 // marks it in progress, so that a sweep leaves it alone. done removes it.
 func (m *Manager) workDir(kind string) (dir string, done func(), err error) {
+	if !slices.Contains(workKinds, kind) {
+		return "", nil, fmt.Errorf("work dir kind %q is not one the sweep knows", kind)
+	}
 	root := filepath.Join(m.root, WorkDirName)
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return "", nil, fmt.Errorf("create the work dir %s: %w", root, err)
@@ -72,7 +93,8 @@ type SweepReport struct {
 
 // SweepLeftovers removes what operations interrupted by a dead daemon
 // left: kernels and images renamed into place but never recorded (still
-// marked uncommitted, see place), everything in <state_dir>/tmp, and the
+// marked uncommitted, see place), the work dirs in <state_dir>/tmp (names
+// workDir makes; nothing else there is touched), and the
 // temporary names older
 // versions used beside kernels and images (".tmp-*", ".old-*", ".build-*",
 // ".pull-*", ".<id>.tmp-*", "<id>.promote", and "<id>.lock" files no fetch
@@ -143,7 +165,7 @@ func (m *Manager) leftovers(errs *[]error) []string {
 			}
 		}
 	}
-	add(filepath.Join(m.root, WorkDirName), func(string) bool { return true })
+	add(filepath.Join(m.root, WorkDirName), isWorkName)
 	add(filepath.Join(m.root, "kernels"), legacyTemp)
 	add(filepath.Join(m.root, "images"), legacyTemp)
 	return out

@@ -58,16 +58,27 @@ func (m *Manager) Create(id string) (string, error) {
 	if err := os.MkdirAll(m.root, 0o700); err != nil {
 		return "", err
 	}
+	// The directory is made, with its mark, under a trash name and then
+	// renamed into place: a daemon killed in between leaves trash, which
+	// Sweep deletes, never a directory without the mark, which would be
+	// kept as a VM the store forgot.
 	dir := m.Dir(id)
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	tmp := filepath.Join(m.root, trashPrefix+id+".new")
+	_ = os.RemoveAll(tmp)
+	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return "", fmt.Errorf("create VM directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, uncommittedMarker), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(filepath.Join(tmp, uncommittedMarker), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		err = f.Close()
+	}
+	if err == nil {
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_NOREPLACE)
+	}
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		return "", fmt.Errorf("create VM directory: %w", err)
+		_ = os.RemoveAll(tmp)
+		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
 	}
-	_ = f.Close()
 	return dir, nil
 }
 

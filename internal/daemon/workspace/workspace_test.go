@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -360,5 +361,62 @@ func TestUncommittedUntilCommit(t *testing.T) {
 	}
 	if m.Uncommitted("nope") {
 		t.Error("a missing directory is uncommitted")
+	}
+}
+
+// A VM directory is never visible without its uncommitted mark: a daemon
+// killed at that moment would leave one that Reconcile must keep (moved
+// aside) instead of a create cut short that it deletes.
+func TestCreateNeverShowsAnUnmarkedDir(t *testing.T) {
+	state := t.TempDir()
+	m := workspace.New(state)
+	root := filepath.Join(state, "vms")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	seen := make(chan string, 1)
+	go func() {
+		defer close(seen)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ents, _ := os.ReadDir(root)
+			for _, e := range ents {
+				id := e.Name()
+				if id[0] == '.' {
+					continue
+				}
+				if _, err := os.Lstat(filepath.Join(root, id, ".uncommitted")); errors.Is(err, os.ErrNotExist) {
+					if _, err := os.Lstat(filepath.Join(root, id)); err == nil {
+						seen <- id
+						return
+					}
+				}
+			}
+		}
+	}()
+	for i := range 3000 {
+		id := "vm" + strconv.Itoa(i)
+		if _, err := m.Create(id); err != nil {
+			close(stop)
+			t.Fatal(err)
+		}
+		if i%50 == 49 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	close(stop)
+	if id, ok := <-seen; ok {
+		t.Fatalf("VM directory %s was seen without its uncommitted mark", id)
+	}
+	if _, err := m.Create("vm0"); err == nil {
+		t.Fatal("Create made a directory that already exists")
+	}
+	if !m.Uncommitted("vm0") {
+		t.Fatal("a refused Create touched the existing directory's mark")
 	}
 }
