@@ -95,13 +95,8 @@ func ProbeKVM(h Host) KVM {
 	}
 	defer f.Close()
 	if h.Real() {
-		v, err := unix.IoctlRetInt(int(f.Fd()), kvmGetAPIVersion)
-		switch {
-		case err != nil:
-			k.State, k.Reason = KVMBroken, fmt.Sprintf("%s does not answer KVM_GET_API_VERSION (%v): it is not a KVM device", KVMDevice, err)
-			return k
-		case v != kvmAPIVersion:
-			k.State, k.Reason = KVMBroken, fmt.Sprintf("%s speaks KVM API version %d, not %d", KVMDevice, v, kvmAPIVersion)
+		if err := checkKVMAPI(f); err != nil {
+			k.State, k.Reason = KVMBroken, err.Error()
 			return k
 		}
 	}
@@ -114,4 +109,16 @@ func ProbeKVM(h Host) KVM {
 		k.Reason += " (" + k.Module + ")"
 	}
 	return k
+}
+
+// checkKVMAPI asks the open device f for its KVM API version.
+func checkKVMAPI(f *os.File) error {
+	v, err := unix.IoctlRetInt(int(f.Fd()), kvmGetAPIVersion)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s does not answer KVM_GET_API_VERSION (%v): it is not a KVM device", KVMDevice, err)
+	case v != kvmAPIVersion:
+		return fmt.Errorf("%s speaks KVM API version %d, not %d", KVMDevice, v, kvmAPIVersion)
+	}
+	return nil
 }
