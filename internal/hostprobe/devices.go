@@ -69,9 +69,14 @@ type DeviceMapper struct {
 	// exists. Target: the snapshot target is loaded or loadable (asked
 	// through the control node where it opens, else /sys/module/dm_snapshot).
 	Loop, Control, Target bool
-	// Err is why this process cannot make snapshots here (wrapping
-	// ErrNoSnapshots), or nil.
-	Err error
+	// DMErr is why device-mapper itself cannot make snapshots for this
+	// process (missing, needs root, not answering, no snapshot target),
+	// NeedsRoot when only the permission to open the control node is
+	// missing. Err adds missing loop devices: it is why this process
+	// cannot make snapshots here. Both wrap ErrNoSnapshots.
+	DMErr     error
+	NeedsRoot bool
+	Err       error
 }
 
 // ProbeDeviceMapper checks, as dmsnap does before making a snapshot, loop
@@ -81,23 +86,26 @@ type DeviceMapper struct {
 func ProbeDeviceMapper(h Host) DeviceMapper {
 	d := DeviceMapper{Loop: h.Exists(LoopControl), Control: h.Exists(DMControl)}
 	d.Target = h.Exists("/sys/module/dm_snapshot")
+	d.DMErr = d.probeControl(h)
+	d.Err = d.DMErr
 	if !d.Loop {
 		d.Err = fmt.Errorf("%w: no loop devices (%s is missing); load the loop module (modprobe loop)", ErrNoSnapshots, LoopControl)
 	}
+	return d
+}
+
+// probeControl opens the control node and, on the real host, asks the
+// driver its version and for the snapshot target.
+func (d *DeviceMapper) probeControl(h Host) error {
 	fd, err := unix.Open(h.PathOf(DMControl), unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if d.Err == nil {
-			d.Err = h.explainDMOpen(err)
-		}
-		return d
+		d.NeedsRoot = errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+		return h.explainDMOpen(err)
 	}
 	defer unix.Close(fd)
 	if h.Real() {
 		if err := dmCall(fd, dmVersionCmd, ""); err != nil {
-			if d.Err == nil {
-				d.Err = fmt.Errorf("%w: device-mapper is not usable on this host (version ioctl on %s: %v): %s", ErrNoSnapshots, DMControl, err, dmFix)
-			}
-			return d
+			return fmt.Errorf("%w: device-mapper is not usable on this host (version ioctl on %s: %v): %s", ErrNoSnapshots, DMControl, err, dmFix)
 		}
 		// DM_GET_TARGET_VERSION loads the target's module when it can;
 		// kernels before 5.4 do not know it, and then only sysfs tells.
@@ -108,10 +116,10 @@ func ProbeDeviceMapper(h Host) DeviceMapper {
 			d.Target = false
 		}
 	}
-	if !d.Target && d.Err == nil {
-		d.Err = fmt.Errorf("%w: device-mapper has no snapshot target; load it with modprobe dm_snapshot", ErrNoSnapshots)
+	if !d.Target {
+		return fmt.Errorf("%w: device-mapper has no snapshot target; load it with modprobe dm_snapshot", ErrNoSnapshots)
 	}
-	return d
+	return nil
 }
 
 // explainDMOpen says why opening the control node failed, and whether the
