@@ -21,10 +21,12 @@ func (a *app) newDoctorCmd() *cobra.Command {
 		Use:   "doctor",
 		Short: "Check this host for what banger needs, and say how to fix what is missing",
 		Long: `doctor checks this host for what banger needs: a VMM (Firecracker with
-/dev/kvm, or QEMU), the state dir's free space and copy-on-write support, the
+/dev/kvm, or QEMU), what can boot here (a /dev/kvm from kvm_pvm boots only
+QEMU under TCG), the state dir's free space and copy-on-write support, the
 SSH key, the config file, the daemon, and the kernel features behind
-networking and device-mapper. Each line says ok, warn or fail, what was
-found, and for anything not ok how to fix it.
+networking and device-mapper. The VMM and disk choices are bangerd's own
+rules, in its words. Each line says ok, warn or fail, what was found, and
+for anything not ok how to fix it.
 
 It exits 1 when a check fails (banger cannot work as configured); warnings
 never change the exit code. It does not start the daemon.`,

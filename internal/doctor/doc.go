@@ -3,6 +3,9 @@
 // that belongs to its state dir (and the VM directories moved aside), the kernel
 // features behind networking and device-mapper, a valid config and a
 // reachable daemon — and says, for every check that is not ok, how to fix
-// it. It only reads the host (its probes leave nothing behind) and never
-// imports the daemon: the CLI hands it the config and the daemon's answer.
+// it. The host facts and the VMM and COW choices come from hostprobe, the
+// probe and rules bangerd uses, so doctor says what bangerd will do in its
+// words; this package turns them into findings with fixes. It only reads
+// the host (its probes leave nothing behind) and never imports the daemon:
+// the CLI hands it the config and the daemon's answer.
 package doctor

@@ -3,7 +3,8 @@ package doctor
 import (
 	"context"
 	"fmt"
-	"os"
+
+	"banger/internal/hostprobe"
 )
 
 // Status is the outcome of one check.
@@ -26,23 +27,13 @@ type Result struct {
 	Fix    string `json:"fix"`
 }
 
-// Host is where the checks look. Tests point it at a fake tree and a PATH
-// of fake programs.
-type Host struct {
-	// Root prefixes every absolute host path the checks read (/dev, /sys,
-	// /proc); "" or "/" means the real host.
-	Root string
-	// Path is the PATH searched for programs.
-	Path string
-	// UID is the effective user id banger runs as.
-	UID int
-}
+// Host is where the checks look (hostprobe.Host). Tests point it at a fake
+// tree and a PATH of fake programs.
+type Host = hostprobe.Host
 
 // SystemHost is the real host: the root filesystem, $PATH and this
 // process's effective user id.
-func SystemHost() Host {
-	return Host{Root: "/", Path: os.Getenv("PATH"), UID: os.Geteuid()}
-}
+func SystemHost() Host { return hostprobe.System() }
 
 // Settings is the part of banger's configuration the checks need, with the
 // meaning it has in config.Config.
@@ -104,12 +95,6 @@ type Inputs struct {
 	APIVersion int
 }
 
-// Minimum Firecracker version banger drives, and the one it is tested with.
-const (
-	MinFirecracker    = "v1.14.0"
-	TestedFirecracker = "v1.14.2"
-)
-
 // LowDiskSpace is the free space in the state dir below which doctor warns.
 const LowDiskSpace = 5 << 30
 
@@ -123,27 +108,24 @@ func Run(ctx context.Context, in Inputs) []Result {
 	}
 	var out []Result
 	out = append(out, checkConfig(in.ConfigPath, in.ConfigFound, in.ConfigErr))
-
-	kvm := probeKVM(h)
-	fc := probeFirecracker(ctx, h, s.FirecrackerBin)
-	qemu := probeQEMU(ctx, h, s.QemuBin)
-	out = append(out, checkKVM(kvm), checkFirecracker(fc, s.FirecrackerBin), checkQEMU(qemu, s.QemuBin))
+	f := hostprobe.Probe(ctx, hostprobe.Options{
+		Host: h, FirecrackerBin: s.FirecrackerBin, QemuBin: s.QemuBin, StateDir: s.StateDir,
+		Versions: true, Snapshots: snapshotsHook(h, in.Helper),
+	})
+	out = append(out, checkKVM(f.KVM), checkFirecracker(f.Firecracker), checkQEMU(f.QEMU))
 	if in.Config != nil {
-		out = append(out, checkVMM(s.VMM, kvm, fc, qemu))
-		space := probeSpace(s.StateDir)
-		rl := probeReflink(s.StateDir)
-		out = append(out, checkCOW(s.COW, rl, in.Host.dmUsable(in.Helper)), checkStateDir(space), checkStore(ctx, s.StateDir), checkOrphans(s.StateDir), checkReflink(rl), checkSSHKey(s.SSHKeyPath))
+		out = append(out, checkVMM(s.VMM, f), checkCOW(s.COW, f), checkStateDir(probeSpace(s.StateDir)),
+			checkStore(ctx, s.StateDir), checkOrphans(s.StateDir), checkReflink(f.Reflink), checkSSHKey(s.SSHKeyPath))
 	}
 	if in.Daemon != nil {
 		out = append(out, checkDaemon(*in.Daemon, in.CLIVersion, in.APIVersion))
 	}
 	out = append(out,
 		checkHelper(h, in.Helper, s.Network, in.CLIVersion),
-		checkDeviceMapper(ctx, h),
-		checkLoop(h),
-		checkTun(h),
+		checkDeviceMapper(f.DM),
+		checkLoop(f.DM),
+		checkTun(f.TUN),
 		checkBridge(h),
-		checkNftables(ctx, h),
 		checkIPForward(h),
 		checkTools(h),
 	)

@@ -3,22 +3,38 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"banger/internal/hostprobe"
 )
 
 // notBuilt explains why the networking checks only warn.
 const notBuilt = "needed for bridged networking (network = bridge, and auto as root or with the helper); without it VMs use QEMU user-mode networking"
 
-// dmUsable is the daemon's rule for cow = auto picking dmsnap: as root,
-// device-mapper and loop devices here; as a user, the helper says it can.
-func (h Host) dmUsable(helper *Helper) bool {
-	if h.UID != 0 {
-		return helper != nil && helper.Err == nil && helper.Protocol == helper.Want && helper.Snapshots == ""
+// snapshotsHook is how bangerd makes dm snapshots: as root itself (nil:
+// hostprobe probes device-mapper here), as a user through the helper,
+// which must answer with this build's protocol and say it can.
+func snapshotsHook(h Host, hp *Helper) func(context.Context) error {
+	if h.UID == 0 {
+		return nil
 	}
-	return h.exists("/dev/mapper/control") && h.exists("/dev/loop-control")
+	return func(context.Context) error {
+		switch {
+		case hp == nil:
+			return errors.New("the helper was not asked")
+		case hp.Err != nil:
+			return fmt.Errorf("the helper is not usable on %s: %v", hp.Socket, hp.Err)
+		case hp.Protocol != hp.Want:
+			return fmt.Errorf("the helper on %s speaks protocol %d, this build %d", hp.Socket, hp.Protocol, hp.Want)
+		case hp.Snapshots != "":
+			return fmt.Errorf("the helper cannot make them: %s", hp.Snapshots)
+		}
+		return nil
+	}
 }
 
 func checkDaemon(d Daemon, cliVersion string, api int) Result {
@@ -65,93 +81,60 @@ func checkHelper(h Host, hp *Helper, network, cliVersion string) Result {
 	return ok("helper", "the helper on %s answers (build %s): bridged networking and dmsnap disks go through it", hp.Socket, hp.Version)
 }
 
-// checkDeviceMapper looks for /dev/mapper/control and the snapshot target.
-func checkDeviceMapper(ctx context.Context, h Host) Result {
+// checkDeviceMapper reports on device-mapper and its snapshot target.
+func checkDeviceMapper(d hostprobe.DeviceMapper) Result {
 	const why = "cow = dmsnap, and cow = auto as root or through the helper, use it; without it disks are reflink clones or copies"
 	const fix = "`sudo modprobe dm_snapshot` (it loads device-mapper too)"
-	if !h.exists("/dev/mapper/control") {
-		return warn("device-mapper", fix, "no /dev/mapper/control, so device-mapper is not loaded (%s)", why)
-	}
-	if h.exists("/sys/module/dm_snapshot") {
+	present := func() Result {
 		return ok("device-mapper", "/dev/mapper/control and the snapshot target are present (%s)", why)
 	}
-	if h.UID == 0 {
-		if bin, err := h.lookAdmin("dmsetup"); err == nil {
-			if out, err := runOutput(ctx, bin, "targets"); err == nil && hasWord(out, "snapshot") {
-				return ok("device-mapper", "/dev/mapper/control and the snapshot target are present (%s)", why)
-			}
-		}
+	switch {
+	case d.DMErr == nil:
+		return present()
+	case !d.Control && strings.Contains(d.DMErr.Error(), "dmsetup mknodes"):
+		return warn("device-mapper", "`sudo dmsetup mknodes`", "%v (%s)", d.DMErr, why)
+	case !d.Control:
+		return warn("device-mapper", fix, "%v (%s)", d.DMErr, why)
+	case d.NeedsRoot && d.Target:
+		// As a user the control node does not open; sysfs still tells.
+		return present()
+	case d.NeedsRoot || !d.Target:
+		return warn("device-mapper", fix, "device-mapper is loaded but its snapshot target is not (%s)", why)
 	}
-	return warn("device-mapper", fix, "device-mapper is loaded but its snapshot target is not (%s)", why)
+	// Present but unusable: a node without its driver, say.
+	return warn("device-mapper", "`sudo modprobe dm_mod dm_snapshot`", "%v (%s)", d.DMErr, why)
 }
 
-func hasWord(text, word string) bool {
-	for _, l := range strings.Split(text, "\n") {
-		if f := strings.Fields(l); len(f) > 0 && f[0] == word {
-			return true
-		}
-	}
-	return false
-}
-
-func checkLoop(h Host) Result {
-	if h.exists("/dev/loop-control") {
+func checkLoop(d hostprobe.DeviceMapper) Result {
+	if d.Loop {
 		return ok("loop", "/dev/loop-control is present (used by dmsnap disks)")
 	}
 	return warn("loop", "`sudo modprobe loop`", "no /dev/loop-control: loop devices are not available (only dmsnap disks need them)")
 }
 
-func checkTun(h Host) Result {
-	if !h.exists("/dev/net/tun") {
+func checkTun(t hostprobe.TUN) Result {
+	switch {
+	case !t.Present:
 		return warn("tun", "`sudo modprobe tun`", "no /dev/net/tun: tap devices cannot be made (%s)", notBuilt)
-	}
-	// A VMM running as this user opens /dev/net/tun to attach to its tap,
-	// whoever made the tap.
-	f, err := os.OpenFile(h.path("/dev/net/tun"), os.O_RDWR, 0)
-	if err != nil {
+	case t.Err != nil:
+		// A VMM running as this user opens /dev/net/tun to attach to its
+		// tap, whoever made the tap.
 		return warn("tun", "`sudo chmod 0666 /dev/net/tun` (the kernel's usual mode; the tap's owner still decides who may attach)",
-			"/dev/net/tun is not usable by this user (%v): a VMM running as you cannot attach to a tap, so bridged VMs fail to start", err)
+			"/dev/net/tun is not usable by this user (%v): a VMM running as you cannot attach to a tap, so bridged VMs fail to start", t.Err)
 	}
-	f.Close()
 	return ok("tun", "/dev/net/tun opens read-write (%s)", notBuilt)
 }
 
 func checkBridge(h Host) Result {
-	if h.exists("/sys/module/bridge") || h.exists("/proc/sys/net/bridge") {
+	if h.Exists("/sys/module/bridge") || h.Exists("/proc/sys/net/bridge") {
 		return ok("bridge", "the bridge module is loaded (%s)", notBuilt)
 	}
 	return warn("bridge", "`sudo modprobe bridge`", "the bridge module is not loaded (%s)", notBuilt)
 }
 
-func checkNftables(ctx context.Context, h Host) Result {
-	bin, err := h.lookAdmin("nft")
-	if err != nil {
-		return warn("nftables", "`sudo apt install nftables`", "nft not found (%v): NAT for VMs cannot be set up (%s)", err, notBuilt)
-	}
-	version := bin + " is found"
-	if line, err := firstLine(ctx, bin, "--version"); err == nil {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nftables" {
-			version = fmt.Sprintf("%s is nftables %s", bin, f[1])
-		}
-	}
-	module := "nf_tables is loaded"
-	if !h.exists("/sys/module/nf_tables") && !procModulesHas(h, "nf_tables") {
-		module = "nf_tables is not loaded yet (the kernel loads it on first use)"
-	}
-	return ok("nftables", "%s; %s (%s)", version, module, notBuilt)
-}
-
-func procModulesHas(h Host, name string) bool {
-	data, err := os.ReadFile(h.path("/proc/modules"))
-	if err != nil {
-		return false
-	}
-	return hasWord(string(data), name)
-}
-
 func checkIPForward(h Host) Result {
 	const fix = "`sudo sysctl -w net.ipv4.ip_forward=1` (and net.ipv4.ip_forward = 1 in /etc/sysctl.d/ to keep it)"
-	data, err := os.ReadFile(h.path("/proc/sys/net/ipv4/ip_forward"))
+	data, err := os.ReadFile(h.PathOf("/proc/sys/net/ipv4/ip_forward"))
 	if err != nil {
 		return warn("ip-forward", fix, "cannot read net.ipv4.ip_forward: %v (%s)", unwrapPath(err), notBuilt)
 	}
@@ -171,10 +154,10 @@ func checkTools(h Host) Result {
 		{"debootstrap", "debootstrap"},
 		{"apt-get", "apt"},
 	} {
-		if _, err := h.lookPath(t.name); err == nil {
+		if _, err := h.LookPath(t.name); err == nil {
 			continue
 		}
-		if p, err := h.lookAdmin(t.name); err == nil {
+		if p, err := h.LookAdmin(t.name); err == nil {
 			offPath = append(offPath, p)
 			continue
 		}

@@ -1,4 +1,0 @@
-package doctor
-
-// ParseFirecrackerVersion exposes the version parser to the tests.
-var ParseFirecrackerVersion = parseFirecrackerVersion
