@@ -84,26 +84,26 @@ func ChooseCOW(want string, f Facts) (kind, reason string, err error) {
 	case COWCopy:
 		return COWCopy, "cow = copy: each VM disk is a sparse copy of its image", nil
 	case COWDMSnap:
-		if f.Snapshots != nil {
-			return "", "", fmt.Errorf("cow = dmsnap: %v; or use cow = auto, reflink or copy", f.Snapshots)
+		if !f.Snapshots.Usable {
+			return "", "", fmt.Errorf("cow = dmsnap: %v; or use cow = auto, reflink or copy", f.Snapshots.why())
 		}
 		return COWDMSnap, "cow = dmsnap: each VM disk is a device-mapper snapshot of its image", nil
 	case COWReflink:
 		switch {
 		case rl.Supported:
 			return COWReflink, fmt.Sprintf("cow = reflink: %s (%s) supports it", rl.At, rl.FS), nil
-		case rl.Err != nil:
-			return COWReflink, fmt.Sprintf("cow = reflink, and whether the state dir supports it cannot be told: %v", rl.Err), nil
+		case !rl.tested():
+			return COWReflink, fmt.Sprintf("cow = reflink, and whether the state dir supports it cannot be told: %v", rl.untested()), nil
 		}
 		return "", "", fmt.Errorf("cow = reflink, but %s (%s) does not support reflink clones; use cow = auto or copy, or a state_dir on btrfs or XFS", rl.At, rl.FS)
 	case "", Auto:
 		switch {
-		case f.Snapshots == nil:
+		case f.Snapshots.Usable:
 			return COWDMSnap, "auto picks dmsnap: device-mapper and loop devices are usable", nil
 		case rl.Supported:
 			return COWReflink, fmt.Sprintf("auto picks reflink: %s (%s) supports clones", rl.At, rl.FS), nil
-		case rl.Err != nil:
-			return Auto, fmt.Sprintf("auto tries reflink and falls back to copy (reflink could not be tested: %v)", rl.Err), nil
+		case !rl.tested():
+			return Auto, fmt.Sprintf("auto tries reflink and falls back to copy (reflink could not be tested: %v)", rl.untested()), nil
 		}
 		return COWCopy, fmt.Sprintf("auto picks copy: no usable device-mapper, and %s (%s) does not support reflink clones", rl.At, rl.FS), nil
 	}

@@ -101,13 +101,33 @@ func TestChooseCOW(t *testing.T) {
 		{"zfs", nil, yes, "", `unknown cow "zfs"`},
 	}
 	for _, c := range cases {
-		kind, reason, err := ChooseCOW(c.want, Facts{Snapshots: c.snaps, Reflink: c.rl})
+		kind, reason, err := ChooseCOW(c.want, Facts{Snapshots: SnapshotsFrom(c.snaps), Reflink: c.rl})
 		got := reason
 		if err != nil {
 			got = err.Error()
 		}
 		if kind != c.kind || (err != nil) != (c.kind == "") || !strings.Contains(got, c.reason) {
 			t.Errorf("ChooseCOW(%q, snapshots %v, %+v) = %q, %q, %v; want %q with %q", c.want, c.snaps, c.rl, kind, reason, err, c.kind, c.reason)
+		}
+	}
+}
+
+// TestChooseCOWZeroFacts: Facts the daemon builds with only what it asked
+// never pick dmsnap or refuse reflink by accident.
+func TestChooseCOWZeroFacts(t *testing.T) {
+	for _, c := range []struct{ want, kind, reason string }{
+		{"auto", Auto, "auto tries reflink and falls back to copy (reflink could not be tested: no state dir was given to test)"},
+		{"dmsnap", "", "cow = dmsnap: device-mapper snapshots are not available on this host: nobody was asked"},
+		{"reflink", COWReflink, "cannot be told"},
+		{"copy", COWCopy, "cow = copy"},
+	} {
+		kind, reason, err := ChooseCOW(c.want, Facts{})
+		got := reason
+		if err != nil {
+			got = err.Error()
+		}
+		if kind != c.kind || !strings.Contains(got, c.reason) {
+			t.Errorf("ChooseCOW(%q, Facts{}) = %q, %q, %v; want %q with %q", c.want, kind, reason, err, c.kind, c.reason)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package hostprobe
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -172,13 +171,4 @@ func dmCall(fd int, cmd uint, name string) error {
 		return errno
 	}
 	return nil
-}
-
-// snapshotsFrom is how bangerd makes snapshots: check (the helper's answer,
-// for a user's bangerd) or, without one, this process here.
-func snapshotsFrom(ctx context.Context, check func(context.Context) error, here DeviceMapper) error {
-	if check != nil {
-		return check(ctx)
-	}
-	return here.Err
 }

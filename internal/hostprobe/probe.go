@@ -1,6 +1,9 @@
 package hostprobe
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // Options says where and what to probe.
 type Options struct {
@@ -30,10 +33,43 @@ type Facts struct {
 	TUN         TUN
 	// DM is device-mapper as this process sees it here.
 	DM DeviceMapper
-	// Snapshots is why bangerd cannot make dm snapshots (Options.Snapshots'
-	// answer, else DM.Err), or nil when it can.
-	Snapshots error
-	Reflink   Reflink
+	// Snapshots is whether bangerd can make dm snapshots
+	// (Options.Snapshots' answer, else DM).
+	Snapshots Snapshots
+	// Reflink is the state dir's reflink test; its zero value means not
+	// tested.
+	Reflink Reflink
+}
+
+// Snapshots is whether bangerd can make device-mapper snapshots. The zero
+// value says it cannot (not asked), so Facts built by hand never pick
+// dmsnap by mistake.
+type Snapshots struct {
+	Usable bool
+	// Err is why not, when it was asked.
+	Err error
+}
+
+// SnapshotsFrom turns the answer of a check (nil: it can) into Snapshots.
+func SnapshotsFrom(err error) Snapshots { return Snapshots{Usable: err == nil, Err: err} }
+
+// why is the reason snapshots cannot be made.
+func (s Snapshots) why() error {
+	if s.Err != nil {
+		return s.Err
+	}
+	return fmt.Errorf("%w: nobody was asked", ErrNoSnapshots)
+}
+
+// ProbeVMM finds what the VMM choice needs and nothing else: the two
+// binaries and /dev/kvm. It runs no program.
+func ProbeVMM(h Host, firecrackerBin, qemuBin string) Facts {
+	return Facts{
+		UID:         h.UID,
+		Firecracker: FindFirecracker(h, firecrackerBin),
+		QEMU:        FindQEMU(h, qemuBin),
+		KVM:         ProbeKVM(h),
+	}
 }
 
 // Probe looks at everything once. It never fails as a whole: a probe that
@@ -53,6 +89,10 @@ func Probe(ctx context.Context, o Options) Facts {
 		f.Firecracker.firecrackerVersion(ctx)
 		f.QEMU.qemuVersion(ctx)
 	}
-	f.Snapshots = snapshotsFrom(ctx, o.Snapshots, f.DM)
+	if o.Snapshots != nil {
+		f.Snapshots = SnapshotsFrom(o.Snapshots(ctx))
+	} else {
+		f.Snapshots = SnapshotsFrom(f.DM.Err)
+	}
 	return f
 }

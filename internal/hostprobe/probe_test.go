@@ -252,19 +252,32 @@ func TestProbeSnapshotsHook(t *testing.T) {
 	f := newFakeRoot(t)
 	helper := errors.New("the helper is not usable on /run/banger/helper.sock")
 	facts := Probe(context.Background(), Options{Host: f.host(), Snapshots: func(context.Context) error { return helper }})
-	if facts.Snapshots != helper || facts.DM.Err == nil {
-		t.Fatalf("with a failing hook: %v (here: %v)", facts.Snapshots, facts.DM.Err)
+	if facts.Snapshots.Usable || facts.Snapshots.Err != helper || facts.DM.Err == nil {
+		t.Fatalf("with a failing hook: %+v (here: %v)", facts.Snapshots, facts.DM.Err)
 	}
 	facts = Probe(context.Background(), Options{Host: f.host(), Snapshots: func(context.Context) error { return nil }})
-	if facts.Snapshots != nil {
-		t.Fatalf("with a working hook: %v", facts.Snapshots)
+	if !facts.Snapshots.Usable {
+		t.Fatalf("with a working hook: %+v", facts.Snapshots)
 	}
 	if kind, _, _ := ChooseCOW("auto", facts); kind != COWDMSnap {
 		t.Fatalf("auto with snapshots through the hook picks %q", kind)
 	}
 	facts = Probe(context.Background(), Options{Host: f.host()})
-	if facts.Snapshots == nil || facts.Snapshots != facts.DM.Err {
-		t.Fatalf("without a hook: %v, here %v", facts.Snapshots, facts.DM.Err)
+	if facts.Snapshots.Usable || facts.Snapshots.Err != facts.DM.Err {
+		t.Fatalf("without a hook: %+v, here %v", facts.Snapshots, facts.DM.Err)
+	}
+}
+
+func TestProbeVMM(t *testing.T) {
+	f := newFakeRoot(t)
+	f.add("dev/kvm", "x")
+	f.add("sys/module/kvm_pvm", "")
+	facts := ProbeVMM(f.host(), "", "")
+	if facts.KVM.State != KVMPVM || facts.Firecracker.Found() || facts.QEMU.Found() {
+		t.Fatalf("ProbeVMM = %+v", facts)
+	}
+	if kind, reason, err := ChooseVMM("auto", facts); kind != VMMQEMU || err != nil || !strings.Contains(reason, "kvm_pvm") {
+		t.Fatalf("ChooseVMM on a PVM host: %q, %q, %v", kind, reason, err)
 	}
 }
 

@@ -58,6 +58,17 @@ type Reflink struct {
 	Err error
 }
 
+// tested reports whether the test was made: Supported then tells.
+func (r Reflink) tested() bool { return r.Err == nil && r.At != "" }
+
+// untested is why the test was not made.
+func (r Reflink) untested() error {
+	if r.Err != nil {
+		return r.Err
+	}
+	return errNotTested
+}
+
 // errNotTested is Reflink.Err when no state dir was given to test.
 var errNotTested = errors.New("no state dir was given to test")
 
