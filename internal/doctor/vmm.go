@@ -66,6 +66,8 @@ func checkVMM(want string, f hostprobe.Facts) Result {
 	switch {
 	case err != nil && want == hostprobe.VMMFirecracker && !f.Firecracker.Found():
 		return fail("vmm", fixFirecracker+`; or set vmm = "auto"`, "%v", err)
+	case err != nil && want == hostprobe.VMMFirecracker && f.KVM.State == hostprobe.KVMPVM:
+		return fail("vmm", `set vmm = "auto" (or "qemu"): only QEMU under TCG boots on this host`, "%v", err)
 	case err != nil && want == hostprobe.VMMFirecracker:
 		return fail("vmm", `make /dev/kvm usable (see the kvm check), or set vmm = "qemu"`, "%v", err)
 	case err != nil:
