@@ -13,7 +13,7 @@ import (
 	"banger/internal/buildinfo"
 	"banger/internal/config"
 	"banger/internal/daemon/opstate"
-	"banger/internal/daemon/privhelper"
+	"banger/internal/daemon/privhelperd"
 )
 
 // MainOptions adjust Main for tests.
@@ -26,7 +26,7 @@ type MainOptions struct {
 // the daemon until SIGTERM or SIGINT. It returns the process exit code.
 func Main(args []string, mo MainOptions) int {
 	if len(args) > 0 && args[0] == "helper" {
-		return privhelper.Main(args[1:])
+		return privhelperd.Main(args[1:])
 	}
 	stderr := mo.Stderr
 	if stderr == nil {

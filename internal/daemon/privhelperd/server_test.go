@@ -1,11 +1,10 @@
-package privhelper_test
+package privhelperd_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"banger/internal/daemon/dmsnap"
 	"banger/internal/daemon/netmgr"
 	"banger/internal/daemon/privhelper"
+	"banger/internal/daemon/privhelperd"
 	"banger/internal/daemon/privops"
 )
 
@@ -233,7 +233,7 @@ func needRoot(t *testing.T) {
 // serve runs a helper with policy and a recorder on a real socket until
 // the test ends. Root's state dir is reached through a symlink, as a home
 // dir may be; nobody's (made only when running as root) belongs to nobody.
-func serve(t *testing.T, policy privhelper.Policy) *fixture {
+func serve(t *testing.T, policy privhelperd.Policy) *fixture {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "bgh")
 	if err != nil {
@@ -272,14 +272,14 @@ func serve(t *testing.T, policy privhelper.Policy) *fixture {
 			return "", fmt.Errorf("no state dir for uid %d in this test", uid)
 		}
 	}
-	ln, err := privhelper.Listen(f.sock)
+	ln, err := privhelperd.Listen(f.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- (&privhelper.Server{Policy: policy, Exec: f.rec, Version: "test"}).Serve(ctx, ln)
+		done <- (&privhelperd.Server{Policy: policy, Exec: f.rec, Version: "test"}).Serve(ctx, ln)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -396,7 +396,7 @@ func mkfile(t *testing.T, path string, size int64) string {
 }
 
 func TestAllowedRequestsReachTheExecutor(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	c, cx := f.client(), bounded(t)
 	if v, err := c.Hello(cx); err != nil || v.Version != "test" || v.StateDir != f.real[self()] {
 		t.Fatalf("Hello = %+v, %v; want version test and state dir %s", v, err, f.real[self()])
@@ -457,7 +457,7 @@ func TestAllowedRequestsReachTheExecutor(t *testing.T) {
 }
 
 func TestSnapshotsUnavailableReasonReachesTheCaller(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	f.rec.unavailable = errors.New("no device-mapper in this kernel")
 	err := f.client().SnapshotsAvailable(bounded(t))
 	if !errors.Is(err, privhelper.ErrSnapshotsUnavailable) || !strings.Contains(err.Error(), "no device-mapper in this kernel") {
@@ -466,7 +466,7 @@ func TestSnapshotsUnavailableReasonReachesTheCaller(t *testing.T) {
 }
 
 func TestNetworkRefusals(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	with := func(op string, change func(*privhelper.Request)) privhelper.Request {
 		r := netReq(op)
 		change(&r)
@@ -557,7 +557,7 @@ func files(t *testing.T, dir string) []string {
 }
 
 func TestSnapshotRefusals(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	state, real := f.state[self()], f.real[self()]
 	outside := t.TempDir()
 	secret := mkfile(t, filepath.Join(outside, "secret"), 1<<20)
@@ -660,7 +660,7 @@ func TestSnapshotRefusals(t *testing.T) {
 // refused, not opened for reading and waited on, which would hold the
 // request, and the helper's shutdown, until someone writes to it.
 func TestOriginFIFODoesNotBlockTheHelper(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	state := f.state[self()]
 	fifo := filepath.Join(state, "images", "pipe.ext4")
 	if err := os.MkdirAll(filepath.Dir(fifo), 0o700); err != nil {
@@ -689,7 +689,7 @@ func TestOriginFIFODoesNotBlockTheHelper(t *testing.T) {
 }
 
 func TestCreateSnapshotHandsOverOpenFiles(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	state, real := f.state[self()], f.real[self()]
 	origin := mkfile(t, filepath.Join(state, "images", "base.ext4"), 2<<20)
 	if err := os.MkdirAll(filepath.Join(state, "vms", "a"), 0o700); err != nil {
@@ -750,7 +750,7 @@ func TestCreateSnapshotHandsOverOpenFiles(t *testing.T) {
 }
 
 func TestCreateSnapshotFailureRemovesOnlyTheNewCOWFile(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	state := f.state[self()]
 	origin := mkfile(t, filepath.Join(state, "images", "base.ext4"), 2<<20)
 	kept := filepath.Join(state, "vms", "a", "kept.cow")
@@ -784,7 +784,7 @@ func TestCreateSnapshotFailureRemovesOnlyTheNewCOWFile(t *testing.T) {
 // helper's cleanup must remove the file it made, not a same-named file
 // where the symlink points.
 func TestCreateSnapshotCleanupFollowsNoSwappedDir(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	state := f.state[self()]
 	origin := mkfile(t, filepath.Join(state, "images", "base.ext4"), 2<<20)
 	vmDir := filepath.Join(state, "vms", "a")
@@ -817,7 +817,7 @@ func TestCreateSnapshotCleanupFollowsNoSwappedDir(t *testing.T) {
 
 func TestRemoveAndListSnapshotsAreTheCallers(t *testing.T) {
 	needRoot(t)
-	f := serve(t, privhelper.DefaultPolicy(self(), nobody))
+	f := serve(t, privhelperd.DefaultPolicy(self(), nobody))
 	mine := privops.Snapshot{Name: "banger-mine", Device: "/dev/mapper/banger-mine", COWFile: filepath.Join(f.real[self()], "vms", "a", "root.cow")}
 	theirsName := privhelper.SnapshotPrefix(nobody) + "theirs"
 	theirs := privops.Snapshot{Name: theirsName, Device: "/dev/mapper/" + theirsName, COWFile: filepath.Join(f.real[nobody], "vms", "b", "root.cow")}
@@ -863,7 +863,7 @@ func TestRemoveAndListSnapshotsAreTheCallers(t *testing.T) {
 // the helper listed the snapshots (another user's, made in between).
 func TestRemoveSnapshotNeedsTheCallersPrefix(t *testing.T) {
 	needRoot(t)
-	f := serve(t, privhelper.DefaultPolicy(self(), nobody))
+	f := serve(t, privhelperd.DefaultPolicy(self(), nobody))
 	for _, name := range []string{privhelper.SnapshotPrefix(1000) + "a", privhelper.SnapshotPrefix(self()) + "a", "banger-a"} {
 		_, err := f.asNobody(t, privhelper.Request{Op: privhelper.OpRemoveSnapshot, Name: name})
 		wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("snapshot %s is not the caller's: its name must start with %q", name, privhelper.SnapshotPrefix(nobody)))
@@ -880,7 +880,7 @@ func TestRemoveSnapshotNeedsTheCallersPrefix(t *testing.T) {
 // helper acts for the uid the kernel reports, not for itself.
 func TestNonRootCaller(t *testing.T) {
 	needRoot(t)
-	f := serve(t, privhelper.DefaultPolicy(nobody))
+	f := serve(t, privhelperd.DefaultPolicy(nobody))
 	pub := netReq(privhelper.OpPublish)
 	pub.VMID, pub.Guest = "1a2b", "10.200.3.2:80"
 
@@ -982,7 +982,7 @@ func raw(t *testing.T, sock string, data []byte) privhelper.Response {
 }
 
 func TestMalformedRequests(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	v := strconv.Itoa(privhelper.ProtocolVersion)
 	for _, c := range []struct{ name, data, text string }{
 		{"garbage", "not json at all", "malformed request"},
@@ -1011,7 +1011,7 @@ func TestMalformedRequests(t *testing.T) {
 }
 
 func TestUIDNotAllowed(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()+4242))
+	f := serve(t, privhelperd.DefaultPolicy(self()+4242))
 	for _, r := range []privhelper.Request{{Op: privhelper.OpHello}, netReq(privhelper.OpEnsureNetwork)} {
 		_, err := f.do(t, r)
 		wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("uid %d is not allowed to use the banger helper", self()))
@@ -1029,7 +1029,7 @@ func TestUIDNotAllowed(t *testing.T) {
 // client claims.
 func TestOtherUserIsIdentifiedByKernel(t *testing.T) {
 	needRoot(t)
-	f := serve(t, privhelper.DefaultPolicy(0))
+	f := serve(t, privhelperd.DefaultPolicy(0))
 	_, err := f.asNobody(t, privhelper.Request{Op: privhelper.OpHello})
 	wantCode(t, err, privhelper.CodeDenied, fmt.Sprintf("uid %d is not allowed", nobody))
 	_, err = f.asNobody(t, netReq(privhelper.OpTeardownNetwork))
@@ -1037,45 +1037,11 @@ func TestOtherUserIsIdentifiedByKernel(t *testing.T) {
 	f.wantNoCalls(t)
 }
 
-// fakeHelper answers one request on a socket with answer and returns the
-// request it got.
-func fakeHelper(t *testing.T, answer string) (string, <-chan privhelper.Request) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bgh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "fake.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan privhelper.Request, 1)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := ln.Accept()
-		if err != nil {
-			close(got)
-			return
-		}
-		defer c.Close()
-		var r privhelper.Request
-		_ = json.NewDecoder(io.LimitReader(c, privhelper.MaxRequest)).Decode(&r)
-		got <- r
-		_, _ = io.WriteString(c, answer+"\n")
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return sock, got
-}
-
 // TestAnotherProtocolIsAnsweredHelloOnly: a caller of another protocol
 // gets hello answered with the helper's protocol and build, so that it can
 // say what is wrong, and any other request refused, naming both versions.
 func TestAnotherProtocolIsAnsweredHelloOnly(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	v := privhelper.ProtocolVersion
 	for _, other := range []int{v - 1, v + 1} {
 		r := raw(t, f.sock, fmt.Appendf(nil, `{"version":%d,"op":"hello"}`, other))
@@ -1093,42 +1059,9 @@ func TestAnotherProtocolIsAnsweredHelloOnly(t *testing.T) {
 	f.wantNoCalls(t)
 }
 
-// TestHelloRefusesAnotherProtocol: the client refuses a helper whose hello
-// names another protocol (as a helper of another build answers).
-func TestHelloRefusesAnotherProtocol(t *testing.T) {
-	sock, got := fakeHelper(t, `{"ok":true,"version":"0.3.0","protocol":1}`)
-	v, err := privhelper.Client{Socket: sock}.Hello(bounded(t))
-	if err == nil || !strings.Contains(err.Error(), "speaks protocol 1, this bangerd "+strconv.Itoa(privhelper.ProtocolVersion)) ||
-		!strings.Contains(err.Error(), "restart banger-helper.service") {
-		t.Fatalf("Hello to a protocol 1 helper = %+v, %v; want a refusal that says what to do", v, err)
-	}
-	if v.Version != "0.3.0" {
-		t.Errorf("Hello returned version %q, want the helper's 0.3.0", v.Version)
-	}
-	if r := <-got; r.Op != privhelper.OpHello || r.Version != privhelper.ProtocolVersion {
-		t.Errorf("the client sent %+v", r)
-	}
-}
-
-func TestClientReportsAnUnreachableHelper(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "none.sock")
-	_, err := privhelper.Client{Socket: sock}.Hello(bounded(t))
-	if err == nil || !strings.Contains(err.Error(), "reach the banger helper on "+sock) || !strings.Contains(err.Error(), "banger-helper.service") {
-		t.Fatalf("Hello with no helper: %v", err)
-	}
-}
-
-func TestClientRefusesABadCreateAnswer(t *testing.T) {
-	sock, _ := fakeHelper(t, `{"ok":true}`)
-	_, err := privhelper.Client{Socket: sock}.CreateSnapshot(bounded(t), "banger-a", "/o", "/c", dmsnap.MinCOWSize)
-	if err == nil || !strings.Contains(err.Error(), "with 0 snapshots, not 1") {
-		t.Fatalf("CreateSnapshot with an empty answer: %v", err)
-	}
-}
-
 func TestListenRefusesASecondHelper(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
-	if _, err := privhelper.Listen(f.sock); err == nil || !strings.Contains(err.Error(), "another banger helper already listens on "+f.sock) {
+	f := serve(t, privhelperd.DefaultPolicy(self()))
+	if _, err := privhelperd.Listen(f.sock); err == nil || !strings.Contains(err.Error(), "another banger helper already listens on "+f.sock) {
 		t.Fatalf("second Listen: %v", err)
 	}
 	if _, err := f.client().Hello(bounded(t)); err != nil {
@@ -1147,7 +1080,7 @@ func TestListenShowsTheSocketOnlyReady(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "helper.sock")
 	old := syscall.Umask(0o077) // the mode must not depend on the umask
-	ln, err := privhelper.Listen(sock)
+	ln, err := privhelperd.Listen(sock)
 	syscall.Umask(old)
 	if err != nil {
 		t.Fatal(err)
@@ -1183,7 +1116,7 @@ func TestListenShowsTheSocketOnlyReady(t *testing.T) {
 	}
 	// A late second Close of the old listener leaves a new helper's socket
 	// on the same path alone.
-	ln2, err := privhelper.Listen(sock)
+	ln2, err := privhelperd.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1198,7 +1131,7 @@ func TestListenShowsTheSocketOnlyReady(t *testing.T) {
 // open without a request gets its share (8) and no more; the others, and the
 // same caller once it lets go, are served.
 func TestIdleConnectionsCannotWedgeTheHelper(t *testing.T) {
-	f := serve(t, privhelper.DefaultPolicy(self()))
+	f := serve(t, privhelperd.DefaultPolicy(self()))
 	var idle []net.Conn
 	for range 8 {
 		c, err := net.Dial("unix", f.sock)
@@ -1234,7 +1167,7 @@ func TestIdleConnectionsCannotWedgeTheHelper(t *testing.T) {
 // snapshots are not theirs to list or remove, and no file becomes theirs.
 func TestStateDirSymlinkedToRoot(t *testing.T) {
 	needRoot(t)
-	f := serve(t, privhelper.DefaultPolicy(nobody))
+	f := serve(t, privhelperd.DefaultPolicy(nobody))
 	link := filepath.Join(t.TempDir(), "state")
 	if err := os.Symlink("/", link); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
-package privhelper
+package privhelperd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -18,8 +19,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/daemon/dmsnap"
+	"banger/internal/daemon/privhelper"
 	"banger/internal/daemon/privops"
 )
+
+// writeResponse sends one answer; a caller that went away is not the
+// helper's problem.
+func writeResponse(w io.Writer, r privhelper.Response) { _ = json.NewEncoder(w).Encode(r) }
+
+// denied and invalid are the protocol's refusals, short.
+var denied, invalid = privhelper.Denied, privhelper.Invalid
 
 // Executor does the privileged work. The helper asks it for the view of
 // the calling user, and only with requests that passed the policy.
@@ -157,7 +166,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		mu.Unlock()
 		if busy {
 			log.Warn("helper request refused", "uid", uid, "reason", "too many connections")
-			refuse(uc, &Error{Code: CodeFailed, Msg: "the banger helper is serving too many requests (of this user, or in all); retry"})
+			refuse(uc, &privhelper.Error{Code: privhelper.CodeFailed, Msg: "the banger helper is serving too many requests (of this user, or in all); retry"})
 			continue
 		}
 		wg.Add(1)
@@ -178,9 +187,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // refuse answers a connection without reading its request, and closes it.
-func refuse(c *net.UnixConn, e *Error) {
+func refuse(c *net.UnixConn, e *privhelper.Error) {
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-	writeResponse(c, errResponse(e))
+	writeResponse(c, privhelper.ErrorResponse(e))
 	c.Close()
 }
 
@@ -204,15 +213,15 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, uid uint32, log *slog.Logger) {
 	_ = c.SetReadDeadline(time.Now().Add(readTimeout))
-	data, err := io.ReadAll(io.LimitReader(c, MaxRequest+1))
+	data, err := io.ReadAll(io.LimitReader(c, privhelper.MaxRequest+1))
 	_ = c.SetWriteDeadline(time.Now().Add(requestTimeout + writeTimeout))
 	if err != nil {
-		writeResponse(c, errResponse(invalid("read request: %v", err)))
+		writeResponse(c, privhelper.ErrorResponse(invalid("read request: %v", err)))
 		return
 	}
-	req, err := decodeRequest(data)
+	req, err := privhelper.DecodeRequest(data)
 	if err != nil {
-		writeResponse(c, errResponse(err))
+		writeResponse(c, privhelper.ErrorResponse(err))
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
@@ -220,7 +229,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, uid uint32, log *s
 	resp, err := s.dispatch(rctx, uid, req)
 	if err != nil {
 		log.Warn("helper request refused or failed", "uid", uid, "op", req.Op, "error", err)
-		writeResponse(c, errResponse(err))
+		writeResponse(c, privhelper.ErrorResponse(err))
 		return
 	}
 	log.Info("helper request done", "uid", uid, "op", req.Op)
@@ -229,7 +238,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, uid uint32, log *s
 }
 
 // fields lists the request fields that are set, by their JSON names.
-func fields(r Request) map[string]bool {
+func fields(r privhelper.Request) map[string]bool {
 	return map[string]bool{"bridge": r.Bridge != "", "subnet": r.Subnet != "", "tap_prefix": r.TapPrefix != "",
 		"table": r.Table != "", "tap": r.Tap != "", "vm_id": r.VMID != "", "host_port": r.HostPort != 0,
 		"guest": r.Guest != "", "name": r.Name != "", "origin": r.Origin != "", "cow_file": r.COWFile != "",
@@ -241,115 +250,115 @@ var networkFields = []string{"bridge", "subnet", "tap_prefix", "table", "dns_por
 // takes maps each op to the fields it takes; any other set field is
 // refused.
 var takes = map[string][]string{
-	OpHello:              nil,
-	OpEnsureNetwork:      networkFields,
-	OpTeardownNetwork:    networkFields,
-	OpCreateTap:          append([]string{"tap"}, networkFields...),
-	OpDeleteTap:          append([]string{"tap"}, networkFields...),
-	OpPublish:            append([]string{"vm_id", "host_port", "guest"}, networkFields...),
-	OpUnpublish:          append([]string{"vm_id", "host_port"}, networkFields...),
-	OpSnapshotsAvailable: nil,
-	OpCreateSnapshot:     {"name", "origin", "cow_file", "cow_size"},
-	OpRemoveSnapshot:     {"name"},
-	OpListSnapshots:      nil,
+	privhelper.OpHello:              nil,
+	privhelper.OpEnsureNetwork:      networkFields,
+	privhelper.OpTeardownNetwork:    networkFields,
+	privhelper.OpCreateTap:          append([]string{"tap"}, networkFields...),
+	privhelper.OpDeleteTap:          append([]string{"tap"}, networkFields...),
+	privhelper.OpPublish:            append([]string{"vm_id", "host_port", "guest"}, networkFields...),
+	privhelper.OpUnpublish:          append([]string{"vm_id", "host_port"}, networkFields...),
+	privhelper.OpSnapshotsAvailable: nil,
+	privhelper.OpCreateSnapshot:     {"name", "origin", "cow_file", "cow_size"},
+	privhelper.OpRemoveSnapshot:     {"name"},
+	privhelper.OpListSnapshots:      nil,
 }
 
-func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response, error) {
+func (s *Server) dispatch(ctx context.Context, uid uint32, r privhelper.Request) (privhelper.Response, error) {
 	p := s.Policy
 	allowed, known := takes[r.Op]
 	if !known {
-		return Response{}, invalid("unknown operation %q", r.Op)
+		return privhelper.Response{}, invalid("unknown operation %q", r.Op)
 	}
 	for f, set := range fields(r) {
 		if set && !slices.Contains(allowed, f) {
-			return Response{}, invalid("%s does not take %q", r.Op, f)
+			return privhelper.Response{}, invalid("%s does not take %q", r.Op, f)
 		}
 	}
-	fail := func(err error) (Response, error) {
+	fail := func(err error) (privhelper.Response, error) {
 		if err == nil {
-			return Response{}, nil
+			return privhelper.Response{}, nil
 		}
-		var e *Error
+		var e *privhelper.Error
 		if errors.As(err, &e) {
-			return Response{}, e
+			return privhelper.Response{}, e
 		}
-		return Response{}, &Error{Code: CodeFailed, Msg: err.Error()}
+		return privhelper.Response{}, &privhelper.Error{Code: privhelper.CodeFailed, Msg: err.Error()}
 	}
 	var spec privops.NetSpec
 	if slices.Contains(allowed, "bridge") {
 		var err error
 		if spec, err = p.checkNetwork(uid, r); err != nil {
-			return Response{}, err
+			return privhelper.Response{}, err
 		}
 	}
-	if r.Op == OpCreateTap || r.Op == OpDeleteTap {
+	if r.Op == privhelper.OpCreateTap || r.Op == privhelper.OpDeleteTap {
 		if !strings.HasPrefix(r.Tap, r.TapPrefix) {
-			return Response{}, denied("tap %q is not banger's: its name must start with %q", r.Tap, r.TapPrefix)
+			return privhelper.Response{}, denied("tap %q is not banger's: its name must start with %q", r.Tap, r.TapPrefix)
 		}
 		if err := checkIfName("tap", r.Tap, p.TapPrefix); err != nil {
-			return Response{}, err
+			return privhelper.Response{}, err
 		}
 	}
 	// The caller's state dir, resolved once for the requests that look
 	// at files.
 	var home callerDir
-	if r.Op == OpHello || r.Op == OpCreateSnapshot || r.Op == OpRemoveSnapshot || r.Op == OpListSnapshots {
+	if r.Op == privhelper.OpHello || r.Op == privhelper.OpCreateSnapshot || r.Op == privhelper.OpRemoveSnapshot || r.Op == privhelper.OpListSnapshots {
 		home = p.home(uid)
 	}
 	ops := s.Exec.For(uid)
 	switch r.Op {
-	case OpHello:
+	case privhelper.OpHello:
 		// The state dir tells the caller where the helper accepts its
 		// files; "" when the caller has none the helper knows of.
-		return Response{Version: s.Version, Protocol: ProtocolVersion, StateDir: home.real}, nil
-	case OpEnsureNetwork:
+		return privhelper.Response{Version: s.Version, Protocol: privhelper.ProtocolVersion, StateDir: home.real}, nil
+	case privhelper.OpEnsureNetwork:
 		return fail(ops.EnsureNetwork(ctx, spec))
-	case OpTeardownNetwork:
+	case privhelper.OpTeardownNetwork:
 		return fail(ops.TeardownNetwork(ctx, spec))
-	case OpCreateTap:
+	case privhelper.OpCreateTap:
 		return fail(ops.CreateTap(ctx, spec, r.Tap))
-	case OpDeleteTap:
+	case privhelper.OpDeleteTap:
 		return fail(ops.DeleteTap(ctx, spec, r.Tap))
-	case OpPublish, OpUnpublish:
+	case privhelper.OpPublish, privhelper.OpUnpublish:
 		if err := checkVMID(r.VMID); err != nil {
-			return Response{}, err
+			return privhelper.Response{}, err
 		}
-		if r.HostPort < 0 || r.HostPort > 65535 || (r.Op == OpPublish && r.HostPort == 0) {
-			return Response{}, invalid("host port %d is not 1 to 65535", r.HostPort)
+		if r.HostPort < 0 || r.HostPort > 65535 || (r.Op == privhelper.OpPublish && r.HostPort == 0) {
+			return privhelper.Response{}, invalid("host port %d is not 1 to 65535", r.HostPort)
 		}
-		if r.Op == OpUnpublish {
+		if r.Op == privhelper.OpUnpublish {
 			return fail(ops.Unpublish(ctx, spec, r.VMID, uint16(r.HostPort)))
 		}
 		if r.HostPort < 1024 && uid != 0 {
-			return Response{}, denied("host port %d is privileged (below 1024); publish a port from 1024 up", r.HostPort)
+			return privhelper.Response{}, denied("host port %d is privileged (below 1024); publish a port from 1024 up", r.HostPort)
 		}
 		guest, err := netip.ParseAddrPort(r.Guest)
 		if err != nil || !guest.Addr().Is4() || guest.Port() == 0 {
-			return Response{}, invalid("guest %q is not IPv4-ADDRESS:PORT", r.Guest)
+			return privhelper.Response{}, invalid("guest %q is not IPv4-ADDRESS:PORT", r.Guest)
 		}
 		if !spec.Subnet.Contains(guest.Addr()) {
-			return Response{}, denied("guest address %s is outside the network's subnet %s", guest.Addr(), spec.Subnet)
+			return privhelper.Response{}, denied("guest address %s is outside the network's subnet %s", guest.Addr(), spec.Subnet)
 		}
 		return fail(ops.Publish(ctx, spec, privops.Publish{VMID: r.VMID, HostPort: uint16(r.HostPort), Guest: guest}))
-	case OpSnapshotsAvailable:
-		resp := Response{}
+	case privhelper.OpSnapshotsAvailable:
+		resp := privhelper.Response{}
 		if err := ops.SnapshotsAvailable(ctx); err != nil {
 			resp.Reason = err.Error()
 		}
 		return resp, nil
-	case OpCreateSnapshot:
+	case privhelper.OpCreateSnapshot:
 		if err := dmsnap.ValidName(r.Name); err != nil {
-			return Response{}, invalid("%v", err)
+			return privhelper.Response{}, invalid("%v", err)
 		}
 		// Device-mapper names are one namespace for the whole host: a user
 		// names snapshots under their uid, so that nobody can take the name
 		// another user's VM will need.
-		if want := SnapshotPrefix(uid); uid != 0 && !strings.HasPrefix(r.Name, want) {
-			return Response{}, denied("snapshot name %q must start with %q", r.Name, want)
+		if want := privhelper.SnapshotPrefix(uid); uid != 0 && !strings.HasPrefix(r.Name, want) {
+			return privhelper.Response{}, denied("snapshot name %q must start with %q", r.Name, want)
 		}
 		origin, err := home.openOwned(r.Origin, os.O_RDONLY)
 		if err != nil {
-			return Response{}, err
+			return privhelper.Response{}, err
 		}
 		defer origin.Close()
 		// A new COW file is made (O_EXCL, in a directory of the caller's);
@@ -362,13 +371,12 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		}
 		if errors.Is(err, errExists) {
 			cow, err = home.openOwned(r.COWFile, os.O_RDWR)
-			var e *Error
-			if errors.As(err, &e) && e.missing && r.COWSize < dmsnap.MinCOWSize {
-				return Response{}, invalid("cow_size %d is below the minimum %d bytes for a new COW file", r.COWSize, dmsnap.MinCOWSize)
+			if errors.Is(err, errMissing) && r.COWSize < dmsnap.MinCOWSize {
+				return privhelper.Response{}, invalid("cow_size %d is below the minimum %d bytes for a new COW file", r.COWSize, dmsnap.MinCOWSize)
 			}
 		}
 		if err != nil {
-			return Response{}, err
+			return privhelper.Response{}, err
 		}
 		if cowDir != nil {
 			defer cowDir.Close()
@@ -385,15 +393,15 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		}
 		// Answer with the files that were checked, not the fd paths.
 		snap.Origin, snap.COWFile = origin.Name(), cow.Name()
-		return Response{Snapshots: []SnapshotInfo{SnapshotInfo(snap)}}, nil
-	case OpRemoveSnapshot:
+		return privhelper.Response{Snapshots: []privhelper.SnapshotInfo{privhelper.SnapshotInfo(snap)}}, nil
+	case privhelper.OpRemoveSnapshot:
 		if err := dmsnap.ValidName(r.Name); err != nil {
-			return Response{}, invalid("%v", err)
+			return privhelper.Response{}, invalid("%v", err)
 		}
 		// The name first: a snapshot of another user's made between the
 		// listing below and the removal must not be the caller's to remove.
-		if want := SnapshotPrefix(uid); uid != 0 && !strings.HasPrefix(r.Name, want) {
-			return Response{}, denied("snapshot %s is not the caller's: its name must start with %q", r.Name, want)
+		if want := privhelper.SnapshotPrefix(uid); uid != 0 && !strings.HasPrefix(r.Name, want) {
+			return privhelper.Response{}, denied("snapshot %s is not the caller's: its name must start with %q", r.Name, want)
 		}
 		all, err := ops.ListSnapshots(ctx)
 		if err != nil {
@@ -401,34 +409,29 @@ func (s *Server) dispatch(ctx context.Context, uid uint32, r Request) (Response,
 		}
 		for _, sn := range all {
 			if sn.Name == r.Name && !home.owns(sn) {
-				return Response{}, denied("snapshot %s is not the caller's: its changes live in %s, outside the caller's state dir", sn.Name, sn.COWFile)
+				return privhelper.Response{}, denied("snapshot %s is not the caller's: its changes live in %s, outside the caller's state dir", sn.Name, sn.COWFile)
 			}
 		}
 		return fail(ops.RemoveSnapshot(ctx, r.Name))
-	case OpListSnapshots:
+	case privhelper.OpListSnapshots:
 		all, err := ops.ListSnapshots(ctx)
 		if err != nil {
 			return fail(err)
 		}
-		resp := Response{}
+		resp := privhelper.Response{}
 		for _, sn := range all {
 			if home.owns(sn) {
-				resp.Snapshots = append(resp.Snapshots, SnapshotInfo(sn))
+				resp.Snapshots = append(resp.Snapshots, privhelper.SnapshotInfo(sn))
 			}
 		}
 		return resp, nil
 	}
-	return Response{}, invalid("unknown operation %q", r.Op)
+	return privhelper.Response{}, invalid("unknown operation %q", r.Op)
 }
 
 // owns says whether a snapshot's COW file is in the caller's state dir.
 func (h callerDir) owns(s privops.Snapshot) bool {
 	return h.err == nil && s.COWFile != "" && under(h.real, s.COWFile)
-}
-
-// SnapshotPrefix starts the name of every dm snapshot of uid's banger.
-func SnapshotPrefix(uid uint32) string {
-	return dmsnap.Prefix + strconv.FormatUint(uint64(uid), 10) + "-"
 }
 
 func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
@@ -437,12 +440,4 @@ func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd
 func under(dir, path string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
-}
-
-func errResponse(err error) Response {
-	var e *Error
-	if errors.As(err, &e) {
-		return Response{Error: e.Msg, Code: e.Code}
-	}
-	return Response{Error: err.Error(), Code: CodeFailed}
 }
