@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -98,44 +99,16 @@ func TestHelperStartsNothingOfTheDaemon(t *testing.T) {
 	if err := os.WriteFile(allow, []byte("0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	helper := exec.Command(exe, "helper", "--socket", sock, "--allow", allow)
-	helper.Env = env
-	var logs strings.Builder
-	helper.Stdout, helper.Stderr = &logs, &logs
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- helper.Wait() }()
-	t.Cleanup(func() {
-		if helper.ProcessState == nil {
-			_ = helper.Process.Kill()
-			<-exited
-		}
-	})
-
 	// A bound only so that a broken helper fails the test instead of
 	// hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := privhelper.Client{Socket: sock}
-	var hello privhelper.Response
-	for {
-		if hello, err = c.Hello(ctx); err == nil {
-			break
-		}
-		select {
-		case werr := <-exited:
-			t.Fatalf("bangerd helper exited (%v) before it answered: %v\n%s", werr, err, logs.String())
-		case <-ctx.Done():
-			t.Fatalf("bangerd helper never answered: %v\n%s", err, logs.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	h := startHelper(t, exe, env, "--socket", sock, "--allow", allow)
+	hello := h.hello(ctx, t, sock)
 	if hello.Version != buildinfo.Version || hello.Protocol != privhelper.ProtocolVersion {
 		t.Errorf("hello = %+v, want build %s, protocol %d", hello, buildinfo.Version, privhelper.ProtocolVersion)
 	}
-	for _, f := range openFiles(t, helper.Process.Pid) {
+	for _, f := range openFiles(t, h.cmd.Process.Pid) {
 		// The Go runtime keeps the cgroup's CPU limits open to size
 		// GOMAXPROCS; anything else is the process's own doing.
 		if strings.HasPrefix(f, "/") && f != os.DevNull && !strings.HasPrefix(f, "/sys/fs/cgroup/") {
@@ -155,18 +128,91 @@ func TestHelperStartsNothingOfTheDaemon(t *testing.T) {
 		}
 	}
 
-	if err := helper.Process.Signal(syscall.SIGTERM); err != nil {
+	h.stop(ctx, t)
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left after the helper stopped: %v", err)
+	}
+}
+
+// lockedBuffer is a process's output, read while the process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// helperProc is a `bangerd helper` the test started; it is killed, if
+// still running, when the test ends.
+type helperProc struct {
+	cmd  *exec.Cmd
+	logs *lockedBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's answer, once done is closed
+}
+
+func startHelper(t *testing.T, exe string, env []string, args ...string) *helperProc {
+	t.Helper()
+	h := &helperProc{cmd: exec.Command(exe, append([]string{"helper"}, args...)...), logs: &lockedBuffer{}, done: make(chan struct{})}
+	h.cmd.Env = env
+	h.cmd.Stdout, h.cmd.Stderr = h.logs, h.logs
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { h.err = h.cmd.Wait(); close(h.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-h.done:
+		default:
+			_ = h.cmd.Process.Kill()
+			<-h.done
+		}
+	})
+	return h
+}
+
+// hello waits until the helper answers hello on sock, and returns its
+// answer.
+func (h *helperProc) hello(ctx context.Context, t *testing.T, sock string) privhelper.Response {
+	t.Helper()
+	c := privhelper.Client{Socket: sock}
+	for {
+		r, err := c.Hello(ctx)
+		if err == nil {
+			return r
+		}
+		select {
+		case <-h.done:
+			t.Fatalf("bangerd helper exited (%v) before it answered: %v\n%s", h.err, err, h.logs)
+		case <-ctx.Done():
+			t.Fatalf("bangerd helper never answered: %v\n%s", err, h.logs)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// stop sends SIGTERM and wants a clean exit.
+func (h *helperProc) stop(ctx context.Context, t *testing.T) {
+	t.Helper()
+	if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("bangerd helper after SIGTERM: %v\n%s", err, logs.String())
+	case <-h.done:
+		if h.err != nil {
+			t.Fatalf("bangerd helper after SIGTERM: %v\n%s", h.err, h.logs)
 		}
 	case <-ctx.Done():
-		t.Fatalf("bangerd helper did not stop on SIGTERM\n%s", logs.String())
-	}
-	if _, err := os.Stat(sock); !os.IsNotExist(err) {
-		t.Errorf("socket left after the helper stopped: %v", err)
+		t.Fatalf("bangerd helper did not stop on SIGTERM\n%s", h.logs)
 	}
 }
