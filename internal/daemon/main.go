@@ -13,7 +13,6 @@ import (
 	"banger/internal/buildinfo"
 	"banger/internal/config"
 	"banger/internal/daemon/opstate"
-	"banger/internal/daemon/privhelper"
 )
 
 // MainOptions adjust Main for tests.
@@ -24,10 +23,9 @@ type MainOptions struct {
 
 // Main is bangerd's entry point: it parses flags, loads the config and runs
 // the daemon until SIGTERM or SIGINT. It returns the process exit code.
+// `bangerd helper` never gets here: cmd/bangerd hands it to privhelperd
+// first, so that the root helper starts nothing of the daemon's.
 func Main(args []string, mo MainOptions) int {
-	if len(args) > 0 && args[0] == "helper" {
-		return privhelper.Main(args[1:])
-	}
 	stderr := mo.Stderr
 	if stderr == nil {
 		stderr = os.Stderr

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"banger/internal/daemon/privhelper"
+	"banger/internal/daemon/privhelperd"
 	"banger/internal/daemon/privops"
 )
 
@@ -21,7 +22,7 @@ type privileged struct {
 	lockDir string
 
 	mu   sync.Mutex
-	exec *privhelper.SystemExecutor
+	exec *privhelperd.SystemExecutor
 	// ops is what get returns, kept from the first success: the executor's
 	// view for this uid, or the client after the helper's hello. A request
 	// that finds no helper drops it, so that the next get says hello again.
@@ -45,7 +46,7 @@ func (p *privileged) get(ctx context.Context) (privops.Ops, error) {
 	}
 	if p.root {
 		if p.exec == nil {
-			e, err := privhelper.NewSystemExecutor(privhelper.SystemConfig{LockDir: p.lockDir})
+			e, err := privhelperd.NewSystemExecutor(privhelperd.SystemConfig{LockDir: p.lockDir})
 			if err != nil {
 				return nil, err
 			}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/daemon/privhelper"
+	"banger/internal/daemon/privhelperd"
 	"banger/internal/daemon/privops"
 )
 
@@ -61,7 +62,7 @@ func TestPrivilegedSaysHelloOnce(t *testing.T) {
 	var hellos atomic.Int32
 	var knowsState atomic.Bool
 	knowsState.Store(true)
-	policy := privhelper.DefaultPolicy(uint32(os.Getuid()))
+	policy := privhelperd.DefaultPolicy(uint32(os.Getuid()))
 	policy.StateDir = func(uint32) (string, error) {
 		if !knowsState.Load() {
 			return "", errors.New("no passwd entry")
@@ -69,13 +70,13 @@ func TestPrivilegedSaysHelloOnce(t *testing.T) {
 		return state, nil
 	}
 	start := func() (stop func()) {
-		ln, err := privhelper.Listen(sock)
+		ln, err := privhelperd.Listen(sock)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sctx, scancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		srv := &privhelper.Server{Policy: policy, Exec: fakeExec{}, Version: "test", Log: slog.New(helloCounter{&hellos})}
+		srv := &privhelperd.Server{Policy: policy, Exec: fakeExec{}, Version: "test", Log: slog.New(helloCounter{&hellos})}
 		go func() { done <- srv.Serve(sctx, ln) }()
 		return sync.OnceFunc(func() {
 			scancel()

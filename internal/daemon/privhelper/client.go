@@ -12,9 +12,6 @@ import (
 	"banger/internal/daemon/privops"
 )
 
-// DefaultSocket is where the helper listens.
-const DefaultSocket = "/run/banger/helper.sock"
-
 // Client asks the helper for privileged work. It is the privops.Ops of a
 // bangerd that runs as a user.
 type Client struct {
@@ -25,8 +22,6 @@ type Client struct {
 }
 
 var _ privops.Ops = Client{}
-
-func writeResponse(w io.Writer, r Response) { _ = json.NewEncoder(w).Encode(r) }
 
 // Do sends one request and returns the answer, or the helper's refusal as
 // an *Error.
@@ -46,7 +41,7 @@ func (c Client) Do(ctx context.Context, r Request) (Response, error) {
 	} else {
 		// Longer than the helper's own bound on a request, so that its
 		// answer, even that the request timed out, arrives in time.
-		_ = conn.SetDeadline(time.Now().Add(requestTimeout + writeTimeout))
+		_ = conn.SetDeadline(time.Now().Add(RequestTimeout + AnswerTimeout))
 	}
 	// The helper refuses some callers before it reads anything; then the
 	// write fails but its answer is already there to read.

@@ -1,8 +1,8 @@
-// Package privhelper is the one narrow door to root for a bangerd that runs
-// as a user: a small daemon (`bangerd helper`) on /run/banger/helper.sock
-// that authenticates each caller by SO_PEERCRED against the users allowed
-// in its config, accepts only typed requests on banger's own objects
-// (interfaces with banger's prefixes, paths under the caller's state dir
-// with symlinks resolved, subnets inside the configured range), and hands
-// them to an Executor. There is no "run this command" request, by design.
+// Package privhelper is the wire protocol of `bangerd helper` and its
+// client: the request and answer types, their strict decoder, the names
+// both sides share (socket, operations, error codes, snapshot prefix), and
+// Client, the privops.Ops of a bangerd that runs as a user. It imports
+// nothing that does privileged work (no netlink, nftables or
+// device-mapper code), so that the banger CLI (`doctor`) and bangerd link
+// only this much of the helper; privhelperd is the server side.
 package privhelper

@@ -1,9 +1,12 @@
 package privhelper
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/netip"
+	"strconv"
+	"time"
 )
 
 // ProtocolVersion changes when a request or answer changes shape. 2: the
@@ -14,6 +17,18 @@ const ProtocolVersion = 2
 
 // MaxRequest bounds one request's size, and one answer's.
 const MaxRequest = 64 << 10
+
+// DefaultSocket is where the helper listens.
+const DefaultSocket = "/run/banger/helper.sock"
+
+// How long the helper gives one request: RequestTimeout to do it (then
+// the request is cancelled), AnswerTimeout more for the caller to take
+// the answer. A client waits at least their sum, so that the helper's
+// answer, even that the request timed out, arrives in time.
+const (
+	RequestTimeout = 2 * time.Minute
+	AnswerTimeout  = 10 * time.Second
+)
 
 // Operations a caller may ask for. Nothing else is accepted.
 const (
@@ -29,6 +44,19 @@ const (
 	OpRemoveSnapshot     = "remove_snapshot"     // name
 	OpListSnapshots      = "list_snapshots"      // none
 )
+
+// DMPrefix starts the name of every device-mapper device banger makes.
+// It is dmsnap.Prefix, named here too so that a caller of the helper
+// need not link dmsnap (a test of privhelperd keeps the two equal).
+const DMPrefix = "banger-"
+
+// SnapshotPrefix starts the name of every dm snapshot of uid's banger:
+// device-mapper names are one namespace for the whole host, so a user
+// names snapshots under their uid and nobody can take the name another
+// user's VM will need. The helper refuses any other name from a user.
+func SnapshotPrefix(uid uint32) string {
+	return DMPrefix + strconv.FormatUint(uint64(uid), 10) + "-"
+}
 
 // Request is one typed request. Fields its Op does not take must be empty.
 type Request struct {
@@ -83,45 +111,51 @@ const (
 // Error is a refusal or failure answered by the helper.
 type Error struct {
 	Code, Msg string
-	missing   bool // the path did not resolve (the helper does not say more)
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("banger helper: %s: %s", e.Code, e.Msg) }
 
-func denied(format string, a ...any) *Error {
+// Denied is a refusal: the request is well formed but not the caller's
+// to make.
+func Denied(format string, a ...any) *Error {
 	return &Error{Code: CodeDenied, Msg: fmt.Sprintf(format, a...)}
 }
-func invalid(format string, a ...any) *Error {
+
+// Invalid is a refusal of a malformed request.
+func Invalid(format string, a ...any) *Error {
 	return &Error{Code: CodeInvalid, Msg: fmt.Sprintf(format, a...)}
 }
 
-// decodeRequest parses one request strictly: unknown fields are refused,
-// and so is any request but hello of another protocol version.
-func decodeRequest(data []byte) (Request, error) {
+// DecodeRequest parses one request strictly: unknown fields are refused,
+// and so is any request but hello of another protocol version. Its errors
+// are *Error with CodeInvalid.
+func DecodeRequest(data []byte) (Request, error) {
 	var r Request
 	if len(data) > MaxRequest {
-		return r, invalid("request of %d bytes is over the %d byte limit", len(data), MaxRequest)
+		return r, Invalid("request of %d bytes is over the %d byte limit", len(data), MaxRequest)
 	}
-	dec := json.NewDecoder(bytesReader(data))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return r, invalid("malformed request: %v", err)
+		return r, Invalid("malformed request: %v", err)
 	}
 	if dec.More() {
-		return r, invalid("malformed request: more than one JSON value")
+		return r, Invalid("malformed request: more than one JSON value")
 	}
 	// Hello is answered whatever the caller's protocol: its answer is how
 	// a bangerd or doctor of another build learns the helper's.
 	if r.Version != ProtocolVersion && r.Op != OpHello {
-		return r, invalid("the caller speaks protocol version %d, the helper %d: install one build of banger for both and restart the helper (sudo systemctl restart banger-helper)", r.Version, ProtocolVersion)
+		return r, Invalid("the caller speaks protocol version %d, the helper %d: install one build of banger for both and restart the helper (sudo systemctl restart banger-helper)", r.Version, ProtocolVersion)
 	}
 	return r, nil
 }
 
-func parseSubnet(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() || p != p.Masked() {
-		return netip.Prefix{}, invalid("subnet %q is not an IPv4 network address with a prefix length", s)
+// ErrorResponse is the answer that carries err: its code when err is (or
+// wraps) an *Error, else CodeFailed.
+func ErrorResponse(err error) Response {
+	var e *Error
+	if errors.As(err, &e) {
+		return Response{Error: e.Msg, Code: e.Code}
 	}
-	return p, nil
+	return Response{Error: err.Error(), Code: CodeFailed}
 }

@@ -1,8 +1,7 @@
-package privhelper
+package privhelperd
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/daemon/netmgr"
+	"banger/internal/daemon/privhelper"
 	"banger/internal/daemon/privops"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // Policy is what the helper allows, from its own config (root-owned).
 type Policy struct {
@@ -128,10 +126,32 @@ func (h callerDir) checkPath(path string) (string, error) {
 	real, err := filepath.EvalSymlinks(clean)
 	if err != nil || !under(h.real, real) {
 		e := denied("path %s does not exist, or is outside the caller's state dir %s", path, h.real)
-		e.missing = err != nil
+		if err != nil {
+			return "", missingPath{e}
+		}
 		return "", e
 	}
 	return real, nil
+}
+
+// errMissing is what a missingPath is: errors.Is(err, errMissing) says
+// that the path did not resolve (the helper does not tell the caller more).
+var errMissing = errors.New("path does not resolve")
+
+// missingPath is the refusal of a path that did not resolve: the caller
+// is told only that it is refused, the helper itself can tell why.
+type missingPath struct{ refusal *privhelper.Error }
+
+func (m missingPath) Error() string        { return m.refusal.Error() }
+func (m missingPath) Unwrap() error        { return m.refusal }
+func (m missingPath) Is(target error) bool { return target == errMissing }
+
+func parseSubnet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() || p != p.Masked() {
+		return netip.Prefix{}, invalid("subnet %q is not an IPv4 network address with a prefix length", s)
+	}
+	return p, nil
 }
 
 func (p Policy) checkSubnet(s string) (netip.Prefix, error) {
@@ -148,7 +168,7 @@ func (p Policy) checkSubnet(s string) (netip.Prefix, error) {
 // checkNetwork accepts only a network of banger's: a bridge and taps with
 // banger's prefixes, the table that belongs to the bridge, and a subnet in
 // the range.
-func (p Policy) checkNetwork(uid uint32, r Request) (privops.NetSpec, error) {
+func (p Policy) checkNetwork(uid uint32, r privhelper.Request) (privops.NetSpec, error) {
 	if err := checkIfName("bridge", r.Bridge, p.BridgePrefix); err != nil {
 		return privops.NetSpec{}, err
 	}
@@ -291,10 +311,10 @@ func (h callerDir) createOwned(path string, size int64) (*os.File, *os.File, err
 		return nil, nil, e
 	}
 	if err := f.Chown(int(uid), primaryGID(uid)); err != nil {
-		return fail(&Error{Code: CodeFailed, Msg: fmt.Sprintf("give %s to uid %d: %v", path, uid, err)})
+		return fail(&privhelper.Error{Code: privhelper.CodeFailed, Msg: fmt.Sprintf("give %s to uid %d: %v", path, uid, err)})
 	}
 	if err := f.Truncate(size); err != nil {
-		return fail(&Error{Code: CodeFailed, Msg: fmt.Sprintf("size %s to %d bytes: %v", path, size, err)})
+		return fail(&privhelper.Error{Code: privhelper.CodeFailed, Msg: fmt.Sprintf("size %s to %d bytes: %v", path, size, err)})
 	}
 	keep = true
 	return f, d, nil

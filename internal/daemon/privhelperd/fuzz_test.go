@@ -1,9 +1,11 @@
-package privhelper
+package privhelperd
 
 import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"banger/internal/daemon/privhelper"
 )
 
 // FuzzRequest feeds arbitrary bytes, as a user's bangerd could send them, to
@@ -20,7 +22,7 @@ func FuzzRequest(f *testing.F) {
 	pol := DefaultPolicy(1000)
 	rng := netip.MustParsePrefix("10.200.0.0/16")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := decodeRequest(data)
+		r, err := privhelper.DecodeRequest(data)
 		if err != nil {
 			return
 		}

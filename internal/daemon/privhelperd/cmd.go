@@ -1,4 +1,4 @@
-package privhelper
+package privhelperd
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"banger/internal/buildinfo"
+	"banger/internal/daemon/privhelper"
 	"banger/internal/daemon/sdnotify"
 )
 
@@ -43,7 +44,7 @@ type runEnv struct {
 func run(ctx context.Context, args []string, env runEnv) int {
 	fs := flag.NewFlagSet("bangerd helper", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
-	socket := fs.String("socket", DefaultSocket, "Unix socket to serve")
+	socket := fs.String("socket", privhelper.DefaultSocket, "Unix socket to serve")
 	allow := fs.String("allow", DefaultAllowFile, "file of the user names or uids allowed to call the helper, one a line")
 	subnets := fs.String("subnet-range", DefaultSubnetRange, "IPv4 range that every bridge subnet must lie in")
 	fs.Usage = func() {

@@ -1,4 +1,4 @@
-package privhelper
+package privhelperd
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"banger/internal/buildinfo"
+	"banger/internal/daemon/privhelper"
 	"banger/internal/daemon/privops"
 )
 
@@ -90,7 +91,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		t.Fatalf("first notification %q, want READY=1", got)
 	}
 
-	c := Client{Socket: sock}
+	c := privhelper.Client{Socket: sock}
 	v, err := c.Hello(ctx)
 	if err != nil || v.Version != buildinfo.Version {
 		t.Fatalf("hello: %+v, %v", v, err)
@@ -131,21 +132,21 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	// Snapshots on a host without device-mapper: the reason comes back,
 	// and there are none to list.
 	if !kernelHasDM(t) {
-		if err := c.SnapshotsAvailable(ctx); !errors.Is(err, ErrSnapshotsUnavailable) || !strings.Contains(err.Error(), "device-mapper") {
-			t.Errorf("snapshots_available: %v, want ErrSnapshotsUnavailable with the reason", err)
+		if err := c.SnapshotsAvailable(ctx); !errors.Is(err, privhelper.ErrSnapshotsUnavailable) || !strings.Contains(err.Error(), "device-mapper") {
+			t.Errorf("snapshots_available: %v, want privhelper.ErrSnapshotsUnavailable with the reason", err)
 		}
 		if l, err := c.ListSnapshots(ctx); err != nil || len(l) != 0 {
 			t.Errorf("list_snapshots: %v, %v", l, err)
 		}
 	}
 	// Refusals: a subnet outside the range, an interface that is not banger's.
-	var he *Error
+	var he *privhelper.Error
 	err = c.EnsureNetwork(ctx, netSpec("banger6", "192.168.77.0/24"))
-	if !errors.As(err, &he) || he.Code != CodeDenied {
+	if !errors.As(err, &he) || he.Code != privhelper.CodeDenied {
 		t.Errorf("ensure_network outside the range: %v, want denied", err)
 	}
 	err = c.DeleteTap(ctx, nw, "eth0")
-	if !errors.As(err, &he) || he.Code != CodeDenied {
+	if !errors.As(err, &he) || he.Code != privhelper.CodeDenied {
 		t.Errorf("delete_tap eth0: %v, want denied", err)
 	}
 	if _, err := h.LinkByName("banger6"); err == nil {

@@ -1,4 +1,4 @@
-package privhelper
+package privhelperd
 
 import (
 	"context"
