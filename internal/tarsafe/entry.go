@@ -134,10 +134,6 @@ func (x *extractor) make(raw, name string, hdr *tar.Header, tr *tar.Reader) erro
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		return x.replace(raw, name, "", func(at string) error { return x.special(at, hdr) })
 	}
-	if x.opts.Skip != nil {
-		x.opts.Skip(name, fmt.Sprintf("entry of type %q", hdr.Typeflag))
-		return nil
-	}
 	return fmt.Errorf("tar entry %q: type %q is not supported; only files, directories, symlinks and hard links are", raw, hdr.Typeflag)
 }
 

@@ -88,9 +88,9 @@ type Options struct {
 	// Without it only the holes of PAX sparse entries stay holes.
 	Holes bool
 	// Skip, when set, is told about each entry or attribute not made:
-	// devices and FIFOs under SpecialSkip (which then needs it), entries
-	// of unknown types (which otherwise fail the extraction) and xattrs
-	// the filesystem refused.
+	// devices and FIFOs under SpecialSkip (which then needs it) and
+	// xattrs the filesystem refused. An entry of a type not named here
+	// fails the extraction; a Filter may skip it first.
 	Skip func(name, what string)
 	// Filter, when set, sees each entry's header before anything is done
 	// with it and returns the header to extract (the same one or a
