@@ -107,6 +107,9 @@ func (x *extractor) topDir(raw string, hdr, orig *tar.Header) error {
 		return nil
 	}
 	x.addDir(".", hdr)
+	if x.opts.Xattrs {
+		x.xattrs(".", hdr)
+	}
 	return x.placed(".", orig)
 }
 
@@ -177,6 +180,9 @@ func (x *extractor) dir(raw, name string, hdr *tar.Header) error {
 	}
 	x.safe[name] = true
 	x.addDir(name, hdr)
+	if x.opts.Xattrs {
+		x.xattrs(name, hdr)
+	}
 	return nil
 }
 
