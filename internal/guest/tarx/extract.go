@@ -1,9 +1,11 @@
 package tarx
 
 import (
+	"archive/tar"
 	"context"
 	"io"
 	"io/fs"
+	"path"
 
 	"banger/internal/tarsafe"
 )
@@ -90,5 +92,19 @@ func (opts Options) policy() tarsafe.Options {
 	if opts.MaxEntries > 0 {
 		p.Limits = &tarsafe.Limits{Entries: int64(opts.MaxEntries)}
 	}
+	if opts.Replace && opts.Top == "" {
+		// A copy never changes the destination directory itself: a
+		// "./" entry (tar c . makes one) is passed over, as it always
+		// was, rather than setting its attributes.
+		p.Filter = skipDot
+	}
 	return p
+}
+
+// skipDot skips a directory entry that names the destination itself.
+func skipDot(hdr *tar.Header) (*tar.Header, error) {
+	if hdr.Typeflag == tar.TypeDir && !path.IsAbs(hdr.Name) && path.Clean(hdr.Name) == "." {
+		return nil, nil
+	}
+	return hdr, nil
 }

@@ -444,3 +444,27 @@ func TestExtractKeepsSparseHoles(t *testing.T) {
 		t.Errorf("the file ends %q, %v; want its data after the hole", tail, err)
 	}
 }
+
+// TestExtractReplaceLeavesDestinationAlone: a "./" entry (tar c . makes
+// one) never changes the destination directory's mode, even when the
+// copy may replace what exists.
+func TestExtractReplaceLeavesDestinationAlone(t *testing.T) {
+	dst := t.TempDir()
+	if err := os.Chmod(dst, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o777})
+	_ = tw.WriteHeader(&tar.Header{Name: "./f", Typeflag: tar.TypeReg, Mode: 0o644})
+	_ = tw.Close()
+	if err := Extract(context.Background(), &buf, dst, Options{Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Fatalf("destination: %v, %v; want its mode 0750 kept", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "f")); err != nil {
+		t.Fatal(err)
+	}
+}
