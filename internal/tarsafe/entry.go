@@ -147,7 +147,7 @@ func (x *extractor) placed(name string, orig *tar.Header) error {
 	}
 	fi, err := x.root.Lstat(name)
 	if err != nil {
-		return fmt.Errorf("tar entry %q: %w", orig.Name, err)
+		return fmt.Errorf("%s, just put in place: %w", name, err)
 	}
 	return x.opts.Placed(name, orig, fi)
 }
