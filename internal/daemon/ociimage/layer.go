@@ -130,6 +130,8 @@ func (a *applier) apply(ctx context.Context, layer io.Reader, layerName string) 
 		return fmt.Errorf("layer %s: the image has more than %d entries, the limit (oci_max_entries in the configuration; raise it if the image is trusted and you have the memory, about 300 bytes an entry)", layerName, le.Limit)
 	case errors.As(err, &le) && le.What == "name bytes":
 		return fmt.Errorf("layer %s: the names of the image's entries add up to more than %d bytes, the limit (oci_max_path_bytes in the configuration; raise it if the image is trusted and you have the memory)", layerName, le.Limit)
+	case errors.Is(err, fs.ErrPermission) && !a.rootless:
+		return fmt.Errorf("layer %s: %w (the import cannot make the image exactly: an owner or device node was refused; if the daemon runs in a user namespace, map the image's ids)", layerName, err)
 	}
 	return fmt.Errorf("layer %s: %w", layerName, err)
 }

@@ -168,6 +168,9 @@ func makeTar(t *testing.T, entries ...tarEntry) *bytes.Buffer {
 		if e.typ != tar.TypeReg {
 			h.Size = 0
 		}
+		if e.typ == tar.TypeDir {
+			h.Mode = 0o755 // searchable, for a test run by a user too
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatal(err)
 		}
