@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 
+	"banger/internal/tarsafe"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
@@ -256,93 +258,45 @@ func kernelPath(name string) (string, error) {
 	return "", nil
 }
 
+// extractKernelTar extracts the kernel's files of a data.tar stream into
+// dst with the one extractor (internal/tarsafe), kernelPath choosing and
+// placing them. Symlinks must stay inside dst (the tree is read following
+// them), device nodes and FIFOs are skipped, and an entry that would
+// escape makes the whole package refused.
 func extractKernelTar(ctx context.Context, r io.Reader, dst string) error {
-	tr := tar.NewReader(r)
-	links := map[string]bool{} // symlinks we created, relative to dst
-	var written int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading data.tar: %w", err)
-		}
-		rel, err := kernelPath(h.Name)
-		if err != nil {
-			return err
-		}
-		if rel == "" {
-			continue
-		}
-		for p := path.Dir(rel); p != "."; p = path.Dir(p) {
-			if links[p] {
-				return fmt.Errorf("refusing package entry %q: it goes through the symlink %q", h.Name, p)
-			}
-		}
-		target := filepath.Join(dst, filepath.FromSlash(rel))
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			written += h.Size
-			if written > maxExtractBytes {
-				return fmt.Errorf("package data exceeds %d bytes; refusing", int64(maxExtractBytes))
-			}
-			if err := writeFileFrom(target, tr, os.FileMode(h.Mode)&0o755|0o600); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			t := h.Linkname
-			if resolved := path.Join(path.Dir(rel), t); path.IsAbs(t) || resolved == ".." || strings.HasPrefix(resolved, "../") {
-				return fmt.Errorf("refusing package entry %q: its link target %q escapes the destination", h.Name, t)
-			}
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			_ = os.Remove(target)
-			if err := os.Symlink(t, target); err != nil {
-				return err
-			}
-			links[rel] = true
-		case tar.TypeLink:
-			lrel, err := kernelPath(h.Linkname)
-			if err != nil {
-				return err
-			}
-			if lrel == "" {
-				return fmt.Errorf("refusing package entry %q: hard link to %q outside the kernel files", h.Name, h.Linkname)
-			}
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			_ = os.Remove(target)
-			if err := os.Link(filepath.Join(dst, filepath.FromSlash(lrel)), target); err != nil {
-				return fmt.Errorf("package entry %q: %w", h.Name, err)
-			}
-		default:
-			// Device nodes, fifos: nothing a kernel package needs.
-		}
+	err := tarsafe.Extract(ctx, r, dst, tarsafe.Options{
+		Replace:         tarsafe.ReplaceFiles,
+		Special:         tarsafe.SpecialSkip,
+		Skip:            func(string, string) {}, // nothing a kernel package needs
+		ContainSymlinks: true,
+		Filter:          kernelEntry,
+		Limits:          &tarsafe.Limits{FileBytes: maxExtractBytes},
+	})
+	var esc *tarsafe.EscapeError
+	if errors.As(err, &esc) {
+		return fmt.Errorf("refusing package entry %q: %s", esc.Name, esc.Reason)
 	}
+	return err
 }
 
-func writeFileFrom(target string, r io.Reader, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return err
+// kernelEntry is extractKernelTar's filter: it takes the entries
+// kernelPath wants, under the names it gives, with directories 0755 and
+// files at most 0755 but readable and writable by their owner.
+func kernelEntry(hdr *tar.Header) (*tar.Header, error) {
+	rel, err := kernelPath(hdr.Name)
+	if err != nil || rel == "" {
+		return nil, err
 	}
-	_ = os.Remove(target) // never write through an existing symlink
-	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
+	h := *hdr
+	h.Name = rel
+	switch h.Typeflag {
+	case tar.TypeDir:
+		h.Mode = 0o755
+	case tar.TypeReg, tar.TypeGNUSparse:
+		h.Mode = h.Mode&0o755 | 0o600
+	case tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		return nil, nil // nothing a kernel package needs
 	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", target, err)
-	}
-	return f.Close()
+	return &h, nil
 }

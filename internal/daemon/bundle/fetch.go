@@ -181,19 +181,27 @@ func download(ctx context.Context, src Source, dir string, p Progress) (int64, e
 	}
 	defer body.Close()
 
+	// The record goes in first: the archive may make the top directory
+	// read-only, and may not name the record itself. A failed fetch
+	// removes the whole directory.
+	m, err := json.Marshal(marker{SHA256: src.SHA256, Size: src.Size, URL: src.URL})
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, MarkerName), append(m, '\n'), 0o644); err != nil {
+		return 0, fmt.Errorf("writing %s into %s: %w", MarkerName, dir, err)
+	}
+	// The top directory keeps this mode unless the archive names it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return 0, err
+	}
+
 	vr := &verifyReader{ctx: ctx, r: body, h: sha256.New(), size: src.Size, p: p}
 	dec, err := zstd.NewReader(vr, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(false))
 	if err != nil {
 		return 0, fmt.Errorf("starting zstd decoder for %s: %w", src.URL, err)
 	}
-	x, err := newExtractor(dir)
-	if err != nil {
-		dec.Close()
-		return 0, err
-	}
-	defer x.close()
-
-	xerr := x.run(ctx, dec)
+	xerr := unpack(ctx, dec, dir, maxUnpacked)
 	if xerr == nil {
 		// Read past the tar trailer to the end of the zstd stream, so
 		// every compressed byte is hashed and the frame checksum checked.
@@ -217,17 +225,6 @@ func download(ctx context.Context, src Source, dir string, p Progress) (int64, e
 	}
 	if xerr != nil {
 		return vr.n, fmt.Errorf("unpacking bundle %s: %w", src.URL, xerr)
-	}
-
-	m, err := json.Marshal(marker{SHA256: src.SHA256, Size: src.Size, URL: src.URL})
-	if err != nil {
-		return vr.n, err
-	}
-	if err := x.root.WriteFile(MarkerName, append(m, '\n'), 0o644); err != nil {
-		return vr.n, fmt.Errorf("writing %s into %s: %w", MarkerName, dir, err)
-	}
-	if err := x.finish(); err != nil {
-		return vr.n, fmt.Errorf("unpacking bundle %s: %w", src.URL, err)
 	}
 	return vr.n, nil
 }

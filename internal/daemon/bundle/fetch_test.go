@@ -44,6 +44,7 @@ func TestFetchGoodBundle(t *testing.T) {
 	srv := serveBytes(t, data)
 	parent := t.TempDir()
 	dest := filepath.Join(parent, "img")
+	t.Cleanup(func() { removeTree(dest) }) // it holds a read-only directory
 	rec := &recorder{}
 
 	res, err := Fetch(context.Background(), srv.source(data), dest, rec)
@@ -491,6 +492,7 @@ func TestFetchConcurrentSameDestDownloadsOnce(t *testing.T) {
 		w.Write(data)
 	})
 	dest := filepath.Join(t.TempDir(), "d")
+	t.Cleanup(func() { removeTree(dest) }) // it holds a read-only directory
 	var wg sync.WaitGroup
 	results := make([]Result, 2)
 	errs := make([]error, 2)

@@ -214,7 +214,7 @@ func TestApplyLayerBoundsEntries(t *testing.T) {
 	}
 
 	// The count runs over all layers of an image.
-	a := newApplier(t.TempDir(), Limits{MaxEntries: 1500})
+	a := testApplier(t.TempDir(), Limits{MaxEntries: 1500})
 	mk := func(i int) *tar.Header {
 		return &tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("d%d/", i), Mode: 0o755}
 	}
@@ -228,7 +228,7 @@ func TestApplyLayerBoundsEntries(t *testing.T) {
 }
 
 func TestApplyLayerBoundsPathBytes(t *testing.T) {
-	a := newApplier(t.TempDir(), Limits{MaxPathBytes: 1 << 20})
+	a := testApplier(t.TempDir(), Limits{MaxPathBytes: 1 << 20})
 	long := strings.Repeat(strings.Repeat("n", 199)+"/", 18)
 	layer := genLayer(t, 300, func(i int) *tar.Header { // 300 × 3.6 kB > 1 MiB
 		return &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%s%d/.wh.x", long, i), Mode: 0o644, Format: tar.FormatPAX}
@@ -247,7 +247,7 @@ func TestApplierMemoryStaysBounded(t *testing.T) {
 		t.Skip("-short: writes 10k directories")
 	}
 	const n = 10_000
-	a := newApplier(t.TempDir(), Limits{MaxEntries: n})
+	a := testApplier(t.TempDir(), Limits{MaxEntries: n})
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -265,4 +265,27 @@ func TestApplierMemoryStaysBounded(t *testing.T) {
 		t.Fatalf("%d bytes of heap per entry; the applier's state is not bounded as documented", per)
 	}
 	runtime.KeepAlive(a)
+}
+
+// testApplier is the applier ApplyLayer would use: the faithful one as
+// root, the rootless one as a user.
+func testApplier(root string, l Limits) *applier {
+	if os.Geteuid() != 0 {
+		return newRootlessApplier(root, l)
+	}
+	return newApplier(root, l)
+}
+
+// TestApplyLayerSaysWhyAnOwnerFails: the faithful applier run without the
+// privilege it needs says what the import cannot do and what to change.
+func TestApplyLayerSaysWhyAnOwnerFails(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("as root every owner can be given; run as a user to test the refusal")
+	}
+	a := newApplier(t.TempDir(), Limits{})
+	layer := mkTar(t, file("f", "x", 0o644, 4321, 4321))
+	err := a.apply(context.Background(), bytes.NewReader(layer), "owned")
+	if err == nil || !strings.Contains(err.Error(), "owned") || !strings.Contains(err.Error(), "user namespace") {
+		t.Fatalf("got %v, want the layer named and the user namespace hint", err)
+	}
 }

@@ -57,14 +57,10 @@ func privileged(dir string) bool {
 }
 
 // keep records hdr's owner, mode (with typ, an S_IF* constant) and xattrs for
-// the inode now at abs, replacing what an earlier inode of that number left.
+// the inode st, replacing what an earlier inode of that number left.
 // An xattr whose name the kernel would refuse (a root import could not
 // set it either) is left out with a warning naming layer and entry.
-func (a *applier) keep(abs string, typ uint32, uid, gid int, perm int64, pax map[string]string, rdev uint64, layer, name string) error {
-	st, err := lstat(abs)
-	if err != nil {
-		return err
-	}
+func (a *applier) keep(st *syscall.Stat_t, typ uint32, uid, gid int, perm int64, pax map[string]string, rdev uint64, layer, name string) {
 	m := &inodeMeta{uid: uint32(uid), gid: uint32(gid), mode: typ | uint32(perm&0o7777), rdev: rdev}
 	for k, v := range pax {
 		if key, ok := strings.CutPrefix(k, xattrPAXPrefix); ok && key != "" {
@@ -76,7 +72,6 @@ func (a *applier) keep(abs string, typ uint32, uid, gid int, perm int64, pax map
 		}
 	}
 	a.meta[st.Ino] = m
-	return nil
 }
 
 // validXattrName reports whether Linux would accept key as an extended
@@ -97,13 +92,8 @@ func validXattrName(key string) bool {
 
 // keepDefault records a directory the applier made itself: root's, with the
 // mode it got.
-func (a *applier) keepDefault(abs string) error {
-	st, err := lstat(abs)
-	if err != nil {
-		return err
-	}
+func (a *applier) keepDefault(st *syscall.Stat_t) {
 	a.meta[st.Ino] = &inodeMeta{mode: st.Mode}
-	return nil
 }
 
 func lstat(p string) (*syscall.Stat_t, error) {

@@ -168,6 +168,9 @@ func makeTar(t *testing.T, entries ...tarEntry) *bytes.Buffer {
 		if e.typ != tar.TypeReg {
 			h.Size = 0
 		}
+		if e.typ == tar.TypeDir {
+			h.Mode = 0o755 // searchable, for a test run by a user too
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatal(err)
 		}
@@ -442,5 +445,29 @@ func TestExtractKeepsSparseHoles(t *testing.T) {
 	tail := make([]byte, 4)
 	if _, err := out.ReadAt(tail, size-4); err != nil || string(tail) != "\x00\x00x\n" {
 		t.Errorf("the file ends %q, %v; want its data after the hole", tail, err)
+	}
+}
+
+// TestExtractReplaceLeavesDestinationAlone: a "./" entry (tar c . makes
+// one) never changes the destination directory's mode, even when the
+// copy may replace what exists.
+func TestExtractReplaceLeavesDestinationAlone(t *testing.T) {
+	dst := t.TempDir()
+	if err := os.Chmod(dst, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o777})
+	_ = tw.WriteHeader(&tar.Header{Name: "./f", Typeflag: tar.TypeReg, Mode: 0o644})
+	_ = tw.Close()
+	if err := Extract(context.Background(), &buf, dst, Options{Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Fatalf("destination: %v, %v; want its mode 0750 kept", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "f")); err != nil {
+		t.Fatal(err)
 	}
 }
