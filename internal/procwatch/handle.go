@@ -184,7 +184,8 @@ func (h *Handle) Signal(sig syscall.Signal) error {
 // Close stops watching a process of Open and releases its pidfd; Done
 // then never closes unless it already has. It waits for the watcher to
 // return. For a child of Start it does nothing: the watcher must reap the
-// child and runs until it exits, then releases the pidfd itself.
+// child and runs until it exits. Either way the pidfd is released once
+// the process has exited.
 func (h *Handle) Close() error {
 	if h.cmd != nil {
 		return nil
@@ -199,6 +200,7 @@ func (h *Handle) Close() error {
 
 // watch waits for the pidfd to turn readable (the process has exited),
 // reaps a child, closes done and releases the pidfd; or returns at Close.
+// A Handle whose process has exited thus holds no descriptor, Closed or not.
 // The wait parks in the runtime's poller, not in a thread.
 func (h *Handle) watch() {
 	defer close(h.stopped)
@@ -209,9 +211,8 @@ func (h *Handle) watch() {
 		h.waitErr = h.cmd.Wait()
 	}
 	close(h.done)
-	if h.cmd != nil {
-		_ = h.fd.Close()
-	}
+	// Signal no longer needs it: an exited process is not signalled.
+	_ = h.fd.Close()
 }
 
 // pollTick bounds one blocking poll(2) when the pidfd is not in the

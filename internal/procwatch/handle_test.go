@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -169,4 +170,63 @@ func TestStartFailure(t *testing.T) {
 	if _, err := Start(cmd); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Start of a missing binary = %v", err)
 	}
+}
+
+// held counts the pidfds this test process holds of pid (all for 0).
+func held(t *testing.T, pid int) int {
+	t.Helper()
+	n, err := PidfdsHeld(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestHandlesReleasePidfds(t *testing.T) {
+	base := held(t, 0)
+	cmd := sleeper(t, t.TempDir())
+	pid := cmd.Process.Pid
+	st, _ := ReadStat(pid)
+	before := held(t, pid) // the os package may hold one of its own child
+	h, err := Open(pid, st.StartTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := held(t, pid); n != before+1 {
+		t.Errorf("an open Handle: %d pidfds of pid %d, want %d", n, pid, before+1)
+	}
+	h.Close()
+	keep := []*Handle{h} // alive to the end: no finalizer may close a pidfd
+	if n := held(t, pid); n != before {
+		t.Errorf("a closed Handle: %d pidfds of pid %d, want %d", n, pid, before)
+	}
+	// Not closed, but exited: the watcher releases the pidfd itself.
+	h, err = Open(pid, st.StartTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep = append(keep, h)
+	h.Signal(syscall.SIGKILL)
+	waitDone(t, h, "after SIGKILL")
+	cmd.Wait()
+	c := exec.Command("sleep", "1000")
+	h, err = Start(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep = append(keep, h)
+	if held(t, c.Process.Pid) < 1 {
+		t.Errorf("a started child is not held by a pidfd")
+	}
+	h.Signal(syscall.SIGKILL)
+	waitDone(t, h, "child after SIGKILL")
+	// The watcher closes after closing done: give it a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for held(t, 0) != base && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := held(t, 0); n != base {
+		t.Errorf("%d pidfds held after every process exited, %d before", n, base)
+	}
+	runtime.KeepAlive(keep)
 }
