@@ -130,9 +130,10 @@ func (p *Process) Wait() error {
 // Exited reports whether the process has exited.
 func (p *Process) Exited() bool { return p.proc.Exited() }
 
-// Release stops watching an adopted process (its watcher goroutine ends);
-// the process itself keeps running. It is a no-op for a spawned process,
-// whose reaper must run until exit.
+// Release stops watching an adopted process (its watcher goroutine ends
+// and its pidfd is given back); the process itself keeps running, and this
+// Process can no longer signal it: Adopt it again to stop it. It is a
+// no-op for a spawned process, whose reaper must run until exit.
 func (p *Process) Release() {
 	if !p.adopted {
 		return

@@ -22,6 +22,7 @@ func held(t *testing.T, pid int) int {
 func TestProcessHeldByPidfd(t *testing.T) {
 	base := held(t, 0)
 	cfg := fakeConfig(t, "obedient")
+	cfg.Timeouts.Quit = time.Minute // generous: the fake obeys quit
 	orig := startFake(t, cfg)
 	started := held(t, orig.PID)
 	if started < 1 {

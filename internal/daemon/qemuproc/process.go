@@ -66,8 +66,9 @@ func (p *Process) Done() <-chan struct{} { return p.proc.Done() }
 func (p *Process) Exited() bool { return p.proc.Exited() }
 
 // Release stops watching an adopted QEMU (Done then never closes) and
-// gives back its pidfd; QEMU keeps running. For a started QEMU it does
-// nothing: its reaper runs until QEMU exits.
+// gives back its pidfd; QEMU keeps running, and this Process can no longer
+// kill it: Adopt it again to stop it. For a started QEMU it does nothing:
+// its reaper runs until QEMU exits.
 func (p *Process) Release() { p.proc.Close() }
 
 // Wait waits until QEMU exits or ctx ends. It returns QEMU's exit error
