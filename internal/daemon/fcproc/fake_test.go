@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/procwatch"
 )
 
 // fakeTaps points sysClassNet at a directory holding the given taps (each
@@ -72,7 +74,7 @@ func assertGone(t *testing.T, pid int, dir string) {
 	t.Helper()
 	if pid > 0 {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			st, _ := readProcStat(pid)
+			st, _ := procwatch.ReadStat(pid)
 			t.Errorf("process %d still exists (kill 0: %v, state %q)", pid, err, st.State)
 			syscall.Kill(pid, syscall.SIGKILL) // do not leak it past the test
 		}
@@ -117,7 +119,7 @@ func TestStartFakeOrderBodiesAndStop(t *testing.T) {
 	if want := fakePID(t, cfg.Dir); p.PID != want {
 		t.Errorf("PID = %d, the fake says %d", p.PID, want)
 	}
-	st, err := readProcStat(p.PID)
+	st, err := procwatch.ReadStat(p.PID)
 	if err != nil || st.StartTime != p.StartTime || p.StartTime == 0 {
 		t.Errorf("StartTime = %d, /proc says %d (%v)", p.StartTime, st.StartTime, err)
 	}
@@ -463,7 +465,7 @@ func TestAdopt(t *testing.T) {
 	if _, err := Adopt(p.PID, p.StartTime, t.TempDir()); !errors.Is(err, ErrNotOurs) || !strings.Contains(err.Error(), "not ours") {
 		t.Errorf("Adopt with another dir = %v, want not ours", err)
 	}
-	self, _ := readProcStat(os.Getpid())
+	self, _ := procwatch.ReadStat(os.Getpid())
 	if _, err := Adopt(os.Getpid(), self.StartTime, cfg.Dir); !errors.Is(err, ErrNotOurs) {
 		t.Errorf("Adopt of the test process = %v, want not ours", err)
 	}

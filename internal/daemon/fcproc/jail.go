@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"banger/internal/procwatch"
 )
 
 // Jail describes running Firecracker under its jailer: chrooted into a
@@ -275,16 +277,6 @@ func jailRootOf(dir string) (string, bool) {
 	return root, true
 }
 
-// inRoot reports whether process pid is chrooted (or pivoted) into root.
-func inRoot(pid int, root string) bool {
-	a, err := os.Stat(fmt.Sprintf("%s/%d/root", procRoot, pid))
-	if err != nil {
-		return false
-	}
-	b, err := os.Stat(root)
-	return err == nil && os.SameFile(a, b)
-}
-
 // removeJail removes a jailed VM's chroot, jailDir (the chroot's parent),
 // and the links to it in its run dir. The writable drives, hard links of
 // the VM's disks, are handed back to the daemon's uid first.
@@ -325,36 +317,21 @@ func removeJail(runDir, jailDir string) error {
 
 // CleanupJail is for a daemon that finds the run dir of a VM it no longer
 // runs: when that VM was jailed, it kills every process still chrooted in
-// its chroot (a Firecracker whose pid was never recorded) and removes the
-// chroot. It returns how many processes it killed.
+// its chroot (a Firecracker whose pid was never recorded), waiting at most
+// strayWait for them to go, and removes the chroot. It returns how many
+// processes it killed.
 func CleanupJail(runDir string) int {
 	root, ok := jailRootOf(runDir)
 	if !ok {
 		return 0
 	}
-	var pids []int
-	ents, _ := os.ReadDir(procRoot)
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() || !inRoot(pid, root) {
-			continue
-		}
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
-			pids = append(pids, pid)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range pids {
-		for time.Now().Before(deadline) {
-			if st, err := readProcStat(pid); err != nil || st.State == 'Z' || st.State == 'X' {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	n := procwatch.KillMatching(func(p procwatch.Proc) bool { return p.InRoot(root) }, strayWait)
 	_ = removeJail(runDir, filepath.Dir(root))
-	return len(pids)
+	return n
 }
+
+// strayWait bounds CleanupJail's wait for the processes it killed.
+const strayWait = 5 * time.Second
 
 // SweepJails removes the chroots under baseDir (the jails' --chroot-base-dir)
 // that no process runs in: those of VMs whose run dir, and with it the link
@@ -368,14 +345,15 @@ func SweepJails(baseDir string) []string {
 	}
 	type key struct{ dev, ino uint64 }
 	inUse := map[key]bool{}
-	ents, _ := os.ReadDir(procRoot)
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Stat(filepath.Join(procRoot, e.Name(), "root"), &st) == nil {
-			inUse[key{st.Dev, st.Ino}] = true
+	procs, err := procwatch.Scan()
+	if err != nil {
+		return nil // no process table: any chroot may be in use
+	}
+	for _, p := range procs {
+		if fi, err := p.Root(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				inUse[key{st.Dev, st.Ino}] = true
+			}
 		}
 	}
 	var removed []string

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/procwatch"
 )
 
 // realJailer is the jailer named by BANGER_TEST_JAILER; the test skips
@@ -129,7 +131,7 @@ func TestRealJailedFirecracker(t *testing.T) {
 		if sc := threadsSeccomp(t, pid); slices.IndexFunc(slices.Collect(maps.Keys(sc)), func(k string) bool { return strings.HasPrefix(k, "fc_api/") && sc[k] == "2" }) < 0 {
 			t.Errorf("the API thread is not under a seccomp filter: %v", sc)
 		}
-		if !inRoot(pid, root) {
+		if !(procwatch.Proc{PID: pid}).InRoot(root) {
 			t.Errorf("/proc/%d/root is not the chroot %s", pid, root)
 		}
 		// Both sockets exist before InstanceStart takes /run back.

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"banger/internal/procwatch"
 )
 
 // File names inside a VM's directory.
@@ -76,9 +75,6 @@ var ErrNotOurs = errors.New("not ours")
 // ErrNotRunning is wrapped by Adopt when the process has exited.
 var ErrNotRunning = errors.New("not running")
 
-// adoptPoll is how often an adopted process is checked for exit.
-const adoptPoll = 100 * time.Millisecond
-
 // Process is one running (or exited) Firecracker.
 type Process struct {
 	PID       int
@@ -98,10 +94,11 @@ type Process struct {
 
 	client *Client
 	log    *slog.Logger
-	cmd    *exec.Cmd // nil when adopted
+	// proc holds the process through a pidfd: signals never reach a
+	// process that took over its PID. For a spawned process it also reaps.
+	proc    *procwatch.Handle
+	adopted bool
 
-	done     chan struct{} // closed once the process has exited
-	exitErr  error         // cmd.Wait's result; set before done is closed
 	released chan struct{} // adopted only: stop watching
 	relOnce  sync.Once
 }
@@ -110,7 +107,7 @@ type Process struct {
 func (p *Process) Client() *Client { return p.client }
 
 // Done is closed when the process has exited.
-func (p *Process) Done() <-chan struct{} { return p.done }
+func (p *Process) Done() <-chan struct{} { return p.proc.Done() }
 
 // Wait blocks until the process exits and returns its exit error (nil for a
 // clean exit; always nil for an adopted process, whose status is not ours to
@@ -118,12 +115,12 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // with an error.
 func (p *Process) Wait() error {
 	select {
-	case <-p.done:
-		return p.exitErr
+	case <-p.proc.Done():
+		return p.proc.ExitErr()
 	case <-p.released:
 		select {
-		case <-p.done:
-			return p.exitErr
+		case <-p.proc.Done():
+			return p.proc.ExitErr()
 		default:
 			return fmt.Errorf("firecracker pid %d: released, no longer watched", p.PID)
 		}
@@ -131,73 +128,62 @@ func (p *Process) Wait() error {
 }
 
 // Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Process) Exited() bool { return p.proc.Exited() }
 
-// Release stops watching an adopted process (its watcher goroutine ends);
-// the process itself keeps running. It is a no-op for a spawned process,
-// whose reaper must run until exit.
+// Release stops watching an adopted process (its watcher goroutine ends
+// and its pidfd is given back); the process itself keeps running, and this
+// Process can no longer signal it: Adopt it again to stop it. It is a
+// no-op for a spawned process, whose reaper must run until exit.
 func (p *Process) Release() {
-	if p.cmd != nil {
+	if !p.adopted {
 		return
 	}
 	p.relOnce.Do(func() { close(p.released) })
+	p.proc.Close()
 	p.client.Close()
 }
 
-// spawned sets up a Process for a child just started; it owns cmd.Wait.
-func spawned(cmd *exec.Cmd, startTime uint64, dir string, t Timeouts, log *slog.Logger) *Process {
-	p := &Process{
-		PID:       cmd.Process.Pid,
-		StartTime: startTime,
+// spawned sets up a Process for a child just started through
+// procwatch.Start, which reaps it.
+func spawned(h *procwatch.Handle, dir string, t Timeouts, log *slog.Logger) *Process {
+	return &Process{
+		PID:       h.PID(),
+		StartTime: h.StartTime(),
 		Dir:       dir,
 		Timeouts:  t,
 		client:    NewClient(APISocketPath(dir), t.Call),
 		log:       log,
-		cmd:       cmd,
-		done:      make(chan struct{}),
+		proc:      h,
 		released:  make(chan struct{}),
 	}
-	go func() {
-		err := cmd.Wait()
-		p.exitErr = err
-		close(p.done)
-	}()
-	return p
 }
 
 // Adopt re-attaches to a Firecracker found running after a daemon restart.
-// It checks that pid still has startTime (field 22 of /proc/PID/stat) and
-// that its command line carries --api-sock dir/fc.sock; otherwise it fails
-// with ErrNotOurs (or ErrNotRunning when the process is gone). The returned
-// Process notices exit by polling; call Stop to stop the VM, or Release to
-// stop watching it.
+// It holds pid through a pidfd, checks that it still has startTime (field
+// 22 of /proc/PID/stat) and that its command line carries --api-sock
+// dir/fc.sock (or, jailed, that it runs in the chroot the run dir links
+// to); otherwise it fails with ErrNotOurs (or ErrNotRunning when the
+// process is gone). The returned Process notices exit through the pidfd
+// and signals through it; call Stop to stop the VM, or Release to stop
+// watching it.
 func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("adopt firecracker: invalid pid %d", pid)
 	}
 	sock := APISocketPath(dir)
-	st, err := readProcStat(pid)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("adopt firecracker pid %d: %w (no such process)", pid, ErrNotRunning)
-	}
-	if err != nil {
+	h, err := procwatch.Open(pid, startTime)
+	switch {
+	case errors.Is(err, procwatch.ErrGone):
+		return nil, fmt.Errorf("adopt firecracker pid %d: %w: %w", pid, ErrNotRunning, err)
+	case errors.Is(err, procwatch.ErrReused):
+		return nil, fmt.Errorf("adopt firecracker pid %d: %w: %w (the PID was reused)", pid, ErrNotOurs, err)
+	case err != nil:
 		return nil, fmt.Errorf("adopt firecracker pid %d: %w", pid, err)
 	}
-	if st.StartTime != startTime {
-		return nil, fmt.Errorf("adopt firecracker pid %d: %w: it started at tick %d, ours at %d (the PID was reused)", pid, ErrNotOurs, st.StartTime, startTime)
-	}
-	if st.State == 'Z' || st.State == 'X' || st.State == 'x' {
-		return nil, fmt.Errorf("adopt firecracker pid %d: %w (it has exited)", pid, ErrNotRunning)
-	}
-	args, err := readCmdline(pid)
+	proc := procwatch.Proc{PID: pid}
+	args, err := proc.Cmdline()
 	if err != nil {
+		h.Close()
 		return nil, fmt.Errorf("adopt firecracker pid %d: read its command line: %w", pid, err)
 	}
 	jailDir := ""
@@ -205,94 +191,43 @@ func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 		// A jailed Firecracker names the socket inside its chroot; the
 		// run dir's link says which chroot, and the process must be in it.
 		root, ok := jailRootOf(dir)
-		if !ok || !cmdlineHasAPISock(args, jailAPISock) || !inRoot(pid, root) {
+		if !ok || !cmdlineHasAPISock(args, jailAPISock) || !proc.InRoot(root) {
+			h.Close()
 			return nil, fmt.Errorf("adopt firecracker pid %d: %w: its command line has no --api-sock %s and it is not jailed in that VM's chroot", pid, ErrNotOurs, sock)
 		}
 		jailDir = filepath.Dir(root)
 	}
 	t := Timeouts{}.withDefaults()
-	p := &Process{
+	return &Process{
 		PID:       pid,
 		StartTime: startTime,
 		Dir:       dir,
 		Timeouts:  t,
 		client:    NewClient(sock, t.Call),
 		log:       slog.New(slog.DiscardHandler),
-		done:      make(chan struct{}),
+		proc:      h,
+		adopted:   true,
 		released:  make(chan struct{}),
 		Jailed:    jailDir != "",
 		jailDir:   jailDir,
-	}
-	go p.watchAdopted()
-	return p, nil
-}
-
-// watchAdopted polls until the adopted process exits or is released.
-func (p *Process) watchAdopted() {
-	tick := time.NewTicker(adoptPoll)
-	defer tick.Stop()
-	for {
-		if !processAlive(p.PID, p.StartTime) {
-			close(p.done)
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-p.released:
-			return
-		}
-	}
+	}, nil
 }
 
 // waitExit waits until the process exits or ctx ends; it reports whether the
 // process exited.
 func (p *Process) waitExit(ctx context.Context) bool {
 	select {
-	case <-p.done:
+	case <-p.Done():
 		return true
 	case <-ctx.Done():
 		return p.Exited()
 	}
 }
 
-// signal sends sig to the process, never to a different process that has
-// taken over its PID.
+// signal sends sig to the process through its pidfd, never to a different
+// process that has taken over its PID. An exited process is no error.
 func (p *Process) signal(sig syscall.Signal) error {
-	if p.Exited() {
-		return nil
-	}
-	if p.cmd != nil {
-		// Our child cannot be reused before our reaper has waited for it.
-		err := p.cmd.Process.Signal(sig)
-		if errors.Is(err, os.ErrProcessDone) {
-			return nil
-		}
-		return err
-	}
-	fd, err := unix.PidfdOpen(p.PID, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		// No pidfd (old kernel): check, then signal by PID.
-		if !processAlive(p.PID, p.StartTime) {
-			return nil
-		}
-		if err := unix.Kill(p.PID, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-			return err
-		}
-		return nil
-	}
-	defer unix.Close(fd)
-	// The pidfd pins the process: if it is still ours now, the signal
-	// reaches it and nothing else.
-	if !processAlive(p.PID, p.StartTime) {
-		return nil
-	}
-	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return err
-	}
-	return nil
+	return p.proc.Signal(sig)
 }
 
 // Stop stops the VM: first graceful (the guest agent's poweroff, may be nil)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"banger/internal/daemon/consolelog"
+	"banger/internal/procwatch"
 
 	"golang.org/x/sys/unix"
 )
@@ -482,20 +483,16 @@ func (s *starter) spawn(context.Context) error {
 	// Its own process group: a terminal's Ctrl-C or a signal to the
 	// daemon's group does not reach the VM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// Held by a pidfd from the clone on, and reaped by its handle.
+	h, err := procwatch.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("run %s: %w", cmd.Path, err)
 	}
 	s.spawnAt = time.Now()
-	// Read the start time before the reaper can reap the child, so the
-	// /proc entry exists even if it has already exited.
-	st, err := readProcStat(cmd.Process.Pid)
-	s.proc = spawned(cmd, st.StartTime, s.cfg.Dir, s.t, s.log)
+	s.proc = spawned(h, s.cfg.Dir, s.t, s.log)
 	if s.jail != nil {
 		s.proc.jailDir = filepath.Dir(s.jail.Root)
 		s.proc.Jailed = true
-	}
-	if err != nil {
-		return fmt.Errorf("read start time of pid %d: %w", cmd.Process.Pid, err)
 	}
 	return nil
 }
@@ -526,7 +523,7 @@ func (s *starter) waitAPI(ctx context.Context) error {
 		}
 		select {
 		case <-s.proc.Done():
-			return fmt.Errorf("firecracker exited before its API socket answered (%v)%s", s.proc.exitErr, consoleTail(ConsoleLogPath(s.cfg.Dir)))
+			return fmt.Errorf("firecracker exited before its API socket answered (%v)%s", s.proc.proc.ExitErr(), consoleTail(ConsoleLogPath(s.cfg.Dir)))
 		case <-ctx.Done():
 			if lastErr == nil {
 				lastErr = fmt.Errorf("%s was never created", s.apiSock)

@@ -1,7 +1,6 @@
 package imagemgr
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"banger/internal/procwatch"
 
 	"golang.org/x/sys/unix"
 )
@@ -113,19 +112,12 @@ func (m *Manager) SweepLeftovers(ctx context.Context) (SweepReport, error) {
 	if len(cands) == 0 {
 		return rep, errors.Join(errs...)
 	}
-	for _, pid := range processesUsing(cands) {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			if !errors.Is(err, syscall.ESRCH) {
-				errs = append(errs, fmt.Errorf("kill leftover process %d (%s): %w", pid, cmdline(pid), err))
-			}
-			continue
-		}
-		rep.Killed = append(rep.Killed, pid)
-	}
-	for _, pid := range rep.Killed {
-		if err := waitGone(ctx, pid); err != nil {
-			errs = append(errs, err)
-		}
+	// A process whose command line or working directory names one of
+	// the paths (a mkfs.ext4 or apt-get of the dead daemon) goes first.
+	killed, err := procwatch.Kill(ctx, func(p procwatch.Proc) bool { return usesAny(p, cands) }, killWait)
+	rep.Killed = killed
+	if err != nil {
+		errs = append(errs, fmt.Errorf("kill leftover processes: %w", err))
 	}
 	for _, c := range cands {
 		if strings.HasSuffix(c, ".lock") {
@@ -225,15 +217,10 @@ func removeFreeLock(path string) error {
 	return nil
 }
 
-// processesUsing returns the pids, other than this process, whose command
-// line names one of paths (or something under one), or whose working
-// directory is one of them or under one.
-func processesUsing(paths []string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	self := os.Getpid()
+// usesAny reports whether p's command line names one of paths (or
+// something under one), or its working directory is one of them or under
+// one.
+func usesAny(p procwatch.Proc, paths []string) bool {
 	names := func(s string) bool {
 		for _, p := range paths {
 			if i := strings.Index(s, p); i >= 0 {
@@ -245,63 +232,17 @@ func processesUsing(paths []string) []int {
 		}
 		return false
 	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		hit := false
-		for _, arg := range bytes.Split(raw, []byte{0}) {
-			if len(arg) > 0 && names(string(arg)) {
-				hit = true
-				break
-			}
-		}
-		if !hit {
-			if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil {
-				hit = names(strings.TrimSuffix(cwd, " (deleted)"))
-			}
-		}
-		if hit {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-func cmdline(pid int) string {
-	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return strings.TrimSpace(string(bytes.ReplaceAll(raw, []byte{0}, []byte{' '})))
-}
-
-// running reports whether pid exists and is not a zombie.
-func running(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	args, err := p.Cmdline()
 	if err != nil {
 		return false
 	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || len(b) < i+3 || b[i+2] != 'Z'
-}
-
-func waitGone(ctx context.Context, pid int) error {
-	ctx, cancel := context.WithTimeout(ctx, killWait)
-	defer cancel()
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for running(pid) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("leftover process %d still runs after SIGKILL: %w", pid, ctx.Err())
-		case <-t.C:
+	for _, arg := range args {
+		if arg != "" && names(arg) {
+			return true
 		}
 	}
-	return nil
+	cwd, err := p.Cwd()
+	return err == nil && names(cwd)
 }
 
 // removeTree removes dir and everything in it, making directories writable

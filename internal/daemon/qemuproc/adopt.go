@@ -3,57 +3,47 @@ package qemuproc
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
+	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"banger/internal/procwatch"
 )
 
 // Adopt re-attaches to a QEMU this package started earlier, typically by a
 // previous daemon: pid must still be the process that started at startTime
-// (field 22 of /proc/PID/stat) and its command line must name Dir (the
-// -name marker, or Dir/qmp.sock for a QEMU of an older banger). The accelerator and the forwards are read back from that
-// command line. Done closes when the process exits (watched through a
-// pidfd); Stop works as for a started process, and SIGKILL goes through the
-// pidfd, so a reused PID is never signalled. A mismatch is ErrNotOurs.
+// (field 22 of /proc/PID/stat, checked after its pidfd is open) and its
+// command line must name Dir (the -name marker, or Dir/qmp.sock for a QEMU
+// of an older banger). The accelerator and the forwards are read back from
+// that command line. Done closes when the process exits (watched through
+// the pidfd); Stop works as for a started process, and SIGKILL goes
+// through the pidfd, so a reused PID is never signalled. A mismatch is
+// ErrNotOurs. Release stops watching without stopping QEMU.
 func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("adopt QEMU: pid %d is not a process id", pid)
 	}
 	dir = strings.TrimRight(dir, "/")
-	fd, err := unix.PidfdOpen(pid, 0)
+	h, err := procwatch.Open(pid, startTime)
+	switch {
+	case errors.Is(err, procwatch.ErrGone):
+		return nil, fmt.Errorf("adopt QEMU pid %d: %w: %w (the VM has stopped)", pid, ErrNotOurs, err)
+	case errors.Is(err, procwatch.ErrReused):
+		return nil, fmt.Errorf("adopt QEMU pid %d: %w: %w (the PID was reused; the VM has stopped)", pid, ErrNotOurs, err)
+	case err != nil:
+		return nil, fmt.Errorf("adopt QEMU pid %d: %w", pid, err)
+	}
+	args, err := procwatch.Proc{PID: pid}.Cmdline()
 	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return nil, fmt.Errorf("adopt QEMU pid %d: %w: the process no longer exists (the VM has stopped)", pid, ErrNotOurs)
-		}
-		return nil, fmt.Errorf("adopt QEMU pid %d: pidfd_open: %w (needs Linux 5.3 or later)", pid, err)
-	}
-	// Non-blocking, so that os.NewFile puts it in the runtime's poller.
-	_ = unix.SetNonblock(fd, true)
-	pidfd := os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid))
-	fail := func(err error) (*Process, error) {
-		pidfd.Close()
-		return nil, err
-	}
-	// Checked after opening the pidfd: if the PID were reused in between,
-	// the start time would not match.
-	st, err := processStartTime(pid)
-	if err != nil {
-		return fail(fmt.Errorf("adopt QEMU pid %d: %w: %v", pid, ErrNotOurs, err))
-	}
-	if st != startTime {
-		return fail(fmt.Errorf("adopt QEMU pid %d: %w: it started at tick %d, ours at tick %d (the PID was reused; the VM has stopped)", pid, ErrNotOurs, st, startTime))
-	}
-	args, err := processArgs(pid)
-	if err != nil {
-		return fail(fmt.Errorf("adopt QEMU pid %d: read its command line: %w", pid, err))
+		h.Close()
+		return nil, fmt.Errorf("adopt QEMU pid %d: read its command line: %w", pid, err)
 	}
 	if !IsCommandLineOf(args, dir) {
-		return fail(fmt.Errorf("adopt QEMU pid %d: %w: its command line has no -name %q, so it is not the QEMU of %s", pid, ErrNotOurs, NameMarker(dir), dir))
+		h.Close()
+		return nil, fmt.Errorf("adopt QEMU pid %d: %w: its command line has no -name %q, so it is not the QEMU of %s", pid, ErrNotOurs, NameMarker(dir), dir)
 	}
 	accel, fwds := describeArgs(args)
-	p := &Process{
+	return &Process{
 		PID:         pid,
 		StartTime:   startTime,
 		Dir:         dir,
@@ -65,39 +55,8 @@ func Adopt(pid int, startTime uint64, dir string) (*Process, error) {
 		AccelReason: "adopted: read back from the running QEMU's command line",
 		Forwards:    fwds,
 		Timeouts:    Timeouts{}.withDefaults(),
-		pidfd:       pidfd,
-		done:        make(chan struct{}),
-	}
-	go p.watchPidfd()
-	return p, nil
-}
-
-// watchPidfd closes done when the adopted process exits: a pidfd turns
-// readable then. The wait parks in the runtime's poller, not in a thread.
-// The goroutine lives exactly as long as the process.
-func (p *Process) watchPidfd() {
-	defer p.pidfd.Close() // after done is closed
-	defer close(p.done)
-	exited := func(fd uintptr) bool {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 0)
-		return err != nil && !errors.Is(err, unix.EINTR) || n > 0
-	}
-	rc, err := p.pidfd.SyscallConn()
-	if err == nil {
-		err = rc.Read(exited)
-	}
-	if err != nil && rc != nil {
-		// Not pollable: fall back to blocking in poll(2) on this thread.
-		_ = rc.Control(func(fd uintptr) {
-			for {
-				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-				if n, err := unix.Poll(fds, -1); n > 0 || err != nil && !errors.Is(err, unix.EINTR) {
-					return
-				}
-			}
-		})
-	}
+		proc:        h,
+	}, nil
 }
 
 // IsCommandLineOf reports whether args (a /proc/PID/cmdline split at its
@@ -110,4 +69,37 @@ func IsCommandLineOf(args []string, dir string) bool {
 	dir = strings.TrimRight(dir, "/")
 	qmpArg := "unix:" + QMPSocketPath(dir) + ",server=on,wait=off"
 	return slices.Contains(args, NameMarker(dir)) || slices.Contains(args, qmpArg)
+}
+
+// describeArgs recovers the accelerator and the forwards from a QEMU argv
+// this package built.
+func describeArgs(args []string) (Accel, []Forward) {
+	var accel Accel
+	var fwds []Forward
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-accel":
+			accel = Accel(strings.SplitN(args[i+1], ",", 2)[0])
+		case "-netdev":
+			for _, opt := range strings.Split(args[i+1], ",") {
+				rule, ok := strings.CutPrefix(opt, "hostfwd=tcp:")
+				if !ok {
+					continue
+				}
+				// HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT
+				host, guest, ok := strings.Cut(rule, "-")
+				if !ok {
+					continue
+				}
+				ha, hp, ok1 := strings.Cut(host, ":")
+				_, gp, ok2 := strings.Cut(guest, ":")
+				hport, err1 := strconv.Atoi(hp)
+				gport, err2 := strconv.Atoi(gp)
+				if ok1 && ok2 && err1 == nil && err2 == nil {
+					fwds = append(fwds, Forward{HostAddr: ha, HostPort: hport, GuestPort: gport})
+				}
+			}
+		}
+	}
+	return accel, fwds
 }

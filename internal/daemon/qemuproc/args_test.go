@@ -163,29 +163,6 @@ func TestKernelCmdline(t *testing.T) {
 	}
 }
 
-func TestParseStartTime(t *testing.T) {
-	// Field 22 is 8766; the command name holds spaces and a ')'.
-	line := "4242 (qemu sys) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 8766 100000 500 18446744073709551615"
-	got, err := parseStartTime([]byte(line))
-	if err != nil || got != 8766 {
-		t.Fatalf("parseStartTime = %d, %v; want 8766", got, err)
-	}
-	for _, bad := range []string{"", "4242 qemu S 1", "1 (x) S 1 2 3"} {
-		if _, err := parseStartTime([]byte(bad)); err == nil {
-			t.Errorf("parseStartTime(%q) accepted", bad)
-		}
-	}
-	// Our own start time is readable and stable.
-	a, err := processStartTime(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := processStartTime(os.Getpid())
-	if a != b || a == 0 {
-		t.Errorf("start time of self: %d then %d", a, b)
-	}
-}
-
 func TestParseCPUInfo(t *testing.T) {
 	in := "processor\t: 0\ncpu MHz\t\t: 2596.126\nflags\t\t: fpu tsc constant_tsc\n\nprocessor\t: 1\ncpu MHz\t\t: 800.000\nflags\t\t: fpu\n"
 	flags, mhz := parseCPUInfo(bufio.NewScanner(strings.NewReader(in)))

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"banger/internal/procwatch"
 )
 
 // ErrNotOurs means a PID given to Adopt is not the QEMU of that directory.
@@ -50,35 +50,34 @@ type Process struct {
 	// Timeouts bound Stop; set them before calling it.
 	Timeouts Timeouts
 
-	cmd     *exec.Cmd // nil when adopted
-	pidfd   *os.File  // adopted only
-	done    chan struct{}
-	waitErr error // set before done closes (started processes only)
+	cmd *exec.Cmd // nil when adopted
+	// proc holds QEMU through a pidfd: signals never reach a process that
+	// took over its PID. For a started QEMU it also reaps it.
+	proc *procwatch.Handle
 
 	stopMu    sync.Mutex
 	stoppedBy StopMethod
 }
 
 // Done is closed once QEMU has exited.
-func (p *Process) Done() <-chan struct{} { return p.done }
+func (p *Process) Done() <-chan struct{} { return p.proc.Done() }
 
 // Exited reports whether QEMU has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Process) Exited() bool { return p.proc.Exited() }
+
+// Release stops watching an adopted QEMU (Done then never closes) and
+// gives back its pidfd; QEMU keeps running, and this Process can no longer
+// kill it: Adopt it again to stop it. For a started QEMU it does nothing:
+// its reaper runs until QEMU exits.
+func (p *Process) Release() { p.proc.Close() }
 
 // Wait waits until QEMU exits or ctx ends. It returns QEMU's exit error
 // (nil for exit status 0; always nil for an adopted process, whose status
 // belongs to its parent).
 func (p *Process) Wait(ctx context.Context) error {
 	select {
-	case <-p.done:
-		return p.waitErr
+	case <-p.proc.Done():
+		return p.proc.ExitErr()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -97,31 +96,8 @@ func (p *Process) QMP(ctx context.Context) (*QMP, error) {
 	return DialQMP(ctx, p.QMPSocket)
 }
 
-func (p *Process) signal(sig syscall.Signal) error {
-	if p.Exited() {
-		return nil
-	}
-	if p.cmd != nil {
-		return p.cmd.Process.Signal(sig)
-	}
-	// Control holds the descriptor open while it is used, so a concurrent
-	// close after exit cannot redirect the signal.
-	rc, err := p.pidfd.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.PidfdSendSignal(int(fd), sig, nil, 0) }); err != nil {
-		if p.Exited() {
-			return nil
-		}
-		return err
-	}
-	if errors.Is(serr, unix.ESRCH) {
-		return nil // already gone
-	}
-	return serr
-}
+// signal sends sig through QEMU's pidfd; an exited QEMU is no error.
+func (p *Process) signal(sig syscall.Signal) error { return p.proc.Signal(sig) }
 
 // removeSockets deletes the sockets QEMU leaves behind when killed.
 func (p *Process) removeSockets() {
@@ -135,7 +111,7 @@ func (p *Process) waitBounded(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-p.done:
+	case <-p.Done():
 		return true
 	case <-t.C:
 	case <-ctx.Done():
@@ -248,7 +224,7 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 		files     []*os.File
 		sockets   bool // Start made the sockets: abort removes them
 	)
-	p = &Process{done: make(chan struct{})}
+	p = &Process{}
 	steps := []startStep{
 		{"check the configuration", func(context.Context) error {
 			if err := pl.cfg.check(); err != nil {
@@ -341,7 +317,8 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 			cmd.Stdout, cmd.Stderr = logf, logf
 			cmd.ExtraFiles = files
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: pl.cfg.Credential}
-			err := cmd.Start()
+			// Held by a pidfd from the clone on, and reaped by its handle.
+			h, err := procwatch.Start(cmd)
 			// QEMU has its own copies now.
 			closeAll(files)
 			files = nil
@@ -353,16 +330,8 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 			}
 			logf.Close()
 			logf = nil
-			p.cmd, p.PID = cmd, cmd.Process.Pid
-			go func() {
-				p.waitErr = cmd.Wait()
-				close(p.done)
-			}()
-			st, err := processStartTime(p.PID)
-			if err != nil {
-				return fmt.Errorf("read its start time: %w", err)
-			}
-			p.StartTime = st
+			p.cmd, p.proc = cmd, h
+			p.PID, p.StartTime = h.PID(), h.StartTime()
 			return nil
 		}},
 		{"wait for the QMP monitor", func(ctx context.Context) error {
@@ -383,8 +352,8 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 					return nil
 				}
 				select {
-				case <-p.done:
-					return fmt.Errorf("QEMU exited (%v)", p.waitErr)
+				case <-p.Done():
+					return fmt.Errorf("QEMU exited (%v)", p.proc.ExitErr())
 				case <-ctx.Done():
 					return fmt.Errorf("no answer on %s within %s: %w", QMPSocketPath(pl.cfg.Dir), pl.cfg.StartTimeout, err)
 				case <-time.After(delay):
@@ -421,16 +390,16 @@ func (p *Process) abort(logf *os.File, dir, step string, err error, autoPorts, s
 	if logf != nil {
 		logf.Close()
 	}
-	if p.cmd != nil {
-		_ = p.cmd.Process.Kill()
-		<-p.done // SIGKILL cannot be refused; cmd.Wait returns
+	if p.proc != nil {
+		_ = p.signal(syscall.SIGKILL)
+		<-p.Done() // SIGKILL cannot be refused; the handle reaps it
 	}
 	msg := ""
 	if sockets { // only then are the sockets ours
 		os.Remove(QMPSocketPath(dir))
 		os.Remove(AgentSocketPath(dir))
 	}
-	if p.cmd != nil {
+	if p.proc != nil {
 		msg = logTail(LogPath(dir))
 	}
 	retry := autoPorts && containsFold(msg, "could not set up host forwarding rule")

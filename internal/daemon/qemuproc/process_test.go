@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/procwatch"
 )
 
 // fakeConfig is a Config that starts this test binary as a fake QEMU in the
@@ -60,7 +62,7 @@ func assertGone(t *testing.T, p *Process) {
 		t.Fatalf("pid %d still running", p.PID)
 	}
 	if err := syscall.Kill(p.PID, 0); err == nil && p.cmd == nil {
-		if st, err := processStartTime(p.PID); err == nil && st == p.StartTime {
+		if st, err := procwatch.ReadStat(p.PID); err == nil && st.StartTime == p.StartTime {
 			t.Errorf("pid %d still exists", p.PID)
 		}
 	}
@@ -85,14 +87,14 @@ func TestStartReportsProcess(t *testing.T) {
 	if len(p.Forwards) != 1 || p.Forwards[0].HostPort == 0 || p.Forwards[0].HostAddr != "127.0.0.1" || p.Forwards[0].GuestPort != 22 {
 		t.Errorf("forwards %+v: want a picked host port on 127.0.0.1 to guest 22", p.Forwards)
 	}
-	st, err := processStartTime(p.PID)
-	if err != nil || st != p.StartTime {
-		t.Errorf("start time %d, /proc says %d (%v)", p.StartTime, st, err)
+	st, err := procwatch.ReadStat(p.PID)
+	if err != nil || st.StartTime != p.StartTime {
+		t.Errorf("start time %d, /proc says %d (%v)", p.StartTime, st.StartTime, err)
 	}
 	if p.AgentSocket != filepath.Join(cfg.Dir, "agent.sock") {
 		t.Errorf("agent socket %q", p.AgentSocket)
 	}
-	args, _ := processArgs(p.PID)
+	args, _ := procwatch.Proc{PID: p.PID}.Cmdline()
 	if !strings.Contains(strings.Join(args, " "), "tsc_early_khz=1000") {
 		t.Errorf("TSC not on the kernel command line: %q", args)
 	}
@@ -278,11 +280,11 @@ func TestAdopt(t *testing.T) {
 }
 
 func mustStartTime(t *testing.T, pid int) uint64 {
-	st, err := processStartTime(pid)
+	st, err := procwatch.ReadStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return st.StartTime
 }
 
 func launches(t *testing.T, dir string) []int {
