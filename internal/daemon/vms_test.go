@@ -18,6 +18,7 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/daemon/consolelog"
+	"banger/internal/daemon/vmm"
 	"banger/internal/store"
 )
 
@@ -135,7 +136,7 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 	t.Setenv(fakeQEMUEnv, "1")
 
 	state := filepath.Join(t.TempDir(), "state")
-	cfg := config.Config{StateDir: state, RuntimeDir: filepath.Join(run, "rt"), QemuBin: bin, Network: netUser, VMM: vmmQEMU,
+	cfg := config.Config{StateDir: state, RuntimeDir: filepath.Join(run, "rt"), QemuBin: bin, Network: netUser, VMM: vmm.QEMU,
 		SSHKeyPath: filepath.Join(state, "ssh", "id_ed25519")}
 	for _, d := range []string{state, cfg.RuntimeDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -175,7 +176,7 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 		t.Fatal(err)
 	}
 	v := store.VM{ID: id, Name: "failing", ImageID: im.ID, KernelID: k.ID, VCPUs: 1, MemoryBytes: 256 << 20,
-		DiskBytes: 1 << 20, State: store.VMCreated, VMMKind: vmmQEMU, COWKind: "copy", COWDevice: root,
+		DiskBytes: 1 << 20, State: store.VMCreated, VMMKind: vmm.QEMU, COWKind: "copy", COWDevice: root,
 		CreatedAt: now, UpdatedAt: now}
 	if err := st.PutVM(ctx, v); err != nil {
 		t.Fatal(err)
@@ -318,11 +319,12 @@ type fakeMachine struct {
 	logf []string
 }
 
-func (m *fakeMachine) pid() int                                                { return 0 }
-func (m *fakeMachine) startTime() uint64                                       { return 0 }
-func (m *fakeMachine) done() <-chan struct{}                                   { return m.ch }
-func (m *fakeMachine) stop(context.Context, func(context.Context) error) error { return nil }
-func (m *fakeMachine) logs() []string                                          { return m.logf }
+func (m *fakeMachine) PID() int                                                { return 0 }
+func (m *fakeMachine) StartTime() uint64                                       { return 0 }
+func (m *fakeMachine) Done() <-chan struct{}                                   { return m.ch }
+func (m *fakeMachine) Stop(context.Context, func(context.Context) error) error { return nil }
+func (m *fakeMachine) Logs() []string                                          { return m.logf }
+func (m *fakeMachine) Agent() vmm.AgentLink                                    { return vmm.NewMux("") }
 
 // While a VM runs, its watcher keeps a noisy guest's console log bounded;
 // when the VMM exits the VM is recorded stopped.
@@ -340,7 +342,7 @@ func TestWatchCapsTheConsoleOfARunningVM(t *testing.T) {
 	if err := vm.st.PutVM(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
-	vm.setLive(v.ID, &liveVM{m: m, agent: &agentLink{}})
+	vm.setLive(v.ID, &liveVM{m: m})
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)

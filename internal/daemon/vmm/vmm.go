@@ -94,6 +94,10 @@ type Driver interface {
 	// Usable says why this VMM cannot run VMs on host, or nil; what says
 	// what it would use when it can.
 	Usable(host Host) (what string, err error)
+	// UserNetwork says whether the VMM has a network of its own for a VM
+	// off the host's bridge (with Net.Forwards); without one such a VM is
+	// reached through its agent only.
+	UserNetwork() bool
 	// Start launches spec's VM and waits until its VMM runs (not until
 	// the guest has booted). On failure nothing of the VMM is left
 	// running.
