@@ -18,6 +18,7 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/daemon/consolelog"
+	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/vmm"
 	"banger/internal/store"
 )
@@ -138,6 +139,15 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 	state := filepath.Join(t.TempDir(), "state")
 	cfg := config.Config{StateDir: state, RuntimeDir: filepath.Join(run, "rt"), QemuBin: bin, Network: netUser, VMM: vmm.QEMU,
 		SSHKeyPath: filepath.Join(state, "ssh", "id_ed25519")}
+	return newTestVM(t, cfg, vmm.QEMU, nil)
+}
+
+// newTestVM makes a manager for cfg on a real store in cfg.StateDir, with
+// drivers when not nil, and one created VM of VMM kind whose kernel and
+// root disk are plain files.
+func newTestVM(t *testing.T, cfg config.Config, kind string, drivers vmm.Registry) (*vmManager, store.VM) {
+	t.Helper()
+	state := cfg.StateDir
 	for _, d := range []string{state, cfg.RuntimeDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -149,8 +159,11 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	vm := newVMManager(cfg, st, nil, slog.New(slog.DiscardHandler))
+	vm := newVMManager(cfg, st, imagemgr.New(st, state, agentBinary), slog.New(slog.DiscardHandler))
 	t.Cleanup(vm.Shutdown)
+	if drivers != nil {
+		vm.drivers, vm.host = drivers, func() vmm.Host { return vmm.Host{} }
+	}
 
 	now := time.Now().UTC()
 	files := t.TempDir()
@@ -176,7 +189,7 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 		t.Fatal(err)
 	}
 	v := store.VM{ID: id, Name: "failing", ImageID: im.ID, KernelID: k.ID, VCPUs: 1, MemoryBytes: 256 << 20,
-		DiskBytes: 1 << 20, State: store.VMCreated, VMMKind: vmm.QEMU, COWKind: "copy", COWDevice: root,
+		DiskBytes: 1 << 20, State: store.VMCreated, VMMKind: kind, COWKind: "copy", COWDevice: root,
 		CreatedAt: now, UpdatedAt: now}
 	if err := st.PutVM(ctx, v); err != nil {
 		t.Fatal(err)
