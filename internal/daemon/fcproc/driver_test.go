@@ -1,10 +1,13 @@
 package fcproc
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/daemon/vmm"
 )
 
 func TestDecideJail(t *testing.T) {
@@ -40,5 +43,28 @@ func TestDecideJail(t *testing.T) {
 	cfg.Name = strings.Repeat("n", 64)
 	if j, why, _ := decideJail(cfg, "", "/var/lib/banger/jail", 7, 7); j != nil || !strings.Contains(why, "longer than") {
 		t.Errorf("a name too long for the chroot's sockets: %+v, %q", j, why)
+	}
+}
+
+func TestDriverBasics(t *testing.T) {
+	d := NewDriver(DriverConfig{})
+	if _, err := d.Usable(vmm.Host{FirecrackerErr: errors.New("no fc")}); err == nil {
+		t.Error("usable without firecracker")
+	}
+	if _, err := d.Usable(vmm.Host{Firecracker: "/fc", KVM: errors.New("no kvm")}); err == nil {
+		t.Error("usable without KVM")
+	}
+	if what, err := d.Usable(vmm.Host{Firecracker: "/fc"}); err != nil || what != "/fc with /dev/kvm" {
+		t.Errorf("usable: %q, %v", what, err)
+	}
+	ds := fcDrives([]string{"/root", "/work"})
+	if len(ds) != 2 || !ds[0].Root || ds[0].ID != "root" || ds[1].ID != "disk1" || ds[1].Root {
+		t.Errorf("drives %+v", ds)
+	}
+	if _, err := FindBinary(filepath.Join(t.TempDir(), "none")); err == nil || !strings.Contains(err.Error(), "firecracker_bin") {
+		t.Errorf("FindBinary of a missing file: %v", err)
+	}
+	if d.Sweep() != nil || d.UserNetwork() || d.Name() != vmm.Firecracker {
+		t.Error("basics")
 	}
 }
