@@ -349,7 +349,7 @@ func TestCancelDuringStart(t *testing.T) {
 		}
 		failedAt(t, vm, d, v, err, stepReady, true)
 	})
-	t.Run("between steps", func(t *testing.T) {
+	t.Run("in the VMM step", func(t *testing.T) {
 		vm, d, v := fakeVM(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		d.OnStart = func(vmm.Spec) { cancel() }

@@ -112,7 +112,7 @@ func (vm *vmManager) reconcileVM(ctx context.Context, v store.VM) error {
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return err
 	}
-	vm.release(ctx, v, nil)
+	vm.release(ctx, v)
 	vm.log.Warn("VM found not running at start", "vm", v.Name, "now", v.State)
 	return nil
 }

@@ -109,18 +109,14 @@ func (vm *vmManager) newStartRun(ctx context.Context, v store.VM, vmmOverride st
 	return &startRun{v: v, dir: vm.runDir(v.ID), drv: drv, reason: reason, k: k, im: im, sshKey: pub, p: p}, nil
 }
 
-// runOf is the start run of a VM that has started, for its release: v as
-// the store has it, and its VMM when it runs.
-func (vm *vmManager) runOf(v store.VM, m vmm.Machine) *startRun {
-	d, _ := vm.drivers.Get(v.VMMKind)
-	return &startRun{v: v, dir: v.RunDir, drv: d, m: m, recorded: true}
-}
-
 // release takes back everything a start of v made, by the start's own
-// undos: the VMM (when m still runs), the live entry, the network, the
-// root snapshot and the run dir.
-func (vm *vmManager) release(ctx context.Context, v store.VM, m vmm.Machine) {
-	plan.Undo(ctx, vm.startSteps(vm.runOf(v, m)))
+// undos: the live entry, the network, the root snapshot and the run dir.
+// Its caller has stopped the VMM, or seen it exit, or found it gone: a
+// VMM that outlived its stop is not waited for again here, and the next
+// start kills it as a stray.
+func (vm *vmManager) release(ctx context.Context, v store.VM) {
+	d, _ := vm.drivers.Get(v.VMMKind)
+	plan.Undo(ctx, vm.startSteps(&startRun{v: v, dir: v.RunDir, drv: d, recorded: true}))
 }
 
 // startSteps are the steps of r's start with their undos.

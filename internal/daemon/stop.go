@@ -33,7 +33,7 @@ func (vm *vmManager) watch(id, name string, m vmm.Machine) {
 		vm.dropLive(id)
 		return
 	}
-	vm.release(ctx, v, m)
+	vm.release(ctx, v)
 	if err := vm.recordStopped(ctx, v, ""); err != nil {
 		vm.log.Warn("record a VM stopped on its own", "vm", name, "error", err)
 	}
@@ -85,7 +85,7 @@ func (vm *vmManager) stopLocked(ctx context.Context, v store.VM, kill bool) (sto
 		graceful = nil
 	}
 	err := l.m.Stop(sctx, graceful)
-	vm.release(ctx, v, l.m)
+	vm.release(ctx, v)
 	v.State, v.PID, v.PIDStartTime = store.VMStopped, 0, 0
 	v.StoppedAt, v.UpdatedAt = time.Now().UTC(), time.Now().UTC()
 	if err != nil {

@@ -189,8 +189,8 @@ func (m *Machine) StoppedBy() string {
 	return m.stoppedBy
 }
 
-// Stops counts the calls of Stop, and StopCtxErr is the error its
-// context had at the last one (a done context asks to kill at once).
+// Stops returns how many times Stop was called and the error its context
+// had at the last call (a done context asks to kill at once).
 func (m *Machine) Stops() (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
