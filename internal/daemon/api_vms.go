@@ -49,9 +49,7 @@ func (d *Daemon) wireVM(ctx context.Context, v store.VM) rpc.VM {
 	if k, err := d.store.GetKernelByID(ctx, v.KernelID); err == nil {
 		out.Kernel = k.Name
 	}
-	if v.RunDir != "" {
-		out.ConsoleLog = consoleLog(v.VMMKind, v.RunDir)
-	}
+	out.ConsoleLog = d.vms.consoleLog(v)
 	return out
 }
 
@@ -168,7 +166,7 @@ func (d *Daemon) handleVMLogs(w http.ResponseWriter, r *http.Request) {
 		rpc.WriteError(w, rpc.Errorf(rpc.CodeNotFound, "VM %q has no console log: it has not been started", v.Name))
 		return
 	}
-	path := consoleLog(v.VMMKind, v.RunDir)
+	path := d.vms.consoleLog(v)
 	f, err := os.Open(path)
 	if err != nil {
 		rpc.WriteError(w, rpc.Errorf(rpc.CodeNotFound, "VM %q has no console log now (%v): it is not running", v.Name, err))
@@ -244,7 +242,7 @@ func (d *Daemon) handleVMAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	octx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	agent, err := link.open(octx)
+	agent, err := link.Open(octx)
 	cancel()
 	if err != nil {
 		rpc.WriteError(w, rpc.Errorf(rpc.CodeUnavailable, "reach the guest agent of %s: %v", r.PathValue("name"), err))

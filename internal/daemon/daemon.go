@@ -110,23 +110,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	if socket == "" {
 		socket = SocketPath(cfg)
 	}
-	st, err := store.Open(ctx, StorePath(cfg))
+	st, err := openBoundStore(ctx, cfg, o.AdoptStore, log)
 	if err != nil {
-		log.Error("open store", "error", err)
 		return err
 	}
 	defer st.Close()
-	// Nothing acts on the store before it is known to be this state dir's:
-	// an emptied or deleted store would take every VM directory for
-	// garbage.
-	bound, err := st.Bind(ctx, cfg.StateDir, o.AdoptStore)
-	if err != nil {
-		log.Error("the store does not belong to the state dir", "error", err)
-		return err
-	}
-	if bound.Note != "" {
-		log.Warn("store and state dir tied together", "state_dir_id", bound.ID, "why", bound.Note)
-	}
 	storeLost := make(chan error, 1)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
@@ -165,21 +153,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	defer os.Remove(socket)
 
-	d.info = rpc.VersionInfo{
-		Version:   buildinfo.Version,
-		API:       buildinfo.APIVersion,
-		PID:       os.Getpid(),
-		StateDir:  cfg.StateDir,
-		Socket:    socket,
-		LogFile:   logPath,
-		StartedAt: time.Now().UTC(),
-	}
-	srv := &http.Server{
-		Handler:           rpc.RequireAPIVersion(d.guardStore(d.routes())),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	srv := d.server(ctx, socket, logPath)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -191,7 +165,59 @@ func Run(ctx context.Context, o Options) (err error) {
 		o.OnReady(d.info)
 	}
 
+	err = d.wait(ctx, serveErr, storeLost)
+	d.stopServing(srv)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// server is the API server; it also fills d.info.
+func (d *Daemon) server(ctx context.Context, socket, logPath string) *http.Server {
+	d.info = rpc.VersionInfo{
+		Version:   buildinfo.Version,
+		API:       buildinfo.APIVersion,
+		PID:       os.Getpid(),
+		StateDir:  d.opts.Config.StateDir,
+		Socket:    socket,
+		LogFile:   logPath,
+		StartedAt: time.Now().UTC(),
+	}
+	return &http.Server{
+		Handler:           rpc.RequireAPIVersion(d.guardStore(d.routes())),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+}
+
+// openBoundStore opens the store and ties it to the state dir. Nothing
+// acts on the store before it is known to be this state dir's: an emptied
+// or deleted store would take every VM directory for garbage.
+func openBoundStore(ctx context.Context, cfg config.Config, adopt bool, log *slog.Logger) (*store.Store, error) {
+	st, err := store.Open(ctx, StorePath(cfg))
+	if err != nil {
+		log.Error("open store", "error", err)
+		return nil, err
+	}
+	bound, err := st.Bind(ctx, cfg.StateDir, adopt)
+	if err != nil {
+		st.Close()
+		log.Error("the store does not belong to the state dir", "error", err)
+		return nil, err
+	}
+	if bound.Note != "" {
+		log.Warn("store and state dir tied together", "state_dir_id", bound.ID, "why", bound.Note)
+	}
+	return st, nil
+}
+
+// wait serves until ctx ends, a client asks the daemon to stop, serving
+// fails or the store file changes, and returns the error to end with.
+func (d *Daemon) wait(ctx context.Context, serveErr, storeLost <-chan error) error {
 	var reason string
+	var err error
 	select {
 	case <-ctx.Done():
 		reason = "signal"
@@ -199,18 +225,22 @@ func Run(ctx context.Context, o Options) (err error) {
 		reason = "client request"
 	case err = <-serveErr:
 		reason = "serve error"
-		log.Error("serving the API failed", "error", err)
+		d.log.Error("serving the API failed", "error", err)
 	case err = <-storeLost:
 		reason = "store file changed"
-		err = fmt.Errorf("%w: bangerd stopped rather than go on with a store nobody will read again; running VMs keep running. Put the store back (a backup: %s.bak-v*) and start bangerd again; it refuses a store that does not belong to the state dir", err, StorePath(cfg))
-		log.Error("the store file changed under the daemon: stopping", "error", err)
+		err = fmt.Errorf("%w: bangerd stopped rather than go on with a store nobody will read again; running VMs keep running. Put the store back (a backup: %s.bak-v*) and start bangerd again; it refuses a store that does not belong to the state dir", err, StorePath(d.opts.Config))
+		d.log.Error("the store file changed under the daemon: stopping", "error", err)
 	}
-	log.Info("bangerd shutting down", "reason", reason)
-	_, _ = sdnotify.Notify(sdnotify.Stopping)
+	d.log.Info("bangerd shutting down", "reason", reason)
+	return err
+}
 
+// stopServing stops the operations, then the API server, each bounded.
+func (d *Daemon) stopServing(srv *http.Server) {
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	opsCtx, cancel := context.WithTimeout(context.Background(), opsShutdownTimeout)
 	if e := d.ops.Shutdown(opsCtx); e != nil {
-		log.Error("operations did not stop in time", "error", e)
+		d.log.Error("operations did not stop in time", "error", e)
 	}
 	cancel()
 	httpCtx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
@@ -218,11 +248,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		_ = srv.Close()
 	}
 	cancel()
-	log.Info("bangerd stopped")
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	d.log.Info("bangerd stopped")
 }
 
 // watchStore checks every storeCheckInterval that banger.db is still the

@@ -9,6 +9,7 @@ import (
 
 	"banger/internal/daemon/fcproc"
 	"banger/internal/daemon/qemuproc"
+	"banger/internal/daemon/vmm"
 )
 
 // TestKillStraysSparesBystanders: the stray sweep kills the VMMs of a run
@@ -35,7 +36,7 @@ func TestKillStraysSparesBystanders(t *testing.T) {
 	fc := spawn("--api-sock", fcproc.APISocketPath(dir), "--id", "x")
 	other := spawn("-name", qemuproc.NameMarker(dir+"0"))
 	time.Sleep(50 * time.Millisecond) // let sh exec
-	if n := killStrays(dir); n != 2 {
+	if n := killStrays(dir, testDrivers()); n != 2 {
 		t.Errorf("killStrays killed %d processes, want 2 (the QEMU and the Firecracker)", n)
 	}
 	for _, c := range []*exec.Cmd{qemu, fc} {
@@ -74,4 +75,9 @@ func TestStartKillsAStuckVMMFirst(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a VMM of the VM left running survived the start of a new one")
 	}
+}
+
+// testDrivers are the drivers bangerd registers, with default settings.
+func testDrivers() vmm.Registry {
+	return vmm.NewRegistry(fcproc.NewDriver(fcproc.DriverConfig{}), qemuproc.NewDriver(""))
 }

@@ -18,6 +18,8 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/daemon/consolelog"
+	"banger/internal/daemon/imagemgr"
+	"banger/internal/daemon/vmm"
 	"banger/internal/store"
 )
 
@@ -135,8 +137,17 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 	t.Setenv(fakeQEMUEnv, "1")
 
 	state := filepath.Join(t.TempDir(), "state")
-	cfg := config.Config{StateDir: state, RuntimeDir: filepath.Join(run, "rt"), QemuBin: bin, Network: netUser, VMM: vmmQEMU,
+	cfg := config.Config{StateDir: state, RuntimeDir: filepath.Join(run, "rt"), QemuBin: bin, Network: netUser, VMM: vmm.QEMU,
 		SSHKeyPath: filepath.Join(state, "ssh", "id_ed25519")}
+	return newTestVM(t, cfg, vmm.QEMU, nil)
+}
+
+// newTestVM makes a manager for cfg on a real store in cfg.StateDir, with
+// drivers when not nil, and one created VM of VMM kind whose kernel and
+// root disk are plain files.
+func newTestVM(t *testing.T, cfg config.Config, kind string, drivers vmm.Registry) (*vmManager, store.VM) {
+	t.Helper()
+	state := cfg.StateDir
 	for _, d := range []string{state, cfg.RuntimeDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -148,8 +159,11 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	vm := newVMManager(cfg, st, nil, slog.New(slog.DiscardHandler))
+	vm := newVMManager(cfg, st, imagemgr.New(st, state, agentBinary), slog.New(slog.DiscardHandler))
 	t.Cleanup(vm.Shutdown)
+	if drivers != nil {
+		vm.drivers, vm.host = drivers, func() vmm.Host { return vmm.Host{} }
+	}
 
 	now := time.Now().UTC()
 	files := t.TempDir()
@@ -175,7 +189,7 @@ func testVMManager(t *testing.T) (*vmManager, store.VM) {
 		t.Fatal(err)
 	}
 	v := store.VM{ID: id, Name: "failing", ImageID: im.ID, KernelID: k.ID, VCPUs: 1, MemoryBytes: 256 << 20,
-		DiskBytes: 1 << 20, State: store.VMCreated, VMMKind: vmmQEMU, COWKind: "copy", COWDevice: root,
+		DiskBytes: 1 << 20, State: store.VMCreated, VMMKind: kind, COWKind: "copy", COWDevice: root,
 		CreatedAt: now, UpdatedAt: now}
 	if err := st.PutVM(ctx, v); err != nil {
 		t.Fatal(err)
@@ -318,11 +332,12 @@ type fakeMachine struct {
 	logf []string
 }
 
-func (m *fakeMachine) pid() int                                                { return 0 }
-func (m *fakeMachine) startTime() uint64                                       { return 0 }
-func (m *fakeMachine) done() <-chan struct{}                                   { return m.ch }
-func (m *fakeMachine) stop(context.Context, func(context.Context) error) error { return nil }
-func (m *fakeMachine) logs() []string                                          { return m.logf }
+func (m *fakeMachine) PID() int                                                { return 0 }
+func (m *fakeMachine) StartTime() uint64                                       { return 0 }
+func (m *fakeMachine) Done() <-chan struct{}                                   { return m.ch }
+func (m *fakeMachine) Stop(context.Context, func(context.Context) error) error { return nil }
+func (m *fakeMachine) Logs() []string                                          { return m.logf }
+func (m *fakeMachine) Agent() vmm.AgentLink                                    { return vmm.NewMux("") }
 
 // While a VM runs, its watcher keeps a noisy guest's console log bounded;
 // when the VMM exits the VM is recorded stopped.
@@ -340,7 +355,7 @@ func TestWatchCapsTheConsoleOfARunningVM(t *testing.T) {
 	if err := vm.st.PutVM(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
-	vm.setLive(v.ID, &liveVM{m: m, agent: &agentLink{}})
+	vm.setLive(v.ID, &liveVM{m: m})
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)

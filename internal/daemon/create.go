@@ -1,0 +1,236 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/config"
+	"banger/internal/daemon/imagemgr"
+	"banger/internal/daemon/workspace"
+	"banger/internal/store"
+)
+
+// CreateRequest describes a new VM.
+type CreateRequest struct {
+	Name    string
+	Image   string
+	VCPUs   int
+	Memory  int64
+	Disk    int64
+	VMM     string
+	COW     string
+	Publish []string // "HOSTPORT:GUESTPORT"
+	// StartNow says the VM is started right after it is made (vm run): its
+	// disks are then not flushed at create, since the guest's first flush,
+	// which both VMMs pass on to the file, makes them durable.
+	StartNow bool
+	publish  string // normalised by validate
+}
+
+func randomName() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "vm-" + hex.EncodeToString(b[:])
+}
+
+func newVMID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// validate fills defaults and checks a create request without side effects.
+func (vm *vmManager) validate(r *CreateRequest) error {
+	if r.Name == "" {
+		r.Name = randomName()
+	}
+	if err := imagemgr.ValidName("VM", r.Name); err != nil {
+		return vmInputError{err}
+	}
+	if r.Image == "" {
+		r.Image = vm.cfg.DefaultImageName
+	}
+	if r.VCPUs == 0 {
+		r.VCPUs = vm.cfg.DefaultVCPUs
+	}
+	if r.VCPUs < config.MinVCPUs || r.VCPUs > config.MaxVCPUs {
+		return inputf("--cpus %d is outside %d to %d", r.VCPUs, config.MinVCPUs, config.MaxVCPUs)
+	}
+	if r.Memory == 0 {
+		r.Memory = int64(vm.cfg.DefaultMemory)
+	}
+	if r.Memory < config.MinMemory {
+		return inputf("--memory %s is below %s", config.Size(r.Memory), config.Size(config.MinMemory))
+	}
+	if r.Disk == 0 {
+		r.Disk = int64(vm.cfg.DefaultDiskSize)
+	}
+	if r.VMM == "" {
+		r.VMM = vm.cfg.VMM
+	}
+	if r.VMM != vmmAuto && !vm.drivers.Has(r.VMM) {
+		return inputf("unknown vmm %q: use %s or %s", r.VMM, vmmAuto, strings.Join(vm.drivers.Names(), " or "))
+	}
+	if r.COW == "" {
+		r.COW = vm.cfg.COW
+	}
+	pub, err := checkPublish(r.Publish)
+	if err != nil {
+		return err
+	}
+	r.publish = pub
+	return nil
+}
+
+// Create makes a VM: its image and kernel (pulled on a miss), its directory
+// and its copy-on-write root disk. On failure nothing is left.
+func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Progress) (store.VM, error) {
+	if err := vm.validate(&r); err != nil {
+		return store.VM{}, err
+	}
+	unlock := vm.locks.MustLock("name/" + r.Name)
+	defer unlock()
+	if _, err := vm.st.GetVM(ctx, r.Name); err == nil {
+		return store.VM{}, vmInputError{fmt.Errorf("VM %q already exists: pick another name, or remove it (banger vm rm %s)", r.Name, r.Name)}
+	}
+	im, err := vm.image(ctx, r.Image, p)
+	if err != nil {
+		return store.VM{}, err
+	}
+	if im.KernelRef == "" {
+		return store.VM{}, noKernelError(im)
+	}
+	// A registered image's files are the user's, and may have been replaced
+	// since register checked them.
+	if err := vm.images.CheckFiles(im); err != nil {
+		return store.VM{}, vmInputError{err}
+	}
+	k, err := vm.kernel(ctx, im.KernelRef, p)
+	if err != nil {
+		return store.VM{}, err
+	}
+	id := newVMID()
+	dir, err := vm.ws.Create(id)
+	if err != nil {
+		return store.VM{}, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = vm.ws.Remove(id)
+		}
+	}()
+	p.Phase("making the root disk")
+	disk, used, err := vm.makeRootDisk(ctx, r, im, dir, p)
+	if err != nil {
+		return store.VM{}, err
+	}
+	if im.WorkSeedPath != "" {
+		p.Phase("seeding the work disk")
+		fileCOW := r.COW
+		if fileCOW == workspace.DMSnap {
+			fileCOW = workspace.Auto
+		}
+		if _, err := workspace.CloneDisk(ctx, im.WorkSeedPath, filepath.Join(dir, workDiskName), fileCOW, workspace.CloneOptions{NoSync: r.StartNow}); err != nil {
+			return store.VM{}, fmt.Errorf("seed the work disk of %s: %w", r.Name, err)
+		}
+	}
+	now := time.Now().UTC()
+	v := store.VM{ID: id, Name: r.Name, ImageID: im.ID, KernelID: k.ID, VCPUs: r.VCPUs, MemoryBytes: r.Memory,
+		DiskBytes: r.Disk, State: store.VMCreated, VMMKind: r.VMM, COWKind: used, COWDevice: disk,
+		Publish: r.publish, CreatedAt: now, UpdatedAt: now}
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		return store.VM{}, err
+	}
+	ok = true
+	if err := vm.ws.Commit(id); err != nil {
+		vm.log.Warn("VM created", "vm", v.Name, "error", err)
+	}
+	return v, nil
+}
+
+// noKernelError says what to do about an image that names no kernel, for
+// the kind of image it is: banger has no command that changes an image's
+// kernel, so it is made again with one.
+func noKernelError(im store.Image) error {
+	switch {
+	case im.OriginKind == store.OriginOCI:
+		return inputf("image %q names no kernel: it was pulled by an older banger; remove it (banger image rm %s) and pull it again with its kernel (banger image pull %s --name %s --kernel NAME; without --kernel it gets the default image's kernel)",
+			im.Name, im.Name, im.OriginRef, im.Name)
+	case im.OriginKind == store.OriginCatalog:
+		return inputf("image %q names no kernel: remove it (banger image rm %s) and pull it again", im.Name, im.Name)
+	case !im.Managed:
+		return inputf("image %q names no kernel: remove it (banger image rm %s; your files stay) and register it again with --kernel NAME (banger kernel ls lists kernels)", im.Name, im.Name)
+	}
+	return inputf("image %q names no kernel: copy its rootfs (%s) out of the state dir and register the copy with --kernel NAME (banger kernel ls lists kernels); removing the image deletes that file", im.Name, im.RootfsPath)
+}
+
+// workDiskName is the VM's second disk, seeded from the image's work-seed;
+// the guest sees it as /dev/vdb.
+const workDiskName = "work.ext4"
+
+// makeRootDisk gives the VM its writable root: a device-mapper snapshot
+// over the image (its copy-on-write store is made at start), or a reflink
+// clone or sparse copy grown to the requested size. auto takes dmsnap when
+// this host has device-mapper, as the fastest on ext4.
+func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store.Image, dir string, p imagemgr.Progress) (path, used string, err error) {
+	useDM := false
+	switch r.COW {
+	case workspace.DMSnap:
+		if err := vm.snapshotsAvailable(ctx); err != nil {
+			return "", "", inputf("cow = dmsnap: %v; or use cow = auto, reflink or copy", err)
+		}
+		useDM = true
+	case workspace.Auto, "":
+		useDM = vm.snapshotsAvailable(ctx) == nil
+	}
+	if useDM {
+		if r.Disk > im.SizeBytes && im.SizeBytes > 0 {
+			p.Phase(fmt.Sprintf("dmsnap: the root disk keeps the image's size (%s); --disk sets the room for changes", config.Size(im.SizeBytes)))
+		}
+		return filepath.Join(dir, "root.cow"), workspace.DMSnap, nil
+	}
+	disk := filepath.Join(dir, "root.ext4")
+	strategy := r.COW
+	if strategy == "" {
+		strategy = workspace.Auto
+	}
+	used, err = workspace.CloneDisk(ctx, im.RootfsPath, disk, strategy, workspace.CloneOptions{Size: r.Disk, NoSync: r.StartNow})
+	if err != nil {
+		return "", "", fmt.Errorf("make the root disk of %s: %w", r.Name, err)
+	}
+	return disk, used, nil
+}
+
+func (vm *vmManager) image(ctx context.Context, name string, p imagemgr.Progress) (store.Image, error) {
+	im, err := vm.images.Image(ctx, name)
+	if err == nil {
+		return im, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.Image{}, err
+	}
+	if !vm.images.IsCatalogImage(name) {
+		return store.Image{}, vmInputError{fmt.Errorf("image %q not found: pull it (banger image pull %s) or register one", name, name)}
+	}
+	p.Phase("pulling image " + name)
+	return vm.images.PullImage(ctx, name, imagemgr.PullOptions{}, p)
+}
+
+func (vm *vmManager) kernel(ctx context.Context, name string, p imagemgr.Progress) (store.Kernel, error) {
+	k, err := vm.images.Kernel(ctx, name)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.Kernel{}, err
+	}
+	p.Phase("pulling kernel " + name)
+	return vm.images.PullKernel(ctx, name, p)
+}

@@ -1,0 +1,303 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"banger/internal/daemon/imagemgr"
+	"banger/internal/daemon/netmgr"
+	"banger/internal/daemon/plan"
+	"banger/internal/daemon/sshkey"
+	"banger/internal/daemon/vmm"
+	"banger/internal/guest/boot"
+	"banger/internal/store"
+)
+
+// The steps of a VM's start, in order. Each has its undo; a failed or
+// cancelled start undoes the steps it began in reverse, and stopping a VM
+// (Stop, its VMM exiting on its own, reconcile) runs the same undos.
+const (
+	stepRunDir  = "prepare the run dir"
+	stepRecord  = "record the start"
+	stepRoot    = "set up the root device"
+	stepNetwork = "attach the network"
+	stepVMM     = "start the VMM"
+	stepPID     = "record the VMM's pid"
+	stepReady   = "wait until the guest is ready"
+)
+
+// startRun is one start of a VM: what it starts from and what its steps
+// made, which their undos take back.
+type startRun struct {
+	v      store.VM
+	dir    string     // the run dir
+	drv    vmm.Driver // nil when the VM's VMM is unknown
+	reason string
+	k      store.Kernel
+	im     store.Image
+	sshKey string
+	p      imagemgr.Progress
+
+	recorded bool // the store says starting: a failure is recorded
+	params   []string
+	root     string
+	att      netmgr.Attachment
+	m        vmm.Machine
+	launch   vmm.Launch
+}
+
+// Start boots a created or stopped VM and waits until its agent is ready.
+func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imagemgr.Progress) (store.VM, error) {
+	v, err := vm.st.GetVM(ctx, name)
+	if err != nil {
+		return store.VM{}, err
+	}
+	unlock := vm.locks.MustLock(v.ID)
+	defer unlock()
+	if v, err = vm.st.GetVM(ctx, name); err != nil {
+		return store.VM{}, err
+	}
+	if vm.isLive(v.ID) {
+		return store.VM{}, inputf("VM %q is already %s", name, v.State)
+	}
+	r, err := vm.newStartRun(ctx, v, vmmOverride, p)
+	if err != nil {
+		return store.VM{}, err
+	}
+	waitStart := time.Now()
+	if err := plan.Run(ctx, vm.startSteps(r), nil); err != nil {
+		return vm.failStart(ctx, r, err)
+	}
+	v = r.v
+	v.State, v.StartedAt, v.UpdatedAt = store.VMRunning, time.Now().UTC(), time.Now().UTC()
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		return store.VM{}, err
+	}
+	vm.hostsChanged(ctx)
+	go vm.watch(v.ID, v.Name, r.m)
+	vm.log.Debug("VM running", "vm", v.Name, "vmm", r.drv.Name(), "start", time.Since(waitStart).Round(time.Millisecond))
+	return v, nil
+}
+
+// newStartRun gathers what a start needs before it changes anything: the
+// VMM, the kernel, the image, the user's SSH key.
+func (vm *vmManager) newStartRun(ctx context.Context, v store.VM, vmmOverride string, p imagemgr.Progress) (*startRun, error) {
+	want := v.VMMKind
+	if vmmOverride != "" {
+		want = vmmOverride
+	}
+	drv, reason, err := chooseVMM(want, vm.host(), vm.drivers)
+	if err != nil {
+		return nil, vmInputError{err}
+	}
+	k, err := vm.st.GetKernelByID(ctx, v.KernelID)
+	if err != nil {
+		return nil, fmt.Errorf("kernel of VM %q: %w", v.Name, err)
+	}
+	im, err := vm.st.GetImageByID(ctx, v.ImageID)
+	if err != nil {
+		return nil, fmt.Errorf("image of VM %q: %w", v.Name, err)
+	}
+	pub, err := sshkey.Ensure(vm.cfg.SSHKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	return &startRun{v: v, dir: vm.runDir(v.ID), drv: drv, reason: reason, k: k, im: im, sshKey: pub, p: p}, nil
+}
+
+// release takes back everything a start of v made, by the start's own
+// undos: the live entry, the network, the root snapshot and the run dir.
+// Its caller has stopped the VMM, or seen it exit, or found it gone: a
+// VMM that outlived its stop is not waited for again here, and the next
+// start kills it as a stray.
+func (vm *vmManager) release(ctx context.Context, v store.VM) {
+	d, _ := vm.drivers.Get(v.VMMKind)
+	plan.Undo(ctx, vm.startSteps(&startRun{v: v, dir: v.RunDir, drv: d, recorded: true}))
+}
+
+// startSteps are the steps of r's start with their undos.
+func (vm *vmManager) startSteps(r *startRun) []plan.Step {
+	return []plan.Step{
+		{Name: stepRunDir, Do: func(context.Context) error { return vm.prepareRunDir(r) },
+			Undo: func(context.Context) { vm.removeRunDir(r.v.Name, r.dir) }},
+		{Name: stepRecord, Do: func(ctx context.Context) error { return vm.recordStart(ctx, r) }},
+		{Name: stepRoot, Do: func(ctx context.Context) (err error) {
+			r.root, err = vm.rootDevice(ctx, r.v, r.im)
+			return err
+		}, Undo: func(ctx context.Context) { vm.releaseRoot(ctx, r.v) }},
+		{Name: stepNetwork, Do: func(ctx context.Context) error { return vm.attachNetwork(ctx, r) },
+			Undo: func(ctx context.Context) { vm.releaseNetwork(ctx, r.v) }},
+		{Name: stepVMM, Do: func(ctx context.Context) error { return vm.startVMM(ctx, r) },
+			Undo: func(ctx context.Context) { vm.stopVMM(ctx, r) }},
+		{Name: stepPID, Do: func(ctx context.Context) error { return vm.recordPID(ctx, r) },
+			Undo: func(context.Context) { vm.dropLive(r.v.ID) }},
+		{Name: stepReady, Do: func(ctx context.Context) error { return vm.waitStarted(ctx, r) }},
+	}
+}
+
+// prepareRunDir makes an empty run dir. A VMM of this VM that should have
+// exited but did not (stuck in its teardown) still has the disk open: a
+// second one beside it would corrupt it, so it is killed first.
+func (vm *vmManager) prepareRunDir(r *startRun) error {
+	if n := killStrays(r.dir, vm.drivers); n > 0 {
+		vm.log.Warn("killed a VMM of this VM that was still running", "vm", r.v.Name, "count", n)
+	}
+	_ = os.RemoveAll(r.dir)
+	if err := os.MkdirAll(r.dir, 0o700); err != nil {
+		return fmt.Errorf("make the run dir of VM %s: %w", r.v.Name, err)
+	}
+	return nil
+}
+
+// removeRunDir removes a VM's run dir and what its VMM keeps outside it.
+func (vm *vmManager) removeRunDir(name, dir string) {
+	if dir == "" {
+		return
+	}
+	for _, d := range vm.drivers {
+		d.Cleanup(dir)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		vm.log.Warn("remove the run dir", "vm", name, "dir", dir, "error", err)
+	}
+}
+
+// recordStart picks the network and records the VM as starting.
+func (vm *vmManager) recordStart(ctx context.Context, r *startRun) error {
+	netMode, err := vm.net.mode(ctx)
+	if err != nil {
+		return vmInputError{err}
+	}
+	v := &r.v
+	v.State, v.VMMKind, v.VMMReason, v.RunDir, v.LastError = store.VMStarting, r.drv.Name(), r.reason, r.dir, ""
+	v.Network, v.IP, v.Tap, v.MAC = netMode, "", "", ""
+	v.UpdatedAt = time.Now().UTC()
+	if err := vm.st.PutVM(ctx, *v); err != nil {
+		return err
+	}
+	r.recorded = true
+	r.params = []string{"root=/dev/vda", "rw", "panic=-1", "banger.hostname=" + v.Name, "banger.ssh_key=" + boot.EncodeSSHKey(r.sshKey)}
+	if r.im.OriginKind == store.OriginOCI {
+		r.params = append(r.params, "init="+OCIInit)
+	}
+	return nil
+}
+
+// attachNetwork puts a bridged VM on the bridge and tells the guest its
+// address.
+func (vm *vmManager) attachNetwork(ctx context.Context, r *startRun) error {
+	if r.v.Network != netBridge {
+		if !r.drv.UserNetwork() {
+			r.p.Phase("no bridged network (network = user): this " + r.drv.Name() + " VM is reached through its agent only")
+		}
+		return nil
+	}
+	r.p.Phase("attaching to bridge " + vm.cfg.BridgeName)
+	att, err := vm.net.attach(ctx, r.v)
+	if err != nil {
+		return err
+	}
+	dns := make([]string, 0, len(att.DNS))
+	for _, d := range att.DNS {
+		dns = append(dns, d.String())
+	}
+	r.params = append(r.params, "banger.ip="+att.IP.String(), "banger.gw="+att.Gateway.String())
+	if len(dns) > 0 {
+		r.params = append(r.params, "banger.dns="+strings.Join(dns, ","))
+	}
+	r.att = att
+	r.v.IP, r.v.Tap, r.v.MAC = att.IP.Addr().String(), att.Tap, att.MAC.String()
+	return nil
+}
+
+// startVMM starts the VM's VMM through its driver, as a VMM user of its
+// own under a root bangerd.
+func (vm *vmManager) startVMM(ctx context.Context, r *startRun) error {
+	r.p.Phase(fmt.Sprintf("starting %s (%s)", r.drv.Name(), r.reason))
+	cred, releaseUID, err := vm.users.credential(r.v.ID)
+	if err != nil {
+		return err
+	}
+	// From the VMM's start on, its process marks the uid as used.
+	defer releaseUID()
+	spec := vmm.Spec{ID: r.v.ID, Name: r.v.Name, RunDir: r.dir, Kernel: r.k.VmlinuxPath, Initrd: r.k.InitrdPath,
+		Params: r.params, VCPUs: r.v.VCPUs, MemoryMiB: int(r.v.MemoryBytes >> 20),
+		Drives: append([]string{r.root}, vm.extraDisks(r.v)...), Credential: cred, Log: vm.log,
+		Net: vmm.Net{Tap: r.att.Tap, MAC: r.v.MAC}}
+	if r.att.Tap == "" {
+		for _, pp := range parsePublish(r.v.Publish) {
+			spec.Net.Forwards = append(spec.Net.Forwards, vmm.Forward{HostPort: pp.host, GuestPort: pp.guest})
+		}
+	}
+	m, l, err := r.drv.Start(ctx, spec)
+	r.launch = l
+	for _, n := range l.Notes {
+		r.reason += "; " + n
+	}
+	r.v.VMMReason = r.reason
+	if err != nil {
+		return err
+	}
+	r.m = m
+	r.v.AgentSocket, r.v.APISocket, r.v.SSHPort = l.AgentSocket, l.APISocket, l.SSHPort
+	return nil
+}
+
+// stopVMM stops a VMM that still runs, through its own escalation.
+func (vm *vmManager) stopVMM(ctx context.Context, r *startRun) {
+	if r.m == nil {
+		return
+	}
+	select {
+	case <-r.m.Done():
+		return
+	default:
+	}
+	if err := r.m.Stop(ctx, nil); err != nil {
+		vm.log.Warn("stop the VMM", "vm", r.v.Name, "error", err)
+	}
+}
+
+// recordPID records the VMM's process so a restarted daemon can find it.
+func (vm *vmManager) recordPID(ctx context.Context, r *startRun) error {
+	r.v.PID, r.v.PIDStartTime = r.m.PID(), r.m.StartTime()
+	r.v.UpdatedAt = time.Now().UTC()
+	if err := vm.st.PutVM(ctx, r.v); err != nil {
+		return fmt.Errorf("record the VMM's pid: %w", err)
+	}
+	vm.setLive(r.v.ID, &liveVM{m: r.m})
+	return nil
+}
+
+// waitStarted waits for the guest agent; a failure keeps the console's
+// end and shows its last lines.
+func (vm *vmManager) waitStarted(ctx context.Context, r *startRun) error {
+	r.p.Phase("waiting for the guest agent")
+	if err := vm.waitReady(ctx, r.m.Agent(), r.m, r.launch.BootTimeout()); err != nil {
+		return fmt.Errorf("%w%s", err, vm.keepConsole(r.v.ID, r.drv.ConsoleLog(r.dir)))
+	}
+	return nil
+}
+
+// failStart returns the error of a start whose steps have been undone,
+// and records the VM failed with it once the start was recorded.
+func (vm *vmManager) failStart(ctx context.Context, r *startRun, err error) (store.VM, error) {
+	var se *plan.StepError
+	if !r.recorded {
+		if errors.As(err, &se) {
+			err = se.Err
+		}
+		return store.VM{}, err
+	}
+	v := r.v
+	v.State, v.LastError, v.PID, v.PIDStartTime = store.VMFailed, err.Error(), 0, 0
+	v.UpdatedAt = time.Now().UTC()
+	if perr := vm.st.PutVM(context.WithoutCancel(ctx), v); perr != nil {
+		vm.log.Error("record failed start", "vm", v.Name, "error", perr)
+	}
+	return v, fmt.Errorf("start VM %s: %w", v.Name, err)
+}
