@@ -272,7 +272,11 @@ func (a *app) newVMInspectCmd() *cobra.Command {
 			row(tw, "vcpus", strconv.Itoa(v.VCPUs))
 			row(tw, "memory", humanize.IBytes(uint64(v.MemoryBytes)))
 			row(tw, "disk", humanize.IBytes(uint64(v.DiskBytes))+" ("+v.COW+") "+v.Disk)
-			row(tw, "vmm", orDash(v.VMM))
+			vmmText := orDash(v.VMM)
+			if v.VMMRequested != "" && v.VMMRequested != v.VMM {
+				vmmText += " (asked: " + v.VMMRequested + ")"
+			}
+			row(tw, "vmm", vmmText)
 			row(tw, "vmm reason", orDash(v.VMMReason))
 			if v.PID > 0 {
 				row(tw, "pid", strconv.Itoa(v.PID))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"banger/internal/daemon/opstate"
@@ -39,10 +40,10 @@ func vmAPIError(err error) error {
 
 func (d *Daemon) wireVM(ctx context.Context, v store.VM) rpc.VM {
 	out := rpc.VM{Name: v.Name, ID: v.ID, State: v.State, VCPUs: v.VCPUs, MemoryBytes: v.MemoryBytes,
-		DiskBytes: v.DiskBytes, VMM: v.VMMKind, VMMReason: v.VMMReason, COW: v.COWKind, Disk: v.COWDevice,
+		DiskBytes: v.DiskBytes, VMM: v.VMMKind, VMMRequested: v.VMMRequested, VMMReason: v.VMMReason, COW: v.COWKind, Disk: v.COWDevice,
 		PID: v.PID, SSHPort: v.SSHPort, CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, StoppedAt: v.StoppedAt,
 		LastError: v.LastError, KnownHosts: d.vms.knownHosts(v.ID), Network: v.Network, IP: v.IP, Tap: v.Tap,
-		Publish: v.Publish}
+		Publish: publishText(v.Publish)}
 	if im, err := d.store.GetImageByID(ctx, v.ImageID); err == nil {
 		out.Image = im.Name
 	}
@@ -294,4 +295,13 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	_ = c.Close()
+}
+
+// publishText is the API's form of published ports: "HOST:GUEST,...".
+func publishText(ps []store.PortMap) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }

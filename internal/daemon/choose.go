@@ -1,42 +1,37 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
-	"os"
 
-	"banger/internal/daemon/fcproc"
 	"banger/internal/daemon/vmm"
+	"banger/internal/hostprobe"
 )
 
 // vmmAuto asks for the best VMM this host can run.
 const vmmAuto = "auto"
 
-// probeHost gathers the facts the drivers' Usable looks at.
-func probeHost(firecrackerBin string) vmm.Host {
-	fc, fcErr := fcproc.FindBinary(firecrackerBin)
-	return vmm.Host{Firecracker: fc, FirecrackerErr: fcErr, KVM: kvmUsable()}
+// probeHost gathers the facts the VMM choice looks at, through the probe
+// doctor uses too.
+func probeHost(firecrackerBin, qemuBin string) vmm.Host {
+	return hostprobe.ProbeVMM(hostprobe.System(), firecrackerBin, qemuBin)
 }
 
-// chooseVMM resolves want (a driver's name, or auto) to a driver usable on
-// host, and says why: auto takes Firecracker when it is usable, else QEMU.
+// chooseVMM resolves want (auto, or a driver's name) to a driver and says
+// why. The VMMs banger ships are chosen by hostprobe's rules, the ones
+// `banger doctor` shows; a driver hostprobe does not know (a fake in
+// tests, a third VMM) answers for itself through Usable.
 func chooseVMM(want string, host vmm.Host, drivers vmm.Registry) (vmm.Driver, string, error) {
-	if want == "" || want == vmmAuto {
-		fc, err := drivers.Get(vmm.Firecracker)
-		if err == nil {
-			_, err = fc.Usable(host)
+	switch want {
+	case "", vmmAuto, hostprobe.VMMFirecracker, hostprobe.VMMQEMU:
+		kind, reason, err := hostprobe.ChooseVMM(want, host)
+		if err != nil {
+			return nil, "", err
 		}
-		if err == nil {
-			return fc, "auto: " + host.Firecracker + " is installed and /dev/kvm is usable", nil
+		d, err := drivers.Get(kind)
+		if err != nil {
+			return nil, "", err
 		}
-		q, qerr := drivers.Get(vmm.QEMU)
-		switch {
-		case qerr != nil:
-			return nil, "", fmt.Errorf("vmm = auto: %v, and %w", err, qerr)
-		case host.FirecrackerErr != nil:
-			return q, "auto: " + host.FirecrackerErr.Error(), nil
-		}
-		return q, "auto: " + err.Error() + " (QEMU runs without it, slower)", nil
+		return d, reason, nil
 	}
 	d, err := drivers.Get(want)
 	if err != nil {
@@ -44,23 +39,7 @@ func chooseVMM(want string, host vmm.Host, drivers vmm.Registry) (vmm.Driver, st
 	}
 	what, err := d.Usable(host)
 	if err != nil {
-		if host.KVM != nil && err == host.KVM {
-			return nil, "", fmt.Errorf("vmm is %s but %v; use vmm = \"qemu\" or --vmm qemu", want, err)
-		}
 		return nil, "", fmt.Errorf("vmm is %s but %v", want, err)
 	}
 	return d, "asked for; " + what, nil
-}
-
-// kvmUsable says why this user cannot open /dev/kvm, or nil.
-func kvmUsable() error {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return errors.New("/dev/kvm does not exist")
-		}
-		return fmt.Errorf("/dev/kvm is not usable by this user (%v)", err)
-	}
-	f.Close()
-	return nil
 }

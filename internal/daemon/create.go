@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/hostprobe"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -30,7 +31,7 @@ type CreateRequest struct {
 	// disks are then not flushed at create, since the guest's first flush,
 	// which both VMMs pass on to the file, makes them durable.
 	StartNow bool
-	publish  string // normalised by validate
+	publish  []store.PortMap // checked by validate
 }
 
 func randomName() string {
@@ -143,7 +144,7 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	}
 	now := time.Now().UTC()
 	v := store.VM{ID: id, Name: r.Name, ImageID: im.ID, KernelID: k.ID, VCPUs: r.VCPUs, MemoryBytes: r.Memory,
-		DiskBytes: r.Disk, State: store.VMCreated, VMMKind: r.VMM, COWKind: used, COWDevice: disk,
+		DiskBytes: r.Disk, State: store.VMCreated, VMMRequested: r.VMM, COWKind: used, COWDevice: disk,
 		Publish: r.publish, CreatedAt: now, UpdatedAt: now}
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
@@ -180,17 +181,18 @@ const workDiskName = "work.ext4"
 // clone or sparse copy grown to the requested size. auto takes dmsnap when
 // this host has device-mapper, as the fastest on ext4.
 func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store.Image, dir string, p imagemgr.Progress) (path, used string, err error) {
-	useDM := false
-	switch r.COW {
-	case workspace.DMSnap:
-		if err := vm.snapshotsAvailable(ctx); err != nil {
-			return "", "", inputf("cow = dmsnap: %v; or use cow = auto, reflink or copy", err)
-		}
-		useDM = true
-	case workspace.Auto, "":
-		useDM = vm.snapshotsAvailable(ctx) == nil
+	// The rule is hostprobe's, the one doctor shows. Only dmsnap needs
+	// asking (through the helper for a user's bangerd); reflink is tried by
+	// the clone itself, which falls back to a copy under auto.
+	var facts hostprobe.Facts
+	if r.COW == workspace.DMSnap || r.COW == workspace.Auto || r.COW == "" {
+		facts.Snapshots = hostprobe.SnapshotsFrom(vm.snapshotsAvailable(ctx))
 	}
-	if useDM {
+	kind, _, err := hostprobe.ChooseCOW(r.COW, facts)
+	if err != nil {
+		return "", "", inputf("%v", err)
+	}
+	if kind == hostprobe.COWDMSnap {
 		if r.Disk > im.SizeBytes && im.SizeBytes > 0 {
 			p.Phase(fmt.Sprintf("dmsnap: the root disk keeps the image's size (%s); --disk sets the room for changes", config.Size(im.SizeBytes)))
 		}

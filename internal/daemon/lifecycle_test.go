@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/hostprobe"
 	"context"
 	"errors"
 	"os"
@@ -69,21 +70,30 @@ func stateOf(t *testing.T, vm *vmManager, name string) store.VM {
 }
 
 func TestChooseVMM(t *testing.T) {
-	noFC, noKVM := errors.New("firecracker is not on PATH"), errors.New("/dev/kvm does not exist")
-	reg := testDrivers()
+	noFC := hostprobe.Binary{Err: errors.New("firecracker is not on PATH")}
+	fc := hostprobe.Binary{Path: "/bin/fc"}
+	kvm := hostprobe.KVM{State: hostprobe.KVMUsable, Reason: "/dev/kvm opens read-write"}
+	noKVM := hostprobe.KVM{State: hostprobe.KVMAbsent, Reason: "/dev/kvm does not exist"}
+	pvm := hostprobe.KVM{State: hostprobe.KVMPVM, Reason: "/dev/kvm comes from the kvm_pvm module"}
+	reg := vmm.NewRegistry(&vmmtest.Driver{NameOf: vmm.Firecracker}, &vmmtest.Driver{NameOf: vmm.QEMU},
+		&vmmtest.Driver{}, &vmmtest.Driver{NameOf: "broken", UsableErr: errors.New("it is broken")})
 	for _, c := range []struct {
 		want       string
 		host       vmm.Host
 		kind, says string
 	}{
-		{"auto", vmm.Host{Firecracker: "/bin/fc"}, vmm.Firecracker, "auto: /bin/fc is installed and /dev/kvm is usable"},
-		{"", vmm.Host{FirecrackerErr: noFC}, vmm.QEMU, "auto: firecracker is not on PATH"},
-		{"auto", vmm.Host{Firecracker: "/bin/fc", KVM: noKVM}, vmm.QEMU, "(QEMU runs without it, slower)"},
+		{"auto", vmm.Host{Firecracker: fc, KVM: kvm}, vmm.Firecracker, "auto: /bin/fc is installed and /dev/kvm is usable"},
+		{"", vmm.Host{Firecracker: noFC, KVM: kvm}, vmm.QEMU, "auto: firecracker is not on PATH"},
+		{"auto", vmm.Host{Firecracker: fc, KVM: noKVM}, vmm.QEMU, "/dev/kvm does not exist (QEMU runs without it, under TCG"},
+		{"auto", vmm.Host{Firecracker: fc, KVM: pvm}, vmm.QEMU, "kvm_pvm"},
 		{"qemu", vmm.Host{KVM: noKVM}, vmm.QEMU, "asked for"},
-		{"firecracker", vmm.Host{Firecracker: "/bin/fc"}, vmm.Firecracker, "asked for; /bin/fc with /dev/kvm"},
-		{"firecracker", vmm.Host{Firecracker: "/bin/fc", KVM: noKVM}, "", "use vmm = \"qemu\""},
-		{"firecracker", vmm.Host{FirecrackerErr: noFC}, "", "vmm is firecracker but firecracker is not on PATH"},
-		{"bochs", vmm.Host{}, "", "unknown vmm \"bochs\": use auto, firecracker or qemu"},
+		{"firecracker", vmm.Host{Firecracker: fc, KVM: kvm}, vmm.Firecracker, "asked for; /bin/fc with /dev/kvm"},
+		{"firecracker", vmm.Host{Firecracker: fc, KVM: noKVM}, "", "use vmm = \"qemu\""},
+		{"firecracker", vmm.Host{Firecracker: fc, KVM: pvm}, "", "kvm_pvm"},
+		{"firecracker", vmm.Host{Firecracker: noFC, KVM: kvm}, "", "vmm is firecracker but firecracker is not on PATH"},
+		{"bochs", vmm.Host{}, "", "unknown vmm \"bochs\""},
+		{vmmtest.Name, vmm.Host{}, vmmtest.Name, "asked for; the fake VMM"},
+		{"broken", vmm.Host{}, "", "vmm is broken but it is broken"},
 	} {
 		d, why, err := chooseVMM(c.want, c.host, reg)
 		got := why
@@ -102,7 +112,7 @@ func TestValidate(t *testing.T) {
 	if err := vm.validate(&r); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(r.Name, "vm-") || r.Image != "img" || r.VCPUs != 2 || r.Memory != 512<<20 || r.Disk != 1<<30 || r.VMM != vmmtest.Name || r.COW != "copy" || r.publish == "" {
+	if !strings.HasPrefix(r.Name, "vm-") || r.Image != "img" || r.VCPUs != 2 || r.Memory != 512<<20 || r.Disk != 1<<30 || r.VMM != vmmtest.Name || r.COW != "copy" || len(r.publish) != 1 {
 		t.Errorf("defaults not filled: %+v", r)
 	}
 	for _, c := range []struct {
@@ -147,7 +157,7 @@ func TestCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.State != store.VMCreated || v.COWKind != "copy" || v.VMMKind != vmmtest.Name || stateOf(t, vm, "made").ID != v.ID {
+	if v.State != store.VMCreated || v.COWKind != "copy" || v.VMMRequested != vmmtest.Name || v.VMMKind != "" || stateOf(t, vm, "made").ID != v.ID {
 		t.Errorf("created %+v", v)
 	}
 	if fi, err := os.Stat(v.COWDevice); err != nil || fi.Size() != 1<<30 {
@@ -176,7 +186,7 @@ func TestStartAndStopGracefully(t *testing.T) {
 		t.Errorf("started VM recorded as %+v", got)
 	}
 	spec := d.Specs()[0]
-	if spec.RunDir != vm.runDir(v.ID) || spec.Drives[0] != v.COWDevice || !strings.Contains(strings.Join(spec.Params, " "), "banger.hostname="+v.Name) {
+	if spec.RunDir != vm.runDir(v.ID) || spec.Drives[0] != v.COWDevice || spec.Guest.Hostname != v.Name || !strings.Contains(spec.KernelArgs(spec.Guest), "banger.hostname="+v.Name) {
 		t.Errorf("spec %+v", spec)
 	}
 	if _, err := vm.Start(ctx, v.Name, "", noProgress{}); err == nil {
@@ -431,7 +441,7 @@ func putRow(t *testing.T, vm *vmManager, name, state string, pid int) store.VM {
 	now := time.Now().UTC()
 	id := newVMID()
 	v := store.VM{ID: id, Name: name, ImageID: "i1", KernelID: "k1", VCPUs: 1, MemoryBytes: 256 << 20, DiskBytes: 1 << 20, State: state,
-		VMMKind: vmmtest.Name, COWKind: "copy", RunDir: vm.runDir(id), PID: pid, PIDStartTime: 1, CreatedAt: now, UpdatedAt: now}
+		VMMRequested: vmmtest.Name, VMMKind: vmmtest.Name, COWKind: "copy", RunDir: vm.runDir(id), PID: pid, PIDStartTime: 1, CreatedAt: now, UpdatedAt: now}
 	if err := vm.st.PutVM(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
@@ -450,4 +460,50 @@ func mkdir(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// TestAutoSurvivesTheFirstBoot: a VM made with vmm = auto keeps asking for
+// auto; each start chooses again from the host as it is then.
+func TestAutoSurvivesTheFirstBoot(t *testing.T) {
+	vm, _, v := fakeVM(t)
+	fcFake, qemuFake := &vmmtest.Driver{NameOf: vmm.Firecracker}, &vmmtest.Driver{NameOf: vmm.QEMU}
+	t.Cleanup(func() {
+		for _, m := range append(fcFake.Running(), qemuFake.Running()...) {
+			m.Exit()
+		}
+	})
+	vm.drivers[vmm.Firecracker], vm.drivers[vmm.QEMU] = fcFake, qemuFake
+	ctx := context.Background()
+	v.VMMRequested = "auto"
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	noKVM := vmm.Host{Firecracker: hostprobe.Binary{Path: "/bin/fc"},
+		KVM: hostprobe.KVM{State: hostprobe.KVMPVM, Reason: "/dev/kvm comes from the kvm_pvm module"}}
+	vm.host = func() vmm.Host { return noKVM }
+	got, err := vm.Start(ctx, v.Name, "", noProgress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.VMMKind != vmm.QEMU || got.VMMRequested != "auto" || !strings.Contains(got.VMMReason, "kvm_pvm") {
+		t.Fatalf("first start: vmm %q asked %q (%s)", got.VMMKind, got.VMMRequested, got.VMMReason)
+	}
+	if _, err := vm.Stop(ctx, v.Name); err != nil {
+		t.Fatal(err)
+	}
+	// The host gains KVM: the same VM now gets Firecracker.
+	withKVM := noKVM
+	withKVM.KVM = hostprobe.KVM{State: hostprobe.KVMUsable, Reason: "/dev/kvm opens read-write"}
+	vm.host = func() vmm.Host { return withKVM }
+	got, err = vm.Start(ctx, v.Name, "", noProgress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := stateOf(t, vm, v.Name)
+	if got.VMMKind != vmm.Firecracker || stored.VMMKind != vmm.Firecracker || stored.VMMRequested != "auto" {
+		t.Fatalf("second start: vmm %q, stored %q asked %q", got.VMMKind, stored.VMMKind, stored.VMMRequested)
+	}
+	if _, err := vm.Stop(ctx, v.Name); err != nil {
+		t.Fatal(err)
+	}
 }

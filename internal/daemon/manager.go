@@ -81,7 +81,7 @@ func (vm *vmManager) registerDrivers() {
 		fcproc.NewDriver(fcproc.DriverConfig{Binary: cfg.FirecrackerBin, JailerBin: cfg.JailerBin,
 			JailBase: filepath.Join(cfg.StateDir, jailBaseName)}),
 		qemuproc.NewDriver(cfg.QemuBin))
-	vm.host = func() vmm.Host { return probeHost(cfg.FirecrackerBin) }
+	vm.host = func() vmm.Host { return probeHost(cfg.FirecrackerBin, cfg.QemuBin) }
 }
 
 // vmInputError marks a bad request; nothing was changed.

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/hostprobe"
 	"context"
 	"fmt"
 	"log/slog"
@@ -85,7 +86,7 @@ func (n *network) mode(ctx context.Context) (string, error) {
 		if _, err := n.priv.get(ctx); err != nil {
 			return "", fmt.Errorf("network = \"bridge\" needs bangerd to run as root or the banger helper (see docs/install.md): %w; or use network = \"user\"", err)
 		}
-		if err := tunUsable(); err != nil {
+		if err := hostprobe.ProbeTUN(hostprobe.System()).Problem(); err != nil {
 			return "", fmt.Errorf("network = \"bridge\": %w; or use network = \"user\"", err)
 		}
 		return netBridge, nil
@@ -94,21 +95,12 @@ func (n *network) mode(ctx context.Context) (string, error) {
 			n.log.Debug("network = auto picks user-mode networking", "reason", err)
 			return netUser, nil
 		}
-		if err := tunUsable(); err != nil {
+		if err := hostprobe.ProbeTUN(hostprobe.System()).Problem(); err != nil {
 			n.log.Warn("network = auto picks user-mode networking", "reason", err)
 			return netUser, nil
 		}
 		return netBridge, nil
 	}
-}
-
-// tunUsable says why a VMM running as this user could not attach to a tap.
-func tunUsable() error {
-	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("a VMM running as uid %d cannot open /dev/net/tun to attach to its tap (%w); `sudo chmod 0666 /dev/net/tun` is the kernel's usual mode", os.Getuid(), err)
-	}
-	return f.Close()
 }
 
 func (n *network) manager(ctx context.Context) (*netmgr.Manager, error) {
@@ -146,10 +138,10 @@ func (n *network) attach(ctx context.Context, v store.VM) (netmgr.Attachment, er
 	} else {
 		att.DNS = []netip.Addr{att.Gateway}
 	}
-	for _, p := range parsePublish(v.Publish) {
-		if err := nm.Publish(ctx, v.ID, uint16(p.host), att.IP.Addr(), uint16(p.guest)); err != nil {
+	for _, p := range v.Publish {
+		if err := nm.Publish(ctx, v.ID, p.HostPort, att.IP.Addr(), p.GuestPort); err != nil {
 			_ = nm.Detach(context.WithoutCancel(ctx), v.ID)
-			return att, fmt.Errorf("publish port %d of %s: %w", p.host, v.Name, err)
+			return att, fmt.Errorf("publish port %d of %s: %w", p.HostPort, v.Name, err)
 		}
 	}
 	return att, nil
@@ -277,42 +269,22 @@ func (n *network) close() {
 	}
 }
 
-type portPair struct{ host, guest int }
-
-// parsePublish reads "HOST:GUEST,HOST:GUEST"; bad pairs were refused when
-// the VM was created.
-func parsePublish(s string) []portPair {
-	var out []portPair
-	for _, p := range strings.Split(s, ",") {
-		if p == "" {
-			continue
-		}
-		hp, gp, ok := strings.Cut(p, ":")
-		h, err1 := strconv.Atoi(hp)
-		g, err2 := strconv.Atoi(gp)
-		if ok && err1 == nil && err2 == nil {
-			out = append(out, portPair{h, g})
-		}
-	}
-	return out
-}
-
-// checkPublish validates and normalises -p values.
-func checkPublish(ps []string) (string, error) {
-	var out []string
+// checkPublish validates -p values ("HOSTPORT:GUESTPORT") into ports.
+func checkPublish(ps []string) ([]store.PortMap, error) {
+	var out []store.PortMap
 	seen := map[int]bool{}
 	for _, p := range ps {
 		hp, gp, ok := strings.Cut(p, ":")
 		h, err1 := strconv.Atoi(hp)
 		g, err2 := strconv.Atoi(gp)
 		if !ok || err1 != nil || err2 != nil || h < 1 || h > 65535 || g < 1 || g > 65535 {
-			return "", inputf("-p %q is not HOSTPORT:GUESTPORT", p)
+			return nil, inputf("-p %q is not HOSTPORT:GUESTPORT", p)
 		}
 		if seen[h] {
-			return "", inputf("-p: host port %d given twice", h)
+			return nil, inputf("-p: host port %d given twice", h)
 		}
 		seen[h] = true
-		out = append(out, fmt.Sprintf("%d:%d", h, g))
+		out = append(out, store.PortMap{HostPort: uint16(h), GuestPort: uint16(g)})
 	}
-	return strings.Join(out, ","), nil
+	return out, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"banger/internal/daemon/imagemgr"
@@ -37,13 +36,16 @@ type startRun struct {
 	dir    string     // the run dir
 	drv    vmm.Driver // nil when the VM's VMM is unknown
 	reason string
-	k      store.Kernel
-	im     store.Image
-	sshKey string
-	p      imagemgr.Progress
+	// emulate: the host probe found no usable KVM.
+	emulate bool
+	k       store.Kernel
+	im      store.Image
+	sshKey  string
+	p       imagemgr.Progress
 
-	recorded bool // the store says starting: a failure is recorded
-	params   []string
+	recorded bool          // the store says starting: a failure is recorded
+	params   []string      // kernel parameters that are not the agent's
+	guest    boot.Settings // the agent's, encoded by boot.Settings.Cmdline
 	root     string
 	att      netmgr.Attachment
 	m        vmm.Machine
@@ -86,11 +88,14 @@ func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imag
 // newStartRun gathers what a start needs before it changes anything: the
 // VMM, the kernel, the image, the user's SSH key.
 func (vm *vmManager) newStartRun(ctx context.Context, v store.VM, vmmOverride string, p imagemgr.Progress) (*startRun, error) {
-	want := v.VMMKind
+	// The request, not the last start's answer: a VM made with auto
+	// chooses again at each start (the host may have changed).
+	want := v.VMMRequested
 	if vmmOverride != "" {
 		want = vmmOverride
 	}
-	drv, reason, err := chooseVMM(want, vm.host(), vm.drivers)
+	host := vm.host()
+	drv, reason, err := chooseVMM(want, host, vm.drivers)
 	if err != nil {
 		return nil, vmInputError{err}
 	}
@@ -106,7 +111,8 @@ func (vm *vmManager) newStartRun(ctx context.Context, v store.VM, vmmOverride st
 	if err != nil {
 		return nil, err
 	}
-	return &startRun{v: v, dir: vm.runDir(v.ID), drv: drv, reason: reason, k: k, im: im, sshKey: pub, p: p}, nil
+	return &startRun{v: v, dir: vm.runDir(v.ID), drv: drv, reason: reason, emulate: !host.KVM.Usable(),
+		k: k, im: im, sshKey: pub, p: p}, nil
 }
 
 // release takes back everything a start of v made, by the start's own
@@ -180,7 +186,9 @@ func (vm *vmManager) recordStart(ctx context.Context, r *startRun) error {
 		return err
 	}
 	r.recorded = true
-	r.params = []string{"root=/dev/vda", "rw", "panic=-1", "banger.hostname=" + v.Name, "banger.ssh_key=" + boot.EncodeSSHKey(r.sshKey)}
+	r.params = []string{"root=/dev/vda", "rw", "panic=-1"}
+	r.guest = boot.Defaults()
+	r.guest.Hostname, r.guest.SSHKeys = v.Name, []string{r.sshKey}
 	if r.im.OriginKind == store.OriginOCI {
 		r.params = append(r.params, "init="+OCIInit)
 	}
@@ -201,14 +209,7 @@ func (vm *vmManager) attachNetwork(ctx context.Context, r *startRun) error {
 	if err != nil {
 		return err
 	}
-	dns := make([]string, 0, len(att.DNS))
-	for _, d := range att.DNS {
-		dns = append(dns, d.String())
-	}
-	r.params = append(r.params, "banger.ip="+att.IP.String(), "banger.gw="+att.Gateway.String())
-	if len(dns) > 0 {
-		r.params = append(r.params, "banger.dns="+strings.Join(dns, ","))
-	}
+	r.guest.Addr, r.guest.Gateway, r.guest.DNS = att.IP, att.Gateway, att.DNS
 	r.att = att
 	r.v.IP, r.v.Tap, r.v.MAC = att.IP.Addr().String(), att.Tap, att.MAC.String()
 	return nil
@@ -225,12 +226,12 @@ func (vm *vmManager) startVMM(ctx context.Context, r *startRun) error {
 	// From the VMM's start on, its process marks the uid as used.
 	defer releaseUID()
 	spec := vmm.Spec{ID: r.v.ID, Name: r.v.Name, RunDir: r.dir, Kernel: r.k.VmlinuxPath, Initrd: r.k.InitrdPath,
-		Params: r.params, VCPUs: r.v.VCPUs, MemoryMiB: int(r.v.MemoryBytes >> 20),
-		Drives: append([]string{r.root}, vm.extraDisks(r.v)...), Credential: cred, Log: vm.log,
+		Params: r.params, Guest: r.guest, VCPUs: r.v.VCPUs, MemoryMiB: int(r.v.MemoryBytes >> 20),
+		Drives: append([]string{r.root}, vm.extraDisks(r.v)...), Emulate: r.emulate, Credential: cred, Log: vm.log,
 		Net: vmm.Net{Tap: r.att.Tap, MAC: r.v.MAC}}
 	if r.att.Tap == "" {
-		for _, pp := range parsePublish(r.v.Publish) {
-			spec.Net.Forwards = append(spec.Net.Forwards, vmm.Forward{HostPort: pp.host, GuestPort: pp.guest})
+		for _, pp := range r.v.Publish {
+			spec.Net.Forwards = append(spec.Net.Forwards, vmm.Forward{HostPort: int(pp.HostPort), GuestPort: int(pp.GuestPort)})
 		}
 	}
 	m, l, err := r.drv.Start(ctx, spec)

@@ -1,13 +1,7 @@
 package daemon
 
 import (
-	"bytes"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
+	"banger/internal/procwatch"
 	"time"
 
 	"banger/internal/daemon/vmm"
@@ -28,45 +22,17 @@ func killStrays(runDir string, drivers vmm.Registry) int {
 	for _, d := range drivers {
 		jailed += d.Cleanup(runDir)
 	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+	killed := procwatch.KillMatching(func(p procwatch.Proc) bool {
+		args, err := p.Cmdline()
 		if err != nil {
-			continue
+			return false
 		}
-		args := strings.Split(strings.TrimSuffix(string(cmd), "\x00"), "\x00")
 		for _, d := range drivers {
 			if d.OwnsCommandLine(args, runDir) {
-				if syscall.Kill(pid, syscall.SIGKILL) == nil {
-					pids = append(pids, pid)
-				}
-				break
+				return true
 			}
 		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range pids {
-		for time.Now().Before(deadline) && processRunning(pid) {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return jailed + len(pids)
-}
-
-// processRunning is false for a pid that is gone or a zombie.
-func processRunning(pid int) bool {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
 		return false
-	}
-	i := bytes.LastIndexByte(st, ')')
-	return !(i > 0 && i+2 < len(st) && st[i+2] == 'Z')
+	}, 5*time.Second)
+	return jailed + killed
 }

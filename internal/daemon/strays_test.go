@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/procwatch"
 	"context"
 	"os/exec"
 	"path/filepath"
@@ -40,12 +41,12 @@ func TestKillStraysSparesBystanders(t *testing.T) {
 		t.Errorf("killStrays killed %d processes, want 2 (the QEMU and the Firecracker)", n)
 	}
 	for _, c := range []*exec.Cmd{qemu, fc} {
-		if processRunning(c.Process.Pid) {
+		if procwatch.Running(c.Process.Pid) {
 			t.Errorf("VMM %v still runs", c.Args)
 		}
 	}
 	for _, c := range []*exec.Cmd{bystander, other} {
-		if !processRunning(c.Process.Pid) {
+		if !procwatch.Running(c.Process.Pid) {
 			t.Errorf("%v was killed, though it is no VMM of %s", c.Args, dir)
 		}
 	}

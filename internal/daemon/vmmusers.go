@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/procwatch"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -200,24 +201,18 @@ func uidsInUse(base, n uint32) (map[uint32]bool, error) {
 			}
 		}
 	}
-	ents, err := os.ReadDir("/proc")
+	procs, err := procwatch.Scan()
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range ents {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+	for _, p := range procs {
+		uids, err := p.UIDs()
 		if err != nil {
 			continue // gone
 		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(l, "Uid:"); ok {
-				for _, f := range strings.Fields(rest) {
-					in(f)
-				}
-				break
+		for _, u := range uids {
+			if u >= base && u-base < n {
+				used[u] = true
 			}
 		}
 	}

@@ -189,7 +189,7 @@ func newTestVM(t *testing.T, cfg config.Config, kind string, drivers vmm.Registr
 		t.Fatal(err)
 	}
 	v := store.VM{ID: id, Name: "failing", ImageID: im.ID, KernelID: k.ID, VCPUs: 1, MemoryBytes: 256 << 20,
-		DiskBytes: 1 << 20, State: store.VMCreated, VMMKind: kind, COWKind: "copy", COWDevice: root,
+		DiskBytes: 1 << 20, State: store.VMCreated, VMMRequested: kind, COWKind: "copy", COWDevice: root,
 		CreatedAt: now, UpdatedAt: now}
 	if err := st.PutVM(ctx, v); err != nil {
 		t.Fatal(err)

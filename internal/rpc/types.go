@@ -136,30 +136,34 @@ type PullRequest struct {
 
 // VM is the wire form of a VM.
 type VM struct {
-	Name        string    `json:"name"`
-	ID          string    `json:"id"`
-	State       string    `json:"state"`
-	Image       string    `json:"image"`
-	Kernel      string    `json:"kernel"`
-	VCPUs       int       `json:"vcpus"`
-	MemoryBytes int64     `json:"memory_bytes"`
-	DiskBytes   int64     `json:"disk_bytes"`
-	VMM         string    `json:"vmm"`
-	VMMReason   string    `json:"vmm_reason,omitempty"`
-	COW         string    `json:"cow"`
-	Disk        string    `json:"disk"`
-	PID         int       `json:"pid,omitempty"`
-	SSHPort     int       `json:"ssh_port,omitempty"`
-	Network     string    `json:"network,omitempty"`
-	IP          string    `json:"ip,omitempty"`
-	Tap         string    `json:"tap,omitempty"`
-	Publish     string    `json:"publish,omitempty"`
-	KnownHosts  string    `json:"known_hosts,omitempty"`
-	ConsoleLog  string    `json:"console_log,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	StoppedAt   time.Time `json:"stopped_at,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
+	Name        string `json:"name"`
+	ID          string `json:"id"`
+	State       string `json:"state"`
+	Image       string `json:"image"`
+	Kernel      string `json:"kernel"`
+	VCPUs       int    `json:"vcpus"`
+	MemoryBytes int64  `json:"memory_bytes"`
+	DiskBytes   int64  `json:"disk_bytes"`
+	// VMM is the VMM the last start resolved the request to ("" before
+	// the first start); VMMRequested is what the VM asks for (auto, qemu,
+	// firecracker).
+	VMM          string    `json:"vmm"`
+	VMMRequested string    `json:"vmm_requested,omitempty"`
+	VMMReason    string    `json:"vmm_reason,omitempty"`
+	COW          string    `json:"cow"`
+	Disk         string    `json:"disk"`
+	PID          int       `json:"pid,omitempty"`
+	SSHPort      int       `json:"ssh_port,omitempty"`
+	Network      string    `json:"network,omitempty"`
+	IP           string    `json:"ip,omitempty"`
+	Tap          string    `json:"tap,omitempty"`
+	Publish      string    `json:"publish,omitempty"`
+	KnownHosts   string    `json:"known_hosts,omitempty"`
+	ConsoleLog   string    `json:"console_log,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	StartedAt    time.Time `json:"started_at,omitzero"`
+	StoppedAt    time.Time `json:"stopped_at,omitzero"`
+	LastError    string    `json:"last_error,omitempty"`
 }
 
 // CreateVMRequest asks for POST /v1/vms. Zero values take the config's

@@ -245,8 +245,9 @@ func TestBackupBeforeEachMigration(t *testing.T) {
 			t.Fatalf("backup %s: version %d, %v; want %d", bak, in.Version, err, k-1)
 		}
 	}
-	// The backup holds the rows as they were.
-	b, err := openWith(ctx, path+".bak-v2", all[:2])
+	// The newest backup holds the rows as they were.
+	newest := len(all) - 1
+	b, err := openWith(ctx, fmt.Sprintf("%s.bak-v%d", path, newest), all[:newest])
 	if err != nil {
 		t.Fatal(err)
 	}

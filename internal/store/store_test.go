@@ -201,6 +201,18 @@ var seeders = map[int]func(t *testing.T, s *Store){
 			t.Fatal(err)
 		}
 	},
+	6: func(t *testing.T, s *Store) {
+		insertCore(t, s, "6")
+		v, err := s.GetVM(context.Background(), "vm6")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.VMMRequested, v.VMMKind = "auto", "qemu"
+		v.Publish = []PortMap{{HostPort: 8080, GuestPort: 80}}
+		if err := s.PutVM(context.Background(), v); err != nil {
+			t.Fatal(err)
+		}
+	},
 	3: func(t *testing.T, s *Store) {
 		insertCore(t, s, "3")
 		if _, err := s.db.Exec(`UPDATE vms SET vmm_reason = 'no /dev/kvm', ssh_port = 2222 WHERE id = 'vm-3'`); err != nil {
@@ -210,6 +222,12 @@ var seeders = map[int]func(t *testing.T, s *Store){
 }
 
 var checkers = map[int]func(t *testing.T, s *Store){
+	6: func(t *testing.T, s *Store) {
+		v, err := s.GetVM(context.Background(), "vm6")
+		if err != nil || v.VMMRequested != "auto" || v.VMMKind != "qemu" || len(v.Publish) != 1 || v.Publish[0].String() != "8080:80" {
+			t.Errorf("VM of version 6: %+v, %v", v, err)
+		}
+	},
 	5: func(t *testing.T, s *Store) {
 		if id, err := s.StateID(context.Background()); err != nil || id != "0123456789abcdef0123456789abcdef" {
 			t.Errorf("state dir id after upgrade: %q, %v", id, err)
@@ -243,7 +261,7 @@ var checkers = map[int]func(t *testing.T, s *Store){
 			t.Errorf("VM from version 2 after upgrade: %+v", v)
 		}
 		v, err = s.GetVM(context.Background(), "vm3")
-		if err == nil && (v.Publish != "" || v.Network != "") {
+		if err == nil && (len(v.Publish) != 0 || v.Network != "") {
 			t.Errorf("VM of version 3 after upgrade to 4: %+v", v)
 		}
 		if err != nil || v.VMMReason != "no /dev/kvm" || v.SSHPort != 2222 {

@@ -1,6 +1,7 @@
 package fcproc
 
 import (
+	"banger/internal/hostprobe"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -58,14 +58,10 @@ func FindBinary(bin string) (string, error) {
 }
 
 // Usable needs a firecracker binary and a usable /dev/kvm.
+// The rule is hostprobe's, the one doctor shows.
 func (d *Driver) Usable(h vmm.Host) (string, error) {
-	if h.FirecrackerErr != nil {
-		return "", h.FirecrackerErr
-	}
-	if h.KVM != nil {
-		return "", h.KVM
-	}
-	return h.Firecracker + " with /dev/kvm", nil
+	_, why, err := hostprobe.ChooseVMM(hostprobe.VMMFirecracker, h)
+	return strings.TrimPrefix(why, "asked for; "), err
 }
 
 // UserNetwork is false: Firecracker has no user-mode network, so a VM off
@@ -80,10 +76,11 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Lau
 	if err != nil {
 		return nil, l, err
 	}
-	params := append(slices.Clone(spec.Params), "banger.transport="+string(boot.TransportVsock))
+	g := spec.Guest
+	g.Transport = boot.TransportVsock
 	cfg := Config{
 		Name: spec.Name, Binary: bin, Dir: spec.RunDir, Kernel: spec.Kernel, Initrd: spec.Initrd,
-		BootArgs: "console=ttyS0 reboot=k pci=off " + strings.Join(params, " "), VCPUs: spec.VCPUs,
+		BootArgs: "console=ttyS0 reboot=k pci=off " + spec.KernelArgs(g), VCPUs: spec.VCPUs,
 		MemoryMiB: spec.MemoryMiB, Drives: fcDrives(spec.Drives), VsockCID: 3, Logger: spec.Log,
 	}
 	if spec.Net.Tap != "" {

@@ -1,6 +1,7 @@
 package fcproc
 
 import (
+	"banger/internal/hostprobe"
 	"errors"
 	"os"
 	"path/filepath"
@@ -48,13 +49,16 @@ func TestDecideJail(t *testing.T) {
 
 func TestDriverBasics(t *testing.T) {
 	d := NewDriver(DriverConfig{})
-	if _, err := d.Usable(vmm.Host{FirecrackerErr: errors.New("no fc")}); err == nil {
+	kvm := hostprobe.KVM{State: hostprobe.KVMUsable, Reason: "/dev/kvm opens read-write"}
+	if _, err := d.Usable(vmm.Host{Firecracker: hostprobe.Binary{Err: errors.New("no fc")}, KVM: kvm}); err == nil {
 		t.Error("usable without firecracker")
 	}
-	if _, err := d.Usable(vmm.Host{Firecracker: "/fc", KVM: errors.New("no kvm")}); err == nil {
-		t.Error("usable without KVM")
+	for _, st := range []hostprobe.KVMState{hostprobe.KVMAbsent, hostprobe.KVMPVM, hostprobe.KVMNoAccess} {
+		if _, err := d.Usable(vmm.Host{Firecracker: hostprobe.Binary{Path: "/fc"}, KVM: hostprobe.KVM{State: st, Reason: "no"}}); err == nil {
+			t.Errorf("usable with KVM %s", st)
+		}
 	}
-	if what, err := d.Usable(vmm.Host{Firecracker: "/fc"}); err != nil || what != "/fc with /dev/kvm" {
+	if what, err := d.Usable(vmm.Host{Firecracker: hostprobe.Binary{Path: "/fc"}, KVM: kvm}); err != nil || what != "/fc with /dev/kvm" {
 		t.Errorf("usable: %q, %v", what, err)
 	}
 	ds := fcDrives([]string{"/root", "/work"})

@@ -36,7 +36,7 @@ type Policy struct {
 // DefaultPolicy allows the given users with banger's prefixes and range.
 func DefaultPolicy(uids ...uint32) Policy {
 	p := Policy{AllowedUIDs: map[uint32]bool{}, SubnetRange: netip.MustParsePrefix("10.200.0.0/16"),
-		BridgePrefix: "banger", TapPrefix: "bgtap"}
+		BridgePrefix: "banger", TapPrefix: netmgr.DefaultTapPrefix}
 	for _, u := range uids {
 		p.AllowedUIDs[u] = true
 	}

@@ -1,6 +1,7 @@
 package qemuproc
 
 import (
+	"banger/internal/hostprobe"
 	"bufio"
 	"fmt"
 	"os"
@@ -186,29 +187,25 @@ func TestHostTSC(t *testing.T) {
 }
 
 func TestChooseAccel(t *testing.T) {
-	dir := t.TempDir()
-	plain := filepath.Join(dir, "plain")
-	os.WriteFile(plain, nil, 0o600)
-	missing := filepath.Join(dir, "missing")
-
-	for _, dev := range []string{missing, plain} {
-		a, why, err := chooseAccel(AccelAuto, dev)
-		if err != nil || a != AccelTCG || !strings.Contains(why, dev) {
-			t.Errorf("auto with %s: %q %q %v, want tcg with a reason naming the device", dev, a, why, err)
+	for _, kvm := range []hostprobe.KVM{
+		{State: hostprobe.KVMAbsent, Reason: "/dev/kvm does not exist"},
+		{State: hostprobe.KVMPVM, Reason: "/dev/kvm comes from the kvm_pvm module"},
+		{State: hostprobe.KVMBroken, Reason: "/dev/kvm does not answer KVM_GET_API_VERSION"},
+	} {
+		a, why, err := chooseAccel(AccelAuto, kvm)
+		if err != nil || a != AccelTCG || !strings.Contains(why, kvm.Reason) {
+			t.Errorf("auto with %s: %q %q %v, want tcg with the reason", kvm.State, a, why, err)
 		}
-		if _, _, err := chooseAccel(AccelKVM, dev); err == nil || !strings.Contains(err.Error(), "tcg") {
-			t.Errorf("kvm with %s: %v, want an error suggesting tcg", dev, err)
+		if _, _, err := chooseAccel(AccelKVM, kvm); err == nil || !strings.Contains(err.Error(), "tcg") {
+			t.Errorf("kvm with %s: %v, want an error suggesting tcg", kvm.State, err)
+		}
+		if a, _, err := chooseAccel(AccelTCG, kvm); a != AccelTCG || err != nil {
+			t.Errorf("tcg: %q %v", a, err)
 		}
 	}
-	if a, _, err := chooseAccel(AccelTCG, missing); a != AccelTCG || err != nil {
-		t.Errorf("tcg: %q %v", a, err)
-	}
-	if ok, why := kvmUsable(KVMDevice); ok {
-		if a, _, err := chooseAccel(AccelAuto, KVMDevice); a != AccelKVM || err != nil {
-			t.Errorf("auto with a usable %s: %q %v", KVMDevice, a, err)
-		}
-	} else {
-		t.Logf("real %s not usable: %s", KVMDevice, why)
+	usable := hostprobe.KVM{State: hostprobe.KVMUsable, Reason: "/dev/kvm opens read-write"}
+	if a, _, err := chooseAccel(AccelAuto, usable); a != AccelKVM || err != nil {
+		t.Errorf("auto with a usable KVM: %q %v", a, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package qemuproc
 
 import (
+	"banger/internal/hostprobe"
 	"bufio"
 	"context"
 	"net"
@@ -86,8 +87,8 @@ func TestBootDebianKernel(t *testing.T) {
 		if os.Getenv("BANGER_TEST_QEMU_KVM") != "1" {
 			t.Skip("set BANGER_TEST_QEMU_KVM=1 to boot under KVM as well")
 		}
-		if ok, why := kvmUsable(KVMDevice); !ok {
-			t.Skip(why)
+		if kvm := hostprobe.ProbeKVM(hostprobe.System()); !kvm.Usable() {
+			t.Skip(kvm.Reason)
 		}
 		bootAndStop(t, art, rootDisk, AccelKVM, nil)
 	})

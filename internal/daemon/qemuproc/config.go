@@ -1,6 +1,7 @@
 package qemuproc
 
 import (
+	"banger/internal/guest/proto"
 	"errors"
 	"fmt"
 	"net"
@@ -21,7 +22,7 @@ const (
 	LogName         = "qemu.log"
 
 	// AgentPortName is the virtio-serial port name the guest looks for.
-	AgentPortName = "banger.agent"
+	AgentPortName = proto.SerialPortName
 	// DefaultBinary is looked up on PATH when Config.Binary is empty.
 	DefaultBinary = "qemu-system-x86_64"
 	// KVMDevice is what Accel "auto" and "kvm" check.

@@ -1,9 +1,10 @@
 package qemuproc
 
 import (
+	"banger/internal/hostprobe"
 	"context"
 	"fmt"
-	"slices"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 
@@ -13,10 +14,10 @@ import (
 
 // QEMU user-mode networking's fixed addresses, given to the guest agent so
 // the guest needs no DHCP client.
-const (
-	userNetIP  = "10.0.2.15/24"
-	userNetGW  = "10.0.2.2"
-	userNetDNS = "10.0.2.3"
+var (
+	userNetIP  = netip.MustParsePrefix("10.0.2.15/24")
+	userNetGW  = netip.MustParseAddr("10.0.2.2")
+	userNetDNS = netip.MustParseAddr("10.0.2.3")
 )
 
 // Driver runs VMs under QEMU: vmm.Driver. When QEMU fails with a KVM this
@@ -25,14 +26,12 @@ const (
 type Driver struct {
 	// Binary is qemu_bin: empty looks DefaultBinary up on PATH.
 	Binary string
-	// kvmDevice is what the fallback checks (tests point it elsewhere).
-	kvmDevice string
 	// noKVM holds why QEMU could not use this host's KVM, once seen.
 	noKVM atomic.Pointer[string]
 }
 
 // NewDriver is the QEMU driver running binary.
-func NewDriver(binary string) *Driver { return &Driver{Binary: binary, kvmDevice: KVMDevice} }
+func NewDriver(binary string) *Driver { return &Driver{Binary: binary} }
 
 var _ vmm.Driver = (*Driver)(nil)
 
@@ -41,10 +40,10 @@ func (d *Driver) Name() string { return vmm.QEMU }
 
 // Usable: QEMU runs anywhere, under TCG when KVM is not usable.
 func (d *Driver) Usable(h vmm.Host) (string, error) {
-	if h.KVM != nil {
-		return "QEMU under TCG (" + h.KVM.Error() + ")", nil
+	if accel, why := hostprobe.ChooseAccel(h); accel != hostprobe.AccelKVM {
+		return "QEMU under " + why, nil
 	}
-	return "QEMU with /dev/kvm", nil
+	return "QEMU with " + hostprobe.KVMDevice, nil
 }
 
 // UserNetwork is true: QEMU forwards host ports into its user-mode network.
@@ -53,10 +52,11 @@ func (d *Driver) UserNetwork() bool { return true }
 // config is the QEMU configuration of spec, with the guest parameters of
 // QEMU's agent transport and (off the bridge) of its user-mode network.
 func (d *Driver) config(spec vmm.Spec) Config {
-	params := append(slices.Clone(spec.Params), "banger.transport="+string(boot.TransportSerial))
+	g := spec.Guest
+	g.Transport = boot.TransportSerial
 	net := Net{Tap: &Tap{Name: spec.Net.Tap, MAC: spec.Net.MAC}}
 	if spec.Net.Tap == "" {
-		params = append(params, "banger.ip="+userNetIP, "banger.gw="+userNetGW, "banger.dns="+userNetDNS)
+		g.Addr, g.Gateway, g.DNS = userNetIP, userNetGW, []netip.Addr{userNetDNS}
 		fwd := []Forward{{GuestPort: 22}}
 		for _, f := range spec.Net.Forwards {
 			fwd = append(fwd, Forward{HostPort: f.HostPort, GuestPort: f.GuestPort})
@@ -69,7 +69,7 @@ func (d *Driver) config(spec vmm.Spec) Config {
 	}
 	return Config{
 		Binary: d.Binary, Dir: spec.RunDir, Kernel: spec.Kernel, Initrd: spec.Initrd,
-		Cmdline: strings.Join(params, " "), VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB,
+		Cmdline: spec.KernelArgs(g), VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB,
 		Drives: drives, Net: net, Credential: spec.Credential,
 	}
 }
@@ -79,12 +79,19 @@ func (d *Driver) config(spec vmm.Spec) Config {
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Launch, error) {
 	var l vmm.Launch
 	cfg := d.config(spec)
-	if why := d.noKVM.Load(); why != nil {
+	switch why := d.noKVM.Load(); {
+	case spec.Emulate:
+		// The host probe says KVM cannot work here (none, or kvm_pvm,
+		// on which QEMU with KVM aborts): TCG from the start.
+		cfg.Accel = AccelTCG
+	case why != nil:
 		cfg.Accel = AccelTCG
 		l.Notes = append(l.Notes, *why)
+	default:
+		cfg.Accel = AccelKVM
 	}
 	p, err := Start(ctx, cfg)
-	if ok, _ := kvmUsable(d.kvmDevice); err != nil && cfg.Accel != AccelTCG && ok && ctx.Err() == nil {
+	if err != nil && cfg.Accel == AccelKVM && ctx.Err() == nil {
 		// Some hosts expose a /dev/kvm that QEMU cannot drive (nested
 		// virtualisation missing MSRs): fall back to TCG, say so, and
 		// remember it for later starts.

@@ -12,7 +12,7 @@ func TestDriverConfig(t *testing.T) {
 	spec := vmm.Spec{RunDir: "/run/x", Kernel: "/k", Params: []string{"root=/dev/vda"}, VCPUs: 2, MemoryMiB: 256,
 		Drives: []string{"/root.img", "/work.img"}, Net: vmm.Net{Forwards: []vmm.Forward{{HostPort: 8080, GuestPort: 80}}}}
 	c := d.config(spec)
-	if !strings.Contains(c.Cmdline, "banger.transport=serial") || !strings.Contains(c.Cmdline, "banger.ip="+userNetIP) {
+	if !strings.Contains(c.Cmdline, "banger.transport=serial") || !strings.Contains(c.Cmdline, "banger.ip="+userNetIP.String()) {
 		t.Errorf("user-mode cmdline %q", c.Cmdline)
 	}
 	if c.Net.User == nil || len(c.Net.User.Forwards) != 2 || c.Net.User.Forwards[0].GuestPort != 22 || c.Net.User.Forwards[1] != (Forward{HostPort: 8080, GuestPort: 80}) {

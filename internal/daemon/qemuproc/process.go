@@ -1,6 +1,7 @@
 package qemuproc
 
 import (
+	"banger/internal/hostprobe"
 	"context"
 	"errors"
 	"fmt"
@@ -242,7 +243,7 @@ func start(ctx context.Context, cfg Config) (p *Process, retry bool, err error) 
 			return nil
 		}},
 		{"choose the accelerator", func(context.Context) error {
-			a, why, err := chooseAccel(pl.cfg.Accel, KVMDevice)
+			a, why, err := chooseAccel(pl.cfg.Accel, hostprobe.ProbeKVM(hostprobe.System()))
 			if err != nil {
 				return err
 			}

@@ -1,10 +1,13 @@
 package vmm
 
 import (
+	"banger/internal/guest/boot"
+	"banger/internal/hostprobe"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -17,16 +20,10 @@ const (
 	QEMU        = "qemu"
 )
 
-// Host holds the facts about this host a driver's Usable looks at, probed
-// once by the caller.
-type Host struct {
-	// Firecracker is the firecracker binary found (the config's
-	// firecracker_bin, else on PATH); FirecrackerErr says why none was.
-	Firecracker    string
-	FirecrackerErr error
-	// KVM is nil when /dev/kvm is usable by this user, else why not.
-	KVM error
-}
+// Host is the facts about this host a driver's Usable looks at, probed
+// once by the caller through internal/hostprobe (the one probe bangerd and
+// doctor share).
+type Host = hostprobe.Facts
 
 // Spec is one VM to start, whichever VMM runs it.
 type Spec struct {
@@ -35,14 +32,22 @@ type Spec struct {
 	RunDir string // exists and is empty; sockets and logs go there
 	Kernel string // uncompressed vmlinux
 	Initrd string // optional
-	// Params are the guest kernel parameters every VMM passes; a driver
-	// adds its own (console, agent transport, user-mode addresses).
-	Params    []string
+	// Params are the guest kernel parameters every VMM passes that are
+	// not the agent's (root=, init=); a driver adds its own (console).
+	Params []string
+	// Guest is the agent's settings, passed as banger.* parameters; a
+	// driver sets its transport and, on a user-mode network of its own,
+	// the addresses. KernelArgs joins both.
+	Guest     boot.Settings
 	VCPUs     int
 	MemoryMiB int
 	// Drives are disk images or devices; the first is the root (/dev/vda).
 	Drives []string
 	Net    Net
+	// Emulate says the host probe found no usable KVM: a VMM that can
+	// runs under software emulation from the start, one that cannot was
+	// not chosen.
+	Emulate bool
 	// Credential, when set, runs the VMM as that user.
 	Credential *syscall.Credential
 	// Log receives the driver's records about this VM.
@@ -181,4 +186,10 @@ func (l Launch) BootTimeout() time.Duration {
 		return BootTimeoutTCG
 	}
 	return BootTimeoutKVM
+}
+
+// KernelArgs is the guest kernel command line of s with g as the agent's
+// settings: Params, then g's banger.* parameters.
+func (s Spec) KernelArgs(g boot.Settings) string {
+	return strings.Join(append(slices.Clone(s.Params), g.Cmdline()), " ")
 }

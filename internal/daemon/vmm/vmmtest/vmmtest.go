@@ -27,6 +27,9 @@ const (
 
 // Driver is a fake VMM. Set its fields before the first Start.
 type Driver struct {
+	// NameOf is the name it registers under (default Name), so that it can
+	// stand in for a real VMM ("qemu") where a test needs the choice rules.
+	NameOf string
 	// UsableErr is Usable's answer.
 	UsableErr error
 	// StartErr makes Start fail, after OnStart.
@@ -49,8 +52,13 @@ type Driver struct {
 
 var _ vmm.Driver = (*Driver)(nil)
 
-// Name is "fake".
-func (d *Driver) Name() string { return Name }
+// Name is NameOf, or "fake".
+func (d *Driver) Name() string {
+	if d.NameOf != "" {
+		return d.NameOf
+	}
+	return Name
+}
 
 // Usable returns UsableErr.
 func (d *Driver) Usable(vmm.Host) (string, error) { return "the fake VMM", d.UsableErr }
