@@ -26,7 +26,7 @@ func newRenderer(a *app) renderer {
 		return nopRenderer{}
 	}
 	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && a.getenv("TERM") != "dumb" {
-		return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == ""}
+		return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == "", now: time.Now, throttle: 100 * time.Millisecond}
 	}
 	return &lineRenderer{w: a.stderr, now: time.Now}
 }
@@ -150,14 +150,20 @@ func progressText(op rpc.Operation) string {
 
 // barRenderer draws one live bar per operation: the bar is redrawn in place
 // for each phase, and only the last phase's bar stays on the screen, above
-// the final state. A count shows its total when one is known and its rate
-// otherwise; a phase without a unit shows a spinner and the time it has run.
+// the final state. A count shows its total when one is known; without one,
+// the phase shows what it counted and its rate; a phase without a unit shows
+// a spinner and the time it has run.
 type barRenderer struct {
 	w     io.Writer
 	color bool
+	now   func() time.Time
+	// throttle is the least time between two redraws (except the last).
+	throttle time.Duration
+
 	phase string
 	unit  progress.Unit
-	known bool // the bar has a total
+	known bool      // the bar has a total
+	since time.Time // when the phase was first seen
 	bar   *progressbar.ProgressBar
 }
 
@@ -166,7 +172,7 @@ type barRenderer struct {
 const maxDesc = 40
 
 func (r *barRenderer) update(op rpc.Operation) {
-	if op.Terminal() {
+	if op.Terminal() || (r.bar == nil && op.Phase == "") {
 		return
 	}
 	if r.bar == nil || op.Phase != r.phase || op.Unit != r.unit || (op.Total > 0) != r.known {
@@ -174,7 +180,24 @@ func (r *barRenderer) update(op rpc.Operation) {
 	} else if op.Total > 0 && r.bar.GetMax64() != op.Total {
 		r.bar.ChangeMax64(op.Total)
 	}
+	if op.Unit == progress.Items && op.Total <= 0 {
+		// No total: the count and its rate go in the description, which
+		// redraws the bar.
+		r.bar.Describe(r.desc(op) + " (" + phaseSummary(op, r.now().Sub(r.since)) + ")")
+		return
+	}
 	_ = r.bar.Set64(op.Done)
+}
+
+func (r *barRenderer) desc(op rpc.Operation) string {
+	desc := op.Phase
+	if desc == "" {
+		desc = op.Kind + " " + op.Target
+	}
+	if len(desc) > maxDesc {
+		desc = desc[:maxDesc-3] + "..."
+	}
+	return desc
 }
 
 // replace swaps the bar for one fitting op's phase, on the same line.
@@ -183,23 +206,19 @@ func (r *barRenderer) replace(op rpc.Operation) {
 		_ = r.bar.Exit()
 		fmt.Fprint(r.w, "\r\033[K")
 	}
+	if op.Phase != r.phase || r.bar == nil {
+		r.since = r.now()
+	}
 	r.phase, r.unit, r.known = op.Phase, op.Unit, op.Total > 0
-	desc := op.Phase
-	if desc == "" {
-		desc = op.Kind + " " + op.Target
-	}
-	if len(desc) > maxDesc {
-		desc = desc[:maxDesc-3] + "..."
-	}
 	total := op.Total
 	if total <= 0 {
 		total = -1
 	}
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(r.w),
-		progressbar.OptionSetDescription(desc),
+		progressbar.OptionSetDescription(r.desc(op)),
 		progressbar.OptionEnableColorCodes(r.color),
-		progressbar.OptionThrottle(100 * time.Millisecond),
+		progressbar.OptionThrottle(r.throttle),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionSpinnerType(14),
 		// The spinner turns on each update: no timer goroutine of the
@@ -207,25 +226,20 @@ func (r *barRenderer) replace(op rpc.Operation) {
 		progressbar.OptionSetSpinnerChangeInterval(0),
 		progressbar.OptionShowTotalBytes(op.Total > 0),
 	}
-	switch op.Unit {
-	case progress.Bytes:
+	switch {
+	case op.Unit == progress.Bytes:
 		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true), progressbar.OptionShowCount())
-	case progress.Items:
+	case op.Unit == progress.Items && op.Total > 0:
 		opts = append(opts, progressbar.OptionShowCount())
-		if op.Total <= 0 {
-			opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString(string(progress.Items)))
-		}
 	}
 	r.bar = progressbar.NewOptions64(total, opts...)
+	_ = r.bar.RenderBlank()
 }
 
 func (r *barRenderer) finish(op rpc.Operation) {
 	if r.bar != nil {
-		if op.State == rpc.StateSucceeded && op.Phase == r.phase {
-			_ = r.bar.Set64(op.Done)
-			if r.known {
-				_ = r.bar.Finish()
-			}
+		if op.State == rpc.StateSucceeded && op.Phase == r.phase && r.known {
+			_ = r.bar.Finish()
 		}
 		_ = r.bar.Exit()
 		fmt.Fprintln(r.w)
