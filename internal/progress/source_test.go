@@ -48,7 +48,7 @@ func TestNoUnitLiteralsInSource(t *testing.T) {
 					t.Errorf("%s: SetTotal with the unit %s spelled out: use a progress constant", fset.Position(lit.Pos()), lit.Value)
 				}
 			}
-			if sel, ok := call.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "Unit" && len(call.Args) == 1 {
+			if isUnitType(call.Fun) && len(call.Args) == 1 {
 				if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
 					if s, err := strconv.Unquote(lit.Value); err == nil && !Unit(s).Valid() {
 						t.Errorf("%s: unit %s is not one of the set", fset.Position(lit.Pos()), lit.Value)
@@ -65,4 +65,16 @@ func TestNoUnitLiteralsInSource(t *testing.T) {
 	if checked < 100 {
 		t.Fatalf("checked only %d files under %s: the walk went wrong", checked, root)
 	}
+}
+
+// isUnitType reports whether e names a type called Unit (Unit, progress.Unit,
+// store.Unit, opstate.Unit).
+func isUnitType(e ast.Expr) bool {
+	switch e := e.(type) {
+	case *ast.Ident:
+		return e.Name == "Unit"
+	case *ast.SelectorExpr:
+		return e.Sel.Name == "Unit"
+	}
+	return false
 }
