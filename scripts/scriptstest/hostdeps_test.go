@@ -74,16 +74,23 @@ func needLockTools(t *testing.T) {
 	}
 }
 
+// lockedHost is a host where another package manager holds the lock for
+// hold: the stand-ins' directory, the lock file and apt-get's log.
+func lockedHost(t *testing.T, hold time.Duration) (bin, lock, log string) {
+	t.Helper()
+	needLockTools(t)
+	tmp := t.TempDir()
+	lock, log = filepath.Join(tmp, "lock-frontend"), filepath.Join(tmp, "apt.log")
+	writeFile(t, lock, nil)
+	bin = fakePM(t, lock, log)
+	holdLock(t, lock, hold)
+	return bin, lock, log
+}
+
 // Another package manager holding the lock makes host-deps.sh wait, saying
 // so, and install once the lock is free.
 func TestHostDepsWaitsForThePackageManagerLock(t *testing.T) {
-	needLockTools(t)
-	tmp := t.TempDir()
-	lock, log := filepath.Join(tmp, "lock-frontend"), filepath.Join(tmp, "apt.log")
-	writeFile(t, lock, nil)
-	bin := fakePM(t, lock, log)
-	holdLock(t, lock, 2*time.Second)
-
+	bin, lock, log := lockedHost(t, 2*time.Second)
 	stdout, stderr, took, err := runHostDeps(t, bin, lock, 9)
 	if err != nil {
 		t.Fatalf("host-deps.sh: %v\n%s%s", err, stdout, stderr)
@@ -110,13 +117,7 @@ func TestHostDepsWaitsForThePackageManagerLock(t *testing.T) {
 // The wait is bounded: when the lock stays held, host-deps.sh fails saying
 // who holds it and what to do, and runs no apt-get.
 func TestHostDepsLockWaitIsBounded(t *testing.T) {
-	needLockTools(t)
-	tmp := t.TempDir()
-	lock, log := filepath.Join(tmp, "lock"), filepath.Join(tmp, "apt.log")
-	writeFile(t, lock, nil)
-	bin := fakePM(t, lock, log)
-	holdLock(t, lock, 60*time.Second)
-
+	bin, lock, log := lockedHost(t, 60*time.Second)
 	stdout, stderr, took, err := runHostDeps(t, bin, lock, 1)
 	if err == nil {
 		t.Fatalf("host-deps.sh succeeded with the lock held:\n%s%s", stdout, stderr)
