@@ -53,7 +53,8 @@ func (a *app) firstRunNotice(ctx context.Context, image string) {
 // buildMinutes is how long building a catalog image takes, as a range:
 // measured on Debian 12 (2 cores, a fast mirror) at about a minute for the
 // default image (debootstrap 49s or mmdebstrap 38s, mkfs 1s, its kernel a
-// few seconds); a slow network or disk makes it several.
+// few seconds), 2 minutes for the whole image build under heavy load; a
+// slow network or disk makes it several.
 const buildMinutes = "1 to 5 minutes"
 
 // firstRunText is what the first VM of catalog image e is told: that the

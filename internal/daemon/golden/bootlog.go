@@ -12,9 +12,10 @@ import (
 // phases with counts of packages, so that a build shows "unpacking the base
 // system 12/53" instead of one phase per package. Totals come from what the
 // tools print: apt's "N newly installed" for mmdebstrap; for debootstrap,
-// which prints no list up front, the packages it retrieved and extracted
-// (the retrieval itself is counted without a total). A count that passes
-// its total raises the total: the tools' own lists are not exact.
+// which prints no list up front, the required packages it extracted (the
+// retrieval, the extraction and the base system are counted without a
+// total). A count that passes its total raises the total: the tools' own
+// lists are not exact.
 //
 // Lines are fed one at a time from one goroutine.
 type bootLog struct {
@@ -23,7 +24,6 @@ type bootLog struct {
 	mode        bootMode
 	header      string // the last "I: " line, without its "..."
 	pending     int64  // packages apt said it installs (mmdebstrap)
-	retrieved   int64  // packages debootstrap retrieved
 	extracted   int64  // required packages debootstrap extracted
 	done, total int64  // the current phase's count
 }
@@ -40,12 +40,16 @@ const (
 )
 
 // debootstrap's section headers that start a counted phase, and how many
-// packages each covers.
+// packages each covers (0: not known). The required packages are the ones
+// it extracted. The base system's are not known: debootstrap unpacks some
+// of them (systemd and its libraries) without a line each, so the packages
+// retrieved but not extracted (65 for the default image) overstate the
+// lines that come (53), and the phase counts without a total.
 var debHeaders = map[string]func(b *bootLog) int64{
 	"Unpacking required packages":   func(b *bootLog) int64 { return b.extracted },
 	"Configuring required packages": func(b *bootLog) int64 { return b.extracted },
-	"Unpacking the base system":     func(b *bootLog) int64 { return max(b.retrieved-b.extracted, 0) },
-	"Configuring the base system":   func(b *bootLog) int64 { return max(b.retrieved-b.extracted, 0) },
+	"Unpacking the base system":     func(*bootLog) int64 { return 0 },
+	"Configuring the base system":   func(*bootLog) int64 { return 0 },
 }
 
 func newBootLog(p progress.Reporter) *bootLog { return &bootLog{p: progress.OrNop(p)} }
@@ -84,7 +88,6 @@ func (b *bootLog) info(msg string) {
 		b.begin("retrieving packages", modeRetrieve, 0)
 		return
 	case b.mode == modeRetrieve && len(f) == 3 && f[0] == "Retrieving":
-		b.retrieved++
 		b.tick()
 		return
 	case len(f) >= 1 && (f[0] == "Validating" || f[0] == "Chosen"):

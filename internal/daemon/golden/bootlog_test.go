@@ -86,8 +86,8 @@ func TestBootLogDebootstrap(t *testing.T) {
 		{"extracting required packages", progress.Items, 88, 0},
 		{"unpacking required packages", progress.Items, 88, 88},
 		{"configuring required packages", progress.Items, 89, 89}, // one more than extracted: the total rises
-		{"unpacking the base system", progress.Items, 53, 65},
-		{"configuring the base system", progress.Items, 55, 65},
+		{"unpacking the base system", progress.Items, 53, 0},      // not known: see debHeaders
+		{"configuring the base system", progress.Items, 55, 0},
 	}
 	for _, w := range want {
 		if got := rec.find(t, w.name); got != w {
