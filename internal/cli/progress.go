@@ -98,14 +98,20 @@ func (r *lineRenderer) finish(op rpc.Operation) {
 // its total when one is known, and a rate otherwise; a phase without a unit
 // has no count at all.
 func phaseSummary(op rpc.Operation, took time.Duration) string {
-	var parts []string
-	if op.Unit != progress.None && (op.Done > 0 || op.Total > 0) {
-		parts = append(parts, countText(op))
-		if op.Total <= 0 && took >= time.Second {
-			parts = append(parts, rateText(op.Done, op.Unit, took))
-		}
+	return strings.Join(append(countParts(op, took), roundDuration(took)), ", ")
+}
+
+// countParts is what a phase counted after took: the count, with its total
+// when known and its rate otherwise; nothing for a phase without a unit.
+func countParts(op rpc.Operation, took time.Duration) []string {
+	if op.Unit == progress.None || (op.Done <= 0 && op.Total <= 0) {
+		return nil
 	}
-	return strings.Join(append(parts, roundDuration(took)), ", ")
+	parts := []string{countText(op)}
+	if op.Total <= 0 && took >= time.Second {
+		parts = append(parts, rateText(op.Done, op.Unit, took))
+	}
+	return parts
 }
 
 // countText is "5/9 items", "1.2 GiB/3.0 GiB" or, with no total, "5 items".
@@ -182,8 +188,12 @@ func (r *barRenderer) update(op rpc.Operation) {
 	}
 	if op.Unit == progress.Items && op.Total <= 0 {
 		// No total: the count and its rate go in the description, which
-		// redraws the bar.
-		r.bar.Describe(r.desc(op) + " (" + phaseSummary(op, r.now().Sub(r.since)) + ")")
+		// redraws the bar (whose spinner shows the time).
+		desc := r.desc(op)
+		if parts := countParts(op, r.now().Sub(r.since)); len(parts) > 0 {
+			desc += " (" + strings.Join(parts, ", ") + ")"
+		}
+		r.bar.Describe(desc)
 		return
 	}
 	_ = r.bar.Set64(op.Done)
