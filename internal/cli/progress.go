@@ -213,7 +213,7 @@ func (r *barRenderer) desc(op rpc.Operation) string {
 // replace swaps the bar for one fitting op's phase, on the same line.
 func (r *barRenderer) replace(op rpc.Operation) {
 	if r.bar != nil {
-		_ = r.bar.Exit()
+		r.stop()
 		fmt.Fprint(r.w, "\r\033[K")
 	}
 	if op.Phase != r.phase || r.bar == nil {
@@ -231,9 +231,10 @@ func (r *barRenderer) replace(op rpc.Operation) {
 		progressbar.OptionThrottle(r.throttle),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionSpinnerType(14),
-		// The spinner turns on each update: no timer goroutine of the
-		// library's own outlives the bar.
-		progressbar.OptionSetSpinnerChangeInterval(0),
+		// A bar without total redraws its spinner and clock on a timer of
+		// the library's own, so that a long silent phase (mkfs) does not
+		// look hung; the timer ends when the bar is finished (stop).
+		progressbar.OptionSetSpinnerChangeInterval(250 * time.Millisecond),
 		progressbar.OptionShowTotalBytes(op.Total > 0),
 	}
 	switch {
@@ -246,12 +247,22 @@ func (r *barRenderer) replace(op rpc.Operation) {
 	_ = r.bar.RenderBlank()
 }
 
+// stop ends the bar. Finish ends the redraw timer of a bar without total
+// (the library starts one for each); a bar with a total has none, and is
+// left as it is.
+func (r *barRenderer) stop() {
+	if !r.known {
+		_ = r.bar.Finish()
+	}
+	_ = r.bar.Exit()
+}
+
 func (r *barRenderer) finish(op rpc.Operation) {
 	if r.bar != nil {
 		if op.State == rpc.StateSucceeded && op.Phase == r.phase && r.known {
 			_ = r.bar.Finish()
 		}
-		_ = r.bar.Exit()
+		r.stop()
 		fmt.Fprintln(r.w)
 	}
 	if op.ID != "" {

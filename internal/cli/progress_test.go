@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +119,7 @@ func TestBarRendererOnTerminal(t *testing.T) {
 	r.finish(steps[len(steps)-1].op)
 	slave.Close()
 	wg.Wait()
+	waitNoBarTimers(t)
 
 	got := tty.String()
 	for _, want := range []string{"debootstrap bookworm from http://mirr...", "retrieving packages (153 items", "(53/65)", "unpacking the base system", "downloading kernel", "making the ext4 image", "op-1a2b3c: succeeded"} {
@@ -136,6 +138,24 @@ func TestBarRendererOnTerminal(t *testing.T) {
 	// total became known.
 	if n := strings.Count(got, "\r\033[K"); n != 5 {
 		t.Errorf("the bar was redrawn in place %d times, want 5:\n%q", n, got)
+	}
+}
+
+// waitNoBarTimers fails when a redraw timer of the bar library outlives the
+// renderer's finish: each bar without total starts one, and stop ends it.
+func waitNoBarTimers(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "schollz/progressbar") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a goroutine of the bar library is still running after finish:\n%s", stacks)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
