@@ -137,3 +137,34 @@ func TestBootLogUnknownOutput(t *testing.T) {
 		t.Errorf("phases %+v", rec.phases)
 	}
 }
+
+// FuzzBootLog feeds arbitrary output: the parser never panics, never counts
+// past a total, and counts only in items.
+func FuzzBootLog(f *testing.F) {
+	for _, file := range []string{"debootstrap.log", "mmdebstrap.log"} {
+		data, err := os.ReadFile(filepath.Join("testdata", file))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(data[:min(len(data), 4096)]))
+	}
+	f.Add("I: Checking component main on x...\nI: Retrieving a 1\n0 upgraded, 2 newly installed, 0 to remove\nNeed to get 1 MB/2 MB of archives.\nGet:1 x\nSetting up a (1) ...\n")
+	f.Fuzz(func(t *testing.T, out string) {
+		rec := &recorder{}
+		b := newBootLog(rec)
+		for _, l := range strings.Split(out, "\n") {
+			if len(rec.phases) == 0 {
+				rec.Phase("start") // SetTotal and Add need a phase to land in
+			}
+			b.line(l)
+		}
+		for _, p := range rec.phases {
+			if p.total > 0 && p.done > p.total {
+				t.Fatalf("phase %q: done %d past total %d", p.name, p.done, p.total)
+			}
+			if (p.done > 0 || p.total > 0) && p.unit != progress.Items {
+				t.Fatalf("phase %q counts in unit %q", p.name, p.unit)
+			}
+		}
+	})
+}
