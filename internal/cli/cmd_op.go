@@ -130,16 +130,6 @@ func (a *app) printOp(op rpc.Operation) {
 	_ = tw.Flush()
 }
 
-func progressText(op rpc.Operation) string {
-	switch {
-	case op.Total > 0:
-		return fmt.Sprintf("%s/%s (%d%%)", amount(op.Done, op.Unit), amount(op.Total, op.Unit), op.Done*100/op.Total)
-	case op.Done > 0:
-		return amount(op.Done, op.Unit)
-	}
-	return "-"
-}
-
 // follow renders an operation's progress until it ends. The first Ctrl-C
 // asks the daemon to cancel it and keeps following until it has stopped; a
 // second one leaves at once, with the operation going on in the daemon.

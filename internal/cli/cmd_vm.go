@@ -804,6 +804,7 @@ VM afterwards.`,
 				}
 			}
 			ctx := cmd.Context()
+			a.firstRunNotice(ctx, req.Image)
 			op, err := a.startOp(ctx, "/v1/vms", req, false)
 			name := op.Target
 			if rm && name != "" {

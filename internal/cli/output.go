@@ -10,6 +10,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+
+	"banger/internal/progress"
 )
 
 // outputFormat is the value of -o on listing and inspect commands.
@@ -64,8 +66,8 @@ func ago(t time.Time) string {
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
 
-func amount(n int64, unit string) string {
-	if unit == "bytes" {
+func amount(n int64, unit progress.Unit) string {
+	if unit == progress.Bytes {
 		return humanize.IBytes(uint64(max(n, 0)))
 	}
 	return fmt.Sprintf("%d", n)

@@ -4,16 +4,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"banger/internal/progress"
 	"banger/internal/rpc"
 )
 
-// renderer shows an operation's progress: a bar on a terminal, plain lines
-// otherwise, nothing with --quiet.
+// renderer shows an operation's progress: one live bar on a terminal, one
+// plain line per phase otherwise, nothing with --quiet.
 type renderer interface {
 	update(op rpc.Operation)
 	finish(op rpc.Operation)
@@ -24,9 +26,9 @@ func newRenderer(a *app) renderer {
 		return nopRenderer{}
 	}
 	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && a.getenv("TERM") != "dumb" {
-		return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == ""}
+		return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == "", now: time.Now, throttle: 100 * time.Millisecond}
 	}
-	return &lineRenderer{w: a.stderr}
+	return &lineRenderer{w: a.stderr, now: time.Now}
 }
 
 type nopRenderer struct{}
@@ -34,17 +36,23 @@ type nopRenderer struct{}
 func (nopRenderer) update(rpc.Operation) {}
 func (nopRenderer) finish(rpc.Operation) {}
 
-// lineRenderer prints a line when the phase changes, when progress moves by a
-// tenth, and at most every few seconds otherwise, so logs stay readable.
+// lineRenderer prints, for logs and pipes, a header line, then one line per
+// phase once the phase is over, saying what it counted and how long it took,
+// then the final state:
+//
+//	op-1a2b: image pull debian-bookworm
+//	op-1a2b: retrieving packages (153 items, 51/s, 3s)
+//	op-1a2b: unpacking the base system (53/65 items, 2s)
+//	op-1a2b: making the ext4 image (1s)
+//	op-1a2b: succeeded
 type lineRenderer struct {
-	w         io.Writer
-	phase     string
-	lastTenth int64
-	lastAt    time.Time
-	started   bool
+	w       io.Writer
+	now     func() time.Time
+	started bool
+	phase   string        // the phase under way; "" before the first
+	since   time.Time     // when it was first seen
+	last    rpc.Operation // its latest state
 }
-
-const lineEvery = 5 * time.Second
 
 func (r *lineRenderer) header(op rpc.Operation) {
 	if !r.started && op.ID != "" {
@@ -55,26 +63,23 @@ func (r *lineRenderer) header(op rpc.Operation) {
 
 func (r *lineRenderer) update(op rpc.Operation) {
 	r.header(op)
-	if op.Terminal() {
+	if op.Terminal() || op.Phase == "" {
 		return
 	}
-	tenth := int64(-1)
-	if op.Total > 0 {
-		tenth = op.Done * 10 / op.Total
+	if op.Phase != r.phase {
+		r.flush()
+		r.phase, r.since = op.Phase, r.now()
 	}
-	now := time.Now()
-	if op.Phase == r.phase && tenth == r.lastTenth && now.Sub(r.lastAt) < lineEvery {
+	r.last = op
+}
+
+// flush prints the line of the phase under way, if any.
+func (r *lineRenderer) flush() {
+	if r.phase == "" {
 		return
 	}
-	if op.Phase == "" && op.Done == 0 {
-		return
-	}
-	r.phase, r.lastTenth, r.lastAt = op.Phase, tenth, now
-	if pt := progressText(op); pt != "-" {
-		fmt.Fprintf(r.w, "%s: %s %s\n", op.ID, orDash(op.Phase), pt)
-	} else {
-		fmt.Fprintf(r.w, "%s: %s\n", op.ID, orDash(op.Phase))
-	}
+	fmt.Fprintf(r.w, "%s: %s (%s)\n", r.last.ID, r.phase, phaseSummary(r.last, r.now().Sub(r.since)))
+	r.phase = ""
 }
 
 func (r *lineRenderer) finish(op rpc.Operation) {
@@ -82,54 +87,182 @@ func (r *lineRenderer) finish(op rpc.Operation) {
 		return
 	}
 	r.header(op)
+	if op.Phase != "" && op.Phase == r.phase {
+		r.last = op // the final count of the last phase
+	}
+	r.flush()
 	fmt.Fprintf(r.w, "%s: %s\n", op.ID, op.State)
 }
 
-// barRenderer draws one progress bar per phase.
+// phaseSummary says what a phase counted and how long it took. A count has
+// its total when one is known, and a rate otherwise; a phase without a unit
+// has no count at all.
+func phaseSummary(op rpc.Operation, took time.Duration) string {
+	return strings.Join(append(countParts(op, took), roundDuration(took)), ", ")
+}
+
+// countParts is what a phase counted after took: the count, with its total
+// when known and its rate otherwise; nothing for a phase without a unit.
+func countParts(op rpc.Operation, took time.Duration) []string {
+	if op.Unit == progress.None || (op.Done <= 0 && op.Total <= 0) {
+		return nil
+	}
+	parts := []string{countText(op)}
+	if op.Total <= 0 && took >= time.Second {
+		parts = append(parts, rateText(op.Done, op.Unit, took))
+	}
+	return parts
+}
+
+// countText is "5/9 items", "1.2 GiB/3.0 GiB" or, with no total, "5 items".
+func countText(op rpc.Operation) string {
+	switch {
+	case op.Total > 0 && op.Unit == progress.Bytes:
+		return amount(op.Done, op.Unit) + "/" + amount(op.Total, op.Unit)
+	case op.Total > 0:
+		return fmt.Sprintf("%d/%d %s", op.Done, op.Total, op.Unit)
+	case op.Unit == progress.Bytes:
+		return amount(op.Done, op.Unit)
+	}
+	return fmt.Sprintf("%d %s", op.Done, op.Unit)
+}
+
+func rateText(done int64, unit progress.Unit, took time.Duration) string {
+	per := float64(done) / took.Seconds()
+	if unit == progress.Bytes {
+		return amount(int64(per), unit) + "/s"
+	}
+	return fmt.Sprintf("%.0f/s", per)
+}
+
+func roundDuration(d time.Duration) string {
+	if d < time.Second {
+		return "<1s"
+	}
+	return d.Round(time.Second).String()
+}
+
+// progressText is the progress column of `op ls` and `op show`: "5/5 (100%)",
+// "1.2 GiB" with no total, "-" with no count.
+func progressText(op rpc.Operation) string {
+	switch {
+	case op.Total > 0:
+		return fmt.Sprintf("%s/%s (%d%%)", amount(op.Done, op.Unit), amount(op.Total, op.Unit), op.Done*100/op.Total)
+	case op.Done > 0:
+		return amount(op.Done, op.Unit)
+	}
+	return "-"
+}
+
+// barRenderer draws one live bar per operation: the bar is redrawn in place
+// for each phase, and only the last phase's bar stays on the screen, above
+// the final state. A count shows its total when one is known; without one,
+// the phase shows what it counted and its rate; a phase without a unit shows
+// a spinner and the time it has run.
 type barRenderer struct {
 	w     io.Writer
 	color bool
+	now   func() time.Time
+	// throttle is the least time between two redraws (except the last).
+	throttle time.Duration
+
 	phase string
+	unit  progress.Unit
+	known bool      // the bar has a total
+	since time.Time // when the phase was first seen
 	bar   *progressbar.ProgressBar
 }
 
+// maxDesc bounds the phase shown beside the bar, so that the bar stays on
+// one line of an 80-column terminal.
+const maxDesc = 40
+
 func (r *barRenderer) update(op rpc.Operation) {
-	if op.Terminal() {
+	if op.Terminal() || (r.bar == nil && op.Phase == "") {
 		return
 	}
-	if r.bar == nil || op.Phase != r.phase || (op.Total > 0 && r.bar.GetMax64() != op.Total) {
-		if r.bar != nil {
-			_ = r.bar.Finish()
-			fmt.Fprintln(r.w)
+	if r.bar == nil || op.Phase != r.phase || op.Unit != r.unit || (op.Total > 0) != r.known {
+		r.replace(op)
+	} else if op.Total > 0 && r.bar.GetMax64() != op.Total {
+		r.bar.ChangeMax64(op.Total)
+	}
+	if op.Unit == progress.Items && op.Total <= 0 {
+		// No total: the count and its rate go in the description, which
+		// redraws the bar (whose spinner shows the time).
+		desc := r.desc(op)
+		if parts := countParts(op, r.now().Sub(r.since)); len(parts) > 0 {
+			desc += " (" + strings.Join(parts, ", ") + ")"
 		}
-		r.phase = op.Phase
-		total := op.Total
-		if total <= 0 {
-			total = -1
-		}
-		desc := op.Phase
-		if desc == "" {
-			desc = op.Kind + " " + op.Target
-		}
-		r.bar = progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(r.w),
-			progressbar.OptionSetDescription(desc),
-			progressbar.OptionShowBytes(op.Unit == "bytes"),
-			progressbar.OptionShowCount(),
-			progressbar.OptionEnableColorCodes(r.color),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionSpinnerType(14),
-		)
+		r.bar.Describe(desc)
+		return
 	}
 	_ = r.bar.Set64(op.Done)
 }
 
+func (r *barRenderer) desc(op rpc.Operation) string {
+	desc := op.Phase
+	if desc == "" {
+		desc = op.Kind + " " + op.Target
+	}
+	if len(desc) > maxDesc {
+		desc = desc[:maxDesc-3] + "..."
+	}
+	return desc
+}
+
+// replace swaps the bar for one fitting op's phase, on the same line.
+func (r *barRenderer) replace(op rpc.Operation) {
+	if r.bar != nil {
+		r.stop()
+		fmt.Fprint(r.w, "\r\033[K")
+	}
+	if op.Phase != r.phase || r.bar == nil {
+		r.since = r.now()
+	}
+	r.phase, r.unit, r.known = op.Phase, op.Unit, op.Total > 0
+	total := op.Total
+	if total <= 0 {
+		total = -1
+	}
+	opts := []progressbar.Option{
+		progressbar.OptionSetWriter(r.w),
+		progressbar.OptionSetDescription(r.desc(op)),
+		progressbar.OptionEnableColorCodes(r.color),
+		progressbar.OptionThrottle(r.throttle),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionSpinnerType(14),
+		// A bar without total redraws its spinner and clock on a timer of
+		// the library's own, so that a long silent phase (mkfs) does not
+		// look hung; the timer ends when the bar is finished (stop).
+		progressbar.OptionSetSpinnerChangeInterval(250 * time.Millisecond),
+		progressbar.OptionShowTotalBytes(op.Total > 0),
+	}
+	switch {
+	case op.Unit == progress.Bytes:
+		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true), progressbar.OptionShowCount())
+	case op.Unit == progress.Items && op.Total > 0:
+		opts = append(opts, progressbar.OptionShowCount())
+	}
+	r.bar = progressbar.NewOptions64(total, opts...)
+	_ = r.bar.RenderBlank()
+}
+
+// stop ends the bar. Finish ends the redraw timer of a bar without total
+// (the library starts one for each); a bar with a total has none, and is
+// left as it is.
+func (r *barRenderer) stop() {
+	if !r.known {
+		_ = r.bar.Finish()
+	}
+	_ = r.bar.Exit()
+}
+
 func (r *barRenderer) finish(op rpc.Operation) {
 	if r.bar != nil {
-		if op.State == rpc.StateSucceeded {
+		if op.State == rpc.StateSucceeded && op.Phase == r.phase && r.known {
 			_ = r.bar.Finish()
 		}
+		r.stop()
 		fmt.Fprintln(r.w)
 	}
 	if op.ID != "" {

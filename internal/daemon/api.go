@@ -140,7 +140,7 @@ func opError(err error) error {
 func wireOp(op opstate.Operation) rpc.Operation {
 	return rpc.Operation{
 		ID: op.ID, Kind: op.Kind, Target: op.Target, Phase: op.Phase, State: op.State,
-		Done: op.Done, Total: op.Total, Unit: string(op.Unit), Error: op.Error,
+		Done: op.Done, Total: op.Total, Unit: op.Unit, Error: op.Error,
 		CreatedAt: op.CreatedAt, UpdatedAt: op.UpdatedAt, FinishedAt: op.FinishedAt,
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"banger/internal/guest/initrd"
 	"banger/internal/imagecat"
 	"banger/internal/kernelcat"
-	"banger/internal/store"
 )
 
 // wireImages gives the image manager its catalogs, local builders and OCI
@@ -36,7 +35,7 @@ func wireImages(m *imagemgr.Manager, cfg config.Config, log *slog.Logger) error 
 			if err != nil {
 				return err
 			}
-			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, stringUnits{p})
+			return golden.Build(ctx, e, dir, golden.Options{Agent: agent}, p)
 		},
 	}, ociImporter{limits: ociimage.Limits{MaxEntries: cfg.OCIMaxEntries, MaxPathBytes: int64(cfg.OCIMaxPathBytes)}, log: log})
 	return nil
@@ -81,7 +80,7 @@ func (o ociImporter) Import(ctx context.Context, ref, dest string, insecure bool
 		Insecure: insecure,
 		Limits:   o.limits,
 		Extra:    func(root string) error { return addGuestPieces(root, agent) },
-	}, stringUnits{p})
+	}, p)
 	if err != nil {
 		return "", 0, err
 	}
@@ -108,14 +107,6 @@ func reportWarnings(log *slog.Logger, p imagemgr.Progress, ref string, warnings 
 		}
 	}
 }
-
-// stringUnits lets packages whose progress interface names units as plain
-// strings (golden, ociimage) report into an operation. Units are checked
-// where they arrive (opstate.Progress.SetTotal): one outside the store's set
-// is logged and dropped, never written.
-type stringUnits struct{ imagemgr.Progress }
-
-func (s stringUnits) SetTotal(n int64, unit string) { s.Progress.SetTotal(n, store.Unit(unit)) }
 
 // OCIInit is where banger's init for OCI images lives inside the guest.
 // Such images rarely carry an init system, so VMs of OCI images boot with

@@ -1,6 +1,10 @@
 package rpc
 
-import "time"
+import (
+	"time"
+
+	"banger/internal/progress"
+)
 
 // HeaderAPIVersion carries the client's API version on every request.
 const HeaderAPIVersion = "Banger-Api-Version"
@@ -28,18 +32,18 @@ type VersionInfo struct {
 
 // Operation is the wire form of one long-running operation.
 type Operation struct {
-	ID         string    `json:"id"`
-	Kind       string    `json:"kind"`
-	Target     string    `json:"target"`
-	Phase      string    `json:"phase"`
-	State      string    `json:"state"`
-	Done       int64     `json:"done"`
-	Total      int64     `json:"total"`
-	Unit       string    `json:"unit,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
+	ID         string        `json:"id"`
+	Kind       string        `json:"kind"`
+	Target     string        `json:"target"`
+	Phase      string        `json:"phase"`
+	State      string        `json:"state"`
+	Done       int64         `json:"done"`
+	Total      int64         `json:"total"`
+	Unit       progress.Unit `json:"unit,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	CreatedAt  time.Time     `json:"created_at"`
+	UpdatedAt  time.Time     `json:"updated_at"`
+	FinishedAt time.Time     `json:"finished_at,omitzero"`
 }
 
 // Operation states.

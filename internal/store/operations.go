@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"banger/internal/progress"
 )
 
 // Operation states. Queued and running are active; the rest are terminal.
@@ -18,20 +20,18 @@ const (
 	StateCancelled = "cancelled"
 )
 
-// Unit is the unit of an operation's progress counters. Only the constants
-// below are valid: PutOperation refuses any other, so code that reports
-// progress must use them (opstate checks them before they reach the store).
-type Unit string
+// Unit is the unit of an operation's progress counters (progress.Unit).
+// Only its constants are valid: PutOperation refuses any other, so code that
+// reports progress must use them (opstate checks them before they reach the
+// store).
+type Unit = progress.Unit
 
 // Progress units of an operation.
 const (
-	UnitNone  Unit = ""
-	UnitBytes Unit = "bytes"
-	UnitItems Unit = "items"
+	UnitNone  = progress.None
+	UnitBytes = progress.Bytes
+	UnitItems = progress.Items
 )
-
-// Valid reports whether u is one of the Unit constants.
-func (u Unit) Valid() bool { return u == UnitNone || u == UnitBytes || u == UnitItems }
 
 // Operation is a long-running daemon job (a pull, an import, a VM start, ...)
 // as persisted, so that a CLI that disconnects can re-attach to it.

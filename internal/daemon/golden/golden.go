@@ -17,14 +17,11 @@ import (
 	"banger/internal/catalog"
 	"banger/internal/config"
 	"banger/internal/guest/initrd"
+	"banger/internal/progress"
 )
 
 // Progress is how the build reports; *opstate.Progress satisfies it.
-type Progress interface {
-	Phase(name string)
-	SetTotal(total int64, unit string)
-	Add(n int64)
-}
+type Progress = progress.Reporter
 
 // Options of a build.
 type Options struct {
@@ -40,9 +37,7 @@ type Options struct {
 // and dir/manifest.json. The tree is built in a temporary directory inside
 // dir and removed whatever happens.
 func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progress) error {
-	if p == nil {
-		p = nopProgress{}
-	}
+	p = progress.OrNop(p)
 	if e.Build == nil || e.Build.Kind != "debootstrap" {
 		return fmt.Errorf("image %q has no debootstrap recipe", e.Name)
 	}
@@ -123,8 +118,8 @@ func debootstrapEnv() []string {
 	return env
 }
 
-// runLogged runs a command and turns each output line into a progress phase,
-// keeping the last lines for the error.
+// runLogged runs debootstrap and turns its output into phases with counts
+// (bootLog), keeping the last lines for the error.
 func runLogged(ctx context.Context, p Progress, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = env
@@ -134,8 +129,9 @@ func runLogged(ctx context.Context, p Progress, env []string, name string, args 
 		return err
 	}
 	var tail []string
+	log := newBootLog(p)
 	done := make(chan struct{})
-	go func() {
+	go func() { // owned: ends when the pipe closes below; waited on done
 		defer close(done)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -147,9 +143,7 @@ func runLogged(ctx context.Context, p Progress, env []string, name string, args 
 			if len(tail) > 8 {
 				tail = tail[1:]
 			}
-			if strings.HasPrefix(line, "I: ") {
-				p.Phase(strings.TrimPrefix(line, "I: "))
-			}
+			log.line(line)
 		}
 	}()
 	err := cmd.Wait()
@@ -275,9 +269,3 @@ func orDefault(s, d string) string {
 	}
 	return s
 }
-
-type nopProgress struct{}
-
-func (nopProgress) Phase(string)           {}
-func (nopProgress) SetTotal(int64, string) {}
-func (nopProgress) Add(int64)              {}

@@ -48,7 +48,9 @@ func buildUnprivileged(ctx context.Context, e catalog.Entry, dir string, o Optio
 		}
 	}
 	params := e.Build.Params
-	args := []string{"--mode=unshare", "--format=tar", "--variant=" + orDefault(params["variant"], "minbase")}
+	// --verbose: apt's own lines say how many packages it fetches and installs,
+	// which bootLog turns into counts.
+	args := []string{"--mode=unshare", "--format=tar", "--verbose", "--variant=" + orDefault(params["variant"], "minbase")}
 	if pk := params["packages"]; pk != "" {
 		args = append(args, "--include="+pk)
 	}
@@ -76,6 +78,7 @@ func buildUnprivileged(ctx context.Context, e catalog.Entry, dir string, o Optio
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		tail []string
+		log  = newBootLog(p)
 	)
 	wg.Add(1)
 	go func() { // owned: ends when mmdebstrap closes stderr; waited below
@@ -92,9 +95,7 @@ func buildUnprivileged(ctx context.Context, e catalog.Entry, dir string, o Optio
 				tail = tail[1:]
 			}
 			mu.Unlock()
-			if strings.HasPrefix(line, "I: ") {
-				p.Phase(strings.TrimPrefix(line, "I: "))
-			}
+			log.line(line)
 		}
 	}()
 

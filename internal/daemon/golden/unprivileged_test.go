@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"banger/internal/imagecat"
+	"banger/internal/progress"
 )
 
 func TestCheckUnprivilegedSaysWhatToDo(t *testing.T) {
@@ -97,9 +98,9 @@ func init() {
 
 type printProgress struct{}
 
-func (printProgress) Phase(s string)         { fmt.Fprintln(os.Stderr, "phase:", s) }
-func (printProgress) SetTotal(int64, string) {}
-func (printProgress) Add(int64)              {}
+func (printProgress) Phase(s string)                { fmt.Fprintln(os.Stderr, "phase:", s) }
+func (printProgress) SetTotal(int64, progress.Unit) {}
+func (printProgress) Add(int64)                     {}
 
 // TestBuildWithoutRoot builds the default image as an unprivileged user with
 // mmdebstrap and checks the owners and modes a user's tree cannot carry. It

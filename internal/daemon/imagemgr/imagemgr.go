@@ -14,6 +14,7 @@ import (
 
 	"banger/internal/catalog"
 	"banger/internal/keylock"
+	"banger/internal/progress"
 	"banger/internal/store"
 )
 
@@ -30,24 +31,7 @@ type Store interface {
 }
 
 // Progress is how long work reports; *opstate.Progress satisfies it.
-type Progress interface {
-	Phase(name string)
-	SetTotal(total int64, unit store.Unit)
-	Add(n int64)
-}
-
-type nopProgress struct{}
-
-func (nopProgress) Phase(string)               {}
-func (nopProgress) SetTotal(int64, store.Unit) {}
-func (nopProgress) Add(int64)                  {}
-
-func orNop(p Progress) Progress {
-	if p == nil {
-		return nopProgress{}
-	}
-	return p
-}
+type Progress = progress.Reporter
 
 // Manager owns <state_dir>/kernels and <state_dir>/images.
 type Manager struct {

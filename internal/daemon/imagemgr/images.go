@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"banger/internal/filekind"
+	"banger/internal/progress"
 	"banger/internal/store"
 )
 
@@ -227,7 +228,7 @@ func (m *Manager) RemoveImage(ctx context.Context, name string) error {
 // the state dir, verifies every copy against its source, and then switches
 // the image to managed. The user's files are only read.
 func (m *Manager) PromoteImage(ctx context.Context, name string, p Progress) (store.Image, error) {
-	p = orNop(p)
+	p = progress.OrNop(p)
 	im, err := m.st.GetImage(ctx, name)
 	if err != nil {
 		return store.Image{}, err

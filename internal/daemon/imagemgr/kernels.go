@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"banger/internal/kernelprep"
+	"banger/internal/progress"
 	"banger/internal/store"
 )
 
@@ -21,7 +22,7 @@ func (m *Manager) ImportKernel(ctx context.Context, name, src string, p Progress
 }
 
 func (m *Manager) importKernel(ctx context.Context, name, src, originKind, originRef string, p Progress) (store.Kernel, error) {
-	p = orNop(p)
+	p = progress.OrNop(p)
 	if name != "" {
 		if err := ValidName("kernel", name); err != nil {
 			return store.Kernel{}, err

@@ -192,13 +192,9 @@ func (o ociImport) Digest(ctx context.Context, ref string, insecure bool) (strin
 }
 
 func (o ociImport) Import(ctx context.Context, ref, dest string, insecure bool, p imagemgr.Progress) (string, int64, error) {
-	res, err := ociimage.Import(ctx, ref, dest, ociimage.Options{Insecure: insecure, MkfsPath: o.mkfs}, units{p})
+	res, err := ociimage.Import(ctx, ref, dest, ociimage.Options{Insecure: insecure, MkfsPath: o.mkfs}, p)
 	return res.Digest, res.Size, err
 }
-
-type units struct{ imagemgr.Progress }
-
-func (u units) SetTotal(n int64, unit string) { u.Progress.SetTotal(n, store.Unit(unit)) }
 
 func script(t *testing.T, body string) string {
 	t.Helper()

@@ -15,6 +15,7 @@ import (
 	"banger/internal/childproc"
 	"banger/internal/daemon/bundle"
 	"banger/internal/kernelprep"
+	"banger/internal/progress"
 	"banger/internal/store"
 )
 
@@ -32,7 +33,7 @@ func (m *Manager) SetCatalogs(c Catalogs) { m.cat = c }
 // already there, else from its published bundle, else (no bundle, or the
 // download failed) built locally from its recipe, saying so in the progress.
 func (m *Manager) PullKernel(ctx context.Context, name string, p Progress) (store.Kernel, error) {
-	p = orNop(p)
+	p = progress.OrNop(p)
 	unlock := m.pulls.MustLock("kernel/" + name)
 	defer unlock()
 	if k, err := m.st.GetKernel(ctx, name); err == nil {

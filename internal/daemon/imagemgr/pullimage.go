@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/catalog"
 	"banger/internal/daemon/bundle"
+	"banger/internal/progress"
 	"banger/internal/store"
 )
 
@@ -157,7 +158,7 @@ func (m *Manager) IsCatalogImage(ref string) bool {
 // pulled too when it is a catalog kernel that is missing. An OCI image boots
 // o.Kernel, else o.DefaultKernel; CheckPull's refusals come first.
 func (m *Manager) PullImage(ctx context.Context, ref string, o PullOptions, p Progress) (store.Image, error) {
-	p = orNop(p)
+	p = progress.OrNop(p)
 	kernel, err := m.CheckPull(ctx, ref, o)
 	if err != nil {
 		return store.Image{}, err
@@ -220,7 +221,7 @@ func (m *Manager) pullCatalogImage(ctx context.Context, name string, p Progress)
 // bundle is published. It replaces nothing: an existing image of that name
 // must be removed first.
 func (m *Manager) BuildImage(ctx context.Context, name string, p Progress) (store.Image, error) {
-	p = orNop(p)
+	p = progress.OrNop(p)
 	if m.cat.Images == nil || !m.IsCatalogImage(name) {
 		return store.Image{}, badInput(fmt.Errorf("image %q is not in the catalog; catalog images: %s", name, m.catalogNames()))
 	}

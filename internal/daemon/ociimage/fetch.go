@@ -13,11 +13,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"banger/internal/progress"
 )
 
-// UnitBytes is the progress unit of the download: the name the store knows
-// bytes by (store.UnitBytes), and the only unit this package reports in.
-const UnitBytes = "bytes"
+// UnitBytes is the progress unit of the download, the only unit this
+// package reports in.
+const UnitBytes = progress.Bytes
 
 // pullLayers applies the layers in order onto a's tree. The first layer is
 // streamed straight from the registry into the applier; meanwhile a fetcher

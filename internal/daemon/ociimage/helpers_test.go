@@ -28,6 +28,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/progress"
 )
 
 var testTime = time.Unix(1700000000, 0)
@@ -296,8 +298,8 @@ type recorder struct {
 	done   int64
 }
 
-func (r *recorder) Phase(s string)             { r.phases = append(r.phases, s) }
-func (r *recorder) SetTotal(n int64, _ string) { r.total = n }
-func (r *recorder) Add(n int64)                { r.done += n }
+func (r *recorder) Phase(s string)                    { r.phases = append(r.phases, s) }
+func (r *recorder) SetTotal(n int64, _ progress.Unit) { r.total = n }
+func (r *recorder) Add(n int64)                       { r.done += n }
 
 func hexTime(tm time.Time) string { return fmt.Sprintf("%x", tm.Unix()) }

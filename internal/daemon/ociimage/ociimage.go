@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"banger/internal/progress"
 )
 
 // DefaultPlatform is the platform chosen from a multi-arch index when
@@ -26,17 +28,11 @@ const DefaultPlatform = "linux/amd64"
 // a fifth of the content size.
 const DefaultMinHeadroom int64 = 256 << 20
 
-// Progress receives coarse progress of an import. Implementations need not be
-// safe for concurrent use: Import serialises its calls. A nil Progress is
-// allowed.
-type Progress interface {
-	// Phase names the step now running: "resolve", "pull", "extra", "mkfs".
-	Phase(name string)
-	// SetTotal announces the amount of work of the current phase.
-	SetTotal(n int64, unit string)
-	// Add reports n more units done.
-	Add(n int64)
-}
+// Progress receives coarse progress of an import: phases "resolve", "pull"
+// (counted in bytes of the layers' blobs, with their total), "unpack",
+// "extra", "mkfs". Implementations need not be safe for concurrent use:
+// Import serialises its calls. A nil Progress is allowed.
+type Progress = progress.Reporter
 
 // Options tune an import. The zero value pulls linux/amd64 over HTTPS with the
 // host's Docker credentials.
@@ -373,7 +369,7 @@ func (l *lockedProgress) Phase(s string) {
 	l.p.Phase(s)
 }
 
-func (l *lockedProgress) SetTotal(n int64, unit string) {
+func (l *lockedProgress) SetTotal(n int64, unit progress.Unit) {
 	if l.p == nil {
 		return
 	}

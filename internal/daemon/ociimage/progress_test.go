@@ -5,18 +5,18 @@ import (
 	"path/filepath"
 	"testing"
 
-	"banger/internal/store"
+	"banger/internal/progress"
 
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // unitRecorder remembers every unit an import reports in.
-type unitRecorder struct{ units []string }
+type unitRecorder struct{ units []progress.Unit }
 
-func (r *unitRecorder) Phase(string)                  {}
-func (r *unitRecorder) SetTotal(_ int64, unit string) { r.units = append(r.units, unit) }
-func (r *unitRecorder) Add(int64)                     {}
+func (r *unitRecorder) Phase(string)                         {}
+func (r *unitRecorder) SetTotal(_ int64, unit progress.Unit) { r.units = append(r.units, unit) }
+func (r *unitRecorder) Add(int64)                            {}
 
 // An import reported its download in "B", which the store refuses: every
 // write of the operation failed from then on, its terminal state included.
@@ -36,7 +36,7 @@ func TestImportReportsOnlyUnitsTheStoreAccepts(t *testing.T) {
 		t.Fatal("the import reported no total")
 	}
 	for _, u := range rec.units {
-		if !store.Unit(u).Valid() {
+		if !u.Valid() {
 			t.Errorf("progress unit %q is not one the store accepts", u)
 		}
 	}
