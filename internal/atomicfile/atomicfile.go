@@ -21,8 +21,9 @@ type options struct {
 	noSync   bool
 }
 
-// Mode sets the file's permission bits (default 0600). They are set with
-// fchmod, so the umask does not narrow them.
+// Mode sets the file's permission bits (default 0600), and os.ModeSetuid,
+// os.ModeSetgid and os.ModeSticky when given. They are set with fchmod
+// after any chown, so neither the umask nor the chown narrows them.
 func Mode(m fs.FileMode) Option { return func(o *options) { o.mode = m } }
 
 // Owner sets the file's owner and group; -1 leaves either as the writer's.
@@ -104,16 +105,15 @@ func createTemp(dfd int, dirPath, base string) (*os.File, string, error) {
 	return nil, "", &os.PathError{Op: "create", Path: filepath.Join(dirPath, "."+base+".tmp-*"), Err: err}
 }
 
+// setAttrs gives the temporary file its owner, then its mode: chown
+// clears the set-user-ID and set-group-ID bits, even as root.
 func (af *File) setAttrs() error {
-	if err := af.f.Chmod(af.o.mode); err != nil {
-		return err
-	}
 	if af.o.uid != -1 || af.o.gid != -1 {
 		if err := af.f.Chown(af.o.uid, af.o.gid); err != nil {
 			return err
 		}
 	}
-	return nil
+	return af.f.Chmod(af.o.mode)
 }
 
 // Name is the temporary file's path, for a program that writes it by name.

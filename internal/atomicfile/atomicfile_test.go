@@ -283,6 +283,13 @@ func TestOwnerAsRoot(t *testing.T) {
 	if st.Uid != 4321 || st.Gid != 8765 || fi.Mode().Perm() != 0o640 {
 		t.Fatalf("owner %d:%d mode %o, want 4321:8765 640", st.Uid, st.Gid, fi.Mode().Perm())
 	}
+	// The set-group-ID bit survives the chown.
+	if err := WriteFile(path, []byte("s"), Mode(0o750|os.ModeSetgid), Owner(4321, 8765)); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ = os.Stat(path); fi.Mode()&os.ModeSetgid == 0 || fi.Mode().Perm() != 0o750 {
+		t.Fatalf("mode %v, want setgid 0750", fi.Mode())
+	}
 	// -1 keeps the writer's group.
 	if err := WriteFile(path, []byte("y"), Owner(4321, -1)); err != nil {
 		t.Fatal(err)
