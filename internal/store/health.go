@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"banger/internal/atomicfile"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -201,26 +203,20 @@ func Backups(path string) []string {
 // file, fsync, rename), and keeps only the newest keepBackups.
 func (s *Store) backup(ctx context.Context, v int) error {
 	dst := s.path + backupSuffix + strconv.Itoa(v)
-	f, err := os.CreateTemp(filepath.Dir(s.path), filepath.Base(dst)+".tmp-")
+	f, err := atomicfile.Create(dst, atomicfile.Mode(0o600))
 	if err != nil {
 		return fmt.Errorf("store %s: back up before upgrading: %w (nothing was changed)", s.path, err)
 	}
-	tmp := f.Name()
-	_ = f.Close()
+	defer f.Cleanup()
 	fail := func(err error) error {
-		_ = os.Remove(tmp)
 		return fmt.Errorf("store %s: back up to %s before upgrading: %w (nothing was changed; free space in the state dir and retry)", s.path, dst, err)
 	}
-	if _, err := s.db.ExecContext(ctx, `VACUUM INTO ?`, tmp); err != nil {
+	// VACUUM INTO writes the empty temporary file by name; Commit flushes
+	// it through the descriptor Create holds, then renames it into place.
+	if _, err := s.db.ExecContext(ctx, `VACUUM INTO ?`, f.Name()); err != nil {
 		return fail(err)
 	}
-	if err := syncFile(tmp); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fail(err)
-	}
-	if err := syncFile(filepath.Dir(s.path)); err != nil {
+	if err := f.Commit(); err != nil {
 		return fail(err)
 	}
 	if bs := Backups(s.path); len(bs) > keepBackups {
@@ -229,14 +225,4 @@ func (s *Store) backup(ctx context.Context, v int) error {
 		}
 	}
 	return nil
-}
-
-// syncFile flushes a file or directory to stable storage.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -286,3 +286,27 @@ func TestCheckFileNoticesDeleteAndReplace(t *testing.T) {
 		t.Errorf("CheckFile after replace = %v", err)
 	}
 }
+
+func TestFailedBackupLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "banger.db")
+	s := openTest(t, path, allMigrations(t))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A closed store cannot VACUUM INTO: the backup fails after its
+	// temporary file was made.
+	err := s.backup(context.Background(), 7)
+	if err == nil || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("backup on a closed store: %v, want a failure saying nothing was changed", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".bak-v7") {
+			t.Errorf("a failed backup left %s", e.Name())
+		}
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"banger/internal/atomicfile"
 )
 
 // StateIDFile is the file in the state dir that holds the state dir's id.
@@ -80,27 +82,9 @@ func newStateID() string {
 // writeStateID records id in the state dir atomically (temp file, fsync,
 // rename, fsync of the directory).
 func writeStateID(stateDir, id string) error {
-	f, err := os.CreateTemp(stateDir, StateIDFile+".tmp-")
-	if err != nil {
-		return fmt.Errorf("record the state dir's id: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.WriteString(id + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(stateDir, StateIDFile))
-	}
-	if err == nil {
-		err = syncFile(stateDir)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("record the state dir's id in %s: %w", filepath.Join(stateDir, StateIDFile), err)
+	path := filepath.Join(stateDir, StateIDFile)
+	if err := atomicfile.WriteFile(path, []byte(id+"\n"), atomicfile.Mode(0o600)); err != nil {
+		return fmt.Errorf("record the state dir's id in %s: %w", path, err)
 	}
 	return nil
 }

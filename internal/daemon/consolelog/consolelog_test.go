@@ -214,3 +214,39 @@ func TestWriterSanitizesAStreamCutAnywhere(t *testing.T) {
 		}
 	}
 }
+
+func TestRotateDoesNotWriteThroughSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "console.log")
+	if err := os.WriteFile(path, bytes.Repeat([]byte("y"), 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Symlinks at the names the copy goes to, and at the fixed temporary
+	// name older versions opened with O_TRUNC, point at a file that must
+	// stay as it is.
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("victim"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{path + ".1", path + ".1.tmp"} {
+		if err := os.Symlink(victim, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rotated, err := Rotate(path, 4096); err != nil || !rotated {
+		t.Fatalf("Rotate = %v, %v; want a rotation", rotated, err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "victim" {
+		t.Fatalf("rotation wrote through a symlink: victim holds %d bytes", len(b))
+	}
+	fi, err := os.Lstat(path + ".1")
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != 4096 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("rotated copy: %v, %v; want a regular 0600 file of 4096 bytes", fi, err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
+	}
+}

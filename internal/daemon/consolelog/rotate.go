@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"banger/internal/atomicfile"
 )
 
 // DefaultMax is the size a console log may reach before it is rotated.
@@ -37,21 +39,11 @@ func Rotate(path string, max int64) (bool, error) {
 	if !fi.Mode().IsRegular() || fi.Size() <= max {
 		return false, nil
 	}
-	old := path + ".1"
-	tmp := old + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return false, fmt.Errorf("rotate %s: %w", path, err)
-	}
-	_, err = io.Copy(out, io.NewSectionReader(f, fi.Size()-max, max))
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, old)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	// A random temporary name opened O_EXCL|O_NOFOLLOW, so that nothing
+	// placed beside the log is written through; not flushed, as a lost
+	// copy of a capped console log is no loss worth an fsync a second.
+	tail := io.NewSectionReader(f, fi.Size()-max, max)
+	if _, err := atomicfile.WriteFrom(path+".1", tail, atomicfile.Mode(0o600), atomicfile.NoSync()); err != nil {
 		return false, fmt.Errorf("rotate %s: %w", path, err)
 	}
 	if err := os.Truncate(path, 0); err != nil {

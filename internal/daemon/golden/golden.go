@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	guestfiles "banger/images/guest"
+	"banger/internal/atomicfile"
 	"banger/internal/catalog"
 	"banger/internal/config"
 	"banger/internal/guest/initrd"
@@ -249,18 +250,14 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	return writeFile(dst, string(data), mode)
 }
 
+// writeFile puts data at path in the image tree, making its directory. It
+// is not flushed: the tree is packed into the image by mkfs later, and
+// thrown away if the build fails.
 func writeFile(path, data string, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".banger-tmp"
-	if err := os.WriteFile(tmp, []byte(data), mode); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, []byte(data), atomicfile.Mode(mode), atomicfile.NoSync())
 }
 
 func orDefault(s, d string) string {

@@ -107,3 +107,30 @@ func TestBuildRefusesWhatItCannotDo(t *testing.T) {
 		t.Fatalf("no suite = %v", err)
 	}
 }
+
+// A symlink in the tree at a file Customize writes, or at the fixed
+// temporary name older versions wrote through, must be replaced, never
+// followed out of the tree.
+func TestCustomizeDoesNotWriteThroughSymlinks(t *testing.T) {
+	tree := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "host-file")
+	write(t, outside, "host")
+	agent := filepath.Join(t.TempDir(), "agent")
+	write(t, agent, "#!agent")
+	write(t, filepath.Join(tree, "etc/shadow"), "root:x:1:0:::::\n")
+	for _, l := range []string{"etc/hostname", "etc/fstab.banger-tmp"} {
+		if err := os.Symlink(outside, filepath.Join(tree, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := golden.Customize(tree, agent, "vm"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "host" {
+		t.Fatalf("Customize wrote through a symlink out of the tree: %q", b)
+	}
+	fi, err := os.Lstat(filepath.Join(tree, "etc/hostname"))
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("etc/hostname: %v, %v; want a regular file", fi, err)
+	}
+}

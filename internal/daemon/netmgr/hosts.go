@@ -7,10 +7,11 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
+
+	"banger/internal/atomicfile"
 )
 
 // The markers of the block banger manages in a hosts file.
@@ -142,46 +143,19 @@ func checkHostLabel(name string) error {
 	return nil
 }
 
-// writeAtomic replaces path with data through a temporary file in the same
-// directory, synced before the rename, with the given mode and owner
-// (uid < 0 keeps the writer's).
+// writeAtomic replaces path with data, flushed, with the given mode and
+// owner (uid < 0 keeps the writer's).
 func writeAtomic(path string, data []byte, mode fs.FileMode, uid, gid int) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".banger-*")
-	if err != nil {
-		return fmt.Errorf("netmgr: cannot write beside %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("netmgr: cannot replace %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
+	opts := []atomicfile.Option{atomicfile.Mode(mode)}
 	if uid >= 0 && (uid != os.Getuid() || gid != os.Getgid()) {
-		if err := f.Chown(uid, gid); err != nil {
-			return fail(err)
-		}
+		opts = append(opts, atomicfile.Owner(uid, gid))
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	err := atomicfile.WriteFile(path, data, opts...)
+	if errors.Is(err, syscall.EBUSY) {
+		return fmt.Errorf("netmgr: %w (a bind-mounted file cannot be renamed over)", err)
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("netmgr: cannot replace %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("netmgr: cannot replace %s (a bind-mounted file cannot be renamed over): %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err != nil {
+		return fmt.Errorf("netmgr: %w", err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -176,4 +177,32 @@ func FuzzRewriteHosts(f *testing.F) {
 			t.Fatalf("outside lines changed:\n%q\n%q", base, removed)
 		}
 	})
+}
+
+func TestUpdateHostsKeepsModeAndOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the hosts file another owner")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "hosts")
+	if err := os.WriteFile(path, []byte("127.0.0.1\tlocalhost\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 4321, 8765); err != nil {
+		t.Fatal(err)
+	}
+	if err := UpdateHosts(path, map[string]netip.Addr{"vm1": netip.MustParseAddr("10.200.0.2")}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o640 || st.Uid != 4321 || st.Gid != 8765 {
+		t.Fatalf("mode %o owner %d:%d, want 640 4321:8765", fi.Mode().Perm(), st.Uid, st.Gid)
+	}
 }

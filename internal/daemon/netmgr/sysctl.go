@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"banger/internal/atomicfile"
+
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -134,23 +136,8 @@ func (h *Host) writeMemory(s savedSysctls) error {
 		return err
 	}
 	path := h.memoryPath(s)
-	tmp, err := os.CreateTemp(h.sysctlDir, ".netns-*.tmp")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, append(b, '\n'), atomicfile.Mode(0o600)); err != nil {
 		return fmt.Errorf("netmgr: cannot remember the sysctls banger changes in %s: %w", h.sysctlDir, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("netmgr: cannot remember the sysctls banger changes in %s: %w", path, err)
 	}
 	return nil
 }

@@ -1,12 +1,12 @@
 package ociimage
 
 import (
+	"banger/internal/atomicfile"
 	"banger/internal/childproc"
 	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -125,17 +125,12 @@ func lookPath(mkfs string) (string, error) {
 // not nil, and renames it to dest. When mkfs runs out of space it retries
 // once with a larger file. It returns the final size.
 func writeExt4(ctx context.Context, mkfs, tree, dest string, size, inodes int64, finish func(image string) error) (_ int64, err error) {
-	f, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".tmp-*")
+	f, err := atomicfile.Create(dest, atomicfile.Mode(0o600))
 	if err != nil {
 		return 0, fmt.Errorf("create temporary image beside %s: %w", dest, err)
 	}
+	defer f.Cleanup()
 	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
 	for attempt := 0; ; attempt++ {
 		if err := f.Truncate(0); err != nil {
 			return 0, fmt.Errorf("size %s: %w", tmp, err)
@@ -172,18 +167,8 @@ func writeExt4(ctx context.Context, mkfs, tree, dest string, size, inodes int64,
 			return 0, err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return 0, fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, dest); err != nil {
+	if err := f.Commit(); err != nil {
 		return 0, fmt.Errorf("move image into place at %s: %w", dest, err)
-	}
-	if d, derr := os.Open(filepath.Dir(dest)); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return size, nil
 }

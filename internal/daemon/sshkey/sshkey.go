@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"banger/internal/atomicfile"
+
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -43,11 +45,11 @@ func Ensure(path string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(path+".pub", []byte(line+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path+".pub", []byte(line+"\n"), atomicfile.Mode(0o644)); err != nil {
 		return "", err
 	}
 	// The private key last: its presence is what says the pair is complete.
-	if err := writeAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, pem.EncodeToMemory(block), atomicfile.Mode(0o600)); err != nil {
 		return "", err
 	}
 	return line, nil
@@ -73,29 +75,5 @@ func WriteKnownHosts(path string, addresses []string, hostKeys []string) error {
 	if b.Len() == 0 {
 		return errors.New("the VM reported no SSH host keys")
 	}
-	return writeAtomic(path, []byte(b.String()), 0o600)
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, []byte(b.String()), atomicfile.Mode(0o600))
 }

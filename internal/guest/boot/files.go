@@ -2,18 +2,18 @@ package boot
 
 import (
 	"bytes"
-	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
+
+	"banger/internal/atomicfile"
 )
 
-// writeFileAtomic replaces path with data: it writes a temporary file in the
-// same directory and renames it over path, so a reader sees the old or the
-// new file, never half of one. A symlink at path is replaced by the file,
-// not followed. When path already is a regular file with exactly this
-// content and mode, nothing is written and changed is false. uid and gid
-// set the owner unless they are -1.
+// writeFileAtomic replaces path with data through atomicfile: it writes a
+// temporary file in the same directory and renames it over path, so a
+// reader sees the old or the new file, never half of one. A symlink at
+// path is replaced by the file, not followed. When path already is a
+// regular file with exactly this content and mode, nothing is written and
+// changed is false. uid and gid set the owner unless they are -1.
 //
 // Nothing is flushed to disk: ext4, which every banger image uses, writes
 // a file renamed over an existing one before the rename itself
@@ -29,31 +29,12 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode, uid, gid int) (
 			return false, nil
 		}
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".banger-*")
-	if err != nil {
-		return false, fmt.Errorf("create a temporary file beside %s: %w", path, err)
+	opts := []atomicfile.Option{atomicfile.Mode(perm), atomicfile.NoSync()}
+	if uid != -1 || gid != -1 {
+		opts = append(opts, atomicfile.Owner(uid, gid))
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil && (uid != -1 || gid != -1) {
-		err = f.Chown(uid, gid)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return false, fmt.Errorf("replace %s: %w", path, err)
+	if err := atomicfile.WriteFile(path, data, opts...); err != nil {
+		return false, err
 	}
 	return true, nil
 }
