@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -37,21 +38,7 @@ func copyTail(src, dst string, limit int64) error {
 		return err
 	}
 	off := max(fi.Size()-limit, 0)
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, io.NewSectionReader(in, off, limit))
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
+	_, err = atomicfile.WriteFrom(dst, io.NewSectionReader(in, off, limit), atomicfile.Mode(0o600), atomicfile.NoSync())
 	return err
 }
 

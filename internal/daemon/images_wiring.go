@@ -162,22 +162,28 @@ func addGuestPieces(root, agent string) error {
 		{initrd.RootAgent[1:], data, 0o755},
 		{OCIInit[1:], []byte(ociInitScript), 0o755},
 	}
+	// Everything through os.Root: the tree is the image's, and a link it
+	// holds (usr/local -> /root/.ssh) must never lead a write out of it.
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
 	for _, f := range files {
-		p := filepath.Join(root, f.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
+		if err := r.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			return fmt.Errorf("add %s to the image: %w", f.path, err)
 		}
-		_ = os.Remove(p) // never write through a link the image put there
-		if err := os.WriteFile(p, f.data, f.mode); err != nil {
-			return err
+		_ = r.Remove(f.path) // never write through a link the image put there
+		if err := r.WriteFile(f.path, f.data, f.mode); err != nil {
+			return fmt.Errorf("add %s to the image: %w", f.path, err)
 		}
-		if err := os.Chmod(p, f.mode); err != nil {
+		if err := r.Chmod(f.path, f.mode); err != nil {
 			return err
 		}
 	}
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			return err
+		if err := r.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("add /%s to the image: %w", d, err)
 		}
 	}
 	return nil
