@@ -25,7 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"banger/internal/imagecat"
+	"banger/internal/catalog"
 )
 
 // TestOCIImageBoots pulls container images from a registry served by this
@@ -290,7 +290,7 @@ func defaultImageKernel(t *testing.T, w *env) string {
 			name = s.Value
 		}
 	}
-	ic, err := imagecat.Load()
+	ic, err := catalog.LoadImages()
 	if err != nil {
 		t.Fatal(err)
 	}
