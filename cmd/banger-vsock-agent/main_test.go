@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/guest/agentcmd"
 	"banger/internal/guest/boot"
 	"banger/internal/guest/client"
 
@@ -128,7 +129,7 @@ func testBoot(t *testing.T, bin string) {
 	os.WriteFile(cmdline, []byte("console=ttyS0 banger.hostname=vm1 banger.dns=10.0.0.1 banger.grow=0 "+
 		"banger.ip=10.0.0.2/24 banger.mtu=9 banger.ssh_key="+boot.EncodeSSHKey(key)+" banger.later=1\n"), 0o644)
 	var stdout, stderr bytes.Buffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root}, "boot")
+	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root}, "boot")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("boot exited with %v (it must exit 0 even when duties fail)\nstderr: %s", err, stderr.String())
@@ -163,7 +164,7 @@ func testServe(t *testing.T, bin, mode string) {
 	cmdline := filepath.Join(root, "cmdline")
 	os.WriteFile(cmdline, []byte("banger.grow=0 banger.dns=10.0.0.1\n"), 0o644)
 	var stderr syncBuffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, mode)
+	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, mode)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -274,7 +275,7 @@ func testInit(t *testing.T, bin string) {
 	// stays up (as sshd would) until it is told to stop.
 	script := "cp " + filepath.Join(root, "etc", "resolv.conf") + " " + seen + "; echo $$ > " + pidFile + "; exec sleep 600"
 	var stderr syncBuffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, "init", "--", sh, "-c", script)
+	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, "init", "--", sh, "-c", script)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -352,7 +353,7 @@ func testInitBadCommand(t *testing.T, bin string) {
 	os.WriteFile(cmdline, []byte("banger.grow=0\n"), 0o644)
 	missing := filepath.Join(root, "no-such-sshd")
 	var stderr syncBuffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, "init", "--", missing, "-D")
+	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, "init", "--", missing, "-D")
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
