@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/testutil"
 	"banger/internal/testutil/debkernel"
 )
 
@@ -614,9 +615,7 @@ func TestWorkSeedBecomesSecondDisk(t *testing.T) {
 // agent and sshd enabled, and `vm ssh` logs in.
 func TestDefaultImageBuildsAndBoots(t *testing.T) {
 	w := start(t)
-	if os.Geteuid() != 0 {
-		t.Skip("building debian-bookworm with debootstrap needs root")
-	}
+	testutil.NeedRoot(t, "build debian-bookworm with debootstrap")
 	if r := need("debootstrap", "apt-get"); r != "" {
 		t.Skip(r)
 	}

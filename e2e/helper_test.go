@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/testutil"
 )
 
 // copyFile copies src to dst with mode.
@@ -34,9 +36,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 // user is made for the test and removed after it.
 func TestUserDaemonThroughHelper(t *testing.T) {
 	base := start(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make a user, a namespace and run the helper")
-	}
+	testutil.NeedRoot(t, "make a user, a namespace and run the helper")
 	if r := need("ip", "useradd", "userdel", "setpriv", "nft"); r != "" {
 		t.Skip(r)
 	}

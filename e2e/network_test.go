@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/store"
+	"banger/internal/testutil"
 )
 
 // httpGet is a shell command fetching / from host:port with busybox nc
@@ -37,9 +38,7 @@ func sh(t *testing.T, args ...string) string {
 // both VMs are removed, no bridge, tap, rule, lease or hosts line is left.
 func TestBridgedNetworking(t *testing.T) {
 	base := start(t)
-	if os.Geteuid() != 0 {
-		t.Skip("bridged networking needs root")
-	}
+	testutil.NeedRoot(t, "set up bridged networking")
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("iproute2 is not installed")
 	}

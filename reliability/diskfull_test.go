@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"banger/internal/rpc"
+	"banger/internal/testutil"
 )
 
 // TestDiskFull puts a state dir on a tmpfs with little room left and runs
@@ -19,7 +20,7 @@ import (
 // daemon and its store working.
 func TestDiskFull(t *testing.T) {
 	start(t)
-	needRoot(t)
+	testutil.NeedRoot(t, "mount a small tmpfs for the state dir")
 	e, err := newEnv(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

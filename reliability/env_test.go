@@ -342,14 +342,6 @@ func strays(dir string) []string {
 	return out
 }
 
-// need skips unless running as root (mounts, chattr) and the tools exist.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts and immutable files)")
-	}
-}
-
 func start(t *testing.T) *env {
 	t.Helper()
 	if skipReason != "" {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/testutil"
 )
 
 // storeEnv is an env with one created VM, "keep", whose disk must survive
@@ -157,7 +159,7 @@ func TestStoreFaults(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.fault, func(t *testing.T) {
 			if c.root {
-				needRoot(t)
+				testutil.NeedRoot(t, "make files immutable (chattr +i)")
 			}
 			saved := s.saveDB(t)
 			if c.running {

@@ -19,6 +19,7 @@ import (
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
+	"banger/internal/testutil"
 )
 
 func sh(script string) client.ExecRequest {
@@ -123,9 +124,7 @@ func TestExecRequestDetails(t *testing.T) {
 		t.Error("empty argv accepted")
 	}
 
-	if os.Geteuid() != 0 {
-		t.Skip("switching users needs root")
-	}
+	testutil.NeedRoot(t, "switch users")
 	out.Reset()
 	req = client.ExecRequest{Argv: []string{"id", "-u"}, User: "nobody"}
 	if _, err := c.Exec(ctx, req, nil, &out, nil); err != nil {
