@@ -43,11 +43,7 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 	suffix := fmt.Sprint(os.Getpid() % 100000)
 	ns := "bgu" + suffix
 	name := "bge2e" + suffix
-	root, err := os.MkdirTemp("", "bgu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
+	root := testutil.ShortDir(t, "bgu")
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}

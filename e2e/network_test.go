@@ -72,11 +72,7 @@ func TestBridgedNetworking(t *testing.T) {
 
 	// A banger of its own in the namespace, bridged.
 	root := t.TempDir()
-	run, err := os.MkdirTemp("", "bgn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(run) })
+	run := testutil.ShortDir(t, "bgn")
 	hosts := filepath.Join(root, "hosts")
 	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -126,6 +122,7 @@ func TestBridgedNetworking(t *testing.T) {
 	})
 	t.Run("published-port", func(t *testing.T) {
 		var out []byte
+		var err error
 		deadline := time.Now().Add(15 * time.Second)
 		for time.Now().Before(deadline) {
 			out, err = exec.Command("ip", "netns", "exec", hostNS, "sh", "-c", httpGet("127.0.0.1", 8088)).CombinedOutput()

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"banger/internal/guest/agentcmd"
 	"banger/internal/guest/boot"
 	"banger/internal/guest/client"
+	"banger/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -163,7 +163,7 @@ func testServe(t *testing.T, bin, mode string) {
 	sock := filepath.Join(root, "agent.sock")
 	cmdline := filepath.Join(root, "cmdline")
 	os.WriteFile(cmdline, []byte("banger.grow=0 banger.dns=10.0.0.1\n"), 0o644)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, mode)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -274,7 +274,7 @@ func testInit(t *testing.T, bin string) {
 	// The command records what resolv.conf held when it started, then
 	// stays up (as sshd would) until it is told to stop.
 	script := "cp " + filepath.Join(root, "etc", "resolv.conf") + " " + seen + "; echo $$ > " + pidFile + "; exec sleep 600"
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, "init", "--", sh, "-c", script)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -352,7 +352,7 @@ func testInitBadCommand(t *testing.T, bin string) {
 	cmdline := filepath.Join(root, "cmdline")
 	os.WriteFile(cmdline, []byte("banger.grow=0\n"), 0o644)
 	missing := filepath.Join(root, "no-such-sshd")
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, "init", "--", missing, "-D")
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -380,23 +380,4 @@ func testInitBadCommand(t *testing.T, bin string) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd
-// and a reading test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -12,18 +12,14 @@ import (
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
+	"banger/internal/testutil"
 )
 
 // workspaceAgent runs a real guest agent on a Unix socket and returns a
 // client for it.
 func workspaceAgent(t *testing.T) *client.Client {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "bws")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "agent.sock")
+	sock := filepath.Join(testutil.ShortDir(t, "bws"), "agent.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)

@@ -13,25 +13,14 @@ import (
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
+	"banger/internal/testutil"
 	"banger/internal/testutil/ptypair"
 )
-
-// shortDir returns a fresh directory with a short path: Unix socket paths
-// are limited to 108 bytes and t.TempDir() can exceed that.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "bgt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
 
 // serveUnix runs an agent on a Unix socket until the test ends.
 func serveUnix(t testing.TB, opts agent.Options) string {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "agent.sock")
+	path := filepath.Join(testutil.ShortDir(t, "bgt"), "agent.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +44,7 @@ func serveUnix(t testing.TB, opts agent.Options) string {
 // nothing listens in the guest.
 func fakeFirecracker(t testing.TB, agentSock string, port string) string {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "fc.vsock")
+	path := filepath.Join(testutil.ShortDir(t, "bgt"), "fc.vsock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)

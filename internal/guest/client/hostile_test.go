@@ -19,6 +19,7 @@ import (
 
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
+	"banger/internal/testutil"
 )
 
 // hostileGuest stands in for a guest agent that answers every copy-out
@@ -32,7 +33,7 @@ func hostileGuest(t *testing.T, stream func() []byte) (client.OpenFunc, *[]strin
 // itself; when write fails, the stream ends without its eof frame.
 func hostileGuestWriting(t *testing.T, write func(w io.Writer) error) (client.OpenFunc, *[]string) {
 	t.Helper()
-	sock := filepath.Join(shortDir(t), "hostile.sock")
+	sock := filepath.Join(testutil.ShortDir(t, "bgt"), "hostile.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
+	"banger/internal/testutil"
 )
 
 // makeTree builds a tree with what a copy must keep: modes, symlinks
@@ -466,12 +467,12 @@ func TestDialFirecrackerErrors(t *testing.T) {
 		t.Fatalf("wrong port: %v", err)
 	}
 	// No socket at all.
-	_, err = client.DialFirecracker(ctx, filepath.Join(shortDir(t), "none"), 1024)
+	_, err = client.DialFirecracker(ctx, filepath.Join(testutil.ShortDir(t, "bgt"), "none"), 1024)
 	if err == nil || !strings.Contains(err.Error(), "is the VM running") {
 		t.Fatalf("missing socket: %v", err)
 	}
 	// A front that answers something other than OK.
-	path := filepath.Join(shortDir(t), "bad.sock")
+	path := filepath.Join(testutil.ShortDir(t, "bgt"), "bad.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -43,5 +44,39 @@ func TestNeedPath(t *testing.T) {
 	NeedPath(f, filepath.Join(t.TempDir(), "missing"), "for nothing")
 	if f.skipped == "" {
 		t.Error("did not skip for a missing path")
+	}
+}
+
+func TestShortDir(t *testing.T) {
+	var d string
+	t.Run("inner", func(t *testing.T) {
+		d = ShortDir(t, "bgx")
+		if len(d) > len(os.TempDir())+20 || !strings.Contains(filepath.Base(d), "bgx") {
+			t.Errorf("ShortDir = %q: too long for a socket dir or not named by its prefix", d)
+		}
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			t.Fatalf("ShortDir made no directory: %v", err)
+		}
+	})
+	if _, err := os.Stat(d); !os.IsNotExist(err) {
+		t.Errorf("%s is still there after its test ended: %v", d, err)
+	}
+}
+
+func TestSyncBufferConcurrentWrites(t *testing.T) {
+	var b SyncBuffer
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				b.Write([]byte("x"))
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(b.String()); n != 800 {
+		t.Errorf("SyncBuffer holds %d bytes, want 800", n)
 	}
 }
