@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"banger/internal/testutil"
+	"banger/internal/testutil/bangerenv"
 )
 
 // copyFile copies src to dst with mode.
@@ -37,7 +38,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 func TestUserDaemonThroughHelper(t *testing.T) {
 	base := start(t)
 	testutil.NeedRoot(t, "make a user, a namespace and run the helper")
-	if r := need("ip", "useradd", "userdel", "setpriv", "nft"); r != "" {
+	if r := bangerenv.Need("ip", "useradd", "userdel", "setpriv", "nft"); r != "" {
 		t.Skip(r)
 	}
 	suffix := fmt.Sprint(os.Getpid() % 100000)
@@ -68,7 +69,7 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, b := range []string{"banger", "bangerd", "banger-vsock-agent"} {
-		copyFile(t, filepath.Join(base.bin, b), filepath.Join(bin, b), 0o755)
+		copyFile(t, filepath.Join(base.Bin, b), filepath.Join(bin, b), 0o755)
 	}
 	deb := filepath.Join(pub, filepath.Base(base.deb))
 	copyFile(t, base.deb, deb, 0o644)
@@ -117,7 +118,12 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 	if err := os.MkdirAll(urun, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	w := &env{netns: ns, asUser: []int{uid, gid}, bin: bin, home: home, runtime: urun, deb: deb, image: image}
+	cfg := baseConfig + "network = \"bridge\"\nhosts_file = \"\"\nhelper_socket = \"" + sock + "\"\n"
+	w, err := newEnv(bin, home, urun, cfg, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.asUser, w.deb, w.image = []int{uid, gid}, deb, image
 	// A VMM running as a user opens /dev/net/tun to attach to its tap.
 	// Hosts usually have it 0666; where it is 0600 (as on some CI
 	// machines), banger gets a 0666 node of its own in a private mount
@@ -127,35 +133,26 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 		sh(t, "mknod", "-m", "0666", node, "c", "10", "200")
 		w.tunNode = node
 	}
-	w.state = filepath.Join(home, ".local", "state", "banger")
-	cfgDir := filepath.Join(home, ".config", "banger")
-	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg := baseConfig + "network = \"bridge\"\nhosts_file = \"\"\nhelper_socket = \"" + sock + "\"\n"
-	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	sh(t, "chown", "-R", fmt.Sprintf("%d:%d", uid, gid), home, urun)
-	t.Cleanup(func() { stopDaemon(w) })
+	t.Cleanup(func() { w.StopDaemon() })
 
-	out := w.must(t, "doctor")
+	out := w.Must(t, "doctor")
 	if !strings.Contains(out, "the helper on "+sock+" answers") {
 		t.Errorf("doctor does not see the helper:\n%s", out)
 	}
-	w.must(t, "-q", "kernel", "import", "--name", "k", w.deb)
-	w.must(t, "image", "register", "img", "--rootfs", w.image, "--kernel", "k")
-	w.must(t, "-q", "vm", "run", "img", "--name", "uvm", "-p", "8089:8080", "--", "true")
-	defer w.cli("vm", "rm", "-f", "uvm")
+	w.Must(t, "-q", "kernel", "import", "--name", "k", w.deb)
+	w.Must(t, "image", "register", "img", "--rootfs", w.image, "--kernel", "k")
+	w.Must(t, "-q", "vm", "run", "img", "--name", "uvm", "-p", "8089:8080", "--", "true")
+	defer w.CLI("vm", "rm", "-f", "uvm")
 
-	if pid := daemonPID(w); pid > 0 {
+	if pid := w.DaemonPID(); pid > 0 {
 		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if !strings.Contains(string(st), fmt.Sprintf("\nUid:\t%d\t", uid)) {
 			t.Fatalf("bangerd is not running as uid %d:\n%s", uid, st)
 		}
 	}
 	var insp struct{ Network, IP, Tap string }
-	if err := json.Unmarshal([]byte(w.must(t, "vm", "inspect", "uvm", "-o", "json")), &insp); err != nil {
+	if err := json.Unmarshal([]byte(w.Must(t, "vm", "inspect", "uvm", "-o", "json")), &insp); err != nil {
 		t.Fatal(err)
 	}
 	if insp.Network != "bridge" || !strings.HasPrefix(insp.IP, "10.200.0.") || insp.Tap == "" {
@@ -174,13 +171,13 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 		!strings.Contains(string(st), fmt.Sprintf("\nUid:\t%d\t%d\t", uid, uid)) || !strings.Contains(string(st), "\nSeccomp:\t2\n") {
 		t.Errorf("the user's QEMU is not confined as it should be (uid %d, Seccomp 2): %v\n%s", uid, err, st)
 	}
-	w.must(t, "vm", "exec", "uvm", "--", "sh", "-c", "mkdir -p /www && echo via-helper > /www/index.html && httpd -p 8080 -h /www")
-	if out := w.must(t, "vm", "exec", "uvm", "--", "ping", "-c", "1", "-W", "3", "10.200.0.1"); !strings.Contains(out, "1 packets received") {
+	w.Must(t, "vm", "exec", "uvm", "--", "sh", "-c", "mkdir -p /www && echo via-helper > /www/index.html && httpd -p 8080 -h /www")
+	if out := w.Must(t, "vm", "exec", "uvm", "--", "ping", "-c", "1", "-W", "3", "10.200.0.1"); !strings.Contains(out, "1 packets received") {
 		t.Errorf("guest cannot reach the gateway: %s", out)
 	}
 	// The user's bangerd answers DNS on a high port; the helper's rule
 	// brings the guest's queries to port 53 there.
-	if out, code := w.cli("vm", "exec", "uvm", "--", "nslookup", "uvm.banger"); code != 0 || !strings.Contains(out, insp.IP) {
+	if out, code := w.CLI("vm", "exec", "uvm", "--", "nslookup", "uvm.banger"); code != 0 || !strings.Contains(out, insp.IP) {
 		t.Errorf("guest cannot resolve uvm.banger through the gateway: exit %d\n%s", code, out)
 	}
 	var got []byte
@@ -194,7 +191,7 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 		t.Errorf("published port 8089: %q, %v", got, err)
 	}
 
-	w.must(t, "vm", "rm", "-f", "uvm")
+	w.Must(t, "vm", "rm", "-f", "uvm")
 	links := sh(t, "ip", "-n", ns, "-br", "link")
 	if strings.Contains(links, "banger") || strings.Contains(links, "bgtap") {
 		t.Errorf("links left after rm:\n%s", links)

@@ -77,45 +77,40 @@ func TestBridgedNetworking(t *testing.T) {
 	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w := &env{netns: hostNS, bin: base.bin, home: filepath.Join(root, "home"), runtime: run, deb: base.deb, image: base.image}
-	w.state = filepath.Join(w.home, ".local", "state", "banger")
-	cfgDir := filepath.Join(w.home, ".config", "banger")
-	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+	w, err := newEnv(base.Bin, filepath.Join(root, "home"), run, baseConfig+"network = \"bridge\"\nhosts_file = \""+hosts+"\"\n", hostNS)
+	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := baseConfig + "network = \"bridge\"\nhosts_file = \"" + hosts + "\"\n"
-	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopDaemon(w) })
-	w.must(t, "-q", "kernel", "import", "--name", "k", w.deb)
-	w.must(t, "image", "register", "img", "--rootfs", w.image, "--kernel", "k")
+	w.deb, w.image = base.deb, base.image
+	t.Cleanup(func() { w.StopDaemon() })
+	w.Must(t, "-q", "kernel", "import", "--name", "k", w.deb)
+	w.Must(t, "image", "register", "img", "--rootfs", w.image, "--kernel", "k")
 
 	for _, name := range []string{"vma", "vmb"} {
 		args := []string{"-q", "vm", "run", "img", "--name", name}
 		if name == "vma" {
 			args = append(args, "-p", "8088:8080")
 		}
-		w.must(t, append(args, "--", "true")...)
-		defer w.cli("vm", "rm", "-f", name)
-		w.must(t, "vm", "exec", name, "--", "sh", "-c",
+		w.Must(t, append(args, "--", "true")...)
+		defer w.CLI("vm", "rm", "-f", name)
+		w.Must(t, "vm", "exec", name, "--", "sh", "-c",
 			"mkdir -p /www && echo served-by-"+name+" > /www/index.html && httpd -p 8080 -h /www")
 	}
 
 	t.Run("vm-to-vm-by-name", func(t *testing.T) {
-		out := w.must(t, "vm", "exec", "vma", "--", "sh", "-c", httpGet("vmb.banger", 8080))
+		out := w.Must(t, "vm", "exec", "vma", "--", "sh", "-c", httpGet("vmb.banger", 8080))
 		if !strings.Contains(out, "served-by-vmb") {
 			t.Fatalf("vma -> vmb.banger: %q", out)
 		}
 	})
 	t.Run("vm-to-host-by-name", func(t *testing.T) {
-		out := w.must(t, "vm", "exec", "vma", "--", "ping", "-c", "1", "-W", "3", "host.banger")
+		out := w.Must(t, "vm", "exec", "vma", "--", "ping", "-c", "1", "-W", "3", "host.banger")
 		if !strings.Contains(out, "1 packets received") {
 			t.Fatalf("ping host.banger: %s", out)
 		}
 	})
 	t.Run("nat-to-outside", func(t *testing.T) {
-		out := w.must(t, "vm", "exec", "vmb", "--", "sh", "-c", httpGet("198.51.100.2", 9000))
+		out := w.Must(t, "vm", "exec", "vmb", "--", "sh", "-c", httpGet("198.51.100.2", 9000))
 		if !strings.Contains(out, "outside") {
 			t.Fatalf("vmb -> outside: %q", out)
 		}
@@ -147,7 +142,7 @@ func TestBridgedNetworking(t *testing.T) {
 		}
 	})
 
-	w.must(t, "vm", "rm", "-f", "vma", "vmb")
+	w.Must(t, "vm", "rm", "-f", "vma", "vmb")
 	links := sh(t, "ip", "-n", hostNS, "-br", "link")
 	if strings.Contains(links, "banger") || strings.Contains(links, "bgtap") {
 		t.Errorf("links left after rm:\n%s", links)
@@ -158,8 +153,8 @@ func TestBridgedNetworking(t *testing.T) {
 	if data, _ := os.ReadFile(hosts); strings.Contains(string(data), ".banger") {
 		t.Errorf("hosts lines left:\n%s", data)
 	}
-	stopDaemon(w)
-	st, err := store.Open(context.Background(), filepath.Join(w.state, "banger.db"))
+	w.StopDaemon()
+	st, err := store.Open(context.Background(), filepath.Join(w.State, "banger.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +162,7 @@ func TestBridgedNetworking(t *testing.T) {
 	if ls, err := st.ListLeases(context.Background()); err != nil || len(ls) != 0 {
 		t.Errorf("leases left: %v, %v", ls, err)
 	}
-	if pids := vmProcesses(w.runtime); len(pids) > 0 {
+	if pids := vmProcesses(w.Runtime); len(pids) > 0 {
 		t.Errorf("QEMU left: %v", pids)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"banger/internal/catalog"
+	"banger/internal/testutil/bangerenv"
 )
 
 // TestOCIImageBoots pulls container images from a registry served by this
@@ -36,7 +37,7 @@ import (
 // the second the one named with --kernel.
 func TestOCIImageBoots(t *testing.T) {
 	w := start(t)
-	if r := need("debugfs", "ldd"); r != "" {
+	if r := bangerenv.Need("debugfs", "ldd"); r != "" {
 		t.Skip(r)
 	}
 	if _, err := os.Stat("/usr/bin/ssh-keygen"); err != nil {
@@ -64,26 +65,26 @@ func TestOCIImageBoots(t *testing.T) {
 	// imported under the catalog name instead (unless an earlier test
 	// pulled it), and the pull finds it installed.
 	defKernel := defaultImageKernel(t, w)
-	if _, code := w.cli("kernel", "inspect", defKernel); code != 0 {
-		w.must(t, "-q", "kernel", "import", "--name", defKernel, w.deb)
-		defer w.cli("kernel", "rm", defKernel)
+	if _, code := w.CLI("kernel", "inspect", defKernel); code != 0 {
+		w.Must(t, "-q", "kernel", "import", "--name", defKernel, w.deb)
+		defer w.CLI("kernel", "rm", defKernel)
 	}
 
 	// A kernel that is neither installed nor in the catalog is refused
 	// before anything is pulled.
-	if out, code := w.cli("image", "pull", plainRef, "--name", "oci-bad", "--kernel", "no-such-kernel"); code == 0 ||
+	if out, code := w.CLI("image", "pull", plainRef, "--name", "oci-bad", "--kernel", "no-such-kernel"); code == 0 ||
 		!strings.Contains(out, `"no-such-kernel" is neither an installed kernel`) {
 		t.Fatalf("image pull --kernel no-such-kernel: exit %d\n%s", code, out)
 	}
-	if out := w.must(t, "image", "ls"); strings.Contains(out, "oci-bad") {
+	if out := w.Must(t, "image", "ls"); strings.Contains(out, "oci-bad") {
 		t.Fatalf("a refused pull left an image:\n%s", out)
 	}
 
 	// Loopback registries are reached over plain HTTP without --insecure.
-	w.must(t, "-q", "image", "pull", plainRef, "--name", "oci-plain")
-	defer w.cli("image", "rm", "oci-plain")
-	w.must(t, "-q", "image", "pull", sshRef, "--name", "oci-sshd", "--kernel", w.kernel)
-	defer w.cli("image", "rm", "oci-sshd")
+	w.Must(t, "-q", "image", "pull", plainRef, "--name", "oci-plain")
+	defer w.CLI("image", "rm", "oci-plain")
+	w.Must(t, "-q", "image", "pull", sshRef, "--name", "oci-sshd", "--kernel", w.kernel)
+	defer w.CLI("image", "rm", "oci-sshd")
 	for _, c := range []struct{ name, ref, kernel string }{
 		{"oci-plain", plainRef, defKernel},
 		{"oci-sshd", sshRef, w.kernel},
@@ -93,7 +94,7 @@ func TestOCIImageBoots(t *testing.T) {
 			OriginRef  string `json:"origin_ref"`
 			Kernel     string `json:"kernel"`
 		}
-		if err := json.Unmarshal([]byte(w.must(t, "image", "inspect", c.name, "-o", "json")), &im); err != nil {
+		if err := json.Unmarshal([]byte(w.Must(t, "image", "inspect", c.name, "-o", "json")), &im); err != nil {
 			t.Fatal(err)
 		}
 		if im.OriginKind != "oci" || im.OriginRef != c.ref || im.Kernel != c.kernel {
@@ -102,38 +103,38 @@ func TestOCIImageBoots(t *testing.T) {
 	}
 
 	t.Run("run-uname", func(t *testing.T) {
-		stdout, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "uname", "-r")
+		stdout, stderr, code := w.CLISplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "uname", "-r")
 		if code != 0 || strings.TrimSpace(stdout) != w.release {
 			t.Fatalf("vm run oci-plain -- uname -r: exit %d, stdout %q (want %q)\n%s", code, stdout, w.release, stderr)
 		}
 	})
 	t.Run("run-exit-code", func(t *testing.T) {
-		_, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "sh", "-c", "exit 7")
+		_, stderr, code := w.CLISplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "sh", "-c", "exit 7")
 		if code != 7 {
 			t.Fatalf("vm run oci-plain -- sh -c 'exit 7': exit code %d, want 7\n%s", code, stderr)
 		}
 	})
 	t.Run("ssh", func(t *testing.T) {
 		name := "oci-ssh"
-		w.must(t, "-q", "vm", "create", "oci-sshd", "--name", name)
-		defer w.cli("vm", "rm", "-f", name)
-		w.must(t, "-q", "vm", "start", name)
-		stdout, stderr, code := w.cliSplit(nil, "vm", "ssh", name, "--", "hostname")
+		w.Must(t, "-q", "vm", "create", "oci-sshd", "--name", name)
+		defer w.CLI("vm", "rm", "-f", name)
+		w.Must(t, "-q", "vm", "start", name)
+		stdout, stderr, code := w.CLISplit(nil, "vm", "ssh", name, "--", "hostname")
 		if code != 0 || strings.TrimSpace(stdout) != name {
 			t.Fatalf("vm ssh %s -- hostname: exit %d, %q\n%s", name, code, stdout, stderr)
 		}
 		// PID 1 is banger's init shell, not the agent, and the host keys
 		// were made in this VM.
-		out := w.must(t, "vm", "exec", name, "--", "sh", "-c", "cat /proc/1/cmdline; echo; ls /etc/ssh")
+		out := w.Must(t, "vm", "exec", name, "--", "sh", "-c", "cat /proc/1/cmdline; echo; ls /etc/ssh")
 		if !strings.Contains(out, "/.banger/init") || strings.Contains(strings.SplitN(out, "\n", 2)[0], "banger-vsock-agent") {
 			t.Fatalf("PID 1 of the guest is not /.banger/init run by the shell:\n%s", out)
 		}
 		if !strings.Contains(out, "ssh_host_ed25519_key") {
 			t.Fatalf("no host keys were made at first boot:\n%s", out)
 		}
-		w.must(t, "vm", "rm", "-f", name)
+		w.Must(t, "vm", "rm", "-f", name)
 	})
-	w.must(t, "image", "rm", "oci-plain", "oci-sshd")
+	w.Must(t, "image", "rm", "oci-plain", "oci-sshd")
 	assertClean(t, w)
 }
 
@@ -281,7 +282,7 @@ func defaultImageKernel(t *testing.T, w *env) string {
 	var cfg struct {
 		Settings []struct{ Key, Value string }
 	}
-	if err := json.Unmarshal([]byte(w.must(t, "config", "show", "-o", "json")), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(w.Must(t, "config", "show", "-o", "json")), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	name := ""

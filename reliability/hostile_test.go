@@ -36,21 +36,21 @@ func TestHostileRegisteredFiles(t *testing.T) {
 	}
 	for i, c := range cases {
 		name := fmt.Sprintf("hostile-%d", i)
-		out, code := e.cli("image", "register", name, "--rootfs", c.path, "--kernel", "k")
-		ls, _ := e.cli("image", "ls")
+		out, code := e.CLI("image", "register", name, "--rootfs", c.path, "--kernel", "k")
+		ls, _ := e.CLI("image", "ls")
 		survived := code != 0 && !strings.Contains(ls, name)
 		if code == 0 {
 			out = "accepted: " + out
-			e.cli("image", "rm", name)
+			e.CLI("image", "rm", name)
 		}
 		record(t, result{area: "hostile input", fault: "image register --rootfs " + c.fault, survived: survived, saw: out})
 	}
 	// Without a kernel, register must decide now (the default image's
 	// kernel, here "k"), not leave vm create to refuse it later.
-	out, code := e.cli("image", "register", "nokernel", "--rootfs", smallImage)
+	out, code := e.CLI("image", "register", "nokernel", "--rootfs", smallImage)
 	if code == 0 {
-		insp, _ := e.cli("image", "inspect", "nokernel")
-		e.cli("image", "rm", "nokernel")
+		insp, _ := e.CLI("image", "inspect", "nokernel")
+		e.CLI("image", "rm", "nokernel")
 		decided := strings.Contains(insp, "kernel") && strings.Contains(insp, " k\n")
 		record(t, result{area: "hostile input", fault: "image register without --kernel", survived: decided,
 			saw: "registered with the default image's kernel: " + strings.Join(strings.Fields(grepLine(insp, "kernel")), " ")})
@@ -65,14 +65,14 @@ func TestHostileNames(t *testing.T) {
 	e := start(t)
 	names := []string{"../../etc", "a/b", "a..b", ".hidden", strings.Repeat("a", 300), "UPPER", "naïve", "-rf", "with space", "a\nb", "a;reboot"}
 	for _, n := range names {
-		before, _ := tree(e.state)
-		out, code := e.cli("vm", "create", "img", "--name="+n)
-		after, _ := tree(e.state)
+		before, _ := tree(e.State)
+		out, code := e.CLI("vm", "create", "img", "--name="+n)
+		after, _ := tree(e.State)
 		left := newPaths(before, after)
 		survived := code != 0 && len(left) == 0
 		if code == 0 {
 			out = "accepted: " + out
-			e.cli("vm", "rm", "-f", n)
+			e.CLI("vm", "rm", "-f", n)
 		}
 		record(t, result{area: "hostile input", fault: fmt.Sprintf("vm create --name %q", shorten(n)), survived: survived, saw: out})
 	}
@@ -130,7 +130,7 @@ func TestHostileLayers(t *testing.T) {
 	for i, c := range cases {
 		ref := reg.push(t, fmt.Sprintf("rel/hostile%d:1", i), append(append([]entry{}, base...), c.entries...))
 		id := startDetached(t, e, []string{"image", "pull", ref, "--insecure", "--name", fmt.Sprintf("hostile%d", i), "--kernel", "k"})
-		out, code := e.cli("op", "wait", id)
+		out, code := e.CLI("op", "wait", id)
 		if o := e.op(t, id); o.Error != "" {
 			out = o.Error
 		}
@@ -139,7 +139,7 @@ func TestHostileLayers(t *testing.T) {
 		saw := out
 		if code == 0 {
 			saw = "pulled, entry neutralised: " + firstLine(out)
-			e.cli("image", "rm", fmt.Sprintf("hostile%d", i))
+			e.CLI("image", "rm", fmt.Sprintf("hostile%d", i))
 		}
 		lost := ""
 		if !survived {
