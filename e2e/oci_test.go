@@ -3,30 +3,18 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"encoding/json"
-	"io"
-	"io/fs"
-	"log"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"banger/internal/catalog"
 	"banger/internal/testutil/bangerenv"
+	"banger/internal/testutil/ociregistry"
 )
 
 // TestOCIImageBoots pulls container images from a registry served by this
@@ -45,19 +33,15 @@ func TestOCIImageBoots(t *testing.T) {
 	}
 	tree := ociTree(t, w.image)
 
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	reg := ociregistry.Start(t)
 
 	// Without sshd: the init runs the agent alone.
-	plainRef := host + "/e2e/plain:1"
-	pushImage(t, plainRef, tree, func(rel string) bool {
+	plainRef := reg.Push(t, "e2e/plain:1", ociregistry.DirLayer(t, tree, func(rel string) bool {
 		return rel == "usr/sbin/sshd" || rel == "etc/ssh" || strings.HasPrefix(rel, "etc/ssh/")
-	})
+	}), ociConfig)
 	// With sshd and ssh-keygen, and no host keys.
 	copyWithLibs(t, "/usr/bin/ssh-keygen", tree)
-	sshRef := host + "/e2e/sshd:1"
-	pushImage(t, sshRef, tree, nil)
+	sshRef := reg.Push(t, "e2e/sshd:1", ociregistry.DirLayer(t, tree, nil), ociConfig)
 
 	// Without --kernel an OCI image boots the default image's kernel: the
 	// catalog kernel of default_image_name. The apt-kernel recipe would
@@ -190,90 +174,8 @@ func copyWithLibs(t *testing.T, bin, root string) {
 	}
 }
 
-// pushImage writes the tree, less what skip names (slash-separated paths
-// relative to the root), as a one-layer linux/amd64 image to ref. Every
-// entry is owned by root, as in the test image.
-func pushImage(t *testing.T, ref, root string, skip func(rel string) bool) {
-	t.Helper()
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	tw := tar.NewWriter(zw)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == root {
-			return err
-		}
-		rel := filepath.ToSlash(strings.TrimPrefix(p, root+"/"))
-		if skip != nil && skip(rel) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = rel, 0, 0, "", ""
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err == nil {
-		err = zw.Close()
-	}
-	if err != nil {
-		t.Fatalf("tar the image tree %s: %v", root, err)
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
-		OS: "linux", Architecture: "amd64",
-		Config: v1.Config{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if img, err = mutate.AppendLayers(img, layer); err != nil {
-		t.Fatal(err)
-	}
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(r, img); err != nil {
-		t.Fatalf("push %s to the test registry: %v", ref, err)
-	}
-}
+// ociConfig is the config of the images the test pushes.
+var ociConfig = v1.Config{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}
 
 // defaultImageKernel is the kernel OCI images boot when pulled without
 // --kernel: the catalog kernel of the configured default image.

@@ -12,6 +12,7 @@ import (
 
 	"banger/internal/rpc"
 	"banger/internal/testutil"
+	"banger/internal/testutil/ociregistry"
 )
 
 // TestDiskFull puts a state dir on a tmpfs with little room left and runs
@@ -47,8 +48,8 @@ func TestDiskFull(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", saved+"/.", e.State).CombinedOutput(); err != nil {
 		t.Fatalf("copy the state dir back: %v: %s", err, out)
 	}
-	reg := startRegistry(t)
-	ociRef := reg.push(t, "rel/full:1", bigLayerFiles(t))
+	reg := ociregistry.Start(t)
+	ociRef := push(t, reg, "rel/full:1", bigLayerFiles(t))
 	big := bigRootfs(t)
 	cases := []struct {
 		fault string

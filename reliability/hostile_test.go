@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"banger/internal/testutil/ociregistry"
 )
 
 // TestHostileRegisteredFiles registers files that are not disk images as
@@ -100,35 +102,35 @@ func shorten(s string) string {
 // appear on the host.
 func TestHostileLayers(t *testing.T) {
 	e := start(t)
-	reg := startRegistry(t)
+	reg := ociregistry.Start(t)
 	var nonce [6]byte
 	rand.Read(nonce[:])
 	target := fmt.Sprintf("/tmp/banger-rel-pwned-%x", nonce)
 	rel := strings.Repeat("../", 12) + strings.TrimPrefix(target, "/")
-	base := []entry{dir("bin/"), file("bin/sh", []byte("#!/bin/sh\n"))}
+	base := []entry{ociregistry.Dir("bin/"), ociregistry.File("bin/sh", []byte("#!/bin/sh\n"))}
 	cases := []struct {
 		fault   string
 		entries []entry
 	}{
-		{"a ../ path to a host file", []entry{file(rel, []byte("pwned"))}},
-		{"an absolute path", []entry{file(target, []byte("pwned"))}},
+		{"a ../ path to a host file", []entry{ociregistry.File(rel, []byte("pwned"))}},
+		{"an absolute path", []entry{ociregistry.File(target, []byte("pwned"))}},
 		{"a symlink to / then a file through it", []entry{
-			{hdr: tar.Header{Name: "evil", Typeflag: tar.TypeSymlink, Linkname: "/", Mode: 0o777}},
-			file("evil"+target, []byte("pwned")),
+			{Hdr: tar.Header{Name: "evil", Typeflag: tar.TypeSymlink, Linkname: "/", Mode: 0o777}},
+			ociregistry.File("evil"+target, []byte("pwned")),
 		}},
 		{"a symlink to the parent then a file through it", []entry{
-			{hdr: tar.Header{Name: "up", Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("../", 12), Mode: 0o777}},
-			file("up"+target, []byte("pwned")),
+			{Hdr: tar.Header{Name: "up", Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("../", 12), Mode: 0o777}},
+			ociregistry.File("up"+target, []byte("pwned")),
 		}},
 		{"a hardlink to the host's /etc/passwd", []entry{
-			{hdr: tar.Header{Name: "passwd", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}},
+			{Hdr: tar.Header{Name: "passwd", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}},
 		}},
 		{"a hardlink out through ../", []entry{
-			{hdr: tar.Header{Name: "passwd2", Typeflag: tar.TypeLink, Linkname: strings.Repeat("../", 12) + "etc/passwd"}},
+			{Hdr: tar.Header{Name: "passwd2", Typeflag: tar.TypeLink, Linkname: strings.Repeat("../", 12) + "etc/passwd"}},
 		}},
 	}
 	for i, c := range cases {
-		ref := reg.push(t, fmt.Sprintf("rel/hostile%d:1", i), append(append([]entry{}, base...), c.entries...))
+		ref := push(t, reg, fmt.Sprintf("rel/hostile%d:1", i), append(append([]entry{}, base...), c.entries...))
 		id := startDetached(t, e, []string{"image", "pull", ref, "--insecure", "--name", fmt.Sprintf("hostile%d", i), "--kernel", "k"})
 		out, code := e.CLI("op", "wait", id)
 		if o := e.op(t, id); o.Error != "" {

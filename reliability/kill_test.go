@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/rpc"
+	"banger/internal/testutil/ociregistry"
 )
 
 // opKind is one kind of long operation, started detached.
@@ -26,8 +27,8 @@ type opKind struct {
 }
 
 func opKinds(t *testing.T) []opKind {
-	reg := startRegistry(t)
-	ociRef := reg.push(t, "rel/big:1", bigLayerFiles(t))
+	reg := ociregistry.Start(t)
+	ociRef := push(t, reg, "rel/big:1", bigLayerFiles(t))
 	bigRoot := bigRootfs(t)
 	return []opKind{
 		{
