@@ -7,13 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
 	"banger/internal/testutil"
+	"banger/internal/testutil/treestate"
 )
 
 // makeTree builds a tree with what a copy must keep: modes, symlinks
@@ -49,42 +48,9 @@ func makeTree(t *testing.T) string {
 	return root
 }
 
-type meta struct {
-	mode     fs.FileMode
-	uid, gid uint32
-	link     string
-	size     int64
-}
-
-func describe(t *testing.T, root string) map[string]meta {
-	t.Helper()
-	out := map[string]meta{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		st := fi.Sys().(*syscall.Stat_t)
-		m := meta{mode: fi.Mode(), uid: st.Uid, gid: st.Gid}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			m.link, _ = os.Readlink(p)
-		} else if fi.Mode().IsRegular() {
-			m.size = fi.Size()
-		}
-		out[rel] = m
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameTree(t *testing.T, want, got map[string]meta) {
+// sameTree compares two snapshots, owners only as root, modification times
+// not at all.
+func sameTree(t *testing.T, want, got map[string]treestate.Entry) {
 	t.Helper()
 	if len(want) != len(got) {
 		t.Errorf("got %d entries, want %d", len(got), len(want))
@@ -92,8 +58,9 @@ func sameTree(t *testing.T, want, got map[string]meta) {
 	for p, w := range want {
 		g := got[p]
 		if os.Geteuid() != 0 {
-			g.uid, g.gid, w.uid, w.gid = 0, 0, 0, 0
+			g.UID, g.GID, w.UID, w.GID = 0, 0, 0, 0
 		}
+		g.MTime, w.MTime = 0, 0
 		if g != w {
 			t.Errorf("%s: got %+v, want %+v", p, g, w)
 		}
@@ -108,14 +75,14 @@ func TestCopyInAndOut(t *testing.T) {
 		if err := c.CopyIn(ctx, src, guestDir); err != nil {
 			t.Fatal(err)
 		}
-		want := describe(t, src)
-		sameTree(t, want, describe(t, filepath.Join(guestDir, "tree")))
+		want := treestate.Snapshot(t, src)
+		sameTree(t, want, treestate.Snapshot(t, filepath.Join(guestDir, "tree")))
 
 		hostDir := t.TempDir()
 		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree"), hostDir, client.CopyOutOptions{Preserve: true}); err != nil {
 			t.Fatal(err)
 		}
-		sameTree(t, want, describe(t, filepath.Join(hostDir, "tree")))
+		sameTree(t, want, treestate.Snapshot(t, filepath.Join(hostDir, "tree")))
 
 		// A single file and a missing source.
 		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree", "run.sh"), hostDir, client.CopyOutOptions{Preserve: true}); err != nil {
