@@ -3,6 +3,7 @@ package testutil
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -39,4 +40,24 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// CopyTestBinary copies the running test binary to dir/name (mode 0755)
+// and returns its path: for running the test again as another user, who
+// may not reach the build cache it lives in.
+func CopyTestBinary(t testing.TB, dir, name string) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("find the test binary: %v", err)
+	}
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatalf("read the test binary: %v", err)
+	}
+	bin := filepath.Join(dir, name)
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatalf("copy the test binary to %s: %v", bin, err)
+	}
+	return bin
 }

@@ -80,3 +80,16 @@ func TestSyncBufferConcurrentWrites(t *testing.T) {
 		t.Errorf("SyncBuffer holds %d bytes, want 800", n)
 	}
 }
+
+func TestCopyTestBinary(t *testing.T) {
+	bin := CopyTestBinary(t, t.TempDir(), "copy.test")
+	fi, err := os.Stat(bin)
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("copy: %v, %v", fi, err)
+	}
+	self, _ := os.Executable()
+	orig, _ := os.Stat(self)
+	if fi.Size() != orig.Size() {
+		t.Errorf("copy is %d bytes, the binary %d", fi.Size(), orig.Size())
+	}
+}
