@@ -20,6 +20,7 @@ import (
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
 	"banger/internal/testutil"
+	"banger/internal/testutil/agenttest"
 )
 
 func sh(script string) client.ExecRequest {
@@ -98,7 +99,7 @@ func TestExecStdin(t *testing.T) {
 }
 
 func TestExecRequestDetails(t *testing.T) {
-	path := serveUnix(t, agent.Options{})
+	path := agenttest.Serve(t, agent.Options{})
 	c := client.New(client.NetOpener("unix", path), client.Config{})
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -136,7 +137,7 @@ func TestExecRequestDetails(t *testing.T) {
 }
 
 func TestExecContextCancelKillsCommand(t *testing.T) {
-	path := serveUnix(t, agent.Options{})
+	path := agenttest.Serve(t, agent.Options{})
 	c := client.New(client.NetOpener("unix", path), client.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	out := newNotifyWriter("\n")

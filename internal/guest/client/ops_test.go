@@ -19,6 +19,7 @@ import (
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
 	"banger/internal/testutil"
+	"banger/internal/testutil/agenttest"
 	"banger/internal/testutil/treestate"
 )
 
@@ -406,7 +407,7 @@ func TestHealthPowerAndClock(t *testing.T) {
 	})
 
 	// Without hooks the agent says the requests are not supported.
-	c := client.New(client.NetOpener("unix", serveUnix(t, agent.Options{})), client.Config{})
+	c := client.New(client.NetOpener("unix", agenttest.Serve(t, agent.Options{})), client.Config{})
 	for name, fn := range map[string]func() error{
 		"shutdown": func() error { return c.Shutdown(context.Background()) },
 		"reboot":   func() error { return c.Reboot(context.Background()) },
@@ -424,7 +425,7 @@ func TestHealthPowerAndClock(t *testing.T) {
 }
 
 func TestDialFirecrackerErrors(t *testing.T) {
-	agentSock := serveUnix(t, agent.Options{})
+	agentSock := agenttest.Serve(t, agent.Options{})
 	front := fakeFirecracker(t, agentSock, "1024")
 	ctx := context.Background()
 
