@@ -268,41 +268,7 @@ func TestLifecycle(t *testing.T) {
 	// QEMU runs under its seccomp filter and, under a root bangerd, as a
 	// user of its own with no capabilities; the subtests below show the
 	// VM still works.
-	t.Run("vmm-confined", func(t *testing.T) {
-		pids := vmProcesses(w.Runtime)
-		if len(pids) != 1 {
-			t.Fatalf("%d QEMU processes, want 1", len(pids))
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		status := map[string]string{}
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok {
-				status[k] = strings.TrimSpace(v)
-			}
-		}
-		if status["Seccomp"] != "2" {
-			t.Errorf("QEMU's Seccomp is %q, want 2", status["Seccomp"])
-		}
-		uids := strings.Fields(status["Uid"])
-		if len(uids) != 4 {
-			t.Fatalf("Uid line %q", status["Uid"])
-		}
-		uid, _ := strconv.Atoi(uids[0])
-		switch {
-		case os.Geteuid() != 0 && uid != os.Geteuid():
-			t.Errorf("QEMU of a user's bangerd runs as uid %d, want %d", uid, os.Geteuid())
-		case os.Geteuid() == 0 && (uid < 0x7A000000 || uid >= 0x7A010000 || status["CapEff"] != "0000000000000000"):
-			t.Errorf("QEMU of a root bangerd runs as uid %d with capabilities %s; want a VMM uid and none", uid, status["CapEff"])
-		}
-		for _, u := range uids {
-			if u != uids[0] {
-				t.Errorf("QEMU's uids differ: %q", status["Uid"])
-			}
-		}
-	})
+	t.Run("vmm-confined", func(t *testing.T) { checkVMMConfined(t, w) })
 
 	t.Run("ssh", func(t *testing.T) {
 		stdout, stderr, code := w.CLISplit(nil, "vm", "ssh", name, "--", "hostname")
@@ -328,57 +294,9 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("cp-both-ways", func(t *testing.T) {
-		src := t.TempDir()
-		if err := os.WriteFile(filepath.Join(src, "f.txt"), []byte("payload"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink("f.txt", filepath.Join(src, "link")); err != nil {
-			t.Fatal(err)
-		}
-		w.Must(t, "vm", "cp", src, name+":/root")
-		back := t.TempDir()
-		w.Must(t, "vm", "cp", name+":/root/"+filepath.Base(src), back)
-		got, err := os.ReadFile(filepath.Join(back, filepath.Base(src), "f.txt"))
-		if err != nil || string(got) != "payload" {
-			t.Fatalf("round trip: %q, %v", got, err)
-		}
-		if l, err := os.Readlink(filepath.Join(back, filepath.Base(src), "link")); err != nil || l != "f.txt" {
-			t.Fatalf("symlink after round trip: %q, %v", l, err)
-		}
-	})
+	t.Run("cp-both-ways", func(t *testing.T) { checkCopyBothWays(t, w, name) })
 
-	t.Run("port-forward", func(t *testing.T) {
-		w.Must(t, "vm", "exec", name, "--", "sh", "-c",
-			"mkdir -p /www && echo served-by-guest > /www/index.html && httpd -p 8080 -h /www")
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		cmd := w.Command(context.Background(), "vm", "port-forward", name, fmt.Sprintf("%d:8080", port))
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
-		var body []byte
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
-			if err == nil {
-				body, _ = io.ReadAll(resp.Body)
-				resp.Body.Close()
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if strings.TrimSpace(string(body)) != "served-by-guest" {
-			t.Fatalf("through the forward: %q\n%s", body, out.String())
-		}
-	})
+	t.Run("port-forward", func(t *testing.T) { checkPortForward(t, w, name) })
 
 	t.Run("stop-start-keeps-disk", func(t *testing.T) {
 		w.Must(t, "vm", "exec", name, "--", "sh", "-c", "echo persisted > /root/marker; sync")
@@ -397,6 +315,104 @@ func TestLifecycle(t *testing.T) {
 
 	w.Must(t, "vm", "rm", "-f", name)
 	assertClean(t, w)
+}
+
+// checkVMMConfined checks that the one QEMU of w runs under its seccomp
+// filter and, under a root bangerd, as a VMM user of its own with no
+// capabilities (under a user's, as that user).
+func checkVMMConfined(t *testing.T, w *env) {
+	t.Helper()
+	pids := vmProcesses(w.Runtime)
+	if len(pids) != 1 {
+		t.Fatalf("%d QEMU processes, want 1", len(pids))
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			status[k] = strings.TrimSpace(v)
+		}
+	}
+	if status["Seccomp"] != "2" {
+		t.Errorf("QEMU's Seccomp is %q, want 2", status["Seccomp"])
+	}
+	uids := strings.Fields(status["Uid"])
+	if len(uids) != 4 {
+		t.Fatalf("Uid line %q", status["Uid"])
+	}
+	uid, _ := strconv.Atoi(uids[0])
+	switch {
+	case os.Geteuid() != 0 && uid != os.Geteuid():
+		t.Errorf("QEMU of a user's bangerd runs as uid %d, want %d", uid, os.Geteuid())
+	case os.Geteuid() == 0 && (uid < 0x7A000000 || uid >= 0x7A010000 || status["CapEff"] != "0000000000000000"):
+		t.Errorf("QEMU of a root bangerd runs as uid %d with capabilities %s; want a VMM uid and none", uid, status["CapEff"])
+	}
+	for _, u := range uids {
+		if u != uids[0] {
+			t.Errorf("QEMU's uids differ: %q", status["Uid"])
+		}
+	}
+}
+
+// checkCopyBothWays copies a tree with a file and a symlink into the VM
+// called name and back, and checks both survive.
+func checkCopyBothWays(t *testing.T, w *env, name string) {
+	t.Helper()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f.txt"), []byte("payload"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("f.txt", filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	w.Must(t, "vm", "cp", src, name+":/root")
+	back := t.TempDir()
+	w.Must(t, "vm", "cp", name+":/root/"+filepath.Base(src), back)
+	got, err := os.ReadFile(filepath.Join(back, filepath.Base(src), "f.txt"))
+	if err != nil || string(got) != "payload" {
+		t.Fatalf("round trip: %q, %v", got, err)
+	}
+	if l, err := os.Readlink(filepath.Join(back, filepath.Base(src), "link")); err != nil || l != "f.txt" {
+		t.Fatalf("symlink after round trip: %q, %v", l, err)
+	}
+}
+
+// checkPortForward serves a page in the VM called name and fetches it
+// through `vm port-forward`.
+func checkPortForward(t *testing.T, w *env, name string) {
+	t.Helper()
+	w.Must(t, "vm", "exec", name, "--", "sh", "-c",
+		"mkdir -p /www && echo served-by-guest > /www/index.html && httpd -p 8080 -h /www")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := w.Command(context.Background(), "vm", "port-forward", name, fmt.Sprintf("%d:8080", port))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	var body []byte
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.TrimSpace(string(body)) != "served-by-guest" {
+		t.Fatalf("through the forward: %q\n%s", body, out.String())
+	}
 }
 
 // TestDaemonKilledDuringStart kills bangerd with SIGKILL while a VM boots,
