@@ -82,13 +82,7 @@ func TestUserDaemonThroughHelper(t *testing.T) {
 	checkUserVMNetwork(t, f, insp.IP)
 
 	w.Must(t, "vm", "rm", "-f", "uvm")
-	links := sh(t, "ip", "-n", f.ns, "-br", "link")
-	if strings.Contains(links, "banger") || strings.Contains(links, "bgtap") {
-		t.Errorf("links left after rm:\n%s", links)
-	}
-	if tables := sh(t, "ip", "netns", "exec", f.ns, "nft", "list", "tables"); strings.Contains(tables, "banger") {
-		t.Errorf("nftables table left: %s", tables)
-	}
+	assertNetnsClean(t, f.ns)
 	if !strings.Contains(f.hlog.String(), "helper request done") {
 		t.Errorf("the helper logged no request:\n%s", f.hlog.String())
 	}
@@ -108,15 +102,7 @@ func checkUserVMNetwork(t *testing.T, f *userFixture, ip string) {
 	if out, code := w.CLI("vm", "exec", "uvm", "--", "nslookup", "uvm.banger"); code != 0 || !strings.Contains(out, ip) {
 		t.Errorf("guest cannot resolve uvm.banger through the gateway: exit %d\n%s", code, out)
 	}
-	var got []byte
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		got, err = exec.Command("ip", "netns", "exec", f.ns, "sh", "-c", httpGet("127.0.0.1", 8089)).CombinedOutput()
-		if err == nil && strings.Contains(string(got), "via-helper") {
-			break
-		}
-	}
-	if !strings.Contains(string(got), "via-helper") {
+	if got, err := fetchInNS(f.ns, 8089, "via-helper"); err != nil {
 		t.Errorf("published port 8089: %q, %v", got, err)
 	}
 }

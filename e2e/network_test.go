@@ -36,12 +36,12 @@ func sh(t *testing.T, args ...string) string {
 // the bridge reach each other and the host by name, reach the outside
 // server through NAT, and a published port answers on the host. After
 // both VMs are removed, no bridge, tap, rule, lease or hosts line is left.
-func TestBridgedNetworking(t *testing.T) {
-	base := start(t)
-	testutil.NeedRoot(t, "set up bridged networking")
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("iproute2 is not installed")
-	}
+// outsideWorld makes two network namespaces joined by a veth pair: one
+// for banger (returned), routed through the other, where a web server
+// answers "outside" on 198.51.100.2:9000. All is removed when the test
+// ends.
+func outsideWorld(t *testing.T) string {
+	t.Helper()
 	suffix := fmt.Sprint(os.Getpid() % 100000)
 	hostNS, outNS := "bge2e"+suffix, "bge2eout"+suffix
 	t.Cleanup(func() {
@@ -69,6 +69,47 @@ func TestBridgedNetworking(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	return hostNS
+}
+
+// fetchInNS fetches http://127.0.0.1:port/ in the network namespace ns
+// until the answer holds want, for up to 15s; it returns the last answer
+// and, if want never came, why.
+func fetchInNS(ns string, port int, want string) ([]byte, error) {
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		out, err = exec.Command("ip", "netns", "exec", ns, "sh", "-c", httpGet("127.0.0.1", port)).CombinedOutput()
+		if err == nil && strings.Contains(string(out), want) {
+			return out, nil
+		}
+	}
+	if err == nil {
+		err = fmt.Errorf("no answer holding %q in 15s", want)
+	}
+	return out, err
+}
+
+// assertNetnsClean checks that no banger link or nftables table is left
+// in the network namespace ns.
+func assertNetnsClean(t *testing.T, ns string) {
+	t.Helper()
+	links := sh(t, "ip", "-n", ns, "-br", "link")
+	if strings.Contains(links, "banger") || strings.Contains(links, "bgtap") {
+		t.Errorf("links left after rm:\n%s", links)
+	}
+	if tables := sh(t, "ip", "netns", "exec", ns, "nft", "list", "tables"); strings.Contains(tables, "banger") {
+		t.Errorf("nftables table left: %s", tables)
+	}
+}
+
+func TestBridgedNetworking(t *testing.T) {
+	base := start(t)
+	testutil.NeedRoot(t, "set up bridged networking")
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("iproute2 is not installed")
+	}
+	hostNS := outsideWorld(t)
 
 	// A banger of its own in the namespace, bridged.
 	root := t.TempDir()
@@ -116,17 +157,7 @@ func TestBridgedNetworking(t *testing.T) {
 		}
 	})
 	t.Run("published-port", func(t *testing.T) {
-		var out []byte
-		var err error
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
-			out, err = exec.Command("ip", "netns", "exec", hostNS, "sh", "-c", httpGet("127.0.0.1", 8088)).CombinedOutput()
-			if err == nil && strings.Contains(string(out), "served-by-vma") {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if !strings.Contains(string(out), "served-by-vma") {
+		if out, err := fetchInNS(hostNS, 8088, "served-by-vma"); err != nil {
 			t.Fatalf("host -> 127.0.0.1:8088: %q, %v", out, err)
 		}
 	})
@@ -143,13 +174,7 @@ func TestBridgedNetworking(t *testing.T) {
 	})
 
 	w.Must(t, "vm", "rm", "-f", "vma", "vmb")
-	links := sh(t, "ip", "-n", hostNS, "-br", "link")
-	if strings.Contains(links, "banger") || strings.Contains(links, "bgtap") {
-		t.Errorf("links left after rm:\n%s", links)
-	}
-	if tables := sh(t, "ip", "netns", "exec", hostNS, "nft", "list", "tables"); strings.Contains(tables, "banger") {
-		t.Errorf("nftables table left: %s", tables)
-	}
+	assertNetnsClean(t, hostNS)
 	if data, _ := os.ReadFile(hosts); strings.Contains(string(data), ".banger") {
 		t.Errorf("hosts lines left:\n%s", data)
 	}
