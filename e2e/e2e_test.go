@@ -162,17 +162,9 @@ func start(t *testing.T) *env {
 // vmProcesses lists QEMU processes whose command line mentions dir.
 func vmProcesses(dir string) []int {
 	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, []byte(dir)) && bytes.Contains(cmd, []byte("qemu")) {
-			if st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); !strings.Contains(string(st), ") Z ") {
-				pids = append(pids, pid)
-			}
+	for _, p := range bangerenv.Processes(dir) {
+		if strings.Contains(strings.Join(p.Argv, " "), "qemu") {
+			pids = append(pids, p.PID)
 		}
 	}
 	return pids

@@ -3,7 +3,6 @@
 package reliability
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -238,25 +236,10 @@ func newPaths(before, after map[string]bool) []string {
 // working directory names dir.
 func strays(dir string) []string {
 	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
+	for _, p := range bangerenv.Processes(dir) {
+		if filepath.Base(p.Argv[0]) != "bangerd" {
+			out = append(out, p.String())
 		}
-		cmd, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		cwd, _ := os.Readlink(filepath.Join("/proc", ent.Name(), "cwd"))
-		if !bytes.Contains(cmd, []byte(dir)) && !strings.HasPrefix(cwd, dir) {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
-		if len(argv) > 0 && filepath.Base(argv[0]) == "bangerd" {
-			continue
-		}
-		if st, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat")); strings.Contains(string(st), ") Z ") {
-			continue
-		}
-		out = append(out, fmt.Sprintf("%d %s", pid, strings.Join(argv, " ")))
 	}
 	return out
 }

@@ -129,3 +129,33 @@ func TestBuildAgent(t *testing.T) {
 		t.Errorf("building a missing package: %v", err)
 	}
 }
+
+func TestProcessesByCwdAndArgs(t *testing.T) {
+	dir := t.TempDir()
+	byCwd := exec.Command("sleep", "30")
+	byCwd.Dir = dir
+	byArg := exec.Command("sh", "-c", "sleep 30; : "+dir)
+	for _, c := range []*exec.Cmd{byCwd, byArg} {
+		if err := c.Start(); err != nil {
+			t.Skipf("cannot start a process: %v", err)
+		}
+		defer func(c *exec.Cmd) { c.Process.Kill(); c.Wait() }(c)
+	}
+	found := map[int]bool{}
+	for _, p := range Processes(dir) {
+		found[p.PID] = true
+		if p.String() == "" || len(p.Argv) == 0 {
+			t.Errorf("process %d recorded without its command line", p.PID)
+		}
+	}
+	if !found[byCwd.Process.Pid] || !found[byArg.Process.Pid] {
+		t.Errorf("Processes(%s) = %v; want %d (cwd) and %d (argument)", dir, Processes(dir), byCwd.Process.Pid, byArg.Process.Pid)
+	}
+	byCwd.Process.Kill()
+	byCwd.Wait()
+	for _, p := range Processes(dir) {
+		if p.PID == byCwd.Process.Pid {
+			t.Errorf("process %d listed after it ended", p.PID)
+		}
+	}
+}
