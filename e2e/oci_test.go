@@ -3,29 +3,18 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"encoding/json"
-	"io"
-	"io/fs"
-	"log"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"banger/internal/imagecat"
+	"banger/internal/catalog"
+	"banger/internal/testutil/bangerenv"
+	"banger/internal/testutil/ociregistry"
 )
 
 // TestOCIImageBoots pulls container images from a registry served by this
@@ -36,7 +25,7 @@ import (
 // the second the one named with --kernel.
 func TestOCIImageBoots(t *testing.T) {
 	w := start(t)
-	if r := need("debugfs", "ldd"); r != "" {
+	if r := bangerenv.Need("debugfs", "ldd"); r != "" {
 		t.Skip(r)
 	}
 	if _, err := os.Stat("/usr/bin/ssh-keygen"); err != nil {
@@ -44,19 +33,15 @@ func TestOCIImageBoots(t *testing.T) {
 	}
 	tree := ociTree(t, w.image)
 
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	reg := ociregistry.Start(t)
 
 	// Without sshd: the init runs the agent alone.
-	plainRef := host + "/e2e/plain:1"
-	pushImage(t, plainRef, tree, func(rel string) bool {
+	plainRef := reg.Push(t, "e2e/plain:1", ociregistry.DirLayer(t, tree, func(rel string) bool {
 		return rel == "usr/sbin/sshd" || rel == "etc/ssh" || strings.HasPrefix(rel, "etc/ssh/")
-	})
+	}), ociConfig)
 	// With sshd and ssh-keygen, and no host keys.
 	copyWithLibs(t, "/usr/bin/ssh-keygen", tree)
-	sshRef := host + "/e2e/sshd:1"
-	pushImage(t, sshRef, tree, nil)
+	sshRef := reg.Push(t, "e2e/sshd:1", ociregistry.DirLayer(t, tree, nil), ociConfig)
 
 	// Without --kernel an OCI image boots the default image's kernel: the
 	// catalog kernel of default_image_name. The apt-kernel recipe would
@@ -64,26 +49,26 @@ func TestOCIImageBoots(t *testing.T) {
 	// imported under the catalog name instead (unless an earlier test
 	// pulled it), and the pull finds it installed.
 	defKernel := defaultImageKernel(t, w)
-	if _, code := w.cli("kernel", "inspect", defKernel); code != 0 {
-		w.must(t, "-q", "kernel", "import", "--name", defKernel, w.deb)
-		defer w.cli("kernel", "rm", defKernel)
+	if _, code := w.CLI("kernel", "inspect", defKernel); code != 0 {
+		w.Must(t, "-q", "kernel", "import", "--name", defKernel, w.deb)
+		defer w.CLI("kernel", "rm", defKernel)
 	}
 
 	// A kernel that is neither installed nor in the catalog is refused
 	// before anything is pulled.
-	if out, code := w.cli("image", "pull", plainRef, "--name", "oci-bad", "--kernel", "no-such-kernel"); code == 0 ||
+	if out, code := w.CLI("image", "pull", plainRef, "--name", "oci-bad", "--kernel", "no-such-kernel"); code == 0 ||
 		!strings.Contains(out, `"no-such-kernel" is neither an installed kernel`) {
 		t.Fatalf("image pull --kernel no-such-kernel: exit %d\n%s", code, out)
 	}
-	if out := w.must(t, "image", "ls"); strings.Contains(out, "oci-bad") {
+	if out := w.Must(t, "image", "ls"); strings.Contains(out, "oci-bad") {
 		t.Fatalf("a refused pull left an image:\n%s", out)
 	}
 
 	// Loopback registries are reached over plain HTTP without --insecure.
-	w.must(t, "-q", "image", "pull", plainRef, "--name", "oci-plain")
-	defer w.cli("image", "rm", "oci-plain")
-	w.must(t, "-q", "image", "pull", sshRef, "--name", "oci-sshd", "--kernel", w.kernel)
-	defer w.cli("image", "rm", "oci-sshd")
+	w.Must(t, "-q", "image", "pull", plainRef, "--name", "oci-plain")
+	defer w.CLI("image", "rm", "oci-plain")
+	w.Must(t, "-q", "image", "pull", sshRef, "--name", "oci-sshd", "--kernel", w.kernel)
+	defer w.CLI("image", "rm", "oci-sshd")
 	for _, c := range []struct{ name, ref, kernel string }{
 		{"oci-plain", plainRef, defKernel},
 		{"oci-sshd", sshRef, w.kernel},
@@ -93,7 +78,7 @@ func TestOCIImageBoots(t *testing.T) {
 			OriginRef  string `json:"origin_ref"`
 			Kernel     string `json:"kernel"`
 		}
-		if err := json.Unmarshal([]byte(w.must(t, "image", "inspect", c.name, "-o", "json")), &im); err != nil {
+		if err := json.Unmarshal([]byte(w.Must(t, "image", "inspect", c.name, "-o", "json")), &im); err != nil {
 			t.Fatal(err)
 		}
 		if im.OriginKind != "oci" || im.OriginRef != c.ref || im.Kernel != c.kernel {
@@ -102,38 +87,38 @@ func TestOCIImageBoots(t *testing.T) {
 	}
 
 	t.Run("run-uname", func(t *testing.T) {
-		stdout, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "uname", "-r")
+		stdout, stderr, code := w.CLISplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "uname", "-r")
 		if code != 0 || strings.TrimSpace(stdout) != w.release {
 			t.Fatalf("vm run oci-plain -- uname -r: exit %d, stdout %q (want %q)\n%s", code, stdout, w.release, stderr)
 		}
 	})
 	t.Run("run-exit-code", func(t *testing.T) {
-		_, stderr, code := w.cliSplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "sh", "-c", "exit 7")
+		_, stderr, code := w.CLISplit(nil, "-q", "vm", "run", "oci-plain", "--rm", "--", "sh", "-c", "exit 7")
 		if code != 7 {
 			t.Fatalf("vm run oci-plain -- sh -c 'exit 7': exit code %d, want 7\n%s", code, stderr)
 		}
 	})
 	t.Run("ssh", func(t *testing.T) {
 		name := "oci-ssh"
-		w.must(t, "-q", "vm", "create", "oci-sshd", "--name", name)
-		defer w.cli("vm", "rm", "-f", name)
-		w.must(t, "-q", "vm", "start", name)
-		stdout, stderr, code := w.cliSplit(nil, "vm", "ssh", name, "--", "hostname")
+		w.Must(t, "-q", "vm", "create", "oci-sshd", "--name", name)
+		defer w.CLI("vm", "rm", "-f", name)
+		w.Must(t, "-q", "vm", "start", name)
+		stdout, stderr, code := w.CLISplit(nil, "vm", "ssh", name, "--", "hostname")
 		if code != 0 || strings.TrimSpace(stdout) != name {
 			t.Fatalf("vm ssh %s -- hostname: exit %d, %q\n%s", name, code, stdout, stderr)
 		}
 		// PID 1 is banger's init shell, not the agent, and the host keys
 		// were made in this VM.
-		out := w.must(t, "vm", "exec", name, "--", "sh", "-c", "cat /proc/1/cmdline; echo; ls /etc/ssh")
+		out := w.Must(t, "vm", "exec", name, "--", "sh", "-c", "cat /proc/1/cmdline; echo; ls /etc/ssh")
 		if !strings.Contains(out, "/.banger/init") || strings.Contains(strings.SplitN(out, "\n", 2)[0], "banger-vsock-agent") {
 			t.Fatalf("PID 1 of the guest is not /.banger/init run by the shell:\n%s", out)
 		}
 		if !strings.Contains(out, "ssh_host_ed25519_key") {
 			t.Fatalf("no host keys were made at first boot:\n%s", out)
 		}
-		w.must(t, "vm", "rm", "-f", name)
+		w.Must(t, "vm", "rm", "-f", name)
 	})
-	w.must(t, "image", "rm", "oci-plain", "oci-sshd")
+	w.Must(t, "image", "rm", "oci-plain", "oci-sshd")
 	assertClean(t, w)
 }
 
@@ -189,90 +174,8 @@ func copyWithLibs(t *testing.T, bin, root string) {
 	}
 }
 
-// pushImage writes the tree, less what skip names (slash-separated paths
-// relative to the root), as a one-layer linux/amd64 image to ref. Every
-// entry is owned by root, as in the test image.
-func pushImage(t *testing.T, ref, root string, skip func(rel string) bool) {
-	t.Helper()
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	tw := tar.NewWriter(zw)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == root {
-			return err
-		}
-		rel := filepath.ToSlash(strings.TrimPrefix(p, root+"/"))
-		if skip != nil && skip(rel) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = rel, 0, 0, "", ""
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err == nil {
-		err = zw.Close()
-	}
-	if err != nil {
-		t.Fatalf("tar the image tree %s: %v", root, err)
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
-		OS: "linux", Architecture: "amd64",
-		Config: v1.Config{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if img, err = mutate.AppendLayers(img, layer); err != nil {
-		t.Fatal(err)
-	}
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(r, img); err != nil {
-		t.Fatalf("push %s to the test registry: %v", ref, err)
-	}
-}
+// ociConfig is the config of the images the test pushes.
+var ociConfig = v1.Config{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}
 
 // defaultImageKernel is the kernel OCI images boot when pulled without
 // --kernel: the catalog kernel of the configured default image.
@@ -281,7 +184,7 @@ func defaultImageKernel(t *testing.T, w *env) string {
 	var cfg struct {
 		Settings []struct{ Key, Value string }
 	}
-	if err := json.Unmarshal([]byte(w.must(t, "config", "show", "-o", "json")), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(w.Must(t, "config", "show", "-o", "json")), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	name := ""
@@ -290,7 +193,7 @@ func defaultImageKernel(t *testing.T, w *env) string {
 			name = s.Value
 		}
 	}
-	ic, err := imagecat.Load()
+	ic, err := catalog.LoadImages()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"banger/internal/rpc"
+	"banger/internal/testutil"
+	"banger/internal/testutil/ociregistry"
 )
 
 // TestDiskFull puts a state dir on a tmpfs with little room left and runs
@@ -19,35 +21,35 @@ import (
 // daemon and its store working.
 func TestDiskFull(t *testing.T) {
 	start(t)
-	needRoot(t)
+	testutil.NeedRoot(t, "mount a small tmpfs for the state dir")
 	e, err := newEnv(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.must(t, "-q", "kernel", "import", "--name", "k", kernelDeb)
-	e.stopDaemon()
+	e.Must(t, "-q", "kernel", "import", "--name", "k", kernelDeb)
+	e.StopDaemon()
 	// Move the state onto a tmpfs with 12 MiB to spare.
-	_, used := tree(e.state)
-	dbInfo, _ := os.Stat(e.state + "/banger.db")
+	_, used := tree(e.State)
+	dbInfo, _ := os.Stat(e.State + "/banger.db")
 	size := used + dbInfo.Size() + 12<<20
 	saved := t.TempDir() + "/state"
-	if out, err := exec.Command("cp", "-a", e.state, saved).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-a", e.State, saved).CombinedOutput(); err != nil {
 		t.Fatalf("copy the state dir: %v: %s", err, out)
 	}
-	os.RemoveAll(e.state)
-	os.MkdirAll(e.state, 0o700)
-	if err := syscall.Mount("tmpfs", e.state, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+	os.RemoveAll(e.State)
+	os.MkdirAll(e.State, 0o700)
+	if err := syscall.Mount("tmpfs", e.State, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
 		t.Skipf("cannot mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
-		e.stopDaemon()
-		syscall.Unmount(e.state, syscall.MNT_DETACH)
+		e.StopDaemon()
+		syscall.Unmount(e.State, syscall.MNT_DETACH)
 	})
-	if out, err := exec.Command("cp", "-a", saved+"/.", e.state).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-a", saved+"/.", e.State).CombinedOutput(); err != nil {
 		t.Fatalf("copy the state dir back: %v: %s", err, out)
 	}
-	reg := startRegistry(t)
-	ociRef := reg.push(t, "rel/full:1", bigLayerFiles(t))
+	reg := ociregistry.Start(t)
+	ociRef := push(t, reg, "rel/full:1", bigLayerFiles(t))
 	big := bigRootfs(t)
 	cases := []struct {
 		fault string
@@ -61,12 +63,12 @@ func TestDiskFull(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.fault, func(t *testing.T) {
 			if c.prep != nil {
-				e.must(t, c.prep...)
+				e.Must(t, c.prep...)
 			}
 			waitTrashGone(e)
-			before, _ := tree(e.state)
+			before, _ := tree(e.State)
 			id := startDetached(t, e, c.args)
-			out, _ := e.cli("op", "wait", id)
+			out, _ := e.CLI("op", "wait", id)
 			o := e.op(t, id)
 			survived := o.State == rpc.StateFailed
 			saw := o.Error
@@ -81,13 +83,13 @@ func TestDiskFull(t *testing.T) {
 				problems = append(problems, "the error does not say the disk is full")
 				survived = false
 			}
-			after, _ := tree(e.state)
+			after, _ := tree(e.State)
 			if left := newPaths(before, after); len(left) > 0 {
 				problems = append(problems, fmt.Sprintf("left behind: %v", left))
 				survived = false
 			}
 			lost := ""
-			if ls, code := e.cli("kernel", "ls"); code != 0 || !strings.Contains(ls, "k") {
+			if ls, code := e.CLI("kernel", "ls"); code != 0 || !strings.Contains(ls, "k") {
 				lost = "the store no longer answers: " + firstLine(ls)
 			}
 			if len(problems) > 0 {

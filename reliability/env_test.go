@@ -3,7 +3,6 @@
 package reliability
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,13 +18,14 @@ import (
 	"time"
 
 	"banger/internal/rpc"
+	"banger/internal/testutil/bangerenv"
 	"banger/internal/testutil/debkernel"
 )
 
 // env is one isolated banger installation: its own home, state and runtime
 // dirs, sharing the binaries built once for the suite.
 type env struct {
-	home, state, runtime string
+	*bangerenv.Env
 }
 
 var (
@@ -49,10 +48,11 @@ func TestMain(m *testing.M) {
 	func() {
 		defer func() {
 			if shared != nil {
-				shared.stopDaemon()
+				shared.StopDaemon()
 			}
 			for _, e := range allEnvs {
-				e.stopDaemon()
+				e.StopDaemon()
+				os.RemoveAll(e.Runtime)
 			}
 			os.RemoveAll(root)
 		}()
@@ -67,10 +67,8 @@ func TestMain(m *testing.M) {
 }
 
 func setup(root string) (string, error) {
-	for _, tool := range []string{"go", "mkfs.ext4"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return tool + " is not installed", nil
-		}
+	if r := bangerenv.Need("go", "mkfs.ext4"); r != "" {
+		return r, nil
 	}
 	deb, skip := debkernel.Deb()
 	if skip != "" {
@@ -78,16 +76,8 @@ func setup(root string) (string, error) {
 	}
 	kernelDeb = deb
 	binDir = filepath.Join(root, "bin")
-	for _, b := range []struct{ name, pkg, cgo string }{
-		{"banger", "banger/cmd/banger", "1"},
-		{"bangerd", "banger/cmd/bangerd", "1"},
-		{"banger-vsock-agent", "banger/cmd/banger-vsock-agent", "0"},
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.name), b.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("build %s: %v\n%s", b.name, err, out)
-		}
+	if err := bangerenv.Build(binDir); err != nil {
+		return "", err
 	}
 	// A small but real root filesystem: registering it must pass every
 	// check banger makes of a root disk.
@@ -109,10 +99,10 @@ func setup(root string) (string, error) {
 		return "", err
 	}
 	shared = e
-	if out, code := e.cli("-q", "kernel", "import", "--name", "k", kernelDeb); code != 0 {
+	if out, code := e.CLI("-q", "kernel", "import", "--name", "k", kernelDeb); code != 0 {
 		return "", fmt.Errorf("kernel import: %s", out)
 	}
-	if out, code := e.cli("image", "register", "img", "--rootfs", smallImage, "--kernel", "k"); code != 0 {
+	if out, code := e.CLI("image", "register", "img", "--rootfs", smallImage, "--kernel", "k"); code != 0 {
 		return "", fmt.Errorf("image register: %s", out)
 	}
 	return "", nil
@@ -124,119 +114,46 @@ var (
 )
 
 // newEnv makes an env under dir (the runtime dir gets a short path of its
-// own: it holds Unix sockets).
+// own: it holds Unix sockets; TestMain removes it with the env).
 func newEnv(dir string) (*env, error) {
 	run, err := os.MkdirTemp("", "bgr")
 	if err != nil {
 		return nil, err
 	}
-	e := &env{home: filepath.Join(dir, "home"), runtime: run}
-	e.state = filepath.Join(e.home, ".local", "state", "banger")
-	cfg := filepath.Join(e.home, ".config", "banger")
-	if err := os.MkdirAll(cfg, 0o700); err != nil {
+	be, err := bangerenv.New(binDir, filepath.Join(dir, "home"), run, baseConfig)
+	if err != nil {
+		os.RemoveAll(run)
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(cfg, "config.toml"), []byte(baseConfig), 0o600); err != nil {
-		return nil, err
-	}
+	be.ExtraEnv = []string{"BANGER_AGENT_BIN=" + filepath.Join(binDir, "banger-vsock-agent")}
+	be.Timeout = 5 * time.Minute
+	e := &env{be}
 	envMu.Lock()
 	allEnvs = append(allEnvs, e)
 	envMu.Unlock()
 	return e, nil
 }
 
-func (e *env) environ() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "BANGER_CONFIG":
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, "HOME="+e.home, "XDG_RUNTIME_DIR="+e.runtime, "NO_COLOR=1",
-		"BANGER_AGENT_BIN="+filepath.Join(binDir, "banger-vsock-agent"))
-}
-
-// cli runs banger and returns its combined output and exit code.
-func (e *env) cli(args ...string) (string, int) {
-	stdout, stderr, code := e.cliSplit(args...)
-	return stdout + stderr, code
-}
-
-// cliSplit runs banger and returns its stdout, stderr and exit code.
-func (e *env) cliSplit(args ...string) (string, string, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "banger"), args...)
-	cmd.Env = e.environ()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
-		stderr.WriteString(err.Error())
-	}
-	return stdout.String(), stderr.String(), code
-}
-
-func (e *env) must(t *testing.T, args ...string) string {
-	t.Helper()
-	out, code := e.cli(args...)
-	if code != 0 {
-		t.Fatalf("banger %s: exit %d\n%s", strings.Join(args, " "), code, out)
-	}
-	return out
-}
-
-func (e *env) socket() string { return filepath.Join(e.runtime, "banger", "bangerd.sock") }
-
-func (e *env) daemonPID() int {
-	b, _ := os.ReadFile(filepath.Join(e.state, "bangerd.lock"))
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}
-
-func (e *env) stopDaemon() {
-	pid := e.daemonPID()
-	e.cli("daemon", "stop")
-	waitGone(pid)
-}
+func (e *env) socket() string { return filepath.Join(e.Runtime, "banger", "bangerd.sock") }
 
 // kill SIGKILLs bangerd and waits until it is gone.
 func (e *env) kill(t *testing.T) {
 	t.Helper()
-	pid := e.daemonPID()
+	pid := e.DaemonPID()
 	if pid <= 0 {
 		t.Fatal("no bangerd pid in the lock file")
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill bangerd %d: %v", pid, err)
 	}
-	waitGone(pid)
-}
-
-func waitGone(pid int) {
-	for i := 0; i < 1000 && pid > 0; i++ {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	bangerenv.WaitGone(pid)
 }
 
 // op returns the operation's record.
 func (e *env) op(t *testing.T, id string) rpc.Operation {
 	t.Helper()
 	var o rpc.Operation
-	out, stderr, code := e.cliSplit("op", "show", id, "-o", "json")
+	out, stderr, code := e.CLISplit(nil, "op", "show", id, "-o", "json")
 	if code != 0 {
 		t.Fatalf("op show %s: exit %d: %s\ndaemon log:\n%s", id, code, stderr, e.logTail())
 	}
@@ -248,7 +165,7 @@ func (e *env) op(t *testing.T, id string) rpc.Operation {
 
 // logTail is the end of the daemon's log, for failure messages.
 func (e *env) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(e.state, "bangerd.log"))
+	b, _ := os.ReadFile(filepath.Join(e.State, "bangerd.log"))
 	if len(b) > 4096 {
 		b = b[len(b)-4096:]
 	}
@@ -319,35 +236,12 @@ func newPaths(before, after map[string]bool) []string {
 // working directory names dir.
 func strays(dir string) []string {
 	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
+	for _, p := range bangerenv.Processes(dir) {
+		if filepath.Base(p.Argv[0]) != "bangerd" {
+			out = append(out, p.String())
 		}
-		cmd, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		cwd, _ := os.Readlink(filepath.Join("/proc", ent.Name(), "cwd"))
-		if !bytes.Contains(cmd, []byte(dir)) && !strings.HasPrefix(cwd, dir) {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
-		if len(argv) > 0 && filepath.Base(argv[0]) == "bangerd" {
-			continue
-		}
-		if st, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat")); strings.Contains(string(st), ") Z ") {
-			continue
-		}
-		out = append(out, fmt.Sprintf("%d %s", pid, strings.Join(argv, " ")))
 	}
 	return out
-}
-
-// need skips unless running as root (mounts, chattr) and the tools exist.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts and immutable files)")
-	}
 }
 
 func start(t *testing.T) *env {

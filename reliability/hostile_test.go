@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"banger/internal/testutil/ociregistry"
 )
 
 // TestHostileRegisteredFiles registers files that are not disk images as
@@ -36,21 +38,21 @@ func TestHostileRegisteredFiles(t *testing.T) {
 	}
 	for i, c := range cases {
 		name := fmt.Sprintf("hostile-%d", i)
-		out, code := e.cli("image", "register", name, "--rootfs", c.path, "--kernel", "k")
-		ls, _ := e.cli("image", "ls")
+		out, code := e.CLI("image", "register", name, "--rootfs", c.path, "--kernel", "k")
+		ls, _ := e.CLI("image", "ls")
 		survived := code != 0 && !strings.Contains(ls, name)
 		if code == 0 {
 			out = "accepted: " + out
-			e.cli("image", "rm", name)
+			e.CLI("image", "rm", name)
 		}
 		record(t, result{area: "hostile input", fault: "image register --rootfs " + c.fault, survived: survived, saw: out})
 	}
 	// Without a kernel, register must decide now (the default image's
 	// kernel, here "k"), not leave vm create to refuse it later.
-	out, code := e.cli("image", "register", "nokernel", "--rootfs", smallImage)
+	out, code := e.CLI("image", "register", "nokernel", "--rootfs", smallImage)
 	if code == 0 {
-		insp, _ := e.cli("image", "inspect", "nokernel")
-		e.cli("image", "rm", "nokernel")
+		insp, _ := e.CLI("image", "inspect", "nokernel")
+		e.CLI("image", "rm", "nokernel")
 		decided := strings.Contains(insp, "kernel") && strings.Contains(insp, " k\n")
 		record(t, result{area: "hostile input", fault: "image register without --kernel", survived: decided,
 			saw: "registered with the default image's kernel: " + strings.Join(strings.Fields(grepLine(insp, "kernel")), " ")})
@@ -65,14 +67,14 @@ func TestHostileNames(t *testing.T) {
 	e := start(t)
 	names := []string{"../../etc", "a/b", "a..b", ".hidden", strings.Repeat("a", 300), "UPPER", "naïve", "-rf", "with space", "a\nb", "a;reboot"}
 	for _, n := range names {
-		before, _ := tree(e.state)
-		out, code := e.cli("vm", "create", "img", "--name="+n)
-		after, _ := tree(e.state)
+		before, _ := tree(e.State)
+		out, code := e.CLI("vm", "create", "img", "--name="+n)
+		after, _ := tree(e.State)
 		left := newPaths(before, after)
 		survived := code != 0 && len(left) == 0
 		if code == 0 {
 			out = "accepted: " + out
-			e.cli("vm", "rm", "-f", n)
+			e.CLI("vm", "rm", "-f", n)
 		}
 		record(t, result{area: "hostile input", fault: fmt.Sprintf("vm create --name %q", shorten(n)), survived: survived, saw: out})
 	}
@@ -100,37 +102,37 @@ func shorten(s string) string {
 // appear on the host.
 func TestHostileLayers(t *testing.T) {
 	e := start(t)
-	reg := startRegistry(t)
+	reg := ociregistry.Start(t)
 	var nonce [6]byte
 	rand.Read(nonce[:])
 	target := fmt.Sprintf("/tmp/banger-rel-pwned-%x", nonce)
 	rel := strings.Repeat("../", 12) + strings.TrimPrefix(target, "/")
-	base := []entry{dir("bin/"), file("bin/sh", []byte("#!/bin/sh\n"))}
+	base := []entry{ociregistry.Dir("bin/"), ociregistry.File("bin/sh", []byte("#!/bin/sh\n"))}
 	cases := []struct {
 		fault   string
 		entries []entry
 	}{
-		{"a ../ path to a host file", []entry{file(rel, []byte("pwned"))}},
-		{"an absolute path", []entry{file(target, []byte("pwned"))}},
+		{"a ../ path to a host file", []entry{ociregistry.File(rel, []byte("pwned"))}},
+		{"an absolute path", []entry{ociregistry.File(target, []byte("pwned"))}},
 		{"a symlink to / then a file through it", []entry{
-			{hdr: tar.Header{Name: "evil", Typeflag: tar.TypeSymlink, Linkname: "/", Mode: 0o777}},
-			file("evil"+target, []byte("pwned")),
+			{Hdr: tar.Header{Name: "evil", Typeflag: tar.TypeSymlink, Linkname: "/", Mode: 0o777}},
+			ociregistry.File("evil"+target, []byte("pwned")),
 		}},
 		{"a symlink to the parent then a file through it", []entry{
-			{hdr: tar.Header{Name: "up", Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("../", 12), Mode: 0o777}},
-			file("up"+target, []byte("pwned")),
+			{Hdr: tar.Header{Name: "up", Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("../", 12), Mode: 0o777}},
+			ociregistry.File("up"+target, []byte("pwned")),
 		}},
 		{"a hardlink to the host's /etc/passwd", []entry{
-			{hdr: tar.Header{Name: "passwd", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}},
+			{Hdr: tar.Header{Name: "passwd", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}},
 		}},
 		{"a hardlink out through ../", []entry{
-			{hdr: tar.Header{Name: "passwd2", Typeflag: tar.TypeLink, Linkname: strings.Repeat("../", 12) + "etc/passwd"}},
+			{Hdr: tar.Header{Name: "passwd2", Typeflag: tar.TypeLink, Linkname: strings.Repeat("../", 12) + "etc/passwd"}},
 		}},
 	}
 	for i, c := range cases {
-		ref := reg.push(t, fmt.Sprintf("rel/hostile%d:1", i), append(append([]entry{}, base...), c.entries...))
+		ref := push(t, reg, fmt.Sprintf("rel/hostile%d:1", i), append(append([]entry{}, base...), c.entries...))
 		id := startDetached(t, e, []string{"image", "pull", ref, "--insecure", "--name", fmt.Sprintf("hostile%d", i), "--kernel", "k"})
-		out, code := e.cli("op", "wait", id)
+		out, code := e.CLI("op", "wait", id)
 		if o := e.op(t, id); o.Error != "" {
 			out = o.Error
 		}
@@ -139,7 +141,7 @@ func TestHostileLayers(t *testing.T) {
 		saw := out
 		if code == 0 {
 			saw = "pulled, entry neutralised: " + firstLine(out)
-			e.cli("image", "rm", fmt.Sprintf("hostile%d", i))
+			e.CLI("image", "rm", fmt.Sprintf("hostile%d", i))
 		}
 		lost := ""
 		if !survived {

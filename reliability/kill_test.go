@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/rpc"
+	"banger/internal/testutil/ociregistry"
 )
 
 // opKind is one kind of long operation, started detached.
@@ -26,8 +27,8 @@ type opKind struct {
 }
 
 func opKinds(t *testing.T) []opKind {
-	reg := startRegistry(t)
-	ociRef := reg.push(t, "rel/big:1", bigLayerFiles(t))
+	reg := ociregistry.Start(t)
+	ociRef := push(t, reg, "rel/big:1", bigLayerFiles(t))
 	bigRoot := bigRootfs(t)
 	return []opKind{
 		{
@@ -35,32 +36,32 @@ func opKinds(t *testing.T) []opKind {
 			args:    []string{"kernel", "import", "--name", "kk", kernelDeb},
 			listed:  []string{"kernel", "ls"},
 			result:  "kk",
-			cleanup: func(e *env) { e.cli("kernel", "rm", "kk") },
+			cleanup: func(e *env) { e.CLI("kernel", "rm", "kk") },
 		},
 		{
 			name:    "image pull (OCI)",
 			args:    []string{"image", "pull", ociRef, "--insecure", "--name", "oci", "--kernel", "k"},
 			listed:  []string{"image", "ls"},
 			result:  "oci",
-			cleanup: func(e *env) { e.cli("image", "rm", "oci") },
+			cleanup: func(e *env) { e.CLI("image", "rm", "oci") },
 		},
 		{
 			name: "image promote",
 			prepare: func(t *testing.T, e *env) {
-				e.cli("image", "rm", "un")
-				e.must(t, "image", "register", "un", "--rootfs", bigRoot, "--kernel", "k")
+				e.CLI("image", "rm", "un")
+				e.Must(t, "image", "register", "un", "--rootfs", bigRoot, "--kernel", "k")
 			},
 			args:    []string{"image", "promote", "un"},
 			listed:  []string{"image", "ls"},
 			result:  "managed",
-			cleanup: func(e *env) { e.cli("image", "rm", "un") },
+			cleanup: func(e *env) { e.CLI("image", "rm", "un") },
 		},
 		{
 			name:    "vm create",
 			args:    []string{"vm", "create", "img", "--name", "cc", "--disk", "2GiB"},
 			listed:  []string{"vm", "ls"},
 			result:  "cc",
-			cleanup: func(e *env) { e.cli("vm", "rm", "-f", "cc") },
+			cleanup: func(e *env) { e.CLI("vm", "rm", "-f", "cc") },
 		},
 	}
 }
@@ -89,7 +90,7 @@ func writeRandom(t *testing.T, path string, n int) {
 // startDetached runs the command with --detach and returns the op id.
 func startDetached(t *testing.T, e *env, args []string) string {
 	t.Helper()
-	stdout, stderr, code := e.cliSplit(append(append([]string{}, args...), "--detach")...)
+	stdout, stderr, code := e.CLISplit(nil, append(append([]string{}, args...), "--detach")...)
 	out := strings.TrimSpace(stdout)
 	if code != 0 || !strings.HasPrefix(out, "op-") {
 		t.Fatalf("%v --detach: exit %d, printed %q\n%s", args, code, out, stderr)
@@ -160,7 +161,7 @@ func TestKillAtEveryPhase(t *testing.T) {
 			if k.prepare != nil {
 				k.prepare(t, e)
 			}
-			out, code := e.cli(append([]string{"-q"}, k.args...)...)
+			out, code := e.CLI(append([]string{"-q"}, k.args...)...)
 			k.cleanup(e)
 			if code != 0 {
 				t.Errorf("%s fails after the kills: %s", k.name, said(out))
@@ -175,7 +176,7 @@ func killInPhase(t *testing.T, e *env, k opKind, idx int, phase string) {
 		k.prepare(t, e)
 	}
 	waitTrashGone(e)
-	before, _ := tree(e.state)
+	before, _ := tree(e.State)
 	id := startDetached(t, e, k.args)
 	caught := ""
 	if idx == 0 {
@@ -213,12 +214,12 @@ func killInPhase(t *testing.T, e *env, k opKind, idx int, phase string) {
 	// Give the new daemon's sweep a moment, then look for leftovers.
 	time.Sleep(500 * time.Millisecond)
 	waitTrashGone(e)
-	if s := strays(e.state); len(s) > 0 {
+	if s := strays(e.State); len(s) > 0 {
 		survived = false
 		problems = append(problems, fmt.Sprintf("processes left: %v", s))
 	}
-	after, _ := tree(e.state)
-	listed, _ := e.cli(k.listed...)
+	after, _ := tree(e.State)
+	listed, _ := e.CLI(k.listed...)
 	finished := o.State == rpc.StateSucceeded
 	if left := newPaths(before, after); len(left) > 0 && !finished {
 		survived = false
@@ -242,7 +243,7 @@ func killInPhase(t *testing.T, e *env, k opKind, idx int, phase string) {
 // waitTrashGone waits (bounded) for background deletions to finish.
 func waitTrashGone(e *env) {
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		ents, _ := os.ReadDir(filepath.Join(e.state, "vms"))
+		ents, _ := os.ReadDir(filepath.Join(e.State, "vms"))
 		busy := false
 		for _, ent := range ents {
 			busy = busy || strings.HasPrefix(ent.Name(), ".trash-")

@@ -25,7 +25,7 @@ func TestParallelCreatesAndRemoves(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if out, code := e.cli(args(i)...); code != 0 {
+				if out, code := e.CLI(args(i)...); code != 0 {
 					errs[i] = fmt.Sprintf("%v: %s", args(i), firstLine(out))
 				}
 			}()
@@ -43,12 +43,12 @@ func TestParallelCreatesAndRemoves(t *testing.T) {
 		return []string{"-q", "vm", "create", "img", "--name", fmt.Sprintf("par-%02d", i)}
 	})
 	var vms []struct{ Name, ID, State string }
-	json.Unmarshal([]byte(e.must(t, "vm", "ls", "-o", "json")), &vms)
+	json.Unmarshal([]byte(e.Must(t, "vm", "ls", "-o", "json")), &vms)
 	count := 0
 	for _, v := range vms {
 		if strings.HasPrefix(v.Name, "par-") {
 			count++
-			if _, err := os.Stat(filepath.Join(e.state, "vms", v.ID)); err != nil {
+			if _, err := os.Stat(filepath.Join(e.State, "vms", v.ID)); err != nil {
 				failed = append(failed, v.Name+" has no directory")
 			}
 		}
@@ -58,11 +58,11 @@ func TestParallelCreatesAndRemoves(t *testing.T) {
 	}
 	failed = append(failed, run(func(i int) []string { return []string{"vm", "rm", fmt.Sprintf("par-%02d", i)} })...)
 	waitTrashGone(e)
-	out := e.must(t, "vm", "ls")
+	out := e.Must(t, "vm", "ls")
 	if strings.Contains(out, "par-") {
 		failed = append(failed, "VMs left after rm: "+out)
 	}
-	ents, _ := os.ReadDir(filepath.Join(e.state, "vms"))
+	ents, _ := os.ReadDir(filepath.Join(e.State, "vms"))
 	if len(ents) > 0 {
 		var names []string
 		for _, ent := range ents {

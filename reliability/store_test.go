@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/testutil"
 )
 
 // storeEnv is an env with one created VM, "keep", whose disk must survive
@@ -30,19 +32,19 @@ func newStoreEnv(t *testing.T) *storeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.must(t, "-q", "kernel", "import", "--name", "k", kernelDeb)
-	e.must(t, "image", "register", "img", "--rootfs", smallImage, "--kernel", "k")
-	e.must(t, "-q", "vm", "create", "img", "--name", "keep")
+	e.Must(t, "-q", "kernel", "import", "--name", "k", kernelDeb)
+	e.Must(t, "image", "register", "img", "--rootfs", smallImage, "--kernel", "k")
+	e.Must(t, "-q", "vm", "create", "img", "--name", "keep")
 	var v struct{ ID, Disk string }
-	if err := json.Unmarshal([]byte(e.must(t, "vm", "inspect", "keep", "-o", "json")), &v); err != nil {
+	if err := json.Unmarshal([]byte(e.Must(t, "vm", "inspect", "keep", "-o", "json")), &v); err != nil {
 		t.Fatal(err)
 	}
-	s := &storeEnv{env: e, vmDir: filepath.Join(e.state, "vms", v.ID)}
+	s := &storeEnv{env: e, vmDir: filepath.Join(e.State, "vms", v.ID)}
 	s.diskSum = s.sum(t)
 	if s.diskSum == "" {
 		t.Fatalf("the VM's directory %s holds no disk", s.vmDir)
 	}
-	t.Cleanup(e.stopDaemon)
+	t.Cleanup(e.StopDaemon)
 	return s
 }
 
@@ -70,12 +72,12 @@ func (s *storeEnv) sum(t *testing.T) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func (s *storeEnv) db() string { return filepath.Join(s.state, "banger.db") }
+func (s *storeEnv) db() string { return filepath.Join(s.State, "banger.db") }
 
 // saveDB stops the daemon and copies the store aside.
 func (s *storeEnv) saveDB(t *testing.T) string {
 	t.Helper()
-	s.stopDaemon()
+	s.StopDaemon()
 	saved := filepath.Join(t.TempDir(), "banger.db")
 	if out, err := exec.Command("cp", "-a", s.db(), saved).CombinedOutput(); err != nil {
 		t.Fatalf("copy the store: %v: %s", err, out)
@@ -87,7 +89,7 @@ func (s *storeEnv) saveDB(t *testing.T) string {
 // then be listed again, with its disk unchanged.
 func (s *storeEnv) restoreDB(t *testing.T, saved string) (lost string) {
 	t.Helper()
-	s.stopDaemon()
+	s.StopDaemon()
 	exec.Command("chattr", "-i", s.db()).Run()
 	for _, suffix := range []string{"-wal", "-shm"} {
 		os.Remove(s.db() + suffix)
@@ -95,7 +97,7 @@ func (s *storeEnv) restoreDB(t *testing.T, saved string) (lost string) {
 	if out, err := exec.Command("cp", "-a", saved, s.db()).CombinedOutput(); err != nil {
 		t.Fatalf("restore the store: %v: %s", err, out)
 	}
-	out, code := s.cli("vm", "ls")
+	out, code := s.CLI("vm", "ls")
 	switch {
 	case code != 0:
 		return "the store did not work again once restored: " + firstLine(out)
@@ -157,22 +159,22 @@ func TestStoreFaults(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.fault, func(t *testing.T) {
 			if c.root {
-				needRoot(t)
+				testutil.NeedRoot(t, "make files immutable (chattr +i)")
 			}
 			saved := s.saveDB(t)
 			if c.running {
-				s.must(t, "vm", "ls")
+				s.Must(t, "vm", "ls")
 			}
 			c.apply(t)
 			var saw string
 			if c.running {
 				// Destructive work after the fault, then a restart.
-				out, _ := s.cli("vm", "ls")
+				out, _ := s.CLI("vm", "ls")
 				saw = out
 				time.Sleep(200 * time.Millisecond)
-				s.stopDaemon()
+				s.StopDaemon()
 			}
-			out, code := s.cli("vm", "ls")
+			out, code := s.CLI("vm", "ls")
 			if saw == "" || code != 0 {
 				saw = out
 			}

@@ -30,7 +30,7 @@ options:
                         and the manifest date, e.g. 12-20250101)
   --work-seed FILE      also bundle FILE as work-seed.ext4
   --banger BIN          the banger CLI for --build (default build/bin/banger)
-  --catalog FILE        patch FILE instead of internal/imagecat/catalog.json
+  --catalog FILE        patch FILE instead of internal/catalog/images.json
   --url-prefix P        the bundle URL recorded is P<file> (default images/),
                         relative to catalog_base_url
   -h, --help            this text
@@ -43,7 +43,7 @@ EOF
 
 name=debian-bookworm rootfs="" build=0 version="" seed="" prefix=images/
 banger="$here/../build/bin/banger"
-catalog="$here/../internal/imagecat/catalog.json"
+catalog="$here/../internal/catalog/images.json"
 positional=()
 while [ $# -gt 0 ]; do
   case $1 in

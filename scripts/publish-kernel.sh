@@ -33,7 +33,7 @@ options:
   --description TEXT    description for a new catalog entry (required when
                         NAME is not in the catalog yet; ignored otherwise)
   --arch A              architecture of a new entry (default x86_64)
-  --catalog FILE        patch FILE instead of internal/kernelcat/catalog.json
+  --catalog FILE        patch FILE instead of internal/catalog/kernels.json
   --url-prefix P        the bundle URL recorded is P<file> (default kernels/),
                         relative to catalog_base_url
   -h, --help            this text
@@ -45,7 +45,7 @@ EOF
 }
 
 name="" outdir="" from="" release="" desc="" arch=x86_64 prefix=kernels/
-catalog="$here/../internal/kernelcat/catalog.json"
+catalog="$here/../internal/catalog/kernels.json"
 positional=()
 while [ $# -gt 0 ]; do
   case $1 in

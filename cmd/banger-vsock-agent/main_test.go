@@ -12,13 +12,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"banger/internal/guest/agentcmd"
 	"banger/internal/guest/boot"
 	"banger/internal/guest/client"
+	"banger/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -128,7 +129,7 @@ func testBoot(t *testing.T, bin string) {
 	os.WriteFile(cmdline, []byte("console=ttyS0 banger.hostname=vm1 banger.dns=10.0.0.1 banger.grow=0 "+
 		"banger.ip=10.0.0.2/24 banger.mtu=9 banger.ssh_key="+boot.EncodeSSHKey(key)+" banger.later=1\n"), 0o644)
 	var stdout, stderr bytes.Buffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root}, "boot")
+	cmd := agentCmd(bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root}, "boot")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("boot exited with %v (it must exit 0 even when duties fail)\nstderr: %s", err, stderr.String())
@@ -157,34 +158,52 @@ func testBoot(t *testing.T, bin string) {
 	}
 }
 
-func testServe(t *testing.T, bin, mode string) {
-	root := testRoot(t)
-	sock := filepath.Join(root, "agent.sock")
-	cmdline := filepath.Join(root, "cmdline")
-	os.WriteFile(cmdline, []byte("banger.grow=0 banger.dns=10.0.0.1\n"), 0o644)
-	var stderr syncBuffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, mode)
-	cmd.Stderr = &stderr
+// startAgent starts the binary with the test hooks set and args, and stops
+// it (SIGKILL) at the end of the test if it is still running. exited
+// receives Wait's result.
+func startAgent(t *testing.T, bin string, env map[string]string, args ...string) (cmd *exec.Cmd, exited chan error, stderr *testutil.SyncBuffer) {
+	t.Helper()
+	stderr = &testutil.SyncBuffer{}
+	cmd = agentCmd(bin, env, args...)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
+	exited = make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	defer func() {
+	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
 			<-exited
 		}
-	}()
+	})
+	return cmd, exited, stderr
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c := client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
-	var hello client.Hello
+// stopAgent sends SIGTERM and requires a clean exit before ctx ends.
+func stopAgent(ctx context.Context, t *testing.T, cmd *exec.Cmd, exited chan error, stderr *testutil.SyncBuffer) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("agent exited with %v after SIGTERM\nstderr: %s", err, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+}
+
+// untilAnswer calls try until it succeeds, failing the test when ctx ends
+// or the agent exits first.
+func untilAnswer(ctx context.Context, t *testing.T, sock string, exited chan error, stderr *testutil.SyncBuffer, try func() error) {
+	t.Helper()
 	for {
-		var err error
-		if hello, err = c.Hello(ctx); err == nil {
-			break
+		err := try()
+		if err == nil {
+			return
 		}
 		select {
 		case <-ctx.Done():
@@ -194,6 +213,20 @@ func testServe(t *testing.T, bin, mode string) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+func testServe(t *testing.T, bin, mode string) {
+	root := testRoot(t)
+	sock := filepath.Join(root, "agent.sock")
+	cmdline := filepath.Join(root, "cmdline")
+	os.WriteFile(cmdline, []byte("banger.grow=0 banger.dns=10.0.0.1\n"), 0o644)
+	cmd, exited, stderr := startAgent(t, bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, mode)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
+	var hello client.Hello
+	untilAnswer(ctx, t, sock, exited, stderr, func() (err error) { hello, err = c.Hello(ctx); return err })
 	if hello.Version != testVersion {
 		t.Errorf("hello version %q, want %q", hello.Version, testVersion)
 	}
@@ -237,17 +270,7 @@ func testServe(t *testing.T, bin, mode string) {
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("agent exited with %v after SIGTERM\nstderr: %s", err, stderr.String())
-		}
-	case <-ctx.Done():
-		t.Fatal("agent did not stop on SIGTERM")
-	}
+	stopAgent(ctx, t, cmd, exited, stderr)
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket %s left behind: %v", sock, err)
 	}
@@ -273,37 +296,13 @@ func testInit(t *testing.T, bin string) {
 	// The command records what resolv.conf held when it started, then
 	// stays up (as sshd would) until it is told to stop.
 	script := "cp " + filepath.Join(root, "etc", "resolv.conf") + " " + seen + "; echo $$ > " + pidFile + "; exec sleep 600"
-	var stderr syncBuffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, "init", "--", sh, "-c", script)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	cmd, exited, stderr := startAgent(t, bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, "init", "--", sh, "-c", script)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
 	var h client.HealthResult
-	for {
-		if h, err = c.Health(ctx); err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("agent never answered on %s: %v\nstderr: %s", sock, err, stderr.String())
-		case err := <-exited:
-			t.Fatalf("agent exited early: %v\nstderr: %s", err, stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	untilAnswer(ctx, t, sock, exited, stderr, func() (err error) { h, err = c.Health(ctx); return err })
 	if !h.Ready {
 		t.Error("init's first health answer says not ready: it did not wait for its boot duties")
 	}
@@ -323,17 +322,7 @@ func testInit(t *testing.T, bin string) {
 		t.Errorf("the command started before the boot duties were done: it saw resolv.conf = %q", data)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("agent exited with %v after SIGTERM\nstderr: %s", err, stderr.String())
-		}
-	case <-ctx.Done():
-		t.Fatal("agent did not stop on SIGTERM")
-	}
+	stopAgent(ctx, t, cmd, exited, stderr)
 	// The agent waited for its command, so it is gone, not a zombie.
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Errorf("the command after the boot duties (pid %d) still runs after the agent stopped", pid)
@@ -351,13 +340,7 @@ func testInitBadCommand(t *testing.T, bin string) {
 	cmdline := filepath.Join(root, "cmdline")
 	os.WriteFile(cmdline, []byte("banger.grow=0\n"), 0o644)
 	missing := filepath.Join(root, "no-such-sshd")
-	var stderr syncBuffer
-	cmd := agentCmd(bin, map[string]string{envTestCmdline: cmdline, envTestRoot: root, envTestListen: sock}, "init", "--", missing, "-D")
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	_, _, stderr := startAgent(t, bin, map[string]string{agentcmd.EnvTestCmdline: cmdline, agentcmd.EnvTestRoot: root, agentcmd.EnvTestListen: sock}, "init", "--", missing, "-D")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
@@ -379,23 +362,4 @@ func testInitBadCommand(t *testing.T, bin string) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd
-// and a reading test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"banger/internal/catalog"
-	"banger/internal/imagecat"
 	"banger/internal/rpc"
 )
 
@@ -29,7 +28,7 @@ func (a *app) firstRunNotice(ctx context.Context, image string) {
 		}
 		image = l.Config.DefaultImageName
 	}
-	cat, err := imagecat.Load()
+	cat, err := catalog.LoadImages()
 	if err != nil {
 		return
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"banger/internal/daemon"
 	"banger/internal/daemon/opstate"
 	"banger/internal/rpc"
+	"banger/internal/testutil/bangerenv"
 )
 
 // testKinds are operations the test daemon can start directly, so scripts can
@@ -84,13 +84,10 @@ var agentBin = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "banger-vsock-agent")
-	cmd := exec.Command("go", "build", "-o", out, "banger/cmd/banger-vsock-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the agent: %v\n%s", err, b)
+	if err := bangerenv.Build(dir, bangerenv.Agent); err != nil {
+		return "", err
 	}
-	return out, nil
+	return filepath.Join(dir, bangerenv.Agent.Name), nil
 })
 
 func TestScripts(t *testing.T) {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,29 +11,14 @@ import (
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
+	"banger/internal/testutil/agenttest"
 )
 
 // workspaceAgent runs a real guest agent on a Unix socket and returns a
 // client for it.
 func workspaceAgent(t *testing.T) *client.Client {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "bws")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agent.Serve(ctx, ln, agent.Options{Protocol: 1, Version: "test", Logf: t.Logf}) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	sock := agenttest.Serve(t, agent.Options{Protocol: 1, Version: "test", Logf: t.Logf})
 	return client.New(client.NetOpener("unix", sock), client.Config{Version: "test"})
 }
 

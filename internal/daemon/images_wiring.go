@@ -13,18 +13,16 @@ import (
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/ociimage"
 	"banger/internal/guest/initrd"
-	"banger/internal/imagecat"
-	"banger/internal/kernelcat"
 )
 
 // wireImages gives the image manager its catalogs, local builders and OCI
 // importer.
 func wireImages(m *imagemgr.Manager, cfg config.Config, log *slog.Logger) error {
-	ic, err := imagecat.Load()
+	ic, err := catalog.LoadImages()
 	if err != nil {
 		return fmt.Errorf("load the image catalog: %w", err)
 	}
-	kc, err := kernelcat.Load()
+	kc, err := catalog.LoadKernels()
 	if err != nil {
 		return fmt.Errorf("load the kernel catalog: %w", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/testutil"
 )
 
 // fillOperations puts enough rows in the store to span many pages.
@@ -101,18 +103,7 @@ func asNobody(t *testing.T, dir string, env ...string) (child bool) {
 	if os.Geteuid() != 0 {
 		return true
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "store.test")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := testutil.CopyTestBinary(t, dir, "store.test")
 	for p := dir; p != "/" && p != "."; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err != nil {

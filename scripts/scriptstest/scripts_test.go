@@ -156,8 +156,8 @@ func guardRepoCatalogs(t *testing.T) {
 	t.Helper()
 	root := repoRoot(t)
 	paths := []string{
-		filepath.Join(root, "internal", "imagecat", "catalog.json"),
-		filepath.Join(root, "internal", "kernelcat", "catalog.json"),
+		filepath.Join(root, "internal", "catalog", "images.json"),
+		filepath.Join(root, "internal", "catalog", "kernels.json"),
 	}
 	before := map[string][]byte{}
 	for _, p := range paths {
@@ -259,7 +259,7 @@ func TestPublishKernelRoundTrip(t *testing.T) {
 	root := repoRoot(t)
 	kdir := fakeKernelDir(t, true)
 	cat := filepath.Join(t.TempDir(), "kernels.json")
-	copyFile(t, filepath.Join(root, "internal", "kernelcat", "catalog.json"), cat)
+	copyFile(t, filepath.Join(root, "internal", "catalog", "kernels.json"), cat)
 	out := t.TempDir()
 
 	p := parseReport(t, mustRun(t, "publish-kernel.sh", "debian-6.1-amd64", out, "--from-dir", kdir, "--catalog", cat).stdout)
@@ -312,7 +312,7 @@ func TestPublishKernelAddsMissingEntry(t *testing.T) {
 	guardRepoCatalogs(t)
 	kdir := fakeKernelDir(t, false)
 	cat := filepath.Join(t.TempDir(), "kernels.json")
-	copyFile(t, filepath.Join(repoRoot(t), "internal", "kernelcat", "catalog.json"), cat)
+	copyFile(t, filepath.Join(repoRoot(t), "internal", "catalog", "kernels.json"), cat)
 
 	p := parseReport(t, mustRun(t, "publish-kernel.sh", "fc-generic", t.TempDir(), "--from-dir", kdir,
 		"--release", "6.1.99", "--description", "Generic Firecracker kernel", "--catalog", cat).stdout)
@@ -344,7 +344,7 @@ func TestPublishKernelAddsMissingEntry(t *testing.T) {
 func TestPublishKernelBadInputChangesNothing(t *testing.T) {
 	needTools(t, "bash", "jq", "zstd", "tar")
 	guardRepoCatalogs(t)
-	orig, err := os.ReadFile(filepath.Join(repoRoot(t), "internal", "kernelcat", "catalog.json"))
+	orig, err := os.ReadFile(filepath.Join(repoRoot(t), "internal", "catalog", "kernels.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +425,7 @@ func TestPublishGoldenImageRoundTrip(t *testing.T) {
 	root := repoRoot(t)
 	rootfs := fakeRootfs(t)
 	cat := filepath.Join(t.TempDir(), "images.json")
-	copyFile(t, filepath.Join(root, "internal", "imagecat", "catalog.json"), cat)
+	copyFile(t, filepath.Join(root, "internal", "catalog", "images.json"), cat)
 	out := t.TempDir()
 
 	p := parseReport(t, mustRun(t, "publish-golden-image.sh", out, "--from-rootfs", rootfs, "--catalog", cat, "--version", "12-test").stdout)
@@ -473,7 +473,7 @@ func TestPublishGoldenImageRoundTrip(t *testing.T) {
 func TestPublishGoldenImageRefusesNonExt4(t *testing.T) {
 	needTools(t, "bash", "jq", "zstd", "tar", "od")
 	guardRepoCatalogs(t)
-	orig, err := os.ReadFile(filepath.Join(repoRoot(t), "internal", "imagecat", "catalog.json"))
+	orig, err := os.ReadFile(filepath.Join(repoRoot(t), "internal", "catalog", "images.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"testing"
 
-	"banger/internal/imagecat"
+	"banger/internal/catalog"
 	"banger/internal/progress"
 )
 
@@ -75,7 +75,7 @@ func init() {
 		return
 	}
 	err := func() error {
-		cat, err := imagecat.Load()
+		cat, err := catalog.LoadImages()
 		if err != nil {
 			return err
 		}
@@ -187,7 +187,7 @@ func TestBuildWithoutRoot(t *testing.T) {
 	if err := os.Mkdir(rootDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cat, err := imagecat.Load()
+	cat, err := catalog.LoadImages()
 	if err != nil {
 		t.Fatal(err)
 	}

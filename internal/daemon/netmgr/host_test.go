@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"banger/internal/daemon/privops"
+	"banger/internal/testutil/netnstest"
 )
 
 func TestTableFor(t *testing.T) {
@@ -104,8 +105,8 @@ func alias(t *testing.T, h *netlink.Handle, name string) string {
 // made them; another uid's view can neither use nor remove them.
 func TestHostOwnership(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
-	h := handleAt(t, ns)
+	ns := netnstest.New(t)
+	h := netnstest.Handle(t, ns)
 	host := newHost(t, ns)
 	ctx := context.Background()
 	empty := snapshot(t, ns, false)
@@ -256,7 +257,7 @@ func publishRules(t *testing.T, ns netns.NsHandle, n privops.NetSpec) []string {
 
 func TestHostPublishIsTheUIDs(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	host := newHost(t, ns)
 	ctx := context.Background()
 	a, b := host.As(1000, 1000), host.As(2000, 2000)
@@ -327,7 +328,7 @@ func TestHostPublishIsTheUIDs(t *testing.T) {
 // user's do neither.
 func TestHostUnpublishLegacyRule(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	host := newHost(t, ns)
 	ctx := context.Background()
 	a := host.As(0, 0)
@@ -391,7 +392,7 @@ func TestHostUnpublishLegacyRule(t *testing.T) {
 // by every call, with nothing changed.
 func TestHostRefusesBadSpecs(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	host := newHost(t, ns)
 	ctx := context.Background()
 	before := snapshot(t, ns, true)
@@ -446,7 +447,7 @@ func TestHostRefusesBadSpecs(t *testing.T) {
 // (two users' bridges) cannot publish the same host port.
 func TestPublishRefusesPortOfAnotherNetwork(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	h, err := NewHost(InNetNS(ns))
 	if err != nil {
 		t.Fatal(err)
@@ -472,7 +473,7 @@ func TestPublishRefusesPortOfAnotherNetwork(t *testing.T) {
 // not taken over by a VM's DNAT rule.
 func TestPublishRefusesAListeningPort(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	host := newHost(t, ns)
 	ctx := context.Background()
 	n := hostNet("bghost0", "10.200.7.0/24")

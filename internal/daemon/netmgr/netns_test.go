@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"banger/internal/testutil"
+	"banger/internal/testutil/netnstest"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -22,81 +24,12 @@ import (
 // These tests build everything inside network namespaces they create, so
 // the host's own network is never touched.
 
+// needRoot skips unless the test may build bridges, taps and nftables
+// rules in a namespace of its own.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces, bridges, taps and nftables rules")
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("needs /dev/net/tun: %v", err)
-	}
-}
-
-// newNS creates a network namespace with its loopback up and returns a
-// handle to it, closed when the test ends. The calling thread's namespace
-// is left as it was.
-func newNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	type res struct {
-		ns  netns.NsHandle
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			c <- res{-1, err}
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			runtime.UnlockOSThread()
-			c <- res{-1, err}
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			c <- res{ns, err} // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		c <- res{ns, nil}
-	}()
-	r := <-c
-	if r.err != nil {
-		if r.ns >= 0 {
-			r.ns.Close()
-		}
-		t.Skipf("cannot create a network namespace: %v", r.err)
-	}
-	t.Cleanup(func() { r.ns.Close() })
-	// A new namespace takes ip_forward from the host's (or, with
-	// net.core.devconf_inherit_init_net, from elsewhere): start every
-	// test from 0, whatever the host says.
-	if err := runIn(r.ns, func() error { _, err := setSysctl(forwardKey, "0"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	h := handleAt(t, r.ns)
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
-	return r.ns
-}
-
-func handleAt(t *testing.T, ns netns.NsHandle) *netlink.Handle {
-	t.Helper()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	return h
+	testutil.NeedRoot(t, "create network namespaces, bridges, taps and nftables rules")
+	testutil.NeedPath(t, "/dev/net/tun", "to create taps")
 }
 
 func newManager(t *testing.T, ns netns.NsHandle, l Leases, opts ...Option) *Manager {
@@ -117,7 +50,7 @@ func newManager(t *testing.T, ns netns.NsHandle, l Leases, opts ...Option) *Mana
 // re-added.
 func snapshot(t *testing.T, ns netns.NsHandle, withHandles bool) string {
 	t.Helper()
-	h := handleAt(t, ns)
+	h := netnstest.Handle(t, ns)
 	var b strings.Builder
 	links, err := h.LinkList()
 	if err != nil {
@@ -179,7 +112,7 @@ func snapshot(t *testing.T, ns netns.NsHandle, withHandles bool) string {
 
 func TestEnsureIdempotentAndRepairs(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	m := newManager(t, ns, NewMemLeases())
 	ctx := context.Background()
 	before := snapshot(t, ns, true)
@@ -208,7 +141,7 @@ func TestEnsureIdempotentAndRepairs(t *testing.T) {
 	}
 
 	// Damage it: bridge down, gateway address gone, masquerade rule gone.
-	h := handleAt(t, ns)
+	h := netnstest.Handle(t, ns)
 	br, _ := h.LinkByName("bgtest0")
 	h.LinkSetDown(br)
 	addrs, _ := h.AddrList(br, netlink.FAMILY_V4)
@@ -235,7 +168,7 @@ func TestEnsureIdempotentAndRepairs(t *testing.T) {
 
 func TestAttachFiftyConcurrentlyThenTeardown(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	leases := NewMemLeases()
 	m := newManager(t, ns, leases, WithTapOwner(1234, 4321))
 	ctx := context.Background()
@@ -276,7 +209,7 @@ func TestAttachFiftyConcurrentlyThenTeardown(t *testing.T) {
 			t.Errorf("VM %d: tap %q mac %v", i, a.Tap, a.MAC)
 		}
 	}
-	h := handleAt(t, ns)
+	h := netnstest.Handle(t, ns)
 	br, err := h.LinkByName("bgtest0")
 	if err != nil {
 		t.Fatal(err)
@@ -348,7 +281,7 @@ func TestAttachFiftyConcurrentlyThenTeardown(t *testing.T) {
 
 func TestAttachBadInputChangesNothing(t *testing.T) {
 	needRoot(t)
-	ns := newNS(t)
+	ns := netnstest.New(t)
 	leases := NewMemLeases()
 	m := newManager(t, ns, leases)
 	before := snapshot(t, ns, true)
@@ -392,7 +325,7 @@ func veth(t *testing.T, h *netlink.Handle, here string, peerNS netns.NsHandle, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	hp := handleAt(t, peerNS)
+	hp := netnstest.Handle(t, peerNS)
 	b, err := hp.LinkByName(there)
 	if err != nil {
 		t.Fatal(err)
@@ -475,10 +408,10 @@ func ask(ns netns.NsHandle, addr string) (string, error) {
 // into the bridge by a veth (standing in for a tap) with the leased address.
 func TestNATAndPublish(t *testing.T) {
 	needRoot(t)
-	host, outside, vm := newNS(t), newNS(t), newNS(t)
+	host, outside, vm := netnstest.New(t), netnstest.New(t), netnstest.New(t)
 	ctx := context.Background()
 	m := newManager(t, host, NewMemLeases())
-	hh, ho, hv := handleAt(t, host), handleAt(t, outside), handleAt(t, vm)
+	hh, ho, hv := netnstest.Handle(t, host), netnstest.Handle(t, outside), netnstest.Handle(t, vm)
 
 	out0, out1 := veth(t, hh, "out0", outside, "out1")
 	if err := hh.AddrAdd(out0, mustPrefix("198.51.100.1/24")); err != nil {
@@ -640,7 +573,7 @@ func TestNATAndPublish(t *testing.T) {
 // responder on the gateway's DNSPort.
 func TestDNSRedirect(t *testing.T) {
 	needRoot(t)
-	host, vm := newNS(t), newNS(t)
+	host, vm := netnstest.New(t), netnstest.New(t)
 	ctx := context.Background()
 	l := NewMemLeases()
 	m, err := New(Config{Bridge: "bgtest0", DNSPort: 10053}, l, WithNetNS(host))
@@ -648,7 +581,7 @@ func TestDNSRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	hh, hv := handleAt(t, host), handleAt(t, vm)
+	hh, hv := netnstest.Handle(t, host), netnstest.Handle(t, vm)
 	att, err := m.Attach(ctx, "vm1")
 	if err != nil {
 		t.Fatal(err)

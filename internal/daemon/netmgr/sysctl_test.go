@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"banger/internal/testutil/netnstest"
+
 	"github.com/vishvananda/netns"
 )
 
@@ -56,7 +58,7 @@ func TestIPForwardPutBack(t *testing.T) {
 	na, nb := hostNet("bgfwd0", "10.200.21.0/24"), hostNet("bgfwd1", "10.200.22.0/24")
 
 	t.Run("off before: back off after the last user's bridge", func(t *testing.T) {
-		ns, dir := newNS(t), t.TempDir()
+		ns, dir := netnstest.New(t), t.TempDir()
 		host := sysctlHost(t, ns, dir)
 		a, b := host.As(1000, 1000), host.As(2000, 2000)
 		if err := a.EnsureNetwork(ctx, na); err != nil {
@@ -100,7 +102,7 @@ func TestIPForwardPutBack(t *testing.T) {
 	})
 
 	t.Run("on before: left on", func(t *testing.T) {
-		ns, dir := newNS(t), t.TempDir()
+		ns, dir := netnstest.New(t), t.TempDir()
 		setForwardIn(t, ns, "1")
 		host := sysctlHost(t, ns, dir)
 		if err := host.EnsureNetwork(ctx, na); err != nil {
@@ -118,7 +120,7 @@ func TestIPForwardPutBack(t *testing.T) {
 	})
 
 	t.Run("turned off by someone else meanwhile: left off", func(t *testing.T) {
-		ns, dir := newNS(t), t.TempDir()
+		ns, dir := netnstest.New(t), t.TempDir()
 		host := sysctlHost(t, ns, dir)
 		if err := host.EnsureNetwork(ctx, na); err != nil {
 			t.Fatal(err)
@@ -133,7 +135,7 @@ func TestIPForwardPutBack(t *testing.T) {
 	})
 
 	t.Run("memory of another namespace or boot is not used", func(t *testing.T) {
-		ns, dir := newNS(t), t.TempDir()
+		ns, dir := netnstest.New(t), t.TempDir()
 		setForwardIn(t, ns, "1")
 		host := sysctlHost(t, ns, dir)
 		id, err := host.nsIdentity()
@@ -158,7 +160,7 @@ func TestIPForwardPutBack(t *testing.T) {
 	})
 
 	t.Run("no memory, no change", func(t *testing.T) {
-		ns := newNS(t)
+		ns := netnstest.New(t)
 		file := filepath.Join(t.TempDir(), "file")
 		os.WriteFile(file, nil, 0o644)
 		host := sysctlHost(t, ns, filepath.Join(file, "sysctl"))

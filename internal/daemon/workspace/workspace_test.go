@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/daemon/workspace"
+	"banger/internal/testutil"
 )
 
 // sparseImage writes a 64 MiB file with three small data extents.
@@ -139,9 +140,7 @@ func TestUnknownStrategy(t *testing.T) {
 // TestReflinkOnBtrfs clones on a real btrfs filesystem in a loop-mounted
 // image, where auto must pick reflink and share the blocks.
 func TestReflinkOnBtrfs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a btrfs image needs root")
-	}
+	testutil.NeedRoot(t, "mount a btrfs image")
 	mkfs, err := exec.LookPath("mkfs.btrfs")
 	if err != nil {
 		t.Skip("mkfs.btrfs is not installed (apt-get install btrfs-progs)")

@@ -55,14 +55,6 @@ func TestFindSerialPort(t *testing.T) {
 	}
 }
 
-func TestListenVsock(t *testing.T) {
-	ln, err := ListenVsock(proto.DefaultPort + 7)
-	if err != nil {
-		t.Skipf("no AF_VSOCK here: %v", err)
-	}
-	ln.Close()
-}
-
 func TestBuildEnvOverridesBase(t *testing.T) {
 	env := buildEnv(identity{name: "u", home: "/home/u", shell: "/bin/bash"}, proto.ExecRequest{PTY: true, Env: []string{"PATH=/x", "A=1", "A=2"}})
 	want := map[string]string{"PATH": "/x", "HOME": "/home/u", "USER": "u", "SHELL": "/bin/bash", "TERM": "xterm-256color", "A": "2"}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"banger/internal/testutil"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -230,9 +232,7 @@ func TestApplyHostnameFilesWithHook(t *testing.T) {
 }
 
 func TestApplyHostnameInUTSNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to unshare a UTS namespace")
-	}
+	testutil.NeedRoot(t, "unshare a UTS namespace")
 	env := testEnv(t)
 	env.SetHostname = nil // the real unix.Sethostname, inside the namespace
 	type result struct {

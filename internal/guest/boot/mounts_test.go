@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 
+	"banger/internal/testutil"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -91,9 +93,7 @@ func mountsChild(root string) {
 }
 
 func TestMountBasics(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root (run the tests as root to cover MountBasics)")
-	}
+	testutil.NeedRoot(t, "mount")
 	root := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envMountsChild+"="+root)

@@ -7,57 +7,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
 
+	"banger/internal/testutil/netnstest"
+
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// newNetns makes a fresh network namespace and returns a netlink handle
-// into it.
-func newNetns(t *testing.T) *netlink.Handle {
-	t.Helper()
-	_, h := newNamespace(t)
-	return h
-}
-
-// newNamespace makes a fresh network namespace. It is created on a locked
-// thread that is never unlocked, so it never leaks into the test's other
-// goroutines; the returned handles keep it alive until cleanup.
-func newNamespace(t *testing.T) (netns.NsHandle, *netlink.Handle) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	type result struct {
-		ns  netns.NsHandle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := netns.New()
-		ch <- result{ns, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Skipf("cannot create a network namespace: %v", r.err)
-	}
-	h, err := netlink.NewHandleAt(r.ns)
-	if err != nil {
-		r.ns.Close()
-		t.Fatalf("netlink handle in the new namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		h.Close()
-		r.ns.Close()
-	})
-	return r.ns, h
-}
 
 // addLink adds an Ethernet-like link called name: a dummy, or a veth pair
 // when the dummy driver is missing. The veth's peer is moved into a
@@ -73,7 +31,7 @@ func addLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
 		if err != nil {
 			t.Fatal(err)
 		}
-		other, _ := newNamespace(t)
+		other := netnstest.New(t)
 		if err := h.LinkSetNsFd(peer, int(other)); err != nil {
 			t.Fatalf("move %s out of the way: %v", peerName, err)
 		}
@@ -131,7 +89,7 @@ func defaultRoutes(t *testing.T, h *netlink.Handle) []netlink.Route {
 }
 
 func TestApplyNetworkInNamespace(t *testing.T) {
-	h := newNetns(t)
+	h := netnstest.Handle(t, netnstest.New(t))
 	addLink(t, h, "eth0")
 	env := testEnv(t)
 	env.Netlink = h
@@ -185,7 +143,7 @@ func TestApplyNetworkInNamespace(t *testing.T) {
 }
 
 func TestApplyNetworkDefaultsAndReplaces(t *testing.T) {
-	h := newNetns(t)
+	h := netnstest.Handle(t, netnstest.New(t))
 	link := addLink(t, h, "ens3")
 	// Left over: the same IP with another prefix, an unrelated address,
 	// and a default route through another gateway.
@@ -234,7 +192,7 @@ func TestApplyNetworkDefaultsAndReplaces(t *testing.T) {
 }
 
 func TestApplyNetworkMissingInterfaceFailsAloneAndKeepsGoing(t *testing.T) {
-	h := newNetns(t)
+	h := netnstest.Handle(t, netnstest.New(t))
 	env := testEnv(t)
 	env.Netlink = h
 	env.LinkWait = 1 // give up at once

@@ -15,6 +15,7 @@ import (
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
+	"banger/internal/testutil"
 )
 
 // largeSize is the payload of BenchmarkCopyInLarge: 1 GiB.
@@ -58,7 +59,7 @@ func largeRawOpener(b *testing.B, kind string) client.OpenFunc {
 	var open client.OpenFunc
 	switch kind {
 	case "unix", "firecracker":
-		path := filepath.Join(shortDir(b), "sink.sock")
+		path := filepath.Join(testutil.ShortDir(b, "bgt"), "sink.sock")
 		l, err := net.Listen("unix", path)
 		if err != nil {
 			b.Fatal(err)

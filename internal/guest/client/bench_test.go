@@ -13,6 +13,7 @@ import (
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
+	"banger/internal/testutil"
 )
 
 const benchSize = 32 << 20
@@ -38,7 +39,7 @@ func sink(ln net.Listener) {
 func rawOpener(b *testing.B, kind string) client.OpenFunc {
 	switch kind {
 	case "unix":
-		path := filepath.Join(shortDir(b), "sink.sock")
+		path := filepath.Join(testutil.ShortDir(b, "bgt"), "sink.sock")
 		ln, err := net.Listen("unix", path)
 		if err != nil {
 			b.Fatal(err)

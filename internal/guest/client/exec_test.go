@@ -19,6 +19,8 @@ import (
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
+	"banger/internal/testutil"
+	"banger/internal/testutil/agenttest"
 )
 
 func sh(script string) client.ExecRequest {
@@ -97,7 +99,7 @@ func TestExecStdin(t *testing.T) {
 }
 
 func TestExecRequestDetails(t *testing.T) {
-	path := serveUnix(t, agent.Options{})
+	path := agenttest.Serve(t, agent.Options{})
 	c := client.New(client.NetOpener("unix", path), client.Config{})
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -123,9 +125,7 @@ func TestExecRequestDetails(t *testing.T) {
 		t.Error("empty argv accepted")
 	}
 
-	if os.Geteuid() != 0 {
-		t.Skip("switching users needs root")
-	}
+	testutil.NeedRoot(t, "switch users")
 	out.Reset()
 	req = client.ExecRequest{Argv: []string{"id", "-u"}, User: "nobody"}
 	if _, err := c.Exec(ctx, req, nil, &out, nil); err != nil {
@@ -137,7 +137,7 @@ func TestExecRequestDetails(t *testing.T) {
 }
 
 func TestExecContextCancelKillsCommand(t *testing.T) {
-	path := serveUnix(t, agent.Options{})
+	path := agenttest.Serve(t, agent.Options{})
 	c := client.New(client.NetOpener("unix", path), client.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	out := newNotifyWriter("\n")

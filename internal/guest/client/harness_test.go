@@ -13,40 +13,10 @@ import (
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
+	"banger/internal/testutil"
+	"banger/internal/testutil/agenttest"
 	"banger/internal/testutil/ptypair"
 )
-
-// shortDir returns a fresh directory with a short path: Unix socket paths
-// are limited to 108 bytes and t.TempDir() can exceed that.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "bgt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-// serveUnix runs an agent on a Unix socket until the test ends.
-func serveUnix(t testing.TB, opts agent.Options) string {
-	t.Helper()
-	path := filepath.Join(shortDir(t), "agent.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agent.Serve(ctx, ln, opts) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent.Serve: %v", err)
-		}
-	})
-	return path
-}
 
 // fakeFirecracker stands in for Firecracker's hybrid vsock: it accepts
 // connections on a Unix socket, expects "CONNECT <port>\n", answers
@@ -55,7 +25,7 @@ func serveUnix(t testing.TB, opts agent.Options) string {
 // nothing listens in the guest.
 func fakeFirecracker(t testing.TB, agentSock string, port string) string {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "fc.vsock")
+	path := filepath.Join(testutil.ShortDir(t, "bgt"), "fc.vsock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -168,10 +138,10 @@ type transport struct {
 
 var transports = []transport{
 	{"unix", func(t testing.TB, opts agent.Options) client.OpenFunc {
-		return client.NetOpener("unix", serveUnix(t, opts))
+		return client.NetOpener("unix", agenttest.Serve(t, opts))
 	}},
 	{"firecracker", func(t testing.TB, opts agent.Options) client.OpenFunc {
-		return client.FirecrackerOpener(fakeFirecracker(t, serveUnix(t, opts), "1024"), 1024)
+		return client.FirecrackerOpener(fakeFirecracker(t, agenttest.Serve(t, opts), "1024"), 1024)
 	}},
 	{"mux", func(t testing.TB, opts agent.Options) client.OpenFunc {
 		return serveMux(t, opts).Open

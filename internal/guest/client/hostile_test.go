@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,8 @@ import (
 
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
+	"banger/internal/testutil"
+	"banger/internal/testutil/treestate"
 )
 
 // hostileGuest stands in for a guest agent that answers every copy-out
@@ -32,7 +33,7 @@ func hostileGuest(t *testing.T, stream func() []byte) (client.OpenFunc, *[]strin
 // itself; when write fails, the stream ends without its eof frame.
 func hostileGuestWriting(t *testing.T, write func(w io.Writer) error) (client.OpenFunc, *[]string) {
 	t.Helper()
-	sock := filepath.Join(shortDir(t), "hostile.sock")
+	sock := filepath.Join(testutil.ShortDir(t, "bgt"), "hostile.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -113,53 +114,10 @@ func reg(name string) *tar.Header {
 	return &tar.Header{Name: name, Typeflag: tar.TypeReg, Size: 5}
 }
 
-// fileState is what tree records of one path.
-type fileState struct {
-	mode     fs.FileMode
-	uid, gid uint32
-	link     string
-	sum      [32]byte
-}
-
-// tree records every path under root with its mode, owner, link target
-// and contents, so that any change anywhere under root shows.
-func tree(t *testing.T, root string) map[string]fileState {
-	t.Helper()
-	out := map[string]fileState{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		s := fileState{mode: fi.Mode(), uid: st.Uid, gid: st.Gid}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			s.link, _ = os.Readlink(p)
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			s.sum = sha256.Sum256(b)
-		}
-		rel, _ := filepath.Rel(root, p)
-		out[rel] = s
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // diffTrees lists what changed between two trees, ignoring the paths
 // under allowed (relative to the root) and the modification of the
 // directory holding allowed.
-func diffTrees(before, after map[string]fileState, allowed string) []string {
+func diffTrees(before, after map[string]treestate.Entry, allowed string) []string {
 	var out []string
 	under := func(p string) bool {
 		return allowed != "" && (p == allowed || strings.HasPrefix(p, allowed+"/"))
@@ -274,7 +232,7 @@ func TestCopyOutFromHostileGuest(t *testing.T) {
 			stream := tc.stream(t, base)
 			open, asked := hostileGuest(t, func() []byte { return stream })
 			c := client.New(open, client.Config{Version: "test"})
-			before := tree(t, base)
+			before := treestate.Snapshot(t, base)
 			opts := client.CopyOutOptions{MaxEntries: tc.entries, Skipped: func(string, string) {}}
 			if tc.entries == -1 {
 				opts = client.CopyOutOptions{}
@@ -283,7 +241,7 @@ func TestCopyOutFromHostileGuest(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
-			if diff := diffTrees(before, tree(t, base), ""); len(diff) > 0 {
+			if diff := diffTrees(before, treestate.Snapshot(t, base), ""); len(diff) > 0 {
 				t.Errorf("the failed copy changed the tree:\n%s", strings.Join(diff, "\n"))
 			}
 			if len(*asked) != 1 || (*asked)[0] != "/root/wanted.txt" {
@@ -308,30 +266,30 @@ func TestCopyOutNeutralisesHostileEntries(t *testing.T) {
 	)
 	open, _ := hostileGuest(t, func() []byte { return stream })
 	c := client.New(open, client.Config{Version: "test"})
-	before := tree(t, base)
+	before := treestate.Snapshot(t, base)
 	var skipped []string
 	opts := client.CopyOutOptions{Skipped: func(name, what string) { skipped = append(skipped, name+" "+what) }}
 	if err := c.CopyOut(context.Background(), "/root/wanted.txt", home, opts); err != nil {
 		t.Fatal(err)
 	}
-	if diff := diffTrees(before, tree(t, base), "home/wanted.txt"); len(diff) > 0 {
+	if diff := diffTrees(before, treestate.Snapshot(t, base), "home/wanted.txt"); len(diff) > 0 {
 		t.Errorf("the copy changed more than home/wanted.txt:\n%s", strings.Join(diff, "\n"))
 	}
 	want := []string{"wanted.txt/sda block device", "wanted.txt/null character device", "wanted.txt/fifo FIFO"}
 	if fmt.Sprint(skipped) != fmt.Sprint(want) {
 		t.Errorf("skipped %q, want %q", skipped, want)
 	}
-	got := tree(t, filepath.Join(home, "wanted.txt"))
+	got := treestate.Snapshot(t, filepath.Join(home, "wanted.txt"))
 	if len(got) != 3 {
 		t.Errorf("home/wanted.txt holds %d entries, want the directory, suid and owned: %v", len(got), got)
 	}
 	me := uint32(os.Geteuid())
 	for p, s := range got {
-		if s.mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 || s.mode.Perm()&0o022 != 0 {
-			t.Errorf("%s: mode %v: setuid, setgid or group/world write survived", p, s.mode)
+		if s.Mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 || s.Mode.Perm()&0o022 != 0 {
+			t.Errorf("%s: mode %v: setuid, setgid or group/world write survived", p, s.Mode)
 		}
-		if s.uid != me {
-			t.Errorf("%s: owner %d, want %d (whoever copies)", p, s.uid, me)
+		if s.UID != me {
+			t.Errorf("%s: owner %d, want %d (whoever copies)", p, s.UID, me)
 		}
 	}
 }
@@ -368,12 +326,12 @@ func TestCopyOutRefusesExistingName(t *testing.T) {
 	stream := hdrs(t, reg("existing.txt"))
 	open, _ := hostileGuest(t, func() []byte { return stream })
 	c := client.New(open, client.Config{Version: "test"})
-	before := tree(t, base)
+	before := treestate.Snapshot(t, base)
 	err := c.CopyOut(context.Background(), "/root/existing.txt", home, client.CopyOutOptions{})
 	if err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("got %v, want a refusal", err)
 	}
-	if diff := diffTrees(before, tree(t, base), ""); len(diff) > 0 {
+	if diff := diffTrees(before, treestate.Snapshot(t, base), ""); len(diff) > 0 {
 		t.Errorf("the refused copy changed the tree:\n%s", strings.Join(diff, "\n"))
 	}
 
@@ -424,7 +382,7 @@ func TestCopyOutRefusesExistingName(t *testing.T) {
 // an endless file removes home/wanted.txt.
 func TestCopyOutCancelRemovesWhatItMade(t *testing.T) {
 	base, home := victimHome(t)
-	before := tree(t, base)
+	before := treestate.Snapshot(t, base)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	head := hdrs(t, &tar.Header{Name: "wanted.txt/", Typeflag: tar.TypeDir, Mode: 0o755}, reg("wanted.txt/first"))
@@ -453,7 +411,7 @@ func TestCopyOutCancelRemovesWhatItMade(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want the copy cancelled", err)
 	}
-	if diff := diffTrees(before, tree(t, base), ""); len(diff) > 0 {
+	if diff := diffTrees(before, treestate.Snapshot(t, base), ""); len(diff) > 0 {
 		t.Errorf("the cancelled copy left:\n%s", strings.Join(diff, "\n"))
 	}
 }

@@ -7,19 +7,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"banger/internal/guest/agent"
 	"banger/internal/guest/client"
 	"banger/internal/guest/proto"
+	"banger/internal/testutil"
+	"banger/internal/testutil/agenttest"
+	"banger/internal/testutil/treestate"
 )
 
 // makeTree builds a tree with what a copy must keep: modes, symlinks
@@ -48,42 +49,9 @@ func makeTree(t *testing.T) string {
 	return root
 }
 
-type meta struct {
-	mode     fs.FileMode
-	uid, gid uint32
-	link     string
-	size     int64
-}
-
-func describe(t *testing.T, root string) map[string]meta {
-	t.Helper()
-	out := map[string]meta{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		st := fi.Sys().(*syscall.Stat_t)
-		m := meta{mode: fi.Mode(), uid: st.Uid, gid: st.Gid}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			m.link, _ = os.Readlink(p)
-		} else if fi.Mode().IsRegular() {
-			m.size = fi.Size()
-		}
-		out[rel] = m
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameTree(t *testing.T, want, got map[string]meta) {
+// sameTree compares two snapshots, owners only as root, modification times
+// not at all.
+func sameTree(t *testing.T, want, got map[string]treestate.Entry) {
 	t.Helper()
 	if len(want) != len(got) {
 		t.Errorf("got %d entries, want %d", len(got), len(want))
@@ -91,8 +59,9 @@ func sameTree(t *testing.T, want, got map[string]meta) {
 	for p, w := range want {
 		g := got[p]
 		if os.Geteuid() != 0 {
-			g.uid, g.gid, w.uid, w.gid = 0, 0, 0, 0
+			g.UID, g.GID, w.UID, w.GID = 0, 0, 0, 0
 		}
+		g.MTime, w.MTime = 0, 0
 		if g != w {
 			t.Errorf("%s: got %+v, want %+v", p, g, w)
 		}
@@ -107,14 +76,14 @@ func TestCopyInAndOut(t *testing.T) {
 		if err := c.CopyIn(ctx, src, guestDir); err != nil {
 			t.Fatal(err)
 		}
-		want := describe(t, src)
-		sameTree(t, want, describe(t, filepath.Join(guestDir, "tree")))
+		want := treestate.Snapshot(t, src)
+		sameTree(t, want, treestate.Snapshot(t, filepath.Join(guestDir, "tree")))
 
 		hostDir := t.TempDir()
 		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree"), hostDir, client.CopyOutOptions{Preserve: true}); err != nil {
 			t.Fatal(err)
 		}
-		sameTree(t, want, describe(t, filepath.Join(hostDir, "tree")))
+		sameTree(t, want, treestate.Snapshot(t, filepath.Join(hostDir, "tree")))
 
 		// A single file and a missing source.
 		if err := c.CopyOut(ctx, filepath.Join(guestDir, "tree", "run.sh"), hostDir, client.CopyOutOptions{Preserve: true}); err != nil {
@@ -438,7 +407,7 @@ func TestHealthPowerAndClock(t *testing.T) {
 	})
 
 	// Without hooks the agent says the requests are not supported.
-	c := client.New(client.NetOpener("unix", serveUnix(t, agent.Options{})), client.Config{})
+	c := client.New(client.NetOpener("unix", agenttest.Serve(t, agent.Options{})), client.Config{})
 	for name, fn := range map[string]func() error{
 		"shutdown": func() error { return c.Shutdown(context.Background()) },
 		"reboot":   func() error { return c.Reboot(context.Background()) },
@@ -456,7 +425,7 @@ func TestHealthPowerAndClock(t *testing.T) {
 }
 
 func TestDialFirecrackerErrors(t *testing.T) {
-	agentSock := serveUnix(t, agent.Options{})
+	agentSock := agenttest.Serve(t, agent.Options{})
 	front := fakeFirecracker(t, agentSock, "1024")
 	ctx := context.Background()
 
@@ -466,12 +435,12 @@ func TestDialFirecrackerErrors(t *testing.T) {
 		t.Fatalf("wrong port: %v", err)
 	}
 	// No socket at all.
-	_, err = client.DialFirecracker(ctx, filepath.Join(shortDir(t), "none"), 1024)
+	_, err = client.DialFirecracker(ctx, filepath.Join(testutil.ShortDir(t, "bgt"), "none"), 1024)
 	if err == nil || !strings.Contains(err.Error(), "is the VM running") {
 		t.Fatalf("missing socket: %v", err)
 	}
 	// A front that answers something other than OK.
-	path := filepath.Join(shortDir(t), "bad.sock")
+	path := filepath.Join(testutil.ShortDir(t, "bgt"), "bad.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)

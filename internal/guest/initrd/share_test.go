@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"banger/internal/testutil"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -92,9 +94,7 @@ func FuzzParseGoBuildID(f *testing.F) {
 // root: a copy of this very binary gets the bind mount (read-only, and
 // running it runs this file's pages); a different program does not.
 func TestShareAgentLendsOnlyTheSameBuild(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to bind-mount")
-	}
+	testutil.NeedRoot(t, "bind-mount")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

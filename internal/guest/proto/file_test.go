@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/testutil"
 )
 
 // pattern returns n bytes that differ from one position to the next, so a
@@ -41,12 +43,7 @@ func unixPair(t *testing.T) (a, b *net.UnixConn) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "s")
 	if len(path) > 100 {
-		d, err := os.MkdirTemp("", "bgp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(d) })
-		path = filepath.Join(d, "s")
+		path = filepath.Join(testutil.ShortDir(t, "bgp"), "s")
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {

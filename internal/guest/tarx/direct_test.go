@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/testutil/treestate"
 )
 
 // fileWriter is a FileWriter over a buffer. before, when set, runs on the
@@ -237,7 +239,7 @@ func TestExtractFromFileSource(t *testing.T) {
 	if err := Extract(context.Background(), &fileSource{r: &buf, step: 4096}, dst, Options{Chown: isRoot, KeepSetid: true}); err != nil {
 		t.Fatal(err)
 	}
-	compare(t, snapshot(t, src), snapshot(t, filepath.Join(dst, "tree")), isRoot)
+	compare(t, treestate.Snapshot(t, src), treestate.Snapshot(t, filepath.Join(dst, "tree")), isRoot)
 }
 
 func TestExtractSparseFromFileSource(t *testing.T) {

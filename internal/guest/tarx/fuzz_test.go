@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/testutil/treestate"
 )
 
 // hostileSeeds are tar streams a hostile guest might send for a copy whose
@@ -90,7 +92,7 @@ func FuzzExtract(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		before := snapshot(t, base)
+		before := treestate.Snapshot(t, base)
 		err := Extract(context.Background(), bytes.NewReader(data), dst, Options{
 			Top: "top", Replace: replace, Skip: func(string, string) {}, MaxEntries: 200, MaxTrailer: 4096,
 		})
@@ -101,7 +103,7 @@ func FuzzExtract(f *testing.F) {
 			}
 			return nil
 		})
-		after := snapshot(t, base)
+		after := treestate.Snapshot(t, base)
 		for p, b := range before {
 			if strings.HasPrefix(p, filepath.Join("dst", "top")) {
 				continue
@@ -120,8 +122,8 @@ func FuzzExtract(f *testing.F) {
 			if err != nil && !replace {
 				t.Fatalf("%s left behind by a failed extraction: %v", p, err)
 			}
-			if a.mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
-				t.Fatalf("%s: mode %v", p, a.mode)
+			if a.Mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+				t.Fatalf("%s: mode %v", p, a.Mode)
 			}
 		}
 	})

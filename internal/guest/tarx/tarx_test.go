@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/testutil/treestate"
 )
 
 // makeTree builds a tree with the features a copy must keep.
@@ -44,47 +46,9 @@ func makeTree(t *testing.T, dir string) string {
 	return root
 }
 
-type entry struct {
-	mode     fs.FileMode
-	uid, gid uint32
-	link     string
-	data     string
-	mtime    int64
-}
-
-// snapshot describes a tree by relative path.
-func snapshot(t *testing.T, root string) map[string]entry {
-	t.Helper()
-	out := map[string]entry{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		st := fi.Sys().(*syscall.Stat_t)
-		e := entry{mode: fi.Mode(), uid: st.Uid, gid: st.Gid}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			e.link, _ = os.Readlink(p)
-		case fi.Mode().IsRegular():
-			b, _ := os.ReadFile(p)
-			e.data = string(b)
-			e.mtime = fi.ModTime().Unix()
-		}
-		out[rel] = e
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func compare(t *testing.T, want, got map[string]entry, owners bool) {
+// compare checks a copy against its source: every path with its mode, link,
+// contents and modification time, and owners when owners is set.
+func compare(t *testing.T, want, got map[string]treestate.Entry, owners bool) {
 	t.Helper()
 	for p, w := range want {
 		g, ok := got[p]
@@ -92,12 +56,12 @@ func compare(t *testing.T, want, got map[string]entry, owners bool) {
 			t.Errorf("%s missing", p)
 			continue
 		}
-		if g.mode != w.mode || g.link != w.link || g.data != w.data || g.mtime != w.mtime {
-			t.Errorf("%s: got mode %v link %q %d bytes mtime %d, want mode %v link %q %d bytes mtime %d",
-				p, g.mode, g.link, len(g.data), g.mtime, w.mode, w.link, len(w.data), w.mtime)
+		if g.Mode != w.Mode || g.Link != w.Link || g.Size != w.Size || g.Sum != w.Sum || g.MTime != w.MTime {
+			t.Errorf("%s: got mode %v link %q %d bytes mtime %d, want mode %v link %q %d bytes mtime %d (or other contents)",
+				p, g.Mode, g.Link, g.Size, g.MTime, w.Mode, w.Link, w.Size, w.MTime)
 		}
-		if owners && (g.uid != w.uid || g.gid != w.gid) {
-			t.Errorf("%s: owner %d:%d, want %d:%d", p, g.uid, g.gid, w.uid, w.gid)
+		if owners && (g.UID != w.UID || g.GID != w.GID) {
+			t.Errorf("%s: owner %d:%d, want %d:%d", p, g.UID, g.GID, w.UID, w.GID)
 		}
 	}
 	for p := range got {
@@ -118,7 +82,7 @@ func TestPackExtractRoundTrip(t *testing.T) {
 	if err := Extract(context.Background(), &buf, dst, Options{Chown: root, KeepSetid: true}); err != nil {
 		t.Fatal(err)
 	}
-	compare(t, snapshot(t, src), snapshot(t, filepath.Join(dst, "tree")), root)
+	compare(t, treestate.Snapshot(t, src), treestate.Snapshot(t, filepath.Join(dst, "tree")), root)
 	a, _ := os.Stat(filepath.Join(dst, "tree", "file.txt"))
 	b, _ := os.Stat(filepath.Join(dst, "tree", "sub", "hard"))
 	if !os.SameFile(a, b) {

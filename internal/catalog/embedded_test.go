@@ -1,16 +1,17 @@
-package imagecat
+package catalog
 
 import (
 	"strings"
 	"testing"
-
-	"banger/internal/kernelcat"
 )
 
-func TestLoadShipsDebianBookworm(t *testing.T) {
-	c, err := Load()
+func TestLoadImagesShipsDebianBookworm(t *testing.T) {
+	c, err := LoadImages()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.Kind() != Images {
+		t.Errorf("LoadImages gave a catalog of kind %q", c.Kind())
 	}
 	e, ok := c.Lookup("debian-bookworm")
 	if !ok {
@@ -32,13 +33,44 @@ func TestLoadShipsDebianBookworm(t *testing.T) {
 	}
 }
 
-// Every image must boot a kernel the kernel catalog has.
-func TestImageKernelsExist(t *testing.T) {
-	images, err := Load()
+func TestLoadKernelsShipsDebianKernel(t *testing.T) {
+	c, err := LoadKernels()
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernels, err := kernelcat.Load()
+	if c.Kind() != Kernels {
+		t.Errorf("LoadKernels gave a catalog of kind %q", c.Kind())
+	}
+	e, ok := c.Lookup("debian-6.1-amd64")
+	if !ok {
+		t.Fatal("debian-6.1-amd64 is not in the kernel catalog")
+	}
+	if e.Bundle != nil {
+		t.Errorf("debian-6.1-amd64 names a bundle (%+v), but none is published yet", e.Bundle)
+	}
+	if e.Build == nil || e.Build.Kind != "apt-kernel" || e.Build.Params["package"] != "linux-image-amd64" {
+		t.Errorf("debian-6.1-amd64 build recipe = %+v, want apt-kernel of linux-image-amd64", e.Build)
+	}
+}
+
+// Loading twice gives the same parsed catalog, not a second parse.
+func TestLoadIsOnce(t *testing.T) {
+	a, _ := LoadImages()
+	b, _ := LoadImages()
+	k1, _ := LoadKernels()
+	k2, _ := LoadKernels()
+	if a != b || k1 != k2 || a == nil || k1 == nil {
+		t.Errorf("LoadImages/LoadKernels parsed again: %p %p, %p %p", a, b, k1, k2)
+	}
+}
+
+// Every image must boot a kernel the kernel catalog has.
+func TestImageKernelsExist(t *testing.T) {
+	images, err := LoadImages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernels, err := LoadKernels()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,20 +90,12 @@ func isAMD64(a string) bool { return a == "x86_64" || a == "amd64" }
 
 // No catalog may name a real host: nothing is published yet, so every
 // bundle URL must be relative (resolved against catalog_base_url).
-func TestNoHostNamesInCatalogs(t *testing.T) {
-	for _, bad := range []string{"http://", "https://"} {
-		if strings.Contains(string(catalogJSON), bad) {
-			t.Errorf("image catalog contains %q", bad)
+func TestNoHostNamesInEmbeddedCatalogs(t *testing.T) {
+	for name, doc := range map[string][]byte{"images.json": imagesJSON, "kernels.json": kernelsJSON} {
+		for _, bad := range []string{"http://", "https://"} {
+			if strings.Contains(string(doc), bad) {
+				t.Errorf("%s contains %q", name, bad)
+			}
 		}
-	}
-}
-
-func TestResolveURLDelegates(t *testing.T) {
-	got, err := ResolveURL("file:///srv/cat", Bundle{URL: "images/x.tar.zst"})
-	if err != nil || got != "file:///srv/cat/images/x.tar.zst" {
-		t.Errorf("ResolveURL = %q, %v", got, err)
-	}
-	if _, err := ResolveURL("", Bundle{URL: "images/x.tar.zst"}); err == nil {
-		t.Error("relative URL with no base resolved")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package agentcmd
 
 import (
 	"context"
@@ -35,14 +35,14 @@ func runInit(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if os.Getenv(envTestRoot) == "" {
+	if os.Getenv(EnvTestRoot) == "" {
 		step := boot.MountBasics("/", boot.BasicMounts)
 		fmt.Println(strings.ReplaceAll(step.String(), "\n", "; "))
 		if step.Status == boot.StatusFailed {
 			logf("boot duty %s", step)
 		}
 	} else {
-		logf("%s is set: leaving the mounts alone", envTestRoot)
+		logf("%s is set: leaving the mounts alone", EnvTestRoot)
 	}
 	// The kernel command line is read once /proc is there.
 	st := readSettings()
