@@ -15,6 +15,7 @@ import (
 	"banger/internal/rpc"
 )
 
+// newVMCmd builds `banger vm` and its subcommands.
 func (a *app) newVMCmd() *cobra.Command {
 	return group("vm", "Create, run and manage microVMs",
 		a.newVMRunCmd(),
@@ -42,6 +43,7 @@ type vmFlags struct {
 	publish      []string
 }
 
+// add registers the sizing flags on cmd.
 func (f *vmFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.name, "name", "", "VM name (default: generated)")
@@ -52,6 +54,8 @@ func (f *vmFlags) add(cmd *cobra.Command) {
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port on the host, HOSTPORT:GUESTPORT (repeatable)")
 }
 
+// request builds the create request for image from the flags, checking
+// the -p values and parsing the sizes.
 func (f *vmFlags) request(image string, start bool) (rpc.CreateVMRequest, error) {
 	req := rpc.CreateVMRequest{Name: f.name, Image: image, VCPUs: f.cpus, VMM: f.vmm, Start: start, Publish: f.publish}
 	for _, p := range f.publish {
@@ -75,6 +79,7 @@ func (f *vmFlags) request(image string, start bool) (rpc.CreateVMRequest, error)
 	return req, nil
 }
 
+// getVM asks the daemon for the VM name.
 func (a *app) getVM(ctx context.Context, name string) (rpc.VM, error) {
 	c, err := a.daemon(ctx)
 	if err != nil {
@@ -85,6 +90,7 @@ func (a *app) getVM(ctx context.Context, name string) (rpc.VM, error) {
 	return v, err
 }
 
+// newVMCreateCmd builds `banger vm create`.
 func (a *app) newVMCreateCmd() *cobra.Command {
 	var f vmFlags
 	var detach bool
@@ -110,6 +116,7 @@ func (a *app) newVMCreateCmd() *cobra.Command {
 	return cmd
 }
 
+// firstOr returns args[0], or d when args is empty.
 func firstOr(args []string, d string) string {
 	if len(args) > 0 {
 		return args[0]
@@ -117,6 +124,7 @@ func firstOr(args []string, d string) string {
 	return d
 }
 
+// newVMStartCmd builds `banger vm start`.
 func (a *app) newVMStartCmd() *cobra.Command {
 	var vmm string
 	var detach bool
@@ -134,6 +142,7 @@ func (a *app) newVMStartCmd() *cobra.Command {
 	return cmd
 }
 
+// newVMStopCmd builds `banger vm stop`.
 func (a *app) newVMStopCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop NAME",
@@ -154,6 +163,7 @@ func (a *app) newVMStopCmd() *cobra.Command {
 	}
 }
 
+// newVMRestartCmd builds `banger vm restart`.
 func (a *app) newVMRestartCmd() *cobra.Command {
 	var detach bool
 	cmd := &cobra.Command{
@@ -169,6 +179,7 @@ func (a *app) newVMRestartCmd() *cobra.Command {
 	return cmd
 }
 
+// newVMRemoveCmd builds `banger vm rm`.
 func (a *app) newVMRemoveCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
@@ -203,6 +214,8 @@ func (a *app) newVMRemoveCmd() *cobra.Command {
 	return cmd
 }
 
+// newVMRunCmd builds `banger vm run`: create, start, then SSH or run a
+// command.
 func (a *app) newVMRunCmd() *cobra.Command {
 	var f vmFlags
 	var rm bool
@@ -272,6 +285,8 @@ VM afterwards.`,
 	return cmd
 }
 
+// removeQuietly force-removes the VM name (vm run --rm), only warning
+// when that fails.
 func (a *app) removeQuietly(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -30,6 +30,7 @@ func splitDash(cmd *cobra.Command, args []string) ([]string, []string) {
 	return args, nil
 }
 
+// newVMExecCmd builds `banger vm exec`.
 func (a *app) newVMExecCmd() *cobra.Command {
 	var tty bool
 	var workdir string
@@ -128,6 +129,7 @@ func (a *app) runInGuest(ctx context.Context, c *client.Client, req client.ExecR
 	return nil
 }
 
+// parsePortPair parses HOSTPORT:GUESTPORT, or one PORT for both.
 func parsePortPair(s string) (host, guest int, err error) {
 	hs, gs, ok := strings.Cut(s, ":")
 	if !ok {
@@ -141,6 +143,7 @@ func parsePortPair(s string) (host, guest int, err error) {
 	return host, guest, nil
 }
 
+// newVMPortForwardCmd builds `banger vm port-forward`.
 func (a *app) newVMPortForwardCmd() *cobra.Command {
 	var addr string
 	cmd := &cobra.Command{
@@ -199,6 +202,7 @@ func serveForward(ctx context.Context, ln net.Listener, c *client.Client, port u
 	}
 }
 
+// pipeBoth copies between a and b both ways until both directions end.
 func pipeBoth(a, b net.Conn) {
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
@@ -254,6 +258,7 @@ func (a *app) newVMProxyCmd() *cobra.Command {
 	}
 }
 
+// newVMSSHCmd builds `banger vm ssh`.
 func (a *app) newVMSSHCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "ssh NAME [-- CMD...]",
@@ -366,4 +371,5 @@ func (a *app) waitForSSH(ctx context.Context, name string) error {
 	}
 }
 
+// shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

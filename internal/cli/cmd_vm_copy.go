@@ -18,6 +18,7 @@ import (
 	"banger/internal/guest/tarx"
 )
 
+// newVMCopyCmd builds `banger vm cp`.
 func (a *app) newVMCopyCmd() *cobra.Command {
 	var overwrite, preserve bool
 	cmd := &cobra.Command{

@@ -14,6 +14,7 @@ import (
 	"banger/internal/rpc"
 )
 
+// newVMListCmd builds `banger vm ls`.
 func (a *app) newVMListCmd() *cobra.Command {
 	var out outputFormat
 	cmd := &cobra.Command{
@@ -44,6 +45,7 @@ func (a *app) newVMListCmd() *cobra.Command {
 	return cmd
 }
 
+// newVMInspectCmd builds `banger vm inspect`.
 func (a *app) newVMInspectCmd() *cobra.Command {
 	var out outputFormat
 	cmd := &cobra.Command{
@@ -107,11 +109,13 @@ func (a *app) newVMInspectCmd() *cobra.Command {
 	return cmd
 }
 
+// firstLineOf returns s up to its first line break.
 func firstLineOf(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
 }
 
+// newVMLogsCmd builds `banger vm logs`.
 func (a *app) newVMLogsCmd() *cobra.Command {
 	var follow, raw bool
 	cmd := &cobra.Command{
