@@ -15,7 +15,16 @@ import (
 	"banger/internal/rpc"
 )
 
+// newDaemonCmd builds `banger daemon` and its subcommands.
 func (a *app) newDaemonCmd() *cobra.Command {
+	return group("daemon", "Start, stop and inspect bangerd",
+		a.newDaemonStatusCmd(), a.newDaemonStartCmd(), a.newDaemonStopCmd(),
+		a.newDaemonRestartCmd(), a.newDaemonLogsCmd())
+}
+
+// newDaemonStatusCmd builds `banger daemon status`: whether bangerd runs,
+// which version, and where.
+func (a *app) newDaemonStatusCmd() *cobra.Command {
 	var statusOut outputFormat
 	status := &cobra.Command{
 		Use:   "status",
@@ -54,7 +63,11 @@ func (a *app) newDaemonCmd() *cobra.Command {
 		},
 	}
 	addOutputFlag(status, &statusOut)
+	return status
+}
 
+// newDaemonStartCmd builds `banger daemon start`.
+func (a *app) newDaemonStartCmd() *cobra.Command {
 	start := &cobra.Command{
 		Use:   "start",
 		Short: "Start bangerd in the background if it is not running",
@@ -72,6 +85,11 @@ func (a *app) newDaemonCmd() *cobra.Command {
 			return nil
 		},
 	}
+	return start
+}
+
+// newDaemonStopCmd builds `banger daemon stop`.
+func (a *app) newDaemonStopCmd() *cobra.Command {
 	stop := &cobra.Command{
 		Use:   "stop",
 		Short: "Stop bangerd, cancelling its running operations",
@@ -89,6 +107,11 @@ func (a *app) newDaemonCmd() *cobra.Command {
 			return nil
 		},
 	}
+	return stop
+}
+
+// newDaemonRestartCmd builds `banger daemon restart`.
+func (a *app) newDaemonRestartCmd() *cobra.Command {
 	restart := &cobra.Command{
 		Use:   "restart",
 		Short: "Stop bangerd and start the one that belongs to this CLI",
@@ -106,6 +129,11 @@ func (a *app) newDaemonCmd() *cobra.Command {
 			return nil
 		},
 	}
+	return restart
+}
+
+// newDaemonLogsCmd builds `banger daemon logs`.
+func (a *app) newDaemonLogsCmd() *cobra.Command {
 	var follow bool
 	var lines int
 	logs := &cobra.Command{
@@ -122,7 +150,7 @@ func (a *app) newDaemonCmd() *cobra.Command {
 	}
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing lines as they are written")
 	logs.Flags().IntVarP(&lines, "lines", "n", 50, "how many of the last lines to print (0 = all)")
-	return group("daemon", "Start, stop and inspect bangerd", status, start, stop, restart, logs)
+	return logs
 }
 
 // printLog prints the last n lines of path, then with follow keeps printing

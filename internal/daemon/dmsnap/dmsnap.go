@@ -141,26 +141,9 @@ func kernelHasDM() bool {
 // the dm device removed, the loop devices detached, a COW file it created
 // deleted.
 func (m *Manager) Create(ctx context.Context, name, origin, cowFile string, cowSize int64) (_ Snapshot, err error) {
-	if err := ValidName(name); err != nil {
-		return Snapshot{}, err
-	}
-	ost, err := os.Stat(origin)
+	cowExists, err := checkCreate(name, origin, cowFile, cowSize)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: origin: %w", name, err)
-	}
-	if !ost.Mode().IsRegular() && ost.Mode()&os.ModeDevice == 0 {
-		return Snapshot{}, fmt.Errorf("snapshot %s: origin %s is not a file or block device", name, origin)
-	}
-	cowExists := false
-	if cst, err := os.Stat(cowFile); err == nil {
-		if !cst.Mode().IsRegular() {
-			return Snapshot{}, fmt.Errorf("snapshot %s: COW file %s exists and is not a regular file", name, cowFile)
-		}
-		cowExists = true
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return Snapshot{}, fmt.Errorf("snapshot %s: COW file: %w", name, err)
-	} else if cowSize < MinCOWSize {
-		return Snapshot{}, fmt.Errorf("snapshot %s: COW size %d is below the minimum %d bytes", name, cowSize, MinCOWSize)
+		return Snapshot{}, err
 	}
 
 	unlock, err := m.lock(ctx)
@@ -180,64 +163,29 @@ func (m *Manager) Create(ctx context.Context, name, origin, cowFile string, cowS
 		return Snapshot{}, fmt.Errorf("snapshot %s: device-mapper status: %w", name, err)
 	}
 
-	var undo []func()
+	var undo undoStack
 	defer func() {
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+			undo.unwind()
 		}
 	}()
 	if !cowExists {
 		if err := makeSparse(cowFile, cowSize); err != nil {
 			return Snapshot{}, fmt.Errorf("snapshot %s: %w", name, err)
 		}
-		undo = append(undo, func() { os.Remove(cowFile) })
+		undo.push(func() { os.Remove(cowFile) })
 	}
 	if err := ctx.Err(); err != nil {
 		return Snapshot{}, err
 	}
 
-	ol, err := attachLoop(origin, true)
+	ol, cl, sectors, err := attachLoops(ctx, &undo, name, origin, cowFile)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: origin: %w", name, err)
-	}
-	undo = append(undo, func() { ol.detach() })
-	cl, err := attachLoop(cowFile, false)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: COW file: %w", name, err)
-	}
-	undo = append(undo, func() { cl.detach() })
-	sectors, err := ol.sectors()
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: %w", name, err)
-	}
-	if sectors == 0 {
-		return Snapshot{}, fmt.Errorf("snapshot %s: origin %s is empty", name, origin)
-	}
-	if err := ctx.Err(); err != nil {
 		return Snapshot{}, err
 	}
-
-	dev, err := c.create(name)
+	node, err := activate(c, &undo, name, ol, cl, sectors, cowFile)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: create the device-mapper device: %w", name, err)
-	}
-	undo = append(undo, func() { removeRetry(context.Background(), c, name) })
-	params := fmt.Sprintf("%d:%d %d:%d P %d",
-		unix.Major(ol.Dev), unix.Minor(ol.Dev), unix.Major(cl.Dev), unix.Minor(cl.Dev), ChunkSectors)
-	if err := c.load(name, []target{{Length: sectors, Type: "snapshot", Params: params}}, false); err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: load the table \"snapshot %s\" (is the COW file %s large enough and not damaged? is dm_snapshot loaded?): %w", name, params, cowFile, err)
-	}
-	if err := c.resume(name); err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: activate: %w", name, err)
-	}
-	node, made, err := makeNode(name, dev)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %s: %w", name, err)
-	}
-	if made {
-		undo = append(undo, func() { removeNode(node, dev) })
+		return Snapshot{}, err
 	}
 	// The snapshot holds both loop devices now; autoclear detaches them
 	// when it goes.
@@ -252,6 +200,104 @@ func (m *Manager) Create(ctx context.Context, name, origin, cowFile string, cowS
 		COWLoop:    cl.Path,
 		COWFile:    cowFile,
 	}, nil
+}
+
+// undoStack holds what Create must undo when a later step fails, in the
+// order it was made.
+type undoStack []func()
+
+// push adds the undo of a step that succeeded.
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+
+// unwind runs the undos, the last made first.
+func (u undoStack) unwind() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// checkCreate checks Create's arguments before anything is locked or
+// made: a valid name, an origin that is a file or block device, and a COW
+// file that is either a regular file (reused; cowExists is true) or
+// missing with cowSize at least MinCOWSize.
+func checkCreate(name, origin, cowFile string, cowSize int64) (cowExists bool, err error) {
+	if err := ValidName(name); err != nil {
+		return false, err
+	}
+	ost, err := os.Stat(origin)
+	if err != nil {
+		return false, fmt.Errorf("snapshot %s: origin: %w", name, err)
+	}
+	if !ost.Mode().IsRegular() && ost.Mode()&os.ModeDevice == 0 {
+		return false, fmt.Errorf("snapshot %s: origin %s is not a file or block device", name, origin)
+	}
+	if cst, err := os.Stat(cowFile); err == nil {
+		if !cst.Mode().IsRegular() {
+			return false, fmt.Errorf("snapshot %s: COW file %s exists and is not a regular file", name, cowFile)
+		}
+		return true, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("snapshot %s: COW file: %w", name, err)
+	} else if cowSize < MinCOWSize {
+		return false, fmt.Errorf("snapshot %s: COW size %d is below the minimum %d bytes", name, cowSize, MinCOWSize)
+	}
+	return false, nil
+}
+
+// attachLoops attaches origin read-only and cowFile read-write to loop
+// devices (pushing their detach onto undo) and returns the origin's size
+// in sectors, which must not be zero.
+func attachLoops(ctx context.Context, undo *undoStack, name, origin, cowFile string) (*loopDev, *loopDev, uint64, error) {
+	// Locals, not named results: the undos must keep the devices when a
+	// failing return sets the results to nil.
+	ol, err := attachLoop(origin, true)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("snapshot %s: origin: %w", name, err)
+	}
+	undo.push(func() { ol.detach() })
+	cl, err := attachLoop(cowFile, false)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("snapshot %s: COW file: %w", name, err)
+	}
+	undo.push(func() { cl.detach() })
+	sectors, err := ol.sectors()
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	if sectors == 0 {
+		return nil, nil, 0, fmt.Errorf("snapshot %s: origin %s is empty", name, origin)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, 0, err
+	}
+	return ol, cl, sectors, nil
+}
+
+// activate creates the device-mapper device name, loads the snapshot table
+// over the two loop devices, resumes it and makes its node, pushing each
+// undo onto undo. It returns the node's path.
+func activate(c *dmControl, undo *undoStack, name string, ol, cl *loopDev, sectors uint64, cowFile string) (string, error) {
+	dev, err := c.create(name)
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: create the device-mapper device: %w", name, err)
+	}
+	undo.push(func() { removeRetry(context.Background(), c, name) })
+	params := fmt.Sprintf("%d:%d %d:%d P %d",
+		unix.Major(ol.Dev), unix.Minor(ol.Dev), unix.Major(cl.Dev), unix.Minor(cl.Dev), ChunkSectors)
+	if err := c.load(name, []target{{Length: sectors, Type: "snapshot", Params: params}}, false); err != nil {
+		return "", fmt.Errorf("snapshot %s: load the table \"snapshot %s\" (is the COW file %s large enough and not damaged? is dm_snapshot loaded?): %w", name, params, cowFile, err)
+	}
+	if err := c.resume(name); err != nil {
+		return "", fmt.Errorf("snapshot %s: activate: %w", name, err)
+	}
+	node, made, err := makeNode(name, dev)
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	if made {
+		undo.push(func() { removeNode(node, dev) })
+	}
+	return node, nil
 }
 
 // makeSparse creates path (which must not exist) as a sparse file of size

@@ -96,109 +96,136 @@ func ifname(s string) []byte {
 // rule does and the values it was built from, so a rule built from another
 // Config is noticed and replaced.
 func staticRules(n privops.NetSpec, ch *nftables.Chain) []*nftables.Rule {
-	t := ch.Table
-	br := n.Bridge
-	sub := n.Subnet
-	mask := netipMask(sub.Bits())
-	net4 := sub.Addr().As4()
 	switch ch.Name {
 	case chainPostrouting:
-		return []*nftables.Rule{
-			// ip saddr SUBNET oifname != BRIDGE masquerade
-			withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net4[:]},
-				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(br)},
-				&expr.Masq{},
-			}}, fmt.Sprintf("banger: masquerade %s out of all but %s", sub, br)),
-			// oifname BRIDGE ip saddr 127.0.0.0/8 masquerade: local
-			// clients of published ports that dialled a loopback address.
-			withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
-				&expr.Masq{},
-			}}, fmt.Sprintf("banger: masquerade loopback clients into %s", br)),
-		}
+		return postroutingRules(n, ch)
 	case chainInput:
-		return []*nftables.Rule{
-			// iifname BRIDGE ip daddr 127.0.0.0/8 ct state != established,
-			// related drop: route_localnet on the bridge (for published
-			// ports) must not let guests open connections to the host's
-			// loopback services; replies to loopback clients pass.
-			withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
-				&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-					Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-					Xor:  make([]byte, 4)},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
-				&expr.Verdict{Kind: expr.VerdictDrop},
-			}}, fmt.Sprintf("banger: drop new loopback connections from %s", br)),
-		}
+		return inputRules(n, ch)
 	case chainDNS:
-		if n.DNSPort == 0 {
-			return nil
-		}
-		gw := n.Gateway().As4()
-		var rules []*nftables.Rule
-		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-			name := map[byte]string{unix.IPPROTO_UDP: "udp", unix.IPPROTO_TCP: "tcp"}[proto]
-			// iifname BRIDGE ip daddr GATEWAY PROTO dport 53 dnat to GATEWAY:DNSPORT
-			rules = append(rules, withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: gw[:]},
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
-				&expr.Immediate{Register: 1, Data: gw[:]},
-				&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(n.DNSPort)},
-				&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-			}}, fmt.Sprintf("banger: dns %s/53 on %s to port %d", name, br, n.DNSPort)))
-		}
-		return rules
+		return dnsRules(n, ch)
 	case chainForward:
-		return []*nftables.Rule{
-			// iifname BRIDGE accept
-			withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			}}, fmt.Sprintf("banger: accept from %s", br)),
-			// oifname BRIDGE ct state established,related accept
-			withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-					Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-					Xor:  make([]byte, 4)},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			}}, fmt.Sprintf("banger: accept replies into %s", br)),
-			// oifname BRIDGE ct status dnat accept
-			withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-					Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT),
-					Xor:  make([]byte, 4)},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			}}, fmt.Sprintf("banger: accept published ports into %s", br)),
-		}
+		return forwardRules(n, ch)
 	}
 	return nil
+}
+
+// maskBits is the bitwise AND of register 1 with mask, in host byte order
+// (conntrack state and status bits).
+func maskBits(mask uint32) *expr.Bitwise {
+	return &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+		Mask: binaryutil.NativeEndian.PutUint32(mask),
+		Xor:  make([]byte, 4)}
+}
+
+// postroutingRules masquerade the subnet's traffic leaving by any other
+// interface, and loopback clients of published ports.
+func postroutingRules(n privops.NetSpec, ch *nftables.Chain) []*nftables.Rule {
+	t, br, sub := ch.Table, n.Bridge, n.Subnet
+	mask := netipMask(sub.Bits())
+	net4 := sub.Addr().As4()
+	return []*nftables.Rule{
+		// ip saddr SUBNET oifname != BRIDGE masquerade
+		withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net4[:]},
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(br)},
+			&expr.Masq{},
+		}}, fmt.Sprintf("banger: masquerade %s out of all but %s", sub, br)),
+		// oifname BRIDGE ip saddr 127.0.0.0/8 masquerade: local
+		// clients of published ports that dialled a loopback address.
+		withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+			&expr.Masq{},
+		}}, fmt.Sprintf("banger: masquerade loopback clients into %s", br)),
+	}
+}
+
+// inputRules keep guests from opening connections to the host's loopback
+// services.
+func inputRules(n privops.NetSpec, ch *nftables.Chain) []*nftables.Rule {
+	t, br := ch.Table, n.Bridge
+	return []*nftables.Rule{
+		// iifname BRIDGE ip daddr 127.0.0.0/8 ct state != established,
+		// related drop: route_localnet on the bridge (for published
+		// ports) must not let guests open connections to the host's
+		// loopback services; replies to loopback clients pass.
+		withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+			maskBits(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}}, fmt.Sprintf("banger: drop new loopback connections from %s", br)),
+	}
+}
+
+// dnsRules send the guests' DNS queries to the gateway on to the daemon's
+// DNS port, over UDP and TCP; none when there is no DNS port.
+func dnsRules(n privops.NetSpec, ch *nftables.Chain) []*nftables.Rule {
+	if n.DNSPort == 0 {
+		return nil
+	}
+	t, br := ch.Table, n.Bridge
+	gw := n.Gateway().As4()
+	var rules []*nftables.Rule
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		name := map[byte]string{unix.IPPROTO_UDP: "udp", unix.IPPROTO_TCP: "tcp"}[proto]
+		// iifname BRIDGE ip daddr GATEWAY PROTO dport 53 dnat to GATEWAY:DNSPORT
+		rules = append(rules, withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: gw[:]},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
+			&expr.Immediate{Register: 1, Data: gw[:]},
+			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(n.DNSPort)},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		}}, fmt.Sprintf("banger: dns %s/53 on %s to port %d", name, br, n.DNSPort)))
+	}
+	return rules
+}
+
+// forwardRules accept what comes from the bridge, replies into it, and
+// connections to published ports.
+func forwardRules(n privops.NetSpec, ch *nftables.Chain) []*nftables.Rule {
+	t, br := ch.Table, n.Bridge
+	return []*nftables.Rule{
+		// iifname BRIDGE accept
+		withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}}, fmt.Sprintf("banger: accept from %s", br)),
+		// oifname BRIDGE ct state established,related accept
+		withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
+			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+			maskBits(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}}, fmt.Sprintf("banger: accept replies into %s", br)),
+		// oifname BRIDGE ct status dnat accept
+		withComment(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
+			&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
+			maskBits(ipsDstNAT),
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}}, fmt.Sprintf("banger: accept published ports into %s", br)),
+	}
 }
 
 // ipsDstNAT is IPS_DST_NAT of the conntrack status bits.

@@ -88,117 +88,151 @@ func ParseCmdline(s string) (Settings, error) {
 		if !ok {
 			continue
 		}
+		what := name
 		if field == "ssh_key" {
 			keyIndex++
+			what = fmt.Sprintf("%s #%d", name, keyIndex)
 		}
-		bad := func(format string, args ...any) {
-			what := name
-			if field == "ssh_key" {
-				what = fmt.Sprintf("%s #%d", name, keyIndex)
-			}
-			errs = append(errs, fmt.Errorf("kernel parameter %s: %s", what, fmt.Sprintf(format, args...)))
-		}
-		known := true
-		switch field {
-		case "hostname", "ip", "gw", "dns", "mtu", "iface", "transport", "port", "ssh_key", "grow":
-		default:
-			known = false
-		}
+		set, known := cmdlineParams[field]
 		if !known {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("kernel parameter %s is not known to this agent; ignored", name))
 			continue
 		}
 		if !hasVal || val == "" {
-			bad("needs a value (%s=...)", name)
+			errs = append(errs, fmt.Errorf("kernel parameter %s: needs a value (%s=...)", what, name))
 			continue
 		}
-		switch field {
-		case "hostname":
-			if err := ValidHostname(val); err != nil {
-				bad("%v", err)
-				continue
-			}
-			st.Hostname = val
-		case "ip":
-			p, err := netip.ParsePrefix(val)
-			if err != nil || !p.Addr().Is4() {
-				bad("%q is not an IPv4 address with a prefix length, like 172.16.0.2/24", val)
-				continue
-			}
-			if p.Bits() == 0 {
-				bad("prefix length of %q must be 1 to 32", val)
-				continue
-			}
-			st.Addr = p
-		case "gw":
-			a, err := netip.ParseAddr(val)
-			if err != nil || !a.Is4() {
-				bad("%q is not an IPv4 address, like 172.16.0.1", val)
-				continue
-			}
-			st.Gateway = a
-		case "dns":
-			var list []netip.Addr
-			var err error
-			for _, part := range strings.Split(val, ",") {
-				a, perr := netip.ParseAddr(strings.TrimSpace(part))
-				if perr != nil || a.Zone() != "" {
-					err = fmt.Errorf("%q is not an IP address (want IP[,IP...])", part)
-					break
-				}
-				list = append(list, a.Unmap())
-			}
-			if err != nil {
-				bad("%v", err)
-				continue
-			}
-			st.DNS = list
-		case "mtu":
-			n, err := strconv.Atoi(val)
-			if err != nil || n < 68 || n > 65535 {
-				bad("%q is not an MTU from 68 to 65535", val)
-				continue
-			}
-			st.MTU = n
-		case "iface":
-			if err := validIfaceName(val); err != nil {
-				bad("%v", err)
-				continue
-			}
-			st.Iface = val
-		case "transport":
-			switch Transport(val) {
-			case TransportVsock, TransportSerial:
-				st.Transport = Transport(val)
-			default:
-				bad("%q is not a transport (want vsock or serial)", val)
-			}
-		case "port":
-			n, err := strconv.ParseUint(val, 10, 32)
-			if err != nil || n == 0 || n == 0xFFFFFFFF {
-				bad("%q is not a vsock port from 1 to 4294967294", val)
-				continue
-			}
-			st.Port = uint32(n)
-		case "ssh_key":
-			line, err := DecodeSSHKey(val)
-			if err != nil {
-				bad("%v", err)
-				continue
-			}
-			st.SSHKeys = append(st.SSHKeys, line)
-		case "grow":
-			switch val {
-			case "1", "yes", "true", "on":
-				st.Grow = true
-			case "0", "no", "false", "off":
-				st.Grow = false
-			default:
-				bad("%q is not 0 or 1", val)
-			}
+		if err := set(&st, val); err != nil {
+			errs = append(errs, fmt.Errorf("kernel parameter %s: %v", what, err))
 		}
 	}
 	return st, errors.Join(errs...)
+}
+
+// cmdlineParams maps each banger.* parameter this agent knows (without
+// the prefix) to the function that parses its value into Settings. A
+// setter that fails leaves Settings as it was, and its error says what is
+// wrong with the value; ParseCmdline adds the parameter's name.
+var cmdlineParams = map[string]func(st *Settings, val string) error{
+	"hostname":  paramHostname,
+	"ip":        paramIP,
+	"gw":        paramGateway,
+	"dns":       paramDNS,
+	"mtu":       paramMTU,
+	"iface":     paramIface,
+	"transport": paramTransport,
+	"port":      paramPort,
+	"ssh_key":   paramSSHKey,
+	"grow":      paramGrow,
+}
+
+// paramHostname parses banger.hostname.
+func paramHostname(st *Settings, val string) error {
+	if err := ValidHostname(val); err != nil {
+		return err
+	}
+	st.Hostname = val
+	return nil
+}
+
+// paramIP parses banger.ip: an IPv4 address with a non-zero prefix length.
+func paramIP(st *Settings, val string) error {
+	p, err := netip.ParsePrefix(val)
+	if err != nil || !p.Addr().Is4() {
+		return fmt.Errorf("%q is not an IPv4 address with a prefix length, like 172.16.0.2/24", val)
+	}
+	if p.Bits() == 0 {
+		return fmt.Errorf("prefix length of %q must be 1 to 32", val)
+	}
+	st.Addr = p
+	return nil
+}
+
+// paramGateway parses banger.gw: an IPv4 address.
+func paramGateway(st *Settings, val string) error {
+	a, err := netip.ParseAddr(val)
+	if err != nil || !a.Is4() {
+		return fmt.Errorf("%q is not an IPv4 address, like 172.16.0.1", val)
+	}
+	st.Gateway = a
+	return nil
+}
+
+// paramDNS parses banger.dns: a comma-separated list of IP addresses
+// without zones.
+func paramDNS(st *Settings, val string) error {
+	var list []netip.Addr
+	for _, part := range strings.Split(val, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(part))
+		if err != nil || a.Zone() != "" {
+			return fmt.Errorf("%q is not an IP address (want IP[,IP...])", part)
+		}
+		list = append(list, a.Unmap())
+	}
+	st.DNS = list
+	return nil
+}
+
+// paramMTU parses banger.mtu: 68 to 65535.
+func paramMTU(st *Settings, val string) error {
+	n, err := strconv.Atoi(val)
+	if err != nil || n < 68 || n > 65535 {
+		return fmt.Errorf("%q is not an MTU from 68 to 65535", val)
+	}
+	st.MTU = n
+	return nil
+}
+
+// paramIface parses banger.iface: an interface name.
+func paramIface(st *Settings, val string) error {
+	if err := validIfaceName(val); err != nil {
+		return err
+	}
+	st.Iface = val
+	return nil
+}
+
+// paramTransport parses banger.transport: vsock or serial.
+func paramTransport(st *Settings, val string) error {
+	switch Transport(val) {
+	case TransportVsock, TransportSerial:
+		st.Transport = Transport(val)
+		return nil
+	}
+	return fmt.Errorf("%q is not a transport (want vsock or serial)", val)
+}
+
+// paramPort parses banger.port: a vsock port from 1 to 4294967294.
+func paramPort(st *Settings, val string) error {
+	n, err := strconv.ParseUint(val, 10, 32)
+	if err != nil || n == 0 || n == 0xFFFFFFFF {
+		return fmt.Errorf("%q is not a vsock port from 1 to 4294967294", val)
+	}
+	st.Port = uint32(n)
+	return nil
+}
+
+// paramSSHKey parses one banger.ssh_key and adds its key.
+func paramSSHKey(st *Settings, val string) error {
+	line, err := DecodeSSHKey(val)
+	if err != nil {
+		return err
+	}
+	st.SSHKeys = append(st.SSHKeys, line)
+	return nil
+}
+
+// paramGrow parses banger.grow: 1/yes/true/on or 0/no/false/off.
+func paramGrow(st *Settings, val string) error {
+	switch val {
+	case "1", "yes", "true", "on":
+		st.Grow = true
+	case "0", "no", "false", "off":
+		st.Grow = false
+	default:
+		return fmt.Errorf("%q is not 0 or 1", val)
+	}
+	return nil
 }
 
 // EncodeSSHKey turns an authorized_keys line into the value of a
@@ -261,6 +295,7 @@ func ValidHostname(name string) error {
 	return nil
 }
 
+// validIfaceName checks that name is a Linux interface name.
 func validIfaceName(name string) error {
 	if len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/ \t\n:\x00") {
 		return fmt.Errorf("%q is not an interface name (1 to 15 characters, no '/', ':' or blanks)", name)

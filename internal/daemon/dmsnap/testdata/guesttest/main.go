@@ -126,30 +126,78 @@ func readAt(dev string, off int64, n int) ([]byte, error) {
 	return b, err
 }
 
+// name is the snapshot the sequential checks make and remove.
+const name = "banger-test"
+
+// tester holds what the checks share: the origin with its contents and
+// checksum, the COW file, and what the snapshot reads after the write.
+type tester struct {
+	ctx    context.Context
+	m      *dmsnap.Manager
+	origin string
+	cow    string
+	want   []byte   // the origin's contents
+	sum0   [32]byte // the origin's checksum, which must never change
+	expect []byte   // the snapshot's contents after checkWrite
+}
+
+// run runs every check in order, each on what the one before left.
 func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := dmsnap.Available(); err != nil {
-		return fmt.Errorf("dmsnap.Available: %v", err)
-	}
-	say("available")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	origin := filepath.Join(dir, "origin.img")
-	want := pattern(originSize)
-	if err := os.WriteFile(origin, want, 0o644); err != nil {
-		return err
-	}
-	sum0, err := fileSum(origin)
+	t, err := setup(ctx)
 	if err != nil {
 		return err
 	}
-	m := &dmsnap.Manager{LockDir: "/run/banger"}
-	cow := filepath.Join(dir, "vm.cow")
-	const name = "banger-test"
+	for _, check := range []func() error{
+		t.checkBadInput, t.checkFailedCreate, t.checkWrite,
+		t.checkPersistentCOW, t.checkParallel,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	// Bad input changes nothing.
+// setup checks that device-mapper is available and writes the origin.
+func setup(ctx context.Context) (*tester, error) {
+	if err := dmsnap.Available(); err != nil {
+		return nil, fmt.Errorf("dmsnap.Available: %v", err)
+	}
+	say("available")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	t := &tester{
+		ctx:    ctx,
+		m:      &dmsnap.Manager{LockDir: "/run/banger"},
+		origin: filepath.Join(dir, "origin.img"),
+		cow:    filepath.Join(dir, "vm.cow"),
+		want:   pattern(originSize),
+	}
+	if err := os.WriteFile(t.origin, t.want, 0o644); err != nil {
+		return nil, err
+	}
+	sum0, err := fileSum(t.origin)
+	if err != nil {
+		return nil, err
+	}
+	t.sum0 = sum0
+	return t, nil
+}
+
+// originUnchanged checks the origin's checksum; what names the failure.
+func (t *tester) originUnchanged(what string) error {
+	if sum, err := fileSum(t.origin); err != nil || sum != t.sum0 {
+		return fmt.Errorf("%s (%v)", what, err)
+	}
+	return nil
+}
+
+// checkBadInput checks that bad input changes nothing.
+func (t *tester) checkBadInput() error {
+	ctx, m, origin, cow := t.ctx, t.m, t.origin, t.cow
 	if _, err := m.Create(ctx, "test", origin, cow, cowSize); err == nil {
 		return errors.New("dmsnap.Create accepted a name without the banger- prefix")
 	}
@@ -159,17 +207,18 @@ func run() error {
 	if _, err := os.Stat(cow); !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("bad input left a COW file: %v", err)
 	}
-	if err := clean("bad input"); err != nil {
-		return err
-	}
+	return clean("bad input")
+}
 
-	// A failure after the loop devices are bound (a COW file too small to
-	// hold the snapshot header) undoes everything.
+// checkFailedCreate checks that a failure after the loop devices are
+// bound (a COW file too small to hold the snapshot header) undoes
+// everything.
+func (t *tester) checkFailedCreate() error {
 	tiny := filepath.Join(dir, "tiny.cow")
 	if err := os.WriteFile(tiny, make([]byte, 512), 0o600); err != nil {
 		return err
 	}
-	if _, err := m.Create(ctx, name, origin, tiny, cowSize); err == nil {
+	if _, err := t.m.Create(t.ctx, name, t.origin, tiny, cowSize); err == nil {
 		return errors.New("dmsnap.Create accepted a 512-byte COW file")
 	} else {
 		say("tiny COW refused: %v", err)
@@ -180,13 +229,33 @@ func run() error {
 	if st, err := os.Stat(tiny); err != nil || st.Size() != 512 {
 		return fmt.Errorf("failed create changed the existing COW file: %v", err)
 	}
+	return nil
+}
 
-	// Create, write through the snapshot, read back.
-	s, err := m.Create(ctx, name, origin, cow, cowSize)
+// checkWrite creates the snapshot, checks what it is made of, writes
+// through it and reads back, then checks Remove (refused while busy).
+func (t *tester) checkWrite() error {
+	s, err := t.m.Create(t.ctx, name, t.origin, t.cow, cowSize)
 	if err != nil {
 		return fmt.Errorf("dmsnap.Create: %v", err)
 	}
 	say("created %+v", s)
+	if err := t.checkMade(s); err != nil {
+		return err
+	}
+	if got, err := readAt(s.Device, 0, originSize); err != nil || !bytes.Equal(got, t.want) {
+		return fmt.Errorf("the fresh snapshot does not read as the origin (%v)", err)
+	}
+	if err := t.writeThrough(s); err != nil {
+		return err
+	}
+	return t.checkRemove(s)
+}
+
+// checkMade checks the snapshot's node, size, loop devices and its entry
+// in List.
+func (t *tester) checkMade(s dmsnap.Snapshot) error {
+	origin, cow := t.origin, t.cow
 	var st unix.Stat_t
 	if err := unix.Stat("/dev/mapper/"+name, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return fmt.Errorf("/dev/mapper/%s is not a block device: %v", name, err)
@@ -205,10 +274,14 @@ func run() error {
 		l[0].Origin != origin || l[0].COWFile != cow || l[0].Sectors != s.Sectors {
 		return fmt.Errorf("dmsnap.List = %+v, %v; want the one snapshot %+v", l, err, s)
 	}
-	if got, err := readAt(s.Device, 0, originSize); err != nil || !bytes.Equal(got, want) {
-		return fmt.Errorf("the fresh snapshot does not read as the origin (%v)", err)
-	}
-	cow0 := allocated(cow)
+	return nil
+}
+
+// writeThrough writes through the snapshot and checks that it reads back,
+// that the origin is untouched and that the COW file grew; it sets
+// t.expect.
+func (t *tester) writeThrough(s dmsnap.Snapshot) error {
+	cow0 := allocated(t.cow)
 	f, err := os.OpenFile(s.Device, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -223,21 +296,27 @@ func run() error {
 		return fmt.Errorf("sync %s: %v", s.Device, err)
 	}
 	f.Close()
-	expect := append([]byte(nil), want...)
-	copy(expect[writeAt:], data)
-	if got, err := readAt(s.Device, 0, originSize); err != nil || !bytes.Equal(got, expect) {
+	t.expect = append([]byte(nil), t.want...)
+	copy(t.expect[writeAt:], data)
+	if got, err := readAt(s.Device, 0, originSize); err != nil || !bytes.Equal(got, t.expect) {
 		return fmt.Errorf("the snapshot does not read back what was written (%v)", err)
 	}
-	if sum, err := fileSum(origin); err != nil || sum != sum0 {
-		return fmt.Errorf("the origin changed under the snapshot (%v)", err)
+	if err := t.originUnchanged("the origin changed under the snapshot"); err != nil {
+		return err
 	}
-	cow1 := allocated(cow)
+	cow1 := allocated(t.cow)
 	say("COW file allocated %d -> %d bytes", cow0, cow1)
 	if cow1-cow0 < writeLen {
 		return fmt.Errorf("COW file grew from %d to %d bytes, want at least %d more", cow0, cow1, writeLen)
 	}
+	return nil
+}
 
-	// Busy: Remove refuses while the device is open, and says so.
+// checkRemove checks that Remove refuses while the device is open, and
+// says so; that it then removes everything; and that a second Remove is
+// no error.
+func (t *tester) checkRemove(s dmsnap.Snapshot) error {
+	ctx, m := t.ctx, t.m
 	busy, err := os.Open(s.Device)
 	if err != nil {
 		return err
@@ -260,19 +339,22 @@ func run() error {
 	if err := m.Remove(ctx, name); err != nil {
 		return fmt.Errorf("second dmsnap.Remove: %v", err)
 	}
-	if sum, err := fileSum(origin); err != nil || sum != sum0 {
-		return fmt.Errorf("the origin changed (%v)", err)
-	}
+	return t.originUnchanged("the origin changed")
+}
 
-	// The COW store is persistent: the same COW file brings the write back.
-	s, err = m.Create(ctx, name, origin, cow, cowSize)
+// checkPersistentCOW checks that the COW store is persistent: the same
+// COW file brings the write back. It also checks that Create refuses an
+// existing name without making a COW file.
+func (t *tester) checkPersistentCOW() error {
+	ctx, m := t.ctx, t.m
+	s, err := m.Create(ctx, name, t.origin, t.cow, cowSize)
 	if err != nil {
 		return fmt.Errorf("dmsnap.Create again with the used COW file: %v", err)
 	}
-	if got, err := readAt(s.Device, 0, originSize); err != nil || !bytes.Equal(got, expect) {
+	if got, err := readAt(s.Device, 0, originSize); err != nil || !bytes.Equal(got, t.expect) {
 		return fmt.Errorf("the re-created snapshot lost the write (%v)", err)
 	}
-	if _, err := m.Create(ctx, name, origin, filepath.Join(dir, "other.cow"), cowSize); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, err := m.Create(ctx, name, t.origin, filepath.Join(dir, "other.cow"), cowSize); err == nil || !strings.Contains(err.Error(), "already exists") {
 		return fmt.Errorf("dmsnap.Create of an existing name: %v, want already exists", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "other.cow")); !errors.Is(err, os.ErrNotExist) {
@@ -285,22 +367,18 @@ func run() error {
 		return err
 	}
 	say("persistent COW ok")
+	return nil
+}
 
-	// Parallel creates and removes serialise on the lock.
-	const n = 6
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	snaps := make([]dmsnap.Snapshot, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			snaps[i], errs[i] = m.Create(ctx, fmt.Sprintf("banger-p%d", i), origin, filepath.Join(dir, fmt.Sprintf("p%d.cow", i)), cowSize)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("parallel Create: %v", err)
+// parallelN is how many snapshots checkParallel makes at once.
+const parallelN = 6
+
+// checkParallel checks that parallel creates and removes serialise on the
+// lock, each snapshot on loop devices of its own.
+func (t *tester) checkParallel() error {
+	snaps, err := t.createParallel()
+	if err != nil {
+		return err
 	}
 	loops := map[string]bool{}
 	for i, s := range snaps {
@@ -315,35 +393,61 @@ func run() error {
 		}
 		loops[s.OriginLoop], loops[s.COWLoop] = true, true
 	}
-	if len(loops) != 2*n {
+	if len(loops) != 2*parallelN {
 		return fmt.Errorf("parallel snapshots share loop devices: %+v", snaps)
 	}
 	for i, s := range snaps {
 		b, err := readAt(s.Device, 0, 2)
-		if err != nil || b[0] != byte(i+1) || b[1] != want[1] {
+		if err != nil || b[0] != byte(i+1) || b[1] != t.want[1] {
 			return fmt.Errorf("snapshot %s reads %v (%v), want its own write", s.Name, b, err)
 		}
 	}
-	if l, err := dmsnap.List(); err != nil || len(l) != n {
-		return fmt.Errorf("dmsnap.List after parallel Create: %d, %v; want %d", len(l), err, n)
+	if l, err := dmsnap.List(); err != nil || len(l) != parallelN {
+		return fmt.Errorf("dmsnap.List after parallel Create: %d, %v; want %d", len(l), err, parallelN)
 	}
-	for i := range n {
+	if err := t.removeParallel(snaps); err != nil {
+		return err
+	}
+	if err := t.originUnchanged("the origin changed"); err != nil {
+		return err
+	}
+	say("parallel ok")
+	return nil
+}
+
+// createParallel creates parallelN snapshots of the origin at once.
+func (t *tester) createParallel() ([]dmsnap.Snapshot, error) {
+	var wg sync.WaitGroup
+	errs := make([]error, parallelN)
+	snaps := make([]dmsnap.Snapshot, parallelN)
+	for i := range parallelN {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = m.Remove(ctx, snaps[i].Name)
+			snaps[i], errs[i] = t.m.Create(t.ctx, fmt.Sprintf("banger-p%d", i), t.origin, filepath.Join(dir, fmt.Sprintf("p%d.cow", i)), cowSize)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("parallel Create: %v", err)
+	}
+	return snaps, nil
+}
+
+// removeParallel removes snaps at once and checks that nothing is left.
+func (t *tester) removeParallel(snaps []dmsnap.Snapshot) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(snaps))
+	for i := range snaps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = t.m.Remove(t.ctx, snaps[i].Name)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("parallel Remove: %v", err)
 	}
-	if err := clean("parallel remove"); err != nil {
-		return err
-	}
-	if sum, err := fileSum(origin); err != nil || sum != sum0 {
-		return fmt.Errorf("the origin changed (%v)", err)
-	}
-	say("parallel ok")
-	return nil
+	return clean("parallel remove")
 }
