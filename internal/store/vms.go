@@ -31,17 +31,17 @@ type VM struct {
 	// VMMRequested is the VMM asked for at create ("auto", "qemu",
 	// "firecracker"); VMMKind is the one the last start resolved it to
 	// ("" before the first start). A start resolves VMMRequested again.
-	VMMRequested, VMMKind  string
-	IP, MAC, Tap           string
-	COWKind, COWDevice     string
-	CreatedAt, UpdatedAt   time.Time
-	StartedAt, StoppedAt   time.Time // zero = never
-	LastError              string
-	VMMReason, RunDir      string
-	SSHPort                int
-	AgentSocket            string
-	Publish                []PortMap // host ports forwarded to the guest
-	Network                string // "bridge" or "user" once started
+	VMMRequested, VMMKind string
+	IP, MAC, Tap          string
+	COWKind, COWDevice    string
+	CreatedAt, UpdatedAt  time.Time
+	StartedAt, StoppedAt  time.Time // zero = never
+	LastError             string
+	VMMReason, RunDir     string
+	SSHPort               int
+	AgentSocket           string
+	Publish               []PortMap // host ports forwarded to the guest
+	Network               string    // "bridge" or "user" once started
 }
 
 const vmColumns = `id, name, image_id, kernel_id, vcpus, memory_bytes, disk_bytes, state, pid, pid_start_time,
@@ -145,8 +145,6 @@ func (s *Store) portsOf(ctx context.Context, where string, args ...any) (map[str
 	}
 	return out, rows.Err()
 }
-
-
 
 func scanVM(r rowScanner) (VM, error) {
 	var v VM

@@ -92,7 +92,11 @@ func TestVMPortsAndRequestedVMM(t *testing.T) {
 	for _, bad := range []VM{
 		func() VM { b := got; b.Publish = []PortMap{{HostPort: 0, GuestPort: 80}}; return b }(),
 		func() VM { b := got; b.Publish = []PortMap{{HostPort: 1, GuestPort: 0}}; return b }(),
-		func() VM { b := got; b.Publish = []PortMap{{HostPort: 1, GuestPort: 2}, {HostPort: 1, GuestPort: 3}}; return b }(),
+		func() VM {
+			b := got
+			b.Publish = []PortMap{{HostPort: 1, GuestPort: 2}, {HostPort: 1, GuestPort: 3}}
+			return b
+		}(),
 	} {
 		if err := s.PutVM(ctx, bad); err == nil {
 			t.Errorf("PutVM(%+v) accepted", bad)
