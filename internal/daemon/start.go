@@ -54,17 +54,43 @@ type startRun struct {
 
 // Start boots a created or stopped VM and waits until its agent is ready.
 func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imagemgr.Progress) (store.VM, error) {
-	v, err := vm.st.GetVM(ctx, name)
+	v, unlock, err := vm.lockVM(ctx, name)
 	if err != nil {
 		return store.VM{}, err
 	}
-	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
-	if v, err = vm.st.GetVM(ctx, name); err != nil {
-		return store.VM{}, err
+	return vm.startLocked(ctx, v, vmmOverride, p)
+}
+
+// lockVM takes the lock of the VM called name and returns its row as read
+// under that lock. A row read before the lock is stale once a start, stop
+// or remove held it meanwhile: a stop acting on the row it read before a
+// start recorded its run dir released nothing of that start (its run dir
+// stayed), and the name may even be another VM's by then.
+func (vm *vmManager) lockVM(ctx context.Context, name string) (store.VM, func(), error) {
+	for {
+		v, err := vm.st.GetVM(ctx, name)
+		if err != nil {
+			return store.VM{}, nil, err
+		}
+		unlock := vm.locks.MustLock(v.ID)
+		cur, err := vm.st.GetVM(ctx, name)
+		if err == nil && cur.ID == v.ID {
+			return cur, unlock, nil
+		}
+		unlock()
+		if err != nil {
+			return store.VM{}, nil, err
+		}
+		// Removed and made again under the same name meanwhile: lock that one.
 	}
+}
+
+// startLocked is Start for a VM whose lock the caller holds, with its row
+// read under that lock.
+func (vm *vmManager) startLocked(ctx context.Context, v store.VM, vmmOverride string, p imagemgr.Progress) (store.VM, error) {
 	if vm.isLive(v.ID) {
-		return store.VM{}, inputf("VM %q is already %s", name, v.State)
+		return store.VM{}, inputf("VM %q is already %s", v.Name, v.State)
 	}
 	r, err := vm.newStartRun(ctx, v, vmmOverride, p)
 	if err != nil {
