@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,4 +56,41 @@ func TestStopAndRemoveRacingStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Two VMs may publish the same host port, but not run at once: the second
+// start is refused, naming the VM that holds the port, before it records
+// anything; once the first stops, the second starts.
+func TestStartRefusesAHostPortAnotherVMPublishes(t *testing.T) {
+	vm, d, a := fakeVM(t)
+	ctx := context.Background()
+	a.Publish = []store.PortMap{{HostPort: 18080, GuestPort: 80}}
+	if err := vm.st.PutVM(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := a
+	b.ID, b.Name, b.Publish = newVMID(), "other", []store.PortMap{{HostPort: 9000, GuestPort: 90}, {HostPort: 18080, GuestPort: 8080}}
+	if err := vm.st.PutVM(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Start(ctx, a.Name, "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := vm.Start(ctx, b.Name, "", noProgress{})
+	if !errors.As(err, new(vmInputError)) || !strings.Contains(err.Error(), "18080") || !strings.Contains(err.Error(), a.Name) {
+		t.Fatalf("second start: %v; want an input error naming port 18080 and VM %s", err, a.Name)
+	}
+	if got := stateOf(t, vm, b.Name); got.State != store.VMCreated {
+		t.Errorf("the refused VM is %q", got.State)
+	}
+	if _, err := vm.Stop(ctx, a.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Start(ctx, b.Name, "", noProgress{}); err != nil {
+		t.Fatalf("start once the port is free: %v", err)
+	}
+	if _, err := vm.Stop(ctx, b.Name); err != nil {
+		t.Fatal(err)
+	}
+	released(t, vm, d, b)
 }

@@ -204,6 +204,11 @@ func (vm *vmManager) recordStart(ctx context.Context, r *startRun) error {
 	if err != nil {
 		return vmInputError{err}
 	}
+	vm.recording.Lock()
+	defer vm.recording.Unlock()
+	if err := vm.checkPortsFree(ctx, r.v); err != nil {
+		return err
+	}
 	v := &r.v
 	v.State, v.VMMKind, v.VMMReason, v.RunDir, v.LastError = store.VMStarting, r.drv.Name(), r.reason, r.dir, ""
 	v.Network, v.IP, v.Tap, v.MAC = netMode, "", "", ""
@@ -217,6 +222,36 @@ func (vm *vmManager) recordStart(ctx context.Context, r *startRun) error {
 	r.guest.Hostname, r.guest.SSHKeys = v.Name, []string{r.sshKey}
 	if r.im.OriginKind == store.OriginOCI {
 		r.params = append(r.params, "init="+OCIInit)
+	}
+	return nil
+}
+
+// checkPortsFree refuses a start whose published host ports another VM
+// with a VMM (running, starting or stopping) publishes too. Under QEMU's
+// user network the second VMM fails to bind with a message that names
+// neither VM; on the bridge the second forward would sit behind the
+// first, and the port would silently keep reaching the other VM.
+func (vm *vmManager) checkPortsFree(ctx context.Context, v store.VM) error {
+	if len(v.Publish) == 0 {
+		return nil
+	}
+	vms, err := vm.st.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	mine := map[uint16]bool{}
+	for _, p := range v.Publish {
+		mine[p.HostPort] = true
+	}
+	for _, o := range vms {
+		if o.ID == v.ID || !active(o) {
+			continue
+		}
+		for _, p := range o.Publish {
+			if mine[p.HostPort] {
+				return inputf("host port %d is published by VM %q, which is %s: stop it first, or publish another port (a VM's published ports are set at create)", p.HostPort, o.Name, o.State)
+			}
+		}
 	}
 	return nil
 }
