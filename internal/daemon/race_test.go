@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,4 +95,29 @@ func TestStartRefusesAHostPortAnotherVMPublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	released(t, vm, d, b)
+}
+
+// A store that refuses to record the VM running once its guest is ready
+// (a full disk, say) fails the start and undoes it: before, the start
+// returned the error but left the VMM running, unwatched, with the VM
+// "starting" in the store and live in the manager.
+func TestStartUndoneWhenRunningCannotBeRecorded(t *testing.T) {
+	vm, d, v := fakeVM(t)
+	db, err := sql.Open("sqlite", filepath.Join(vm.cfg.StateDir, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TRIGGER no_running BEFORE UPDATE ON vms WHEN NEW.state = 'running'
+		BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = vm.Start(context.Background(), v.Name, "", noProgress{})
+	if err == nil || !strings.Contains(err.Error(), "disk is full") {
+		t.Fatalf("start = %v, want the store's refusal", err)
+	}
+	if got := stateOf(t, vm, v.Name); got.State != store.VMFailed {
+		t.Errorf("the VM is %q, want failed", got.State)
+	}
+	released(t, vm, d, v)
 }

@@ -97,13 +97,18 @@ func (vm *vmManager) startLocked(ctx context.Context, v store.VM, vmmOverride st
 		return store.VM{}, err
 	}
 	waitStart := time.Now()
-	if err := plan.Run(ctx, vm.startSteps(r), nil); err != nil {
+	steps := vm.startSteps(r)
+	if err := plan.Run(ctx, steps, nil); err != nil {
 		return vm.failStart(ctx, r, err)
 	}
 	v = r.v
 	v.State, v.StartedAt, v.UpdatedAt = store.VMRunning, time.Now().UTC(), time.Now().UTC()
-	if err := vm.st.PutVM(ctx, v); err != nil {
-		return store.VM{}, err
+	// The guest is up: a caller gone now does not undo the start, but a
+	// store that cannot say so does, or the VM would stay "starting" with
+	// a VMM nobody watches.
+	if err := vm.st.PutVM(context.WithoutCancel(ctx), v); err != nil {
+		plan.Undo(ctx, steps)
+		return vm.failStart(ctx, r, &plan.StepError{Step: "record the VM running", Err: err})
 	}
 	vm.hostsChanged(ctx)
 	go vm.watch(v.ID, v.Name, r.m)
