@@ -232,10 +232,11 @@ func (vm *vmManager) recordStart(ctx context.Context, r *startRun) error {
 }
 
 // checkPortsFree refuses a start whose published host ports another VM
-// with a VMM (running, starting or stopping) publishes too. Under QEMU's
-// user network the second VMM fails to bind with a message that names
-// neither VM; on the bridge the second forward would sit behind the
-// first, and the port would silently keep reaching the other VM.
+// with a VMM (running, starting or stopping) publishes too, before the
+// start records anything. Without it the start failed late: under QEMU's
+// user network when the VMM could not bind (a message naming neither VM),
+// on the bridge when the helper found the port taken (naming the other
+// VM by its id).
 func (vm *vmManager) checkPortsFree(ctx context.Context, v store.VM) error {
 	if len(v.Publish) == 0 {
 		return nil
