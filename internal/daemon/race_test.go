@@ -121,3 +121,35 @@ func TestStartUndoneWhenRunningCannotBeRecorded(t *testing.T) {
 	}
 	released(t, vm, d, v)
 }
+
+// A VM whose stored request names a VMM this daemon no longer has (a
+// driver removed, a store from elsewhere) is refused as an input error and
+// left as it was; --vmm still starts it, and the request stays.
+func TestStoredRequestOfAGoneVMM(t *testing.T) {
+	vm, d, v := fakeVM(t)
+	ctx := context.Background()
+	v.VMMRequested = "gone"
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	for _, override := range []string{"", "AUTO", "../x", "Fake"} {
+		_, err := vm.Start(ctx, v.Name, override, noProgress{})
+		if !errors.As(err, new(vmInputError)) {
+			t.Errorf("start --vmm %q of a VM asking for a gone VMM: %v, want an input error", override, err)
+		}
+		if got := stateOf(t, vm, v.Name); got.State != store.VMCreated || got.RunDir != "" {
+			t.Errorf("a refused start changed the VM: %q %q", got.State, got.RunDir)
+		}
+	}
+	released(t, vm, d, v)
+	if _, err := vm.Start(ctx, v.Name, "fake", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := stateOf(t, vm, v.Name); got.VMMRequested != "gone" || got.VMMKind != "fake" {
+		t.Errorf("after start --vmm fake: asked %q, ran %q", got.VMMRequested, got.VMMKind)
+	}
+	if _, err := vm.Stop(ctx, v.Name); err != nil {
+		t.Fatal(err)
+	}
+	released(t, vm, d, v)
+}
