@@ -153,3 +153,26 @@ func TestStoredRequestOfAGoneVMM(t *testing.T) {
 	}
 	released(t, vm, d, v)
 }
+
+// A stop whose caller goes away while a start holds the VM (waiting out a
+// slow boot under TCG, up to minutes) stops waiting at once.
+func TestWaitingForTheVMEndsWithTheCaller(t *testing.T) {
+	vm, _, v := fakeVM(t)
+	unlock := vm.locks.MustLock(v.ID)
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := vm.Stop(ctx, v.Name)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("stop = %v, want the caller's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop still waits for the VM's lock 5 s after its caller went away")
+	}
+}

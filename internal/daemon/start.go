@@ -73,7 +73,12 @@ func (vm *vmManager) lockVM(ctx context.Context, name string) (store.VM, func(),
 		if err != nil {
 			return store.VM{}, nil, err
 		}
-		unlock := vm.locks.MustLock(v.ID)
+		// A caller that goes away while another operation holds the VM
+		// (a start waiting out a slow boot) stops waiting.
+		unlock, err := vm.locks.Lock(ctx, v.ID)
+		if err != nil {
+			return store.VM{}, nil, err
+		}
 		cur, err := vm.st.GetVM(ctx, name)
 		if err == nil && cur.ID == v.ID {
 			return cur, unlock, nil
