@@ -163,6 +163,7 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	var lost string // why ours exited when another bangerd holds the state dir
 
 	deadline := time.NewTimer(daemonStartTimeout)
 	defer deadline.Stop()
@@ -173,12 +174,20 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 		case <-ctx.Done():
 			return nil, rpc.VersionInfo{}, ctx.Err()
 		case err := <-exited:
-			if reason := startFailure(logPath); reason != "" {
+			if reason := startFailure(logPath); strings.Contains(reason, "already runs for state dir") {
+				// Another banger started a bangerd at the same moment, and
+				// that one holds the state dir: use it once it answers.
+				exited, lost = nil, reason
+				continue
+			} else if reason != "" {
 				// The daemon said why: that is the error, not its log.
 				return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd exited during start: %s\n\n(the daemon log is %s)", reason, logPath)
 			}
 			return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd exited during start (%v); the daemon log is %s%s", err, logPath, logTail(logPath))
 		case <-deadline.C:
+			if lost != "" {
+				return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd exited during start: %s, but that one did not answer within %s\n\n(the daemon log is %s)", lost, daemonStartTimeout, logPath)
+			}
 			return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd (pid %d) did not answer within %s; the daemon log is %s%s", cmd.Process.Pid, daemonStartTimeout, logPath, logTail(logPath))
 		case <-tick.C:
 			c, v, err := a.probe(ctx)

@@ -72,6 +72,9 @@ func (vm *vmManager) validate(r *CreateRequest) error {
 	if r.Disk == 0 {
 		r.Disk = int64(vm.cfg.DefaultDiskSize)
 	}
+	if r.Disk < 0 {
+		return inputf("--disk %d is negative", r.Disk)
+	}
 	if r.VMM == "" {
 		r.VMM = vm.cfg.VMM
 	}

@@ -122,6 +122,7 @@ func TestValidate(t *testing.T) {
 		{CreateRequest{VCPUs: config.MaxVCPUs + 1}, "outside 1 to 64"},
 		{CreateRequest{VCPUs: -1}, "outside 1 to 64"},
 		{CreateRequest{Memory: config.MinMemory - 1}, "below 128MiB"},
+		{CreateRequest{Disk: -1}, "--disk -1 is negative"},
 		{CreateRequest{VMM: "qemu"}, "unknown vmm \"qemu\": use auto or fake"},
 		{CreateRequest{Name: "../x"}, "VM"},
 		{CreateRequest{Publish: []string{"nope"}}, "nope"},

@@ -50,6 +50,10 @@ type vmManager struct {
 	live  map[string]*liveVM // by VM id
 	locks keylock.Map
 	users vmmUsers
+	// recording orders the check of published host ports against the
+	// other VMs with recording a start, so that two starts at once do
+	// not both see the port free.
+	recording sync.Mutex
 
 	// bg ends when the manager shuts down: the watchers of running VMs
 	// (which keep their logs bounded) stop then.

@@ -54,30 +54,66 @@ type startRun struct {
 
 // Start boots a created or stopped VM and waits until its agent is ready.
 func (vm *vmManager) Start(ctx context.Context, name, vmmOverride string, p imagemgr.Progress) (store.VM, error) {
-	v, err := vm.st.GetVM(ctx, name)
+	v, unlock, err := vm.lockVM(ctx, name)
 	if err != nil {
 		return store.VM{}, err
 	}
-	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
-	if v, err = vm.st.GetVM(ctx, name); err != nil {
-		return store.VM{}, err
+	return vm.startLocked(ctx, v, vmmOverride, p)
+}
+
+// lockVM takes the lock of the VM called name and returns its row as read
+// under that lock. A row read before the lock is stale once a start, stop
+// or remove held it meanwhile: a stop acting on the row it read before a
+// start recorded its run dir released nothing of that start (its run dir
+// stayed), and the name may even be another VM's by then.
+func (vm *vmManager) lockVM(ctx context.Context, name string) (store.VM, func(), error) {
+	for {
+		v, err := vm.st.GetVM(ctx, name)
+		if err != nil {
+			return store.VM{}, nil, err
+		}
+		// A caller that goes away while another operation holds the VM
+		// (a start waiting out a slow boot) stops waiting.
+		unlock, err := vm.locks.Lock(ctx, v.ID)
+		if err != nil {
+			return store.VM{}, nil, err
+		}
+		cur, err := vm.st.GetVM(ctx, name)
+		if err == nil && cur.ID == v.ID {
+			return cur, unlock, nil
+		}
+		unlock()
+		if err != nil {
+			return store.VM{}, nil, err
+		}
+		// Removed and made again under the same name meanwhile: lock that one.
 	}
+}
+
+// startLocked is Start for a VM whose lock the caller holds, with its row
+// read under that lock.
+func (vm *vmManager) startLocked(ctx context.Context, v store.VM, vmmOverride string, p imagemgr.Progress) (store.VM, error) {
 	if vm.isLive(v.ID) {
-		return store.VM{}, inputf("VM %q is already %s", name, v.State)
+		return store.VM{}, inputf("VM %q is already %s", v.Name, v.State)
 	}
 	r, err := vm.newStartRun(ctx, v, vmmOverride, p)
 	if err != nil {
 		return store.VM{}, err
 	}
 	waitStart := time.Now()
-	if err := plan.Run(ctx, vm.startSteps(r), nil); err != nil {
+	steps := vm.startSteps(r)
+	if err := plan.Run(ctx, steps, nil); err != nil {
 		return vm.failStart(ctx, r, err)
 	}
 	v = r.v
 	v.State, v.StartedAt, v.UpdatedAt = store.VMRunning, time.Now().UTC(), time.Now().UTC()
-	if err := vm.st.PutVM(ctx, v); err != nil {
-		return store.VM{}, err
+	// The guest is up: a caller gone now does not undo the start, but a
+	// store that cannot say so does, or the VM would stay "starting" with
+	// a VMM nobody watches.
+	if err := vm.st.PutVM(context.WithoutCancel(ctx), v); err != nil {
+		plan.Undo(ctx, steps)
+		return vm.failStart(ctx, r, &plan.StepError{Step: "record the VM running", Err: err})
 	}
 	vm.hostsChanged(ctx)
 	go vm.watch(v.ID, v.Name, r.m)
@@ -178,6 +214,11 @@ func (vm *vmManager) recordStart(ctx context.Context, r *startRun) error {
 	if err != nil {
 		return vmInputError{err}
 	}
+	vm.recording.Lock()
+	defer vm.recording.Unlock()
+	if err := vm.checkPortsFree(ctx, r.v); err != nil {
+		return err
+	}
 	v := &r.v
 	v.State, v.VMMKind, v.VMMReason, v.RunDir, v.LastError = store.VMStarting, r.drv.Name(), r.reason, r.dir, ""
 	v.Network, v.IP, v.Tap, v.MAC = netMode, "", "", ""
@@ -191,6 +232,37 @@ func (vm *vmManager) recordStart(ctx context.Context, r *startRun) error {
 	r.guest.Hostname, r.guest.SSHKeys = v.Name, []string{r.sshKey}
 	if r.im.OriginKind == store.OriginOCI {
 		r.params = append(r.params, "init="+OCIInit)
+	}
+	return nil
+}
+
+// checkPortsFree refuses a start whose published host ports another VM
+// with a VMM (running, starting or stopping) publishes too, before the
+// start records anything. Without it the start failed late: under QEMU's
+// user network when the VMM could not bind (a message naming neither VM),
+// on the bridge when the helper found the port taken (naming the other
+// VM by its id).
+func (vm *vmManager) checkPortsFree(ctx context.Context, v store.VM) error {
+	if len(v.Publish) == 0 {
+		return nil
+	}
+	vms, err := vm.st.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	mine := map[uint16]bool{}
+	for _, p := range v.Publish {
+		mine[p.HostPort] = true
+	}
+	for _, o := range vms {
+		if o.ID == v.ID || !active(o) {
+			continue
+		}
+		for _, p := range o.Publish {
+			if mine[p.HostPort] {
+				return inputf("host port %d is published by VM %q, which is %s: stop it first, or publish another port (a VM's published ports are set at create)", p.HostPort, o.Name, o.State)
+			}
+		}
 	}
 	return nil
 }

@@ -53,11 +53,10 @@ func (vm *vmManager) recordStopped(ctx context.Context, v store.VM, why string) 
 // Stop shuts a running VM down: the agent powers the guest off, then the
 // VMM's own escalation, each bounded.
 func (vm *vmManager) Stop(ctx context.Context, name string) (store.VM, error) {
-	v, err := vm.st.GetVM(ctx, name)
+	v, unlock, err := vm.lockVM(ctx, name)
 	if err != nil {
 		return store.VM{}, err
 	}
-	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
 	return vm.stopLocked(ctx, v, false)
 }
@@ -118,11 +117,10 @@ func (vm *vmManager) hostsChanged(ctx context.Context) {
 
 // Remove stops a VM if needed and deletes it with its disks and files.
 func (vm *vmManager) Remove(ctx context.Context, name string, force bool) error {
-	v, err := vm.st.GetVM(ctx, name)
+	v, unlock, err := vm.lockVM(ctx, name)
 	if err != nil {
 		return err
 	}
-	unlock := vm.locks.MustLock(v.ID)
 	defer unlock()
 	began := time.Now()
 	var stopped time.Duration

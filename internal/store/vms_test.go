@@ -147,3 +147,31 @@ func TestMigrationSplitsPublishText(t *testing.T) {
 		t.Fatalf("migrated VM q = %+v, %v", q, err)
 	}
 }
+
+// Hand-edited or garbage publish text of an older store: only whole
+// HOSTPORT:GUESTPORT pairs of digits in range become ports, as the
+// daemon's old reader (strconv.Atoi on each side) took them; a pair with
+// trailing junk is dropped, never read as its numeric prefix.
+func TestMigrationPublishGarbage(t *testing.T) {
+	ctx := context.Background()
+	all := allMigrations(t)
+	path := filepath.Join(t.TempDir(), "banger.db")
+	old := openTest(t, path, all[:5])
+	insertCore(t, old, "g")
+	if _, err := old.db.Exec(`UPDATE vms SET publish = '8080x:80,1e3:22,9000:90:tcp,5000:50.5, :1,3:,:,,0:0,65536:1,1:65536,99999999999999999999:1,65535:65535, 7000 : 70 ,7000:71,0x10:1' WHERE id = 'vm-g'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	g, err := s.GetVM(ctx, "vmg")
+	want := []PortMap{{HostPort: 7000, GuestPort: 70}, {HostPort: 65535, GuestPort: 65535}}
+	if err != nil || !reflect.DeepEqual(g.Publish, want) {
+		t.Fatalf("migrated ports = %v, %v; want %v", g.Publish, err, want)
+	}
+}

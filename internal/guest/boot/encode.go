@@ -14,8 +14,10 @@ const Param = "banger."
 // back, blank-separated, in a fixed order. What equals the default of an
 // empty command line is left out, except the transport, which is always
 // said. Values never need quoting: host names, addresses and interface
-// names hold no blanks once valid, and keys are base64url. Warnings are
-// not encoded.
+// names hold no blanks once valid, and keys are base64url. A host name,
+// interface or transport that is not valid is left out, as ParseCmdline
+// would refuse it: a value with a blank would otherwise add a parameter
+// of its own to the guest's command line. Warnings are not encoded.
 //
 // For valid settings ParseCmdline(s.Cmdline()) returns s again; the host
 // builds a guest's command line only through this, so the two sides of the
@@ -23,7 +25,7 @@ const Param = "banger."
 func (s Settings) Cmdline() string {
 	var out []string
 	add := func(name, val string) { out = append(out, Param+name+"="+val) }
-	if s.Hostname != "" {
+	if s.Hostname != "" && ValidHostname(s.Hostname) == nil {
 		add("hostname", s.Hostname)
 	}
 	if s.Addr.IsValid() {
@@ -42,14 +44,15 @@ func (s Settings) Cmdline() string {
 	if s.MTU != 0 {
 		add("mtu", strconv.Itoa(s.MTU))
 	}
-	if s.Iface != "" {
+	if s.Iface != "" && validIfaceName(s.Iface) == nil {
 		add("iface", s.Iface)
 	}
-	t := s.Transport
-	if t == "" {
-		t = TransportVsock
+	switch t := s.Transport; t {
+	case "":
+		add("transport", string(TransportVsock))
+	case TransportVsock, TransportSerial:
+		add("transport", string(t))
 	}
-	add("transport", string(t))
 	if s.Port != 0 && s.Port != proto.DefaultPort {
 		add("port", strconv.FormatUint(uint64(s.Port), 10))
 	}

@@ -18,19 +18,25 @@ CREATE TABLE vm_ports (
     PRIMARY KEY (vm_id, host_port)
 ) STRICT;
 
+-- Only whole pairs of decimal digits are taken, as the old reader
+-- (strconv.Atoi on each side) took them: SQLite's CAST reads a numeric
+-- prefix, so "8080x:80" or "1e3:22" would otherwise become ports.
 WITH RECURSIVE split (vm_id, item, rest) AS (
     SELECT id, '', publish || ',' FROM vms WHERE publish <> ''
     UNION ALL
     SELECT vm_id, substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1)
     FROM split WHERE rest <> ''
+),
+pairs (vm_id, h, g) AS (
+    SELECT vm_id, trim(substr(item, 1, instr(item, ':') - 1)), trim(substr(item, instr(item, ':') + 1))
+    FROM split WHERE instr(item, ':') > 0
 )
 INSERT OR IGNORE INTO vm_ports (vm_id, host_port, guest_port)
-SELECT vm_id,
-       CAST(trim(substr(item, 1, instr(item, ':') - 1)) AS INTEGER),
-       CAST(trim(substr(item, instr(item, ':') + 1)) AS INTEGER)
-FROM split
-WHERE instr(item, ':') > 0
-  AND CAST(trim(substr(item, 1, instr(item, ':') - 1)) AS INTEGER) BETWEEN 1 AND 65535
-  AND CAST(trim(substr(item, instr(item, ':') + 1)) AS INTEGER) BETWEEN 1 AND 65535;
+SELECT vm_id, CAST(h AS INTEGER), CAST(g AS INTEGER)
+FROM pairs
+WHERE h <> '' AND h NOT GLOB '*[^0-9]*' AND length(h) <= 5
+  AND g <> '' AND g NOT GLOB '*[^0-9]*' AND length(g) <= 5
+  AND CAST(h AS INTEGER) BETWEEN 1 AND 65535
+  AND CAST(g AS INTEGER) BETWEEN 1 AND 65535;
 
 ALTER TABLE vms DROP COLUMN publish;
