@@ -80,9 +80,11 @@ type Options struct {
 	// (keeping what the stream put there), and other ".wh..wh." names
 	// are ignored. None of them is created.
 	Whiteouts bool
-	// ContainSymlinks refuses a symlink whose target is absolute or,
+	// ContainSymlinks refuses a symlink whose target is absolute, has a
+	// ".." after a name (which climbs from wherever that name leads) or,
 	// read from the symlink's directory, leaves the destination, for
-	// trees the caller will read following symlinks.
+	// trees the caller will read following symlinks. It holds while no
+	// directory is replaced, so not with ReplaceAll or Whiteouts.
 	ContainSymlinks bool
 	// Holes makes every run of zero blocks in a regular file a hole.
 	// Without it only the holes of PAX sparse entries stay holes.
