@@ -119,7 +119,7 @@ func (x *extractor) make(raw, name string, hdr *tar.Header, tr *tar.Reader) erro
 	case tar.TypeDir:
 		return x.dir(raw, name, hdr)
 	case tar.TypeReg, tar.TypeGNUSparse: // the reader turns old TypeRegA entries into TypeReg
-		if err := x.countFile(raw, hdr.Size); err != nil {
+		if err := x.countFile(raw, hdr); err != nil {
 			return err
 		}
 		return x.replace(raw, name, "", func(at string) error { return x.file(at, hdr, tr) })
