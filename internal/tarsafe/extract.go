@@ -366,6 +366,9 @@ type extractor struct {
 	// place (true) and their ancestors (false), which an opaque
 	// whiteout keeps.
 	layer map[string]bool
+	// opaqued, with Options.Whiteouts, holds the directories an opaque
+	// whiteout has cleared of what was there before the stream.
+	opaqued map[string]bool
 	// atName and atDir cache the directory last opened for a *at call.
 	atName string
 	atDir  *os.File

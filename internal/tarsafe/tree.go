@@ -244,7 +244,27 @@ func (x *extractor) opaque(raw, dir string) error {
 	return nil
 }
 
+// clearLower removes what is under dir and not of this stream. A
+// directory it has cleared is remembered (in x.opaqued): from then on it
+// holds only what the stream put there, so clearing it, or anything
+// under it, again has nothing to do, and a stream of many opaque
+// whiteouts costs each directory one read rather than one per whiteout.
 func (x *extractor) clearLower(dir string) error {
+	for d := dir; ; d = path.Dir(d) {
+		if x.opaqued[d] {
+			return nil
+		}
+		if d == "." {
+			break
+		}
+	}
+	return x.clearDir(dir)
+}
+
+func (x *extractor) clearDir(dir string) error {
+	if x.opaqued[dir] {
+		return nil
+	}
 	f, err := x.root.Open(dir)
 	if err != nil {
 		return err
@@ -263,11 +283,15 @@ func (x *extractor) clearLower(dir string) error {
 				return err
 			}
 		case e.IsDir():
-			if err := x.clearLower(child); err != nil {
+			if err := x.clearDir(child); err != nil {
 				return err
 			}
 		}
 	}
+	if x.opaqued == nil {
+		x.opaqued = map[string]bool{}
+	}
+	x.opaqued[dir] = true
 	return nil
 }
 
