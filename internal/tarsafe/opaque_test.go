@@ -44,3 +44,36 @@ func TestManyOpaqueWhiteouts(t *testing.T) {
 		t.Fatalf("%d opaque whiteouts over %d directories took %v", 2*n, n, took)
 	}
 }
+
+// TestManyWhiteouts: each removal (a whiteout, a directory replaced)
+// scanned the whole cache of known directories, up to 65,536 names, so a
+// layer of many directories and many whiteouts cost their product.
+func TestManyWhiteouts(t *testing.T) {
+	const n = 30000
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header) {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		add(&tar.Header{Name: fmt.Sprintf("d%d/", i), Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	for i := range n {
+		add(&tar.Header{Name: fmt.Sprintf("f%d", i), Typeflag: tar.TypeReg, Mode: 0o644})
+		add(&tar.Header{Name: fmt.Sprintf(".wh.f%d", i), Typeflag: tar.TypeReg, Mode: 0o644})
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
+	defer cancel()
+	if err := Extract(ctx, &buf, t.TempDir(), policies(jail{})["image"]); err != nil {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+	if took := time.Since(start); took > 45*time.Second {
+		t.Fatalf("%d whiteouts beside %d directories took %v", n, n, took)
+	}
+}

@@ -113,6 +113,10 @@ func (x *extractor) replace(raw, name, target string, create func(at string) err
 	return nil
 }
 
+// maxSafeScan is the largest cache of known directories that a removal
+// scans for names under what it removes; a larger one is emptied.
+const maxSafeScan = 4096
+
 // tempName returns an unused name next to name for a file to be renamed
 // over it.
 func tempName(name string) string {
@@ -145,6 +149,12 @@ func (x *extractor) place(name string, old fs.FileInfo, create func(at string) e
 // remove removes name, with everything under it, and forgets what was
 // known about directories there.
 func (x *extractor) remove(name string) error {
+	if len(x.safe) > maxSafeScan {
+		// Scanning a large cache on every removal would make a stream of
+		// many directories and many whiteouts cost their product.
+		clear(x.safe)
+		x.safe["."] = true
+	}
 	for d := range x.safe {
 		if d == name || strings.HasPrefix(d, name+"/") {
 			delete(x.safe, d)
