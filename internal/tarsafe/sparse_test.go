@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -97,5 +98,39 @@ func TestHugeSparseMap(t *testing.T) {
 	}
 	if st := fi.Sys().(*syscall.Stat_t); st.Blocks*512 > 1<<20 {
 		t.Errorf("big takes %d bytes: the hole was written", st.Blocks*512)
+	}
+}
+
+// TestBadSizes: PAX size records and header sizes that are negative,
+// huge or not numbers fail the stream; nothing is left outside, and no
+// file claims what was not sent.
+func TestBadSizes(t *testing.T) {
+	paxed := func(k, v string) []byte {
+		pax := paxRecord(k, v)
+		out := append(rawBlock("PaxHeaders/f", tar.TypeXHeader, int64(len(pax))), pad([]byte(pax))...)
+		out = append(out, rawBlock("f", tar.TypeReg, 1)...)
+		out = append(out, pad([]byte("x"))...)
+		return append(out, make([]byte, 1024)...)
+	}
+	neg := rawBlock("f", tar.TypeReg, 0)
+	copy(neg[124:136], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe})
+	huge := rawBlock("f", tar.TypeReg, 0)
+	copy(huge[124:136], []byte{0x80, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	for name, stream := range map[string][]byte{
+		"pax negative":   paxed("size", "-5"),
+		"pax huge":       paxed("size", "99999999999999999999"),
+		"pax not number": paxed("size", "0x10"),
+		"pax long path":  paxed("path", strings.Repeat("a/", 3000)),
+		"header neg":     append(neg, make([]byte, 1024)...),
+		"header huge":    append(huge, make([]byte, 1024)...),
+	} {
+		for pname, opts := range policies(jail{}) {
+			j := newJail(t)
+			err := Extract(context.Background(), bytes.NewReader(stream), j.dst, opts)
+			if err == nil {
+				t.Errorf("%s/%s: taken", name, pname)
+			}
+			j.check(t)
+		}
 	}
 }
