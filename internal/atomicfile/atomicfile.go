@@ -70,8 +70,38 @@ func Create(path string, opts ...Option) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replace %s: open its directory: %w", path, &os.PathError{Op: "open", Path: dirPath, Err: err})
 	}
-	dir := os.NewFile(uintptr(dfd), dirPath)
-	f, tmp, err := createTemp(dfd, dirPath, base)
+	return create(os.NewFile(uintptr(dfd), dirPath), path, o)
+}
+
+// CreateIn is Create for name inside root: name's directory is opened
+// through root, so a link on the way can lead only inside it, and a link
+// at name is replaced, never followed. For trees that are not the
+// writer's own, such as an image being built.
+func CreateIn(root *os.Root, name string, opts ...Option) (*File, error) {
+	o := options{mode: 0o600, uid: -1, gid: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	path := filepath.Join(root.Name(), name)
+	base := filepath.Base(name)
+	if base == "." || base == ".." || base == string(filepath.Separator) {
+		return nil, fmt.Errorf("replace %s: not a file name", path)
+	}
+	dir, err := root.Open(filepath.Dir(name))
+	if err != nil {
+		return nil, fmt.Errorf("replace %s: open its directory: %w", path, err)
+	}
+	if fi, err := dir.Stat(); err != nil || !fi.IsDir() {
+		dir.Close()
+		return nil, fmt.Errorf("replace %s: its directory is not one", path)
+	}
+	return create(dir, path, o)
+}
+
+// create makes the temporary file for path in dir, which it then owns.
+func create(dir *os.File, path string, o options) (*File, error) {
+	dirPath, base := filepath.Dir(path), filepath.Base(path)
+	f, tmp, err := createTemp(int(dir.Fd()), dirPath, base)
 	if err != nil {
 		dir.Close()
 		return nil, fmt.Errorf("replace %s: create a temporary file beside it: %w", path, err)
@@ -195,6 +225,19 @@ func WriteFile(path string, data []byte, opts ...Option) error {
 	defer af.Cleanup()
 	if _, err := af.Write(data); err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	return af.Commit()
+}
+
+// WriteFileIn replaces name inside root with data; see CreateIn.
+func WriteFileIn(root *os.Root, name string, data []byte, opts ...Option) error {
+	af, err := CreateIn(root, name, opts...)
+	if err != nil {
+		return err
+	}
+	defer af.Cleanup()
+	if _, err := af.Write(data); err != nil {
+		return fmt.Errorf("replace %s: %w", af.path, err)
 	}
 	return af.Commit()
 }

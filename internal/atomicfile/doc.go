@@ -21,7 +21,9 @@
 // may leave an empty file.
 //
 // Only the last element of the path is protected: the directories leading
-// to it are resolved as usual, symlinks included.
+// to it are resolved as usual, symlinks included. CreateIn and WriteFileIn
+// take a name inside an os.Root instead, for trees that are not the
+// writer's own: a link on the way may then lead only inside the root.
 //
 // The package uses the standard library and golang.org/x/sys/unix only, as
 // it is linked into the static guest agent too.

@@ -119,7 +119,7 @@ func (x *extractor) make(raw, name string, hdr *tar.Header, tr *tar.Reader) erro
 	case tar.TypeDir:
 		return x.dir(raw, name, hdr)
 	case tar.TypeReg, tar.TypeGNUSparse: // the reader turns old TypeRegA entries into TypeReg
-		if err := x.countFile(raw, hdr.Size); err != nil {
+		if err := x.countFile(raw, hdr); err != nil {
 			return err
 		}
 		return x.replace(raw, name, "", func(at string) error { return x.file(at, hdr, tr) })
@@ -211,8 +211,34 @@ func (x *extractor) checkSymlink(raw, name, target string) error {
 		if path.IsAbs(target) || resolved == ".." || strings.HasPrefix(resolved, "../") {
 			return &EscapeError{Name: raw, Reason: fmt.Sprintf("its link target %q leaves the destination", target)}
 		}
+		if innerDotDot(target) {
+			// "s/../x" is inside by its letters, but the kernel
+			// follows s first: if s is a link (now or later), s/..
+			// is wherever s leads's parent.
+			return &EscapeError{Name: raw, Reason: fmt.Sprintf("its link target %q has a \"..\" after a name, which may climb out through another link", target)}
+		}
 	}
 	return nil
+}
+
+// innerDotDot reports whether target has a ".." component after another
+// one. Leading ".." components climb from the link's own directory, whose
+// ancestors are real directories; after a name, ".." climbs from wherever
+// that name leads, which the letters of the target do not say.
+func innerDotDot(target string) bool {
+	named := false
+	for _, c := range strings.Split(target, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			if named {
+				return true
+			}
+		default:
+			named = true
+		}
+	}
+	return false
 }
 
 // linkTarget checks a hard link's target and returns its clean name: it

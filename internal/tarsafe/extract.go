@@ -80,9 +80,11 @@ type Options struct {
 	// (keeping what the stream put there), and other ".wh..wh." names
 	// are ignored. None of them is created.
 	Whiteouts bool
-	// ContainSymlinks refuses a symlink whose target is absolute or,
+	// ContainSymlinks refuses a symlink whose target is absolute, has a
+	// ".." after a name (which climbs from wherever that name leads) or,
 	// read from the symlink's directory, leaves the destination, for
-	// trees the caller will read following symlinks.
+	// trees the caller will read following symlinks. It holds while no
+	// directory is replaced, so not with ReplaceAll or Whiteouts.
 	ContainSymlinks bool
 	// Holes makes every run of zero blocks in a regular file a hole.
 	// Without it only the holes of PAX sparse entries stay holes.
@@ -122,11 +124,21 @@ type Limits struct {
 	NameBytes int64 // bytes of entry names, summed
 	FileBytes int64 // bytes of regular files' contents, summed
 
-	entries, nameBytes, fileBytes int64
+	entries, nameBytes, fileBytes, sparseBytes int64
 }
 
-// LimitError reports a stream over one of its Limits. What is "entries",
-// "name bytes" or "file bytes".
+// maxSparseBytes bounds the sizes of an extraction's sparse entries
+// (with a shared *Limits, of all the extractions that share it), whatever
+// the Limits say. archive/tar makes a hole's zeros up as they are read, a
+// few bytes of sparse map can claim any size, and the extractor has to
+// read the zeros to find the data after them: without a bound a tiny
+// stream keeps it busy for ever. No packer of banger writes sparse
+// entries (nor do image builders); 16 GiB take a few seconds.
+const maxSparseBytes = 16 << 30
+
+// LimitError reports a stream over one of its Limits, or over the bound
+// on sparse entries. What is "entries", "name bytes", "file bytes" or
+// "sparse bytes".
 type LimitError struct {
 	What  string
 	Limit int64
@@ -138,6 +150,8 @@ func (e *LimitError) Error() string {
 		return fmt.Sprintf("the stream holds more than %d entries; refusing the rest", e.Limit)
 	case "name bytes":
 		return fmt.Sprintf("the names of the stream's entries add up to more than %d bytes; refusing the rest", e.Limit)
+	case "sparse bytes":
+		return fmt.Sprintf("the stream's sparse files claim more than %d bytes in all, mostly holes it does not carry; refusing the rest", e.Limit)
 	}
 	return fmt.Sprintf("the files of the stream would exceed %d bytes in all; refusing the rest", e.Limit)
 }
@@ -291,8 +305,20 @@ func (x *extractor) count(hdr *tar.Header) error {
 	return nil
 }
 
-// countFile charges a regular file's size against the limits.
-func (x *extractor) countFile(raw string, size int64) error {
+// countFile charges a regular file's size against the limits and, when
+// it is sparse, against maxSparseBytes.
+func (x *extractor) countFile(raw string, hdr *tar.Header) error {
+	size := hdr.Size
+	if sparse(hdr) {
+		l := x.opts.Limits
+		if l == nil {
+			l = &x.sparse
+		}
+		if size < 0 || size > maxSparseBytes-l.sparseBytes {
+			return fmt.Errorf("tar entry %q: %w", raw, &LimitError{What: "sparse bytes", Limit: maxSparseBytes})
+		}
+		l.sparseBytes += size
+	}
 	l := x.opts.Limits
 	if l == nil || l.FileBytes <= 0 {
 		return nil
@@ -340,9 +366,14 @@ type extractor struct {
 	// place (true) and their ancestors (false), which an opaque
 	// whiteout keeps.
 	layer map[string]bool
+	// opaqued, with Options.Whiteouts, holds the directories an opaque
+	// whiteout has cleared of what was there before the stream.
+	opaqued map[string]bool
 	// atName and atDir cache the directory last opened for a *at call.
 	atName string
 	atDir  *os.File
+	// sparse counts sparse bytes when Options.Limits is nil.
+	sparse Limits
 }
 
 // dirAttrs is what finishDirs applies to a directory.

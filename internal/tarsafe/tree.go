@@ -113,6 +113,10 @@ func (x *extractor) replace(raw, name, target string, create func(at string) err
 	return nil
 }
 
+// maxSafeScan is the largest cache of known directories that a removal
+// scans for names under what it removes; a larger one is emptied.
+const maxSafeScan = 4096
+
 // tempName returns an unused name next to name for a file to be renamed
 // over it.
 func tempName(name string) string {
@@ -145,6 +149,12 @@ func (x *extractor) place(name string, old fs.FileInfo, create func(at string) e
 // remove removes name, with everything under it, and forgets what was
 // known about directories there.
 func (x *extractor) remove(name string) error {
+	if len(x.safe) > maxSafeScan {
+		// Scanning a large cache on every removal would make a stream of
+		// many directories and many whiteouts cost their product.
+		clear(x.safe)
+		x.safe["."] = true
+	}
 	for d := range x.safe {
 		if d == name || strings.HasPrefix(d, name+"/") {
 			delete(x.safe, d)
@@ -244,7 +254,27 @@ func (x *extractor) opaque(raw, dir string) error {
 	return nil
 }
 
+// clearLower removes what is under dir and not of this stream. A
+// directory it has cleared is remembered (in x.opaqued): from then on it
+// holds only what the stream put there, so clearing it, or anything
+// under it, again has nothing to do, and a stream of many opaque
+// whiteouts costs each directory one read rather than one per whiteout.
 func (x *extractor) clearLower(dir string) error {
+	for d := dir; ; d = path.Dir(d) {
+		if x.opaqued[d] {
+			return nil
+		}
+		if d == "." {
+			break
+		}
+	}
+	return x.clearDir(dir)
+}
+
+func (x *extractor) clearDir(dir string) error {
+	if x.opaqued[dir] {
+		return nil
+	}
 	f, err := x.root.Open(dir)
 	if err != nil {
 		return err
@@ -263,11 +293,15 @@ func (x *extractor) clearLower(dir string) error {
 				return err
 			}
 		case e.IsDir():
-			if err := x.clearLower(child); err != nil {
+			if err := x.clearDir(child); err != nil {
 				return err
 			}
 		}
 	}
+	if x.opaqued == nil {
+		x.opaqued = map[string]bool{}
+	}
+	x.opaqued[dir] = true
 	return nil
 }
 

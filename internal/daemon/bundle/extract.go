@@ -26,8 +26,8 @@ const maxUnpacked = 1 << 40
 // and hard links, with their modes (setid bits included) and, as root,
 // their owners. A later entry of a name replaces an earlier file or link,
 // never a directory. Devices, FIFOs, absolute names, names through
-// symlinks and MarkerName are refused; the files' sizes may add up to
-// limit bytes.
+// symlinks and MarkerName are refused, and an entry naming dir itself is
+// passed over; the files' sizes may add up to limit bytes.
 func unpack(ctx context.Context, r io.Reader, dir string, limit int64) error {
 	return tarsafe.Extract(ctx, r, dir, tarsafe.Options{
 		Replace:   tarsafe.ReplaceFiles,
@@ -40,8 +40,13 @@ func unpack(ctx context.Context, r io.Reader, dir string, limit int64) error {
 }
 
 // refuseMarker refuses an entry, or a hard link target, named MarkerName:
-// the name is banger's own record of the bundle.
+// the name is banger's own record of the bundle. It passes over a
+// directory entry naming the top directory itself (Pack writes none): the
+// top stays private until the stream is verified, and then gets 0755.
 func refuseMarker(hdr *tar.Header) (*tar.Header, error) {
+	if hdr.Typeflag == tar.TypeDir && !path.IsAbs(hdr.Name) && path.Clean(hdr.Name) == "." {
+		return nil, nil
+	}
 	if path.Clean(hdr.Name) == MarkerName {
 		return nil, fmt.Errorf("archive entry %q: the name %s is reserved for banger's own record of the bundle", hdr.Name, MarkerName)
 	}

@@ -191,10 +191,9 @@ func download(ctx context.Context, src Source, dir string, p Progress) (int64, e
 	if err := os.WriteFile(filepath.Join(dir, MarkerName), append(m, '\n'), 0o644); err != nil {
 		return 0, fmt.Errorf("writing %s into %s: %w", MarkerName, dir, err)
 	}
-	// The top directory keeps this mode unless the archive names it.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return 0, err
-	}
+	// dir stays private (MkdirTemp's 0700) until the stream is verified:
+	// the tree holds the archive's setuid files, and its owners as root,
+	// before anything says it is the published bundle.
 
 	vr := &verifyReader{ctx: ctx, r: body, h: sha256.New(), size: src.Size, p: p}
 	dec, err := zstd.NewReader(vr, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(false))
@@ -225,6 +224,9 @@ func download(ctx context.Context, src Source, dir string, p Progress) (int64, e
 	}
 	if xerr != nil {
 		return vr.n, fmt.Errorf("unpacking bundle %s: %w", src.URL, xerr)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return vr.n, err
 	}
 	return vr.n, nil
 }

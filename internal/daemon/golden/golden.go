@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -158,26 +159,33 @@ func runLogged(ctx context.Context, p Progress, env []string, name string, args 
 
 // Customize turns a debootstrapped tree into a banger guest: the agent and
 // its units installed and enabled, sshd taking root logins by key only, an
-// fstab for /dev/vda, and a hostname.
+// fstab for /dev/vda, and a hostname. Everything goes through an os.Root
+// of the tree: the tree is made of the image's packages, and a link they
+// put there (etc -> /etc) must never lead a read or a write out of it.
 func Customize(tree, agent, name string) error {
+	r, err := os.OpenRoot(tree)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
 	steps := []struct {
 		what string
 		do   func() error
 	}{
 		{"install the agent", func() error {
-			return copyFile(agent, filepath.Join(tree, initrd.RootAgent), 0o755)
+			return copyFile(r, agent, initrd.RootAgent[1:], 0o755)
 		}},
-		{"install the units", func() error { return installUnits(tree) }},
+		{"install the units", func() error { return installUnits(r) }},
 		{"configure sshd", func() error {
-			return writeFile(filepath.Join(tree, "etc/ssh/sshd_config.d/banger.conf"),
+			return writeFile(r, "etc/ssh/sshd_config.d/banger.conf",
 				"# Written by banger: root logs in with the key banger installs at boot.\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n", 0o644)
 		}},
 		{"write fstab", func() error {
-			return writeFile(filepath.Join(tree, "etc/fstab"), "/dev/vda / ext4 rw,relatime 0 1\n", 0o644)
+			return writeFile(r, "etc/fstab", "/dev/vda / ext4 rw,relatime 0 1\n", 0o644)
 		}},
-		{"write hostname", func() error { return writeFile(filepath.Join(tree, "etc/hostname"), name+"\n", 0o644) }},
-		{"lock root's password", func() error { return lockRoot(filepath.Join(tree, "etc/shadow")) }},
-		{"make host keys per VM", func() error { return perVMHostKeys(tree) }},
+		{"write hostname", func() error { return writeFile(r, "etc/hostname", name+"\n", 0o644) }},
+		{"lock root's password", func() error { return lockRoot(r, "etc/shadow") }},
+		{"make host keys per VM", func() error { return perVMHostKeys(r) }},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -190,34 +198,39 @@ func Customize(tree, agent, name string) error {
 // perVMHostKeys removes the SSH host keys made while the image was built,
 // which every VM of the image would otherwise share, and has ssh.service
 // make fresh ones on each VM's first boot.
-func perVMHostKeys(tree string) error {
-	keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*"))
-	for _, k := range keys {
-		if err := os.Remove(k); err != nil {
-			return err
+func perVMHostKeys(r *os.Root) error {
+	ents, err := fs.ReadDir(r.FS(), "etc/ssh")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "ssh_host_") {
+			if err := r.Remove("etc/ssh/" + e.Name()); err != nil {
+				return err
+			}
 		}
 	}
-	return writeFile(filepath.Join(tree, "etc/systemd/system/ssh.service.d/banger-host-keys.conf"),
+	return writeFile(r, "etc/systemd/system/ssh.service.d/banger-host-keys.conf",
 		"# Written by banger: each VM makes its own SSH host keys at first boot,\n# before the unit's own configuration check (which needs them).\n[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n", 0o644)
 }
 
-func installUnits(tree string) error {
-	sysd := filepath.Join(tree, "etc/systemd/system")
+func installUnits(r *os.Root) error {
+	const sysd = "etc/systemd/system"
 	for unit, target := range guestfiles.UnitNames {
 		data, err := fs.ReadFile(guestfiles.Units, unit)
 		if err != nil {
 			return err
 		}
-		if err := writeFile(filepath.Join(sysd, unit), string(data), 0o644); err != nil {
+		if err := writeFile(r, path.Join(sysd, unit), string(data), 0o644); err != nil {
 			return err
 		}
-		wants := filepath.Join(sysd, target+".wants")
-		if err := os.MkdirAll(wants, 0o755); err != nil {
+		wants := path.Join(sysd, target+".wants")
+		if err := r.MkdirAll(wants, 0o755); err != nil {
 			return err
 		}
-		link := filepath.Join(wants, unit)
-		_ = os.Remove(link)
-		if err := os.Symlink("/etc/systemd/system/"+unit, link); err != nil {
+		link := path.Join(wants, unit)
+		_ = r.Remove(link)
+		if err := r.Symlink("/etc/systemd/system/"+unit, link); err != nil {
 			return err
 		}
 	}
@@ -225,8 +238,8 @@ func installUnits(tree string) error {
 }
 
 // lockRoot makes root's password field "*" so only keys can log in.
-func lockRoot(shadow string) error {
-	data, err := os.ReadFile(shadow)
+func lockRoot(r *os.Root, shadow string) error {
+	data, err := r.ReadFile(shadow)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -239,25 +252,26 @@ func lockRoot(shadow string) error {
 			lines[i] = "root:*:" + f[2]
 		}
 	}
-	return writeFile(shadow, strings.Join(lines, "\n"), 0o640)
+	return writeFile(r, shadow, strings.Join(lines, "\n"), 0o640)
 }
 
-func copyFile(src, dst string, mode os.FileMode) error {
+// copyFile copies the host file src to dst in the tree.
+func copyFile(r *os.Root, src, dst string, mode os.FileMode) error {
 	data, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	return writeFile(dst, string(data), mode)
+	return writeFile(r, dst, string(data), mode)
 }
 
-// writeFile puts data at path in the image tree, making its directory. It
+// writeFile puts data at name in the image tree, making its directory. It
 // is not flushed: the tree is packed into the image by mkfs later, and
 // thrown away if the build fails.
-func writeFile(path, data string, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+func writeFile(r *os.Root, name, data string, mode os.FileMode) error {
+	if err := r.MkdirAll(path.Dir(name), 0o755); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(path, []byte(data), atomicfile.Mode(mode), atomicfile.NoSync())
+	return atomicfile.WriteFileIn(r, name, []byte(data), atomicfile.Mode(mode), atomicfile.NoSync())
 }
 
 func orDefault(s, d string) string {

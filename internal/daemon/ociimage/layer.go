@@ -74,6 +74,8 @@ type applier struct {
 	meta     map[uint64]*inodeMeta
 	// bounds is shared by the layers: the limits are the image's.
 	bounds *tarsafe.Limits
+	// xattrBytes counts the xattr bytes kept in meta; see keep.
+	xattrBytes int64
 }
 
 func newApplier(root string, l Limits) *applier {
@@ -196,6 +198,5 @@ func (a *applier) record(hdr *tar.Header, fi fs.FileInfo, layer string) error {
 	default:
 		typ = unix.S_IFREG
 	}
-	a.keep(st, typ, hdr.Uid, hdr.Gid, hdr.Mode, hdr.PAXRecords, rdev, layer, hdr.Name)
-	return nil
+	return a.keep(st, typ, hdr.Uid, hdr.Gid, hdr.Mode, hdr.PAXRecords, rdev, layer, hdr.Name)
 }

@@ -60,7 +60,12 @@ func privileged(dir string) bool {
 // the inode st, replacing what an earlier inode of that number left.
 // An xattr whose name the kernel would refuse (a root import could not
 // set it either) is left out with a warning naming layer and entry.
-func (a *applier) keep(st *syscall.Stat_t, typ uint32, uid, gid int, perm int64, pax map[string]string, rdev uint64, layer, name string) {
+//
+// What is kept stays in memory until mkfs, so it is bounded: a value too
+// long for a debugfs command (which writeManifest would refuse anyway)
+// fails the import at once, and all values together may hold
+// maxKeptXattrBytes.
+func (a *applier) keep(st *syscall.Stat_t, typ uint32, uid, gid int, perm int64, pax map[string]string, rdev uint64, layer, name string) error {
 	m := &inodeMeta{uid: uint32(uid), gid: uint32(gid), mode: typ | uint32(perm&0o7777), rdev: rdev}
 	for k, v := range pax {
 		if key, ok := strings.CutPrefix(k, xattrPAXPrefix); ok && key != "" {
@@ -68,11 +73,24 @@ func (a *applier) keep(st *syscall.Stat_t, typ uint32, uid, gid int, perm int64,
 				a.warn("layer %s: xattr %q on %s not kept: not a name Linux accepts (a known namespace prefix and at most 255 bytes)", layer, key, name)
 				continue
 			}
+			if 4*len(v)+len(key) > maxDebugfsLine {
+				return fmt.Errorf("layer %s: the xattr %s on %s holds %d bytes, more than a debugfs command can write: import as root to keep it", layer, key, name, len(v))
+			}
+			a.xattrBytes += int64(len(key) + len(v))
+			if a.xattrBytes > maxKeptXattrBytes {
+				return fmt.Errorf("layer %s: the image's xattrs add up to more than %d bytes, more than an import without root keeps in memory: import as root to keep them", layer, maxKeptXattrBytes)
+			}
 			m.xattrs = append(m.xattrs, xattr{key, v})
 		}
 	}
 	a.meta[st.Ino] = m
+	return nil
 }
+
+// maxKeptXattrBytes bounds the xattr names and values an import without
+// root keeps (labels on every file of a large image come to a few MiB);
+// tests lower it.
+var maxKeptXattrBytes int64 = 256 << 20
 
 // validXattrName reports whether Linux would accept key as an extended
 // attribute's name: one of its namespaces, at most XATTR_NAME_MAX bytes, no
