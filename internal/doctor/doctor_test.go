@@ -216,7 +216,7 @@ func TestFirecrackerBinSetting(t *testing.T) {
 	s.FirecrackerBin = filepath.Join(t.TempDir(), "nope")
 	rs := run(f.host(0), s)
 	// The setting wins over PATH, as in the daemon.
-	expect(t, find(t, rs, "firecracker"), doctor.Warn, "firecracker_bin "+s.FirecrackerBin+" is not a file", "correct firecracker_bin")
+	expect(t, find(t, rs, "firecracker"), doctor.Warn, "firecracker_bin "+s.FirecrackerBin+" is not an executable file", "correct firecracker_bin")
 	expect(t, find(t, rs, "vmm"), doctor.OK, "auto picks qemu ("+qemu+"): firecracker_bin", "")
 
 	s.FirecrackerBin = filepath.Join(f.bin, "firecracker")

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Host is where the probes look. Tests point it at a fake tree and a PATH
@@ -82,10 +84,12 @@ func (h Host) LookAdmin(name string) (string, error) {
 	return "", fmt.Errorf("%s is not on PATH or in %s", name, strings.Join(SbinDirs, ", "))
 }
 
-// IsExecutable reports whether p is a regular file with an execute bit.
+// IsExecutable reports whether p is a regular file this process may
+// execute (an execute bit for another user is not enough).
 func IsExecutable(p string) bool {
 	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 &&
+		unix.Faccessat(unix.AT_FDCWD, p, unix.X_OK, unix.AT_EACCESS) == nil
 }
 
 // hasModule reports whether the kernel module name is loaded or built in

@@ -234,7 +234,7 @@ func TestProbeBinaries(t *testing.T) {
 	}
 	o.FirecrackerBin, o.QemuBin = filepath.Join(bin, "nope"), fc+"x"
 	facts = Probe(context.Background(), o)
-	if facts.Firecracker.Err == nil || !strings.Contains(facts.Firecracker.Err.Error(), "firecracker_bin "+o.FirecrackerBin+" is not a file") ||
+	if facts.Firecracker.Err == nil || !strings.Contains(facts.Firecracker.Err.Error(), "firecracker_bin "+o.FirecrackerBin+" is not an executable file") ||
 		facts.QEMU.Err == nil || !strings.Contains(facts.QEMU.Err.Error(), "qemu_bin "+o.QemuBin+" is not an executable file") {
 		t.Fatalf("settings: %+v %+v", facts.Firecracker, facts.QEMU)
 	}
