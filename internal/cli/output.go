@@ -46,7 +46,13 @@ func newTable(w io.Writer, headers ...string) *tabwriter.Writer {
 	return tw
 }
 
+// row writes one table row; each column is made printable first, so that
+// a tab, newline or escape sequence in a name cannot break the table or
+// the terminal.
 func row(tw *tabwriter.Writer, cols ...string) {
+	for i, c := range cols {
+		cols[i] = printable(c)
+	}
 	fmt.Fprintln(tw, strings.Join(cols, "\t"))
 }
 

@@ -57,7 +57,7 @@ type lineRenderer struct {
 func (r *lineRenderer) header(op rpc.Operation) {
 	if !r.started && op.ID != "" {
 		r.started = true
-		fmt.Fprintf(r.w, "%s: %s %s\n", op.ID, op.Kind, op.Target)
+		fmt.Fprintf(r.w, "%s: %s %s\n", printable(op.ID), printable(op.Kind), printable(op.Target))
 	}
 }
 
@@ -78,7 +78,7 @@ func (r *lineRenderer) flush() {
 	if r.phase == "" {
 		return
 	}
-	fmt.Fprintf(r.w, "%s: %s (%s)\n", r.last.ID, r.phase, phaseSummary(r.last, r.now().Sub(r.since)))
+	fmt.Fprintf(r.w, "%s: %s (%s)\n", printable(r.last.ID), printable(r.phase), phaseSummary(r.last, r.now().Sub(r.since)))
 	r.phase = ""
 }
 
@@ -91,7 +91,7 @@ func (r *lineRenderer) finish(op rpc.Operation) {
 		r.last = op // the final count of the last phase
 	}
 	r.flush()
-	fmt.Fprintf(r.w, "%s: %s\n", op.ID, op.State)
+	fmt.Fprintf(r.w, "%s: %s\n", printable(op.ID), printable(op.State))
 }
 
 // phaseSummary says what a phase counted and how long it took. A count has
@@ -204,10 +204,7 @@ func (r *barRenderer) desc(op rpc.Operation) string {
 	if desc == "" {
 		desc = op.Kind + " " + op.Target
 	}
-	if len(desc) > maxDesc {
-		desc = desc[:maxDesc-3] + "..."
-	}
-	return desc
+	return truncate(printable(desc), maxDesc)
 }
 
 // replace swaps the bar for one fitting op's phase, on the same line.
@@ -266,6 +263,6 @@ func (r *barRenderer) finish(op rpc.Operation) {
 		fmt.Fprintln(r.w)
 	}
 	if op.ID != "" {
-		fmt.Fprintf(r.w, "%s: %s\n", op.ID, op.State)
+		fmt.Fprintf(r.w, "%s: %s\n", printable(op.ID), printable(op.State))
 	}
 }
