@@ -13,6 +13,14 @@
 set -euo pipefail
 
 lock_wait=${HOST_DEPS_LOCK_WAIT:-600}
+# A wait that is not a whole number of seconds ("10m") would make every
+# comparison below fail, and the wait never end.
+case $lock_wait in
+  '' | *[!0-9]*)
+    echo "host-deps: HOST_DEPS_LOCK_WAIT=$lock_wait is not a number of seconds (e.g. 600)" >&2
+    exit 2
+    ;;
+esac
 read -r -a locks <<<"${HOST_DEPS_LOCKS:-/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock}"
 
 # lock_holder FILE prints the pid of a process holding a lock on FILE, of
