@@ -26,7 +26,15 @@ func newRenderer(a *app) renderer {
 		return nopRenderer{}
 	}
 	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && a.getenv("TERM") != "dumb" {
-		return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == "", now: time.Now, throttle: 100 * time.Millisecond}
+		desc := maxDesc
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			desc = min(desc, cols-barStats)
+		}
+		// A line that wraps is not redrawn in place: on a terminal too
+		// narrow for a bar, each redraw would leave a line behind.
+		if desc >= minDesc {
+			return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == "", now: time.Now, throttle: 100 * time.Millisecond, maxDesc: desc}
+		}
 	}
 	return &lineRenderer{w: a.stderr, now: time.Now}
 }
@@ -165,6 +173,8 @@ type barRenderer struct {
 	now   func() time.Time
 	// throttle is the least time between two redraws (except the last).
 	throttle time.Duration
+	// maxDesc bounds the phase shown (0: the constant maxDesc).
+	maxDesc int
 
 	phase string
 	unit  progress.Unit
@@ -174,8 +184,13 @@ type barRenderer struct {
 }
 
 // maxDesc bounds the phase shown beside the bar, so that the bar stays on
-// one line of an 80-column terminal.
-const maxDesc = 40
+// one line of an 80-column terminal; a narrower terminal gets its width
+// less barStats, and one that leaves less than minDesc gets plain lines.
+const (
+	maxDesc  = 40
+	barStats = 36 // "100% |...| (96/96 MiB, 4.6 TiB/s)" with the bar shrunk to nothing
+	minDesc  = 16
+)
 
 func (r *barRenderer) update(op rpc.Operation) {
 	if op.Terminal() || (r.bar == nil && op.Phase == "") {
@@ -204,7 +219,11 @@ func (r *barRenderer) desc(op rpc.Operation) string {
 	if desc == "" {
 		desc = op.Kind + " " + op.Target
 	}
-	return truncate(printable(desc), maxDesc)
+	limit := r.maxDesc
+	if limit <= 0 {
+		limit = maxDesc
+	}
+	return truncate(printable(desc), limit)
 }
 
 // replace swaps the bar for one fitting op's phase, on the same line.
