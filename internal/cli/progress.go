@@ -70,6 +70,7 @@ func (r *lineRenderer) header(op rpc.Operation) {
 }
 
 func (r *lineRenderer) update(op rpc.Operation) {
+	op = counted(op)
 	r.header(op)
 	if op.Terminal() || op.Phase == "" {
 		return
@@ -91,6 +92,7 @@ func (r *lineRenderer) flush() {
 }
 
 func (r *lineRenderer) finish(op rpc.Operation) {
+	op = counted(op)
 	if op.ID == "" {
 		return
 	}
@@ -100,6 +102,18 @@ func (r *lineRenderer) finish(op rpc.Operation) {
 	}
 	r.flush()
 	fmt.Fprintf(r.w, "%s: %s\n", printable(op.ID), printable(op.State))
+}
+
+// counted is op as the renderers show it: a count past its total (a
+// server that sent more than its Content-Length, a tool that did more than
+// it listed) makes that total wrong, so it is dropped rather than shown as
+// "70/65" or "107%"; a negative count or total is no count.
+func counted(op rpc.Operation) rpc.Operation {
+	op.Done, op.Total = max(op.Done, 0), max(op.Total, 0)
+	if op.Total > 0 && op.Done > op.Total {
+		op.Total = 0
+	}
+	return op
 }
 
 // phaseSummary says what a phase counted and how long it took. A count has
@@ -153,6 +167,7 @@ func roundDuration(d time.Duration) string {
 // progressText is the progress column of `op ls` and `op show`: "5/5 (100%)",
 // "1.2 GiB" with no total, "-" with no count.
 func progressText(op rpc.Operation) string {
+	op = counted(op)
 	switch {
 	case op.Total > 0:
 		return fmt.Sprintf("%s/%s (%d%%)", amount(op.Done, op.Unit), amount(op.Total, op.Unit), op.Done*100/op.Total)
@@ -193,6 +208,7 @@ const (
 )
 
 func (r *barRenderer) update(op rpc.Operation) {
+	op = counted(op)
 	if op.Terminal() || (r.bar == nil && op.Phase == "") {
 		return
 	}
