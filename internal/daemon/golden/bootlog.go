@@ -105,7 +105,10 @@ func (b *bootLog) info(msg string) {
 		b.tick()
 		return
 	}
-	name := strings.TrimSuffix(msg, "...")
+	name := strings.TrimSpace(strings.TrimSuffix(msg, "..."))
+	if name == "" {
+		return // "I: ..." names nothing: no phase without a name
+	}
 	b.header = name
 	if total, ok := debHeaders[name]; ok {
 		b.begin(lowerFirst(name), modeDebInstall, total(b))
@@ -137,7 +140,11 @@ func (b *bootLog) apt(s string) {
 		b.tick()
 	case strings.HasPrefix(s, "Unpacking ") || strings.HasPrefix(s, "Setting up "):
 		if b.mode != modeAptInstall && b.pending > 0 {
-			b.begin(b.header, modeAptInstall, b.pending)
+			name := b.header
+			if name == "" {
+				name = "installing packages"
+			}
+			b.begin(name, modeAptInstall, b.pending)
 		}
 		if b.mode == modeAptInstall && strings.HasPrefix(s, "Setting up ") {
 			b.tick()

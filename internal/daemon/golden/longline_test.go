@@ -48,3 +48,22 @@ func TestReadLinesCutsLongLines(t *testing.T) {
 		t.Fatalf("readLines gave %d lines: %.80q", len(got), got)
 	}
 }
+
+// TestBootLogNamesEveryPhase: garbage ("I: ...", apt lines before any
+// header) must not make a phase without a name, which the CLI cannot show.
+func TestBootLogNamesEveryPhase(t *testing.T) {
+	rec := &recorder{}
+	rec.Phase("start")
+	b := newBootLog(rec)
+	for _, l := range []string{"I: ...", "I: ", "I:    ...", "0 upgraded, 3 newly installed, 0 to remove", "Setting up a (1) ...", "Setting up b (1) ..."} {
+		b.line(l)
+	}
+	for _, p := range rec.phases {
+		if strings.TrimSpace(p.name) == "" {
+			t.Fatalf("a phase without a name: %+v", rec.phases)
+		}
+	}
+	if p := rec.find(t, "installing packages"); p.done != 2 || p.total != 3 {
+		t.Errorf("installing packages: %+v", p)
+	}
+}
