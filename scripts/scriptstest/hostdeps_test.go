@@ -162,3 +162,22 @@ func TestHostDepsRefusesABadLockWait(t *testing.T) {
 		t.Error("apt-get ran")
 	}
 }
+
+// `make lint` needs shellcheck; `make deps` (host-deps.sh) is how a fresh
+// machine gets what the Makefile needs, so it must install it too.
+func TestHostDepsInstallsWhatLintNeeds(t *testing.T) {
+	bin := t.TempDir()
+	writeFile(t, filepath.Join(bin, "dpkg-query"), []byte("#!/bin/sh\nfor a; do last=$a; done\n[ \"$last\" = shellcheck ] && exit 1\nprintf 'install ok installed'\n"))
+	writeFile(t, filepath.Join(bin, "apt-get"), []byte("#!/bin/sh\nexit 0\n"))
+	for _, n := range []string{"dpkg-query", "apt-get"} {
+		if err := os.Chmod(filepath.Join(bin, n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(repoRoot(t), "scripts", "host-deps.sh"), "--check")
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "missing packages: shellcheck") {
+		t.Fatalf("host-deps.sh --check without shellcheck: %v\n%s", err, out)
+	}
+}
