@@ -59,3 +59,14 @@ func truncate(s string, max int) string {
 	}
 	return s[:cut] + "..."
 }
+
+// printableLines is printable for text of several lines (an error that
+// quotes the tail of a guest's console): its line breaks are kept, every
+// other control character is escaped.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,5 +62,21 @@ func TestRenderersEscapeHostileText(t *testing.T) {
 	}
 	if n := strings.Count(tbl.String(), "\n"); n != 2 {
 		t.Errorf("a newline in a column made %d table lines, want 2:\n%s", n, tbl.String())
+	}
+}
+
+// TestErrorsAreEscaped: an error can quote what came from elsewhere (the
+// tail of a guest's console, a registry's answer, an argument); what it
+// says reaches the terminal escaped, its line breaks kept.
+func TestErrorsAreEscaped(t *testing.T) {
+	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	var stdout, stderr bytes.Buffer
+	cfg := filepath.Join(t.TempDir(), "\x1b]0;pwned\x07\x1b[2J.toml")
+	Run(t.Context(), []string{"--config", cfg, "config", "show"}, strings.NewReader(""), &stdout, &stderr)
+	if s := stderr.String(); strings.ContainsAny(s, "\x1b\x07") || !strings.Contains(s, `\x1b]0;pwned`) {
+		t.Errorf("stderr %q", s)
+	}
+	if got := printableLines("start failed\nlog tail:\n\x1b[31mred\r"); got != "start failed\nlog tail:\n\\x1b[31mred\\r" {
+		t.Errorf("printableLines = %q", got)
 	}
 }
