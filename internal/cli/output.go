@@ -50,10 +50,11 @@ func newTable(w io.Writer, headers ...string) *tabwriter.Writer {
 // a tab, newline or escape sequence in a name cannot break the table or
 // the terminal.
 func row(tw *tabwriter.Writer, cols ...string) {
+	out := make([]string, len(cols))
 	for i, c := range cols {
-		cols[i] = printable(c)
+		out[i] = printable(c)
 	}
-	fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	fmt.Fprintln(tw, strings.Join(out, "\t"))
 }
 
 func ago(t time.Time) string {
