@@ -34,7 +34,7 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 	@if ! command -v shellcheck >/dev/null 2>&1; then \
-	  echo "lint: shellcheck is not installed: apt-get install shellcheck (dnf install ShellCheck)" >&2; exit 1; fi
+	  echo "lint: shellcheck is not installed: make deps (or apt-get install shellcheck, dnf install ShellCheck)" >&2; exit 1; fi
 	@if [ -n "$(SCRIPTS)" ]; then shellcheck --severity=error $(SCRIPTS); fi
 
 fmt:

@@ -13,6 +13,14 @@
 set -euo pipefail
 
 lock_wait=${HOST_DEPS_LOCK_WAIT:-600}
+# A wait that is not a whole number of seconds ("10m") would make every
+# comparison below fail, and the wait never end.
+case $lock_wait in
+  '' | *[!0-9]*)
+    echo "host-deps: HOST_DEPS_LOCK_WAIT=$lock_wait is not a number of seconds (e.g. 600)" >&2
+    exit 2
+    ;;
+esac
 read -r -a locks <<<"${HOST_DEPS_LOCKS:-/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock}"
 
 # lock_holder FILE prints the pid of a process holding a lock on FILE, of
@@ -72,12 +80,13 @@ esac
 if command -v apt-get >/dev/null 2>&1; then
   pm=apt
   # Debian and Ubuntu names. mmdebstrap and uidmap: the default image built
-  # by a bangerd that is not root (docs/image-catalog.md).
-  pkgs=(qemu-system-x86 e2fsprogs zstd cpio iproute2 nftables openssh-client debootstrap mmdebstrap uidmap ca-certificates make git)
+  # by a bangerd that is not root (docs/image-catalog.md). shellcheck: make
+  # lint, beside make and git.
+  pkgs=(qemu-system-x86 e2fsprogs zstd cpio iproute2 nftables openssh-client debootstrap mmdebstrap uidmap ca-certificates make git shellcheck)
   have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 elif command -v dnf >/dev/null 2>&1; then
   pm=dnf
-  pkgs=(qemu-system-x86-core e2fsprogs zstd cpio iproute nftables openssh-clients debootstrap mmdebstrap shadow-utils ca-certificates make git)
+  pkgs=(qemu-system-x86-core e2fsprogs zstd cpio iproute nftables openssh-clients debootstrap mmdebstrap shadow-utils ca-certificates make git ShellCheck)
   have() { rpm -q "$1" >/dev/null 2>&1; }
 else
   echo "host-deps: no apt-get or dnf here; install by hand: QEMU (x86_64 system emulator), e2fsprogs, zstd, cpio, iproute2, nftables, an SSH client, debootstrap, mmdebstrap and newuidmap/newgidmap" >&2

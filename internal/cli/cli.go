@@ -68,7 +68,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return ee.code
 	}
 	for _, l := range errorLines(err) {
-		fmt.Fprintf(stderr, "banger: %s\n", l)
+		fmt.Fprintf(stderr, "banger: %s\n", printableLines(l))
 	}
 	if isUsage(err) {
 		fmt.Fprintln(stderr, "Run 'banger --help' or add --help to a command for usage.")

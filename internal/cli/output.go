@@ -46,8 +46,15 @@ func newTable(w io.Writer, headers ...string) *tabwriter.Writer {
 	return tw
 }
 
+// row writes one table row; each column is made printable first, so that
+// a tab, newline or escape sequence in a name cannot break the table or
+// the terminal.
 func row(tw *tabwriter.Writer, cols ...string) {
-	fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = printable(c)
+	}
+	fmt.Fprintln(tw, strings.Join(out, "\t"))
 }
 
 func ago(t time.Time) string {

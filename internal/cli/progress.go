@@ -26,7 +26,15 @@ func newRenderer(a *app) renderer {
 		return nopRenderer{}
 	}
 	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && a.getenv("TERM") != "dumb" {
-		return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == "", now: time.Now, throttle: 100 * time.Millisecond}
+		desc := maxDesc
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			desc = min(desc, cols-barStats)
+		}
+		// A line that wraps is not redrawn in place: on a terminal too
+		// narrow for a bar, each redraw would leave a line behind.
+		if desc >= minDesc {
+			return &barRenderer{w: a.stderr, color: a.getenv("NO_COLOR") == "", now: time.Now, throttle: 100 * time.Millisecond, maxDesc: desc}
+		}
 	}
 	return &lineRenderer{w: a.stderr, now: time.Now}
 }
@@ -57,11 +65,12 @@ type lineRenderer struct {
 func (r *lineRenderer) header(op rpc.Operation) {
 	if !r.started && op.ID != "" {
 		r.started = true
-		fmt.Fprintf(r.w, "%s: %s %s\n", op.ID, op.Kind, op.Target)
+		fmt.Fprintf(r.w, "%s: %s %s\n", printable(op.ID), printable(op.Kind), printable(op.Target))
 	}
 }
 
 func (r *lineRenderer) update(op rpc.Operation) {
+	op = counted(op)
 	r.header(op)
 	if op.Terminal() || op.Phase == "" {
 		return
@@ -78,11 +87,12 @@ func (r *lineRenderer) flush() {
 	if r.phase == "" {
 		return
 	}
-	fmt.Fprintf(r.w, "%s: %s (%s)\n", r.last.ID, r.phase, phaseSummary(r.last, r.now().Sub(r.since)))
+	fmt.Fprintf(r.w, "%s: %s (%s)\n", printable(r.last.ID), printable(r.phase), phaseSummary(r.last, r.now().Sub(r.since)))
 	r.phase = ""
 }
 
 func (r *lineRenderer) finish(op rpc.Operation) {
+	op = counted(op)
 	if op.ID == "" {
 		return
 	}
@@ -91,7 +101,19 @@ func (r *lineRenderer) finish(op rpc.Operation) {
 		r.last = op // the final count of the last phase
 	}
 	r.flush()
-	fmt.Fprintf(r.w, "%s: %s\n", op.ID, op.State)
+	fmt.Fprintf(r.w, "%s: %s\n", printable(op.ID), printable(op.State))
+}
+
+// counted is op as the renderers show it: a count past its total (a
+// server that sent more than its Content-Length, a tool that did more than
+// it listed) makes that total wrong, so it is dropped rather than shown as
+// "70/65" or "107%"; a negative count or total is no count.
+func counted(op rpc.Operation) rpc.Operation {
+	op.Done, op.Total = max(op.Done, 0), max(op.Total, 0)
+	if op.Total > 0 && op.Done > op.Total {
+		op.Total = 0
+	}
+	return op
 }
 
 // phaseSummary says what a phase counted and how long it took. A count has
@@ -145,6 +167,7 @@ func roundDuration(d time.Duration) string {
 // progressText is the progress column of `op ls` and `op show`: "5/5 (100%)",
 // "1.2 GiB" with no total, "-" with no count.
 func progressText(op rpc.Operation) string {
+	op = counted(op)
 	switch {
 	case op.Total > 0:
 		return fmt.Sprintf("%s/%s (%d%%)", amount(op.Done, op.Unit), amount(op.Total, op.Unit), op.Done*100/op.Total)
@@ -165,6 +188,8 @@ type barRenderer struct {
 	now   func() time.Time
 	// throttle is the least time between two redraws (except the last).
 	throttle time.Duration
+	// maxDesc bounds the phase shown (0: the constant maxDesc).
+	maxDesc int
 
 	phase string
 	unit  progress.Unit
@@ -174,10 +199,16 @@ type barRenderer struct {
 }
 
 // maxDesc bounds the phase shown beside the bar, so that the bar stays on
-// one line of an 80-column terminal.
-const maxDesc = 40
+// one line of an 80-column terminal; a narrower terminal gets its width
+// less barStats, and one that leaves less than minDesc gets plain lines.
+const (
+	maxDesc  = 40
+	barStats = 36 // "100% |...| (96/96 MiB, 4.6 TiB/s)" with the bar shrunk to nothing
+	minDesc  = 16
+)
 
 func (r *barRenderer) update(op rpc.Operation) {
+	op = counted(op)
 	if op.Terminal() || (r.bar == nil && op.Phase == "") {
 		return
 	}
@@ -204,10 +235,11 @@ func (r *barRenderer) desc(op rpc.Operation) string {
 	if desc == "" {
 		desc = op.Kind + " " + op.Target
 	}
-	if len(desc) > maxDesc {
-		desc = desc[:maxDesc-3] + "..."
+	limit := r.maxDesc
+	if limit <= 0 {
+		limit = maxDesc
 	}
-	return desc
+	return truncate(printable(desc), limit)
 }
 
 // replace swaps the bar for one fitting op's phase, on the same line.
@@ -266,6 +298,6 @@ func (r *barRenderer) finish(op rpc.Operation) {
 		fmt.Fprintln(r.w)
 	}
 	if op.ID != "" {
-		fmt.Fprintf(r.w, "%s: %s\n", op.ID, op.State)
+		fmt.Fprintf(r.w, "%s: %s\n", printable(op.ID), printable(op.State))
 	}
 }

@@ -18,10 +18,15 @@ type spaceProbe struct {
 	free    uint64
 	fs      string
 	err     error
+	notDir  bool // err: the state dir cannot be a directory
 }
 
 func probeSpace(dir string) spaceProbe {
 	p := spaceProbe{dir: dir, at: hostprobe.ExistingDir(dir)}
+	if err := hostprobe.NotADirectory(dir); err != nil {
+		p.err, p.notDir = err, true
+		return p
+	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(p.at, &st); err != nil {
 		p.err = fmt.Errorf("statfs %s: %w", p.at, err)
@@ -40,6 +45,10 @@ func (p spaceProbe) where() string {
 }
 
 func checkStateDir(p spaceProbe) Result {
+	if p.notDir {
+		return fail("state-dir", "set state_dir to a directory (or a path where one can be made), or move the file away",
+			"state_dir: %v: bangerd cannot keep its store, images and VMs there", p.err)
+	}
 	if p.err != nil {
 		return warn("state-dir", "check that state_dir is a readable directory", "cannot measure the free space of %s: %v", p.dir, p.err)
 	}

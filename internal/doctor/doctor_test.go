@@ -134,7 +134,7 @@ func TestBareHostHasNoVMM(t *testing.T) {
 	// banger programs nftables through netlink: no nft binary is needed.
 	absent(t, rs, "nftables")
 	expect(t, find(t, rs, "ip-forward"), doctor.Warn, "cannot read net.ipv4.ip_forward", "sysctl -w net.ipv4.ip_forward=1")
-	expect(t, find(t, rs, "tools"), doctor.Warn, "mkfs.ext4, debootstrap, apt-get not found", "apt install e2fsprogs debootstrap apt")
+	expect(t, find(t, rs, "tools"), doctor.Warn, "mkfs.ext4, mmdebstrap, newuidmap, newgidmap, apt-get not found", "apt install e2fsprogs mmdebstrap uidmap apt")
 	absent(t, rs, "daemon")
 	if !doctor.Failed(rs) {
 		t.Fatal("Failed is false on a host with no VMM")
@@ -216,7 +216,7 @@ func TestFirecrackerBinSetting(t *testing.T) {
 	s.FirecrackerBin = filepath.Join(t.TempDir(), "nope")
 	rs := run(f.host(0), s)
 	// The setting wins over PATH, as in the daemon.
-	expect(t, find(t, rs, "firecracker"), doctor.Warn, "firecracker_bin "+s.FirecrackerBin+" is not a file", "correct firecracker_bin")
+	expect(t, find(t, rs, "firecracker"), doctor.Warn, "firecracker_bin "+s.FirecrackerBin+" is not an executable file", "correct firecracker_bin")
 	expect(t, find(t, rs, "vmm"), doctor.OK, "auto picks qemu ("+qemu+"): firecracker_bin", "")
 
 	s.FirecrackerBin = filepath.Join(f.bin, "firecracker")
@@ -481,7 +481,7 @@ func TestToolsOffPath(t *testing.T) {
 		}
 	}
 	f.program("apt-get", "exit 0")
-	rs := run(f.host(1000), settings(t))
+	rs := run(f.host(0), settings(t))
 	expect(t, find(t, rs, "tools"), doctor.Warn, filepath.Join(f.root, "usr/sbin/mkfs.ext4")+", "+filepath.Join(f.root, "usr/sbin/debootstrap")+" found but not on PATH",
 		"add "+filepath.Join(f.root, "usr/sbin")+" to PATH")
 }

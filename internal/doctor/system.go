@@ -144,16 +144,30 @@ func checkIPForward(h Host) Result {
 	return ok("ip-forward", "net.ipv4.ip_forward is 1 (%s)", notBuilt)
 }
 
+// tool is a program bangerd runs, and the Debian package that has it.
+type tool struct{ name, pkg string }
+
+// buildTools are the programs that turn trees into disks and build
+// debian-bookworm locally, as bangerd running as uid does it: root
+// debootstraps; a user's bangerd builds with mmdebstrap in its unshare
+// mode, which needs the setuid newuidmap and newgidmap (golden), and never
+// runs debootstrap.
+func buildTools(uid int) ([]tool, string) {
+	if uid == 0 {
+		return []tool{{"mkfs.ext4", "e2fsprogs"}, {"debootstrap", "debootstrap"}, {"apt-get", "apt"}},
+			"mkfs.ext4 makes every image disk (OCI pulls and local builds); debootstrap and apt-get build debian-bookworm and its kernel when their bundles cannot be downloaded"
+	}
+	return []tool{{"mkfs.ext4", "e2fsprogs"}, {"mmdebstrap", "mmdebstrap"}, {"newuidmap", "uidmap"}, {"newgidmap", "uidmap"}, {"apt-get", "apt"}},
+		"mkfs.ext4 makes every image disk (OCI pulls and local builds); without root, bangerd builds debian-bookworm with mmdebstrap (newuidmap and newgidmap map its ids) and its kernel with apt-get when their bundles cannot be downloaded"
+}
+
 // checkTools looks for the programs that turn trees into disks and that
 // build debian-bookworm locally; the daemon looks for them on PATH.
 func checkTools(h Host) Result {
-	var missing, offPath []string
-	var fixes []string
-	for _, t := range []struct{ name, pkg string }{
-		{"mkfs.ext4", "e2fsprogs"},
-		{"debootstrap", "debootstrap"},
-		{"apt-get", "apt"},
-	} {
+	var missing, offPath, fixes, names []string
+	tools, why := buildTools(h.UID)
+	for _, t := range tools {
+		names = append(names, t.name)
 		if _, err := h.LookPath(t.name); err == nil {
 			continue
 		}
@@ -162,9 +176,10 @@ func checkTools(h Host) Result {
 			continue
 		}
 		missing = append(missing, t.name)
-		fixes = append(fixes, t.pkg)
+		if !contains(fixes, t.pkg) {
+			fixes = append(fixes, t.pkg)
+		}
 	}
-	const why = "mkfs.ext4 makes every image disk (OCI pulls and local builds); debootstrap and apt-get build debian-bookworm and its kernel when their bundles cannot be downloaded"
 	switch {
 	case len(missing) > 0:
 		fix := "`sudo apt install " + strings.Join(fixes, " ") + "`"
@@ -184,7 +199,7 @@ func checkTools(h Host) Result {
 		return warn("tools", "add "+strings.Join(ds, ":")+" to PATH (for example in your shell profile), then `banger daemon restart`",
 			"%s found but not on PATH, where bangerd looks (%s)", strings.Join(offPath, ", "), why)
 	}
-	return ok("tools", "mkfs.ext4, debootstrap and apt-get are on PATH")
+	return ok("tools", "%s are on PATH", strings.Join(names, ", "))
 }
 
 func contains(xs []string, x string) bool {

@@ -3,7 +3,6 @@ package hostprobe
 import (
 	"context"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 )
@@ -38,12 +37,14 @@ type Binary struct {
 func (b Binary) Found() bool { return b.Err == nil }
 
 // FindFirecracker finds Firecracker as the daemon runs it: firecracker_bin
-// when set (which must be a file), else firecracker on h.Path.
+// when set (which must be a file this user may execute: one that is not
+// would make auto pick a Firecracker that cannot start), else firecracker
+// on h.Path.
 func FindFirecracker(h Host, setting string) Binary {
 	b := Binary{Setting: setting}
 	if setting != "" {
-		if fi, err := os.Stat(setting); err != nil || fi.IsDir() {
-			b.Err = fmt.Errorf("firecracker_bin %s is not a file", setting)
+		if !IsExecutable(setting) {
+			b.Err = fmt.Errorf("firecracker_bin %s is not an executable file", setting)
 			return b
 		}
 		b.Path = setting

@@ -9,7 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Host is where the probes look. Tests point it at a fake tree and a PATH
@@ -81,10 +84,12 @@ func (h Host) LookAdmin(name string) (string, error) {
 	return "", fmt.Errorf("%s is not on PATH or in %s", name, strings.Join(SbinDirs, ", "))
 }
 
-// IsExecutable reports whether p is a regular file with an execute bit.
+// IsExecutable reports whether p is a regular file this process may
+// execute (an execute bit for another user is not enough).
 func IsExecutable(p string) bool {
 	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 &&
+		unix.Faccessat(unix.AT_FDCWD, p, unix.X_OK, unix.AT_EACCESS) == nil
 }
 
 // hasModule reports whether the kernel module name is loaded or built in
@@ -107,16 +112,23 @@ func HasWord(text, word string) bool {
 	return false
 }
 
-// CommandTimeout bounds every program the probes run (`--version`).
-const CommandTimeout = 5 * time.Second
+// CommandTimeout bounds every program the probes run (`--version`); a
+// variable so that tests can shorten it.
+var CommandTimeout = 5 * time.Second
 
 // RunOutput runs bin with args, bounded by CommandTimeout, and returns its
-// standard output.
+// standard output. The program runs in a process group of its own, killed
+// whole at the timeout: a script that left a child holding its output open
+// (a wrapper that hangs on --version) would otherwise keep the wait, and
+// so doctor, blocked for ever.
 func RunOutput(ctx context.Context, bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, CommandTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	if ctx.Err() != nil {
 		return "", fmt.Errorf("`%s %s` did not finish within %s", bin, strings.Join(args, " "), CommandTimeout)

@@ -59,6 +59,9 @@ func (k KVM) Err() error {
 	return errors.New(k.Reason)
 }
 
+// pvmReason is the Reason of KVMPVM.
+const pvmReason = KVMDevice + " comes from the kvm_pvm module (PVM: KVM without hardware virtualisation), on which QEMU with KVM aborts and a Firecracker guest never boots"
+
 // KVM ioctls: KVM_GET_API_VERSION answers 12 on every KVM since 2007.
 const (
 	kvmGetAPIVersion = 0xAE00
@@ -86,6 +89,10 @@ func ProbeKVM(h Host) KVM {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			k.State, k.Reason = KVMAbsent, KVMDevice+" does not exist"
+		case k.Module == PVMModule:
+			// Access would not help: telling this user to join the kvm
+			// group would only give them a KVM nothing boots on.
+			k.State, k.Reason = KVMPVM, pvmReason+fmt.Sprintf(" (nor may this user open it: %v)", errnoOf(err))
 		case errors.Is(err, os.ErrPermission):
 			k.State, k.Reason = KVMNoAccess, fmt.Sprintf("%s is not usable by this user: %v", KVMDevice, errnoOf(err))
 		default:
@@ -101,7 +108,7 @@ func ProbeKVM(h Host) KVM {
 		}
 	}
 	if k.Module == PVMModule {
-		k.State, k.Reason = KVMPVM, KVMDevice+" comes from the kvm_pvm module (PVM: KVM without hardware virtualisation), on which QEMU with KVM aborts and a Firecracker guest never boots"
+		k.State, k.Reason = KVMPVM, pvmReason
 		return k
 	}
 	k.State, k.Reason = KVMUsable, KVMDevice+" opens read-write"

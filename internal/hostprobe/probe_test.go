@@ -56,6 +56,10 @@ func TestProbeKVM(t *testing.T) {
 		{"pvm beside a hardware module", map[string]string{"dev/kvm": "x", "sys/module/kvm_pvm": "", "sys/module/kvm_intel": ""}, KVMUsable, "kvm_intel", "opens read-write"},
 		{"pvm without /dev/kvm", map[string]string{"sys/module/kvm_pvm": ""}, KVMAbsent, "kvm_pvm", "/dev/kvm does not exist"},
 		{"not openable", map[string]string{"dev/kvm": ""}, KVMBroken, "", "/dev/kvm is not usable by this user: is a directory"},
+		// Not openable by this user on a PVM host: joining the kvm group
+		// would not help, so the state is PVM, not no-access.
+		{"pvm, not openable", map[string]string{"dev/kvm": "", "sys/module/kvm_pvm": ""}, KVMPVM, "kvm_pvm",
+			"never boots (nor may this user open it: is a directory)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -234,7 +238,7 @@ func TestProbeBinaries(t *testing.T) {
 	}
 	o.FirecrackerBin, o.QemuBin = filepath.Join(bin, "nope"), fc+"x"
 	facts = Probe(context.Background(), o)
-	if facts.Firecracker.Err == nil || !strings.Contains(facts.Firecracker.Err.Error(), "firecracker_bin "+o.FirecrackerBin+" is not a file") ||
+	if facts.Firecracker.Err == nil || !strings.Contains(facts.Firecracker.Err.Error(), "firecracker_bin "+o.FirecrackerBin+" is not an executable file") ||
 		facts.QEMU.Err == nil || !strings.Contains(facts.QEMU.Err.Error(), "qemu_bin "+o.QemuBin+" is not an executable file") {
 		t.Fatalf("settings: %+v %+v", facts.Firecracker, facts.QEMU)
 	}

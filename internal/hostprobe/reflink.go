@@ -48,6 +48,29 @@ func ExistingDir(dir string) string {
 	}
 }
 
+// NotADirectory says why dir cannot be a directory bangerd makes or uses:
+// it, or the nearest of its ancestors that exists, is something else (a
+// file); nil when that one is a directory, or nothing exists yet.
+func NotADirectory(dir string) error {
+	d := filepath.Clean(dir)
+	for {
+		fi, err := os.Stat(d)
+		switch {
+		case err == nil && fi.IsDir():
+			return nil
+		case err == nil && d == filepath.Clean(dir):
+			return fmt.Errorf("%s exists and is not a directory", d)
+		case err == nil:
+			return fmt.Errorf("%s cannot be made: %s is not a directory", dir, d)
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return nil
+		}
+		d = parent
+	}
+}
+
 // Reflink is whether the state dir's filesystem can clone files.
 type Reflink struct {
 	At        string // the directory tested: the state dir or its nearest existing ancestor
@@ -79,6 +102,11 @@ func ProbeReflink(dir string) Reflink {
 		return Reflink{Err: errNotTested}
 	}
 	p := Reflink{At: ExistingDir(dir), FS: "unknown filesystem"}
+	if err := NotADirectory(dir); err != nil {
+		// Nothing is written beside a state dir that cannot be one.
+		p.Err = err
+		return p
+	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(p.At, &st); err == nil {
 		p.FS = FSName(int64(st.Type))

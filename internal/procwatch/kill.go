@@ -11,9 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kill SIGKILLs every process, other than this one, for which match
-// returns true, then waits until they have exited, at most wait and not
-// past ctx. It returns the pids it killed, and an error joining the kills
+// Kill SIGKILLs every process, other than this one and its parent, for
+// which match returns true, then waits until they have exited, at most
+// wait and not past ctx. It returns the pids it killed, and an error joining the kills
 // that failed and the processes still running when the wait ended.
 //
 // Each candidate is held by a pidfd before match looks at it, and its
@@ -25,7 +25,11 @@ func Kill(ctx context.Context, match func(Proc) bool, wait time.Duration) ([]int
 	if err != nil {
 		return nil, err
 	}
-	self := os.Getpid()
+	// Neither this process nor its parent (the shell, CLI or service
+	// manager that started it) is ever a stray, whatever match says: a
+	// parent whose working directory or command line names a leftover
+	// path must not be killed by its own child.
+	self, parent := os.Getpid(), os.Getppid()
 	var (
 		killed []int
 		held   []int // pidfds of the killed processes
@@ -37,7 +41,7 @@ func Kill(ctx context.Context, match func(Proc) bool, wait time.Duration) ([]int
 		}
 	}()
 	for _, p := range procs {
-		if p.PID == self {
+		if p.PID == self || p.PID == parent {
 			continue
 		}
 		fd, err := killOne(p, match)

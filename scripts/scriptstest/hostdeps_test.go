@@ -135,3 +135,49 @@ func TestHostDepsLockWaitIsBounded(t *testing.T) {
 		t.Errorf("apt-get ran:\n%s", data)
 	}
 }
+
+// A wait that is not a number of seconds ("10m") is refused at once: it
+// used to make the bound's test fail on every round, so a held lock was
+// waited for for ever.
+func TestHostDepsRefusesABadLockWait(t *testing.T) {
+	bin, lock, log := lockedHost(t, 60*time.Second)
+	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(repoRoot(t), "scripts", "host-deps.sh"))
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "HOST_DEPS_LOCKS="+lock, "HOST_DEPS_LOCK_WAIT=10m")
+	cmd.WaitDelay = time.Second
+	var e bytes.Buffer
+	cmd.Stderr = &e
+	done := make(chan error, 1)
+	go func() { done <- cmd.Run() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(e.String(), "HOST_DEPS_LOCK_WAIT=10m is not a number of seconds") {
+			t.Fatalf("host-deps.sh with HOST_DEPS_LOCK_WAIT=10m: %v\n%s", err, e.String())
+		}
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("host-deps.sh with HOST_DEPS_LOCK_WAIT=10m still waits after 15s:\n%s", e.String())
+	}
+	if _, err := os.Stat(log); err == nil {
+		t.Error("apt-get ran")
+	}
+}
+
+// `make lint` needs shellcheck; `make deps` (host-deps.sh) is how a fresh
+// machine gets what the Makefile needs, so it must install it too.
+func TestHostDepsInstallsWhatLintNeeds(t *testing.T) {
+	bin := t.TempDir()
+	writeFile(t, filepath.Join(bin, "dpkg-query"), []byte("#!/bin/sh\nfor a; do last=$a; done\n[ \"$last\" = shellcheck ] && exit 1\nprintf 'install ok installed'\n"))
+	writeFile(t, filepath.Join(bin, "apt-get"), []byte("#!/bin/sh\nexit 0\n"))
+	for _, n := range []string{"dpkg-query", "apt-get"} {
+		if err := os.Chmod(filepath.Join(bin, n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(repoRoot(t), "scripts", "host-deps.sh"), "--check")
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "missing packages: shellcheck") {
+		t.Fatalf("host-deps.sh --check without shellcheck: %v\n%s", err, out)
+	}
+}

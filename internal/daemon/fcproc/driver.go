@@ -3,11 +3,9 @@ package fcproc
 import (
 	"banger/internal/hostprobe"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,20 +39,12 @@ var _ vmm.Driver = (*Driver)(nil)
 // Name is "firecracker".
 func (d *Driver) Name() string { return vmm.Firecracker }
 
-// FindBinary finds firecracker: bin (the config's firecracker_bin) when
-// set, else on PATH.
+// FindBinary finds firecracker as hostprobe does (the rule doctor shows):
+// bin (the config's firecracker_bin, an executable file) when set, else on
+// PATH.
 func FindBinary(bin string) (string, error) {
-	if bin != "" {
-		if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
-			return "", fmt.Errorf("firecracker_bin %s is not a file", bin)
-		}
-		return bin, nil
-	}
-	p, err := exec.LookPath("firecracker")
-	if err != nil {
-		return "", errors.New("firecracker is not on PATH")
-	}
-	return p, nil
+	b := hostprobe.FindFirecracker(hostprobe.System(), bin)
+	return b.Path, b.Err
 }
 
 // Usable needs a firecracker binary and a usable /dev/kvm.

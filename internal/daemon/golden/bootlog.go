@@ -1,7 +1,9 @@
 package golden
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -103,7 +105,10 @@ func (b *bootLog) info(msg string) {
 		b.tick()
 		return
 	}
-	name := strings.TrimSuffix(msg, "...")
+	name := strings.TrimSpace(strings.TrimSuffix(msg, "..."))
+	if name == "" {
+		return // "I: ..." names nothing: no phase without a name
+	}
 	b.header = name
 	if total, ok := debHeaders[name]; ok {
 		b.begin(lowerFirst(name), modeDebInstall, total(b))
@@ -135,7 +140,11 @@ func (b *bootLog) apt(s string) {
 		b.tick()
 	case strings.HasPrefix(s, "Unpacking ") || strings.HasPrefix(s, "Setting up "):
 		if b.mode != modeAptInstall && b.pending > 0 {
-			b.begin(b.header, modeAptInstall, b.pending)
+			name := b.header
+			if name == "" {
+				name = "installing packages"
+			}
+			b.begin(name, modeAptInstall, b.pending)
 		}
 		if b.mode == modeAptInstall && strings.HasPrefix(s, "Setting up ") {
 			b.tick()
@@ -148,4 +157,36 @@ func lowerFirst(s string) string {
 		return s
 	}
 	return strings.ToLower(s[:1]) + s[1:]
+}
+
+// maxLogLine is as much of one output line as is kept: the rest of a
+// longer line is read and dropped.
+const maxLogLine = 4096
+
+// readLines calls fn with each line of r (its end of line and surrounding
+// blanks trimmed, blank lines left out) until r ends or fails. Unlike a
+// bufio.Scanner it never stops early: a line of any length is cut to
+// maxLogLine and the reading goes on, so the tool writing into r is never
+// left blocked on a pipe nobody drains.
+func readLines(r io.Reader, fn func(line string)) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	var cur []byte
+	for {
+		chunk, isPrefix, err := br.ReadLine()
+		if len(cur) < maxLogLine {
+			cur = append(cur, chunk[:min(len(chunk), maxLogLine-len(cur))]...)
+		}
+		if err != nil {
+			if l := strings.TrimSpace(string(cur)); l != "" {
+				fn(l)
+			}
+			return
+		}
+		if !isPrefix {
+			if l := strings.TrimSpace(string(cur)); l != "" {
+				fn(l)
+			}
+			cur = cur[:0]
+		}
+	}
 }

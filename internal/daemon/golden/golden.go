@@ -2,7 +2,6 @@ package golden
 
 import (
 	"banger/internal/childproc"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -135,18 +134,13 @@ func runLogged(ctx context.Context, p Progress, env []string, name string, args 
 	done := make(chan struct{})
 	go func() { // owned: ends when the pipe closes below; waited on done
 		defer close(done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := strings.TrimSpace(sc.Text())
-			if line == "" {
-				continue
-			}
+		readLines(pr, func(line string) {
 			tail = append(tail, line)
 			if len(tail) > 8 {
 				tail = tail[1:]
 			}
 			log.line(line)
-		}
+		})
 	}()
 	err := cmd.Wait()
 	pw.Close()

@@ -83,12 +83,7 @@ func buildUnprivileged(ctx context.Context, e catalog.Entry, dir string, o Optio
 	wg.Add(1)
 	go func() { // owned: ends when mmdebstrap closes stderr; waited below
 		defer wg.Done()
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := strings.TrimSpace(sc.Text())
-			if line == "" {
-				continue
-			}
+		readLines(stderr, func(line string) {
 			mu.Lock()
 			tail = append(tail, line)
 			if len(tail) > 8 {
@@ -96,7 +91,7 @@ func buildUnprivileged(ctx context.Context, e catalog.Entry, dir string, o Optio
 			}
 			mu.Unlock()
 			log.line(line)
-		}
+		})
 	}()
 
 	rootfs := filepath.Join(dir, "rootfs.ext4")

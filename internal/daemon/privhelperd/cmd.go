@@ -101,7 +101,10 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	if err != nil {
 		return fail("cannot listen on %s: %v", *socket, err)
 	}
-	defer os.Remove(*socket)
+	// The listener removes its socket on Close, and only while the path is
+	// still its own: a helper started while this one finished its last
+	// requests may have bound the path already.
+	defer ln.Close()
 	srv := &Server{Policy: policy, Exec: exec, Version: buildinfo.Version, Log: log}
 	log.Info("banger helper listening", "socket", *socket, "allowed_uids", len(uids), "subnet_range", rng.String(), "version", buildinfo.Version)
 	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
