@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"banger/internal/testutil/treestate"
 	"context"
 	"fmt"
 	"os"
@@ -59,7 +60,7 @@ func TestCopyOutRefusesASparseBomb(t *testing.T) {
 	stream := sparseBomb("wanted.txt", 16<<40-4096)
 	open, _ := hostileGuest(t, func() []byte { return stream })
 	c := client.New(open, client.Config{Version: "test"})
-	before := tree(t, base)
+	before := treestate.Snapshot(t, base)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -67,7 +68,7 @@ func TestCopyOutRefusesASparseBomb(t *testing.T) {
 	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "sparse") {
 		t.Fatalf("after %v: got %v, want the sparse entry refused", time.Since(start), err)
 	}
-	if diff := diffTrees(before, tree(t, base), ""); len(diff) > 0 {
+	if diff := diffTrees(before, treestate.Snapshot(t, base), ""); len(diff) > 0 {
 		t.Errorf("the refused copy changed the host:\n%s", strings.Join(diff, "\n"))
 	}
 	if _, err := os.Lstat(filepath.Join(home, "wanted.txt")); err == nil {
