@@ -2,23 +2,19 @@ package daemon
 
 import (
 	"banger/internal/atomicfile"
+	"banger/internal/daemon/workspace"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"banger/internal/daemon/consolelog"
 )
 
-// failedConsoleName is where a failed start's console log is kept, in the
-// VM's directory, since its run dir is removed.
-const failedConsoleName = "console-failed-start.log"
-
 // keepConsole keeps the end of a failed start's console log (at most
 // consolelog.DefaultMax bytes) in the VM's directory, and returns what the
 // error says of it: where it is and its last lines, sanitized.
 func (vm *vmManager) keepConsole(id, path string) string {
-	kept := filepath.Join(vm.ws.Dir(id), failedConsoleName)
+	kept := vm.ws.Path(id, workspace.FailedConsoleName)
 	if err := copyTail(path, kept, consolelog.DefaultMax); err != nil {
 		vm.log.Warn("keep the console log of a failed start", "from", path, "error", err)
 		kept = ""

@@ -141,7 +141,7 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 		if fileCOW == workspace.DMSnap {
 			fileCOW = workspace.Auto
 		}
-		if _, err := workspace.CloneDisk(ctx, im.WorkSeedPath, filepath.Join(dir, workDiskName), fileCOW, workspace.CloneOptions{NoSync: r.StartNow}); err != nil {
+		if _, err := workspace.CloneDisk(ctx, im.WorkSeedPath, filepath.Join(dir, workspace.WorkDiskName), fileCOW, workspace.CloneOptions{NoSync: r.StartNow}); err != nil {
 			return store.VM{}, fmt.Errorf("seed the work disk of %s: %w", r.Name, err)
 		}
 	}
@@ -175,10 +175,6 @@ func noKernelError(im store.Image) error {
 	return inputf("image %q names no kernel: copy its rootfs (%s) out of the state dir and register the copy with --kernel NAME (banger kernel ls lists kernels); removing the image deletes that file", im.Name, im.RootfsPath)
 }
 
-// workDiskName is the VM's second disk, seeded from the image's work-seed;
-// the guest sees it as /dev/vdb.
-const workDiskName = "work.ext4"
-
 // makeRootDisk gives the VM its writable root: a device-mapper snapshot
 // over the image (its copy-on-write store is made at start), or a reflink
 // clone or sparse copy grown to the requested size. auto takes dmsnap when
@@ -199,9 +195,9 @@ func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store
 		if r.Disk > im.SizeBytes && im.SizeBytes > 0 {
 			p.Phase(fmt.Sprintf("dmsnap: the root disk keeps the image's size (%s); --disk sets the room for changes", config.Size(im.SizeBytes)))
 		}
-		return filepath.Join(dir, "root.cow"), workspace.DMSnap, nil
+		return filepath.Join(dir, workspace.RootCOWName), workspace.DMSnap, nil
 	}
-	disk := filepath.Join(dir, "root.ext4")
+	disk := filepath.Join(dir, workspace.RootDiskName)
 	strategy := r.COW
 	if strategy == "" {
 		strategy = workspace.Auto

@@ -66,7 +66,7 @@ func (vm *vmManager) releaseRoot(ctx context.Context, v store.VM) {
 
 // drives lists the VM's extra disks after the root.
 func (vm *vmManager) extraDisks(v store.VM) []string {
-	work := filepath.Join(vm.ws.Dir(v.ID), workDiskName)
+	work := vm.ws.Path(v.ID, workspace.WorkDiskName)
 	if _, err := os.Stat(work); err == nil {
 		return []string{work}
 	}

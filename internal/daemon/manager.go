@@ -100,7 +100,7 @@ func inputf(format string, args ...any) error { return vmInputError{fmt.Errorf(f
 func (vm *vmManager) runDir(id string) string { return filepath.Join(vm.cfg.RuntimeDir, "vms", id) }
 
 func (vm *vmManager) knownHosts(id string) string {
-	return filepath.Join(vm.ws.Dir(id), "known_hosts")
+	return vm.ws.Path(id, workspace.KnownHostsName)
 }
 
 // consoleLog is where a started VM's console log is, by its VMM; "" when

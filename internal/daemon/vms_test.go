@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/daemon/workspace"
 	"bufio"
 	"context"
 	"encoding/json"
@@ -184,7 +185,7 @@ func newTestVM(t *testing.T, cfg config.Config, kind string, drivers vmm.Registr
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := filepath.Join(dir, "root.ext4")
+	root := filepath.Join(dir, workspace.RootDiskName)
 	if err := os.WriteFile(root, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func TestFailedStartRemovesRunDirAndShowsCleanConsole(t *testing.T) {
 	if strings.ContainsAny(msg, "\x1b\x07\r") || strings.Contains(msg, "\u009b") || strings.Contains(msg, "pwned") {
 		t.Errorf("the error carries the guest's control sequences: %q", msg)
 	}
-	for _, want := range []string{"the VMM exited", "Kernel panic - not syncing", failedConsoleName, "noise line 99"} {
+	for _, want := range []string{"the VMM exited", "Kernel panic - not syncing", workspace.FailedConsoleName, "noise line 99"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q: %s", want, msg)
 		}
@@ -253,12 +254,12 @@ func TestFailedStartRemovesRunDirAndShowsCleanConsole(t *testing.T) {
 	if err != nil || got.State != store.VMFailed || got.PID != 0 {
 		t.Errorf("VM recorded as %q pid %d (%v), want failed", got.State, got.PID, err)
 	}
-	kept, err := os.ReadFile(filepath.Join(vm.ws.Dir(v.ID), failedConsoleName))
+	kept, err := os.ReadFile(filepath.Join(vm.ws.Dir(v.ID), workspace.FailedConsoleName))
 	if err != nil || !strings.Contains(string(kept), "Kernel panic") || len(kept) != consolelog.DefaultMax {
 		t.Fatalf("kept console log: %d bytes, %v; want the last %d of the huge log", len(kept), err, consolelog.DefaultMax)
 	}
 	if os.Geteuid() == 0 {
-		lines := consolelog.Tail(filepath.Join(vm.ws.Dir(v.ID), failedConsoleName), 200)
+		lines := consolelog.Tail(filepath.Join(vm.ws.Dir(v.ID), workspace.FailedConsoleName), 200)
 		var uids string
 		for _, l := range lines {
 			if u, ok := strings.CutPrefix(l, "fake Uid: "); ok {

@@ -84,7 +84,7 @@ func ParseCmdline(s string) (Settings, error) {
 			break
 		}
 		name, val, hasVal := strings.Cut(arg, "=")
-		field, ok := strings.CutPrefix(name, "banger.")
+		field, ok := strings.CutPrefix(name, Param)
 		if !ok {
 			continue
 		}
