@@ -41,32 +41,28 @@ func (b Binary) Found() bool { return b.Err == nil }
 // would make auto pick a Firecracker that cannot start), else firecracker
 // on h.Path.
 func FindFirecracker(h Host, setting string) Binary {
-	b := Binary{Setting: setting}
-	if setting != "" {
-		if !IsExecutable(setting) {
-			b.Err = fmt.Errorf("firecracker_bin %s is not an executable file", setting)
-			return b
-		}
-		b.Path = setting
-		return b
-	}
-	b.Path, b.Err = h.LookPath("firecracker")
-	return b
+	return findBinary(h, "firecracker_bin", setting, "firecracker")
 }
 
 // FindQEMU finds QEMU as the daemon runs it: qemu_bin when set (which must
 // be executable), else qemu-system-x86_64 on h.Path.
 func FindQEMU(h Host, setting string) Binary {
+	return findBinary(h, "qemu_bin", setting, DefaultQEMU)
+}
+
+// findBinary is the setting named key when set (which must be a file this
+// user may execute), else name on h.Path.
+func findBinary(h Host, key, setting, name string) Binary {
 	b := Binary{Setting: setting}
 	if setting != "" {
 		if !IsExecutable(setting) {
-			b.Err = fmt.Errorf("qemu_bin %s is not an executable file", setting)
+			b.Err = fmt.Errorf("%s %s is not an executable file", key, setting)
 			return b
 		}
 		b.Path = setting
 		return b
 	}
-	b.Path, b.Err = h.LookPath(DefaultQEMU)
+	b.Path, b.Err = h.LookPath(name)
 	return b
 }
 
