@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -76,5 +77,67 @@ func FuzzCrash(f *testing.F) {
 	}
 	if out, err := run("^Nothing$"); err == nil || !strings.Contains(out, "no target matches") {
 		t.Fatalf("fuzz.sh with a filter matching nothing = %v:\n%s", err, out)
+	}
+}
+
+// TestFuzzScriptDeadlineRace checks how fuzz.sh treats Go's fuzz-coordinator
+// race (golang/go#75804): a bare "context deadline exceeded" that wrote no
+// input is run once more, and passes if the second run does; the same
+// failure twice, or one that wrote an input, fails the target.
+func TestFuzzScriptDeadlineRace(t *testing.T) {
+	mod := t.TempDir()
+	script, err := os.ReadFile(filepath.Join(repoRoot(t), "scripts", "fuzz.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, s := range map[string]string{
+		"scripts/fuzz.sh": string(script),
+		"p/p_test.go":     "package p\n\nfunc FuzzP(f *testing.F) {}\n",
+	} {
+		p := filepath.Join(mod, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A stand-in for go: it fails the way the race does for the first
+	// $RACES calls (writing an input too when $WRITE is set), then passes.
+	fakeGo := filepath.Join(mod, "fakego")
+	if err := os.WriteFile(fakeGo, []byte(`#!/usr/bin/env bash
+n=$(( $(cat "$COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$COUNT"
+echo "fuzz: elapsed: 3s, execs: 1234 (411/sec), new interesting: 0 (total: 1)"
+if [ "$n" -le "$RACES" ]; then
+  if [ -n "${WRITE:-}" ]; then mkdir -p p/testdata/fuzz/FuzzP; echo x >"p/testdata/fuzz/FuzzP/in$n"; fi
+  printf -- '--- FAIL: FuzzP (5.01s)\n    context deadline exceeded\nFAIL\n'
+  exit 1
+fi
+echo ok
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(races int, write bool) (string, int, error) {
+		count := filepath.Join(t.TempDir(), "count")
+		cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(mod, "scripts", "fuzz.sh"))
+		cmd.Dir = mod
+		cmd.Env = append(os.Environ(), "GO="+fakeGo, "COUNT="+count, "RACES="+strconv.Itoa(races))
+		if write {
+			cmd.Env = append(cmd.Env, "WRITE=1")
+		}
+		out, err := cmd.CombinedOutput()
+		calls, _ := os.ReadFile(count)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(calls)))
+		_ = os.RemoveAll(filepath.Join(mod, "p", "testdata"))
+		return string(out), n, err
+	}
+	if out, n, err := run(1, false); err != nil || n != 2 || !strings.Contains(out, "golang/go#75804") {
+		t.Fatalf("one race: err %v after %d runs, want a pass after 2 with a note:\n%s", err, n, out)
+	}
+	if out, n, err := run(2, false); err == nil || n != 2 || !strings.Contains(out, "1 of 1 targets failed") {
+		t.Fatalf("two races: err %v after %d runs, want a failure after 2:\n%s", err, n, out)
+	}
+	if out, n, err := run(1, true); err == nil || n != 1 {
+		t.Fatalf("a failure that wrote an input: err %v after %d runs, want a failure after 1:\n%s", err, n, out)
 	}
 }
