@@ -37,4 +37,6 @@ func (s *Source) Download(ctx context.Context, rel *Release, name string, max in
 
 // Fetch downloads a small file of rel (a unit template), checked against
 // rel's sums, bounded by MaxSumsSize.
-func (s *Source) Fetch(ctx context.Context, rel *Release, name string) ([]byte, error) { panic("skeleton") }
+func (s *Source) Fetch(ctx context.Context, rel *Release, name string) ([]byte, error) {
+	panic("skeleton")
+}
