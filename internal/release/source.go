@@ -202,8 +202,8 @@ func checkListing(v Version, sums Sums) error {
 	}
 	archives := 0
 	for name := range sums {
-		if !strings.HasPrefix(name, "banger_") || !strings.HasSuffix(name, archiveSuffix) {
-			continue
+		if !strings.HasPrefix(name, "banger_v") || !strings.Contains(name, "_linux_") || !strings.HasSuffix(name, archiveSuffix) {
+			continue // not a release archive's name
 		}
 		if !strings.HasPrefix(name, archivePrefix(v)) {
 			return fmt.Errorf("%s lists %s, which is not an archive of %s; refusing sums signed for another release", SumsFile, name, v)
