@@ -357,3 +357,25 @@ func TestSourceBaseURLs(t *testing.T) {
 		}
 	}
 }
+
+// A tree signed as the publish script signs it without cosign (openssl
+// dgst -sha256 -sign | base64 -w0) passes Release, and a download of
+// exactly max bytes is within its bound.
+func TestSourceOpenSSLSignedTree(t *testing.T) {
+	key, pub := opensslKey(t, "P-256")
+	tr := makeTree(t, newTestKey(t, elliptic.P256()), "v0.0.2")
+	sums, err := os.ReadFile(filepath.Join(tr.dir, tr.v.String(), SumsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.put(t, SigFile, opensslSign(t, key, sums))
+	s := &Source{Base: "file://" + tr.dir, Key: pub}
+	rel, err := s.Release(context.Background(), tr.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(tr.files[tr.archive]))
+	if err := s.Download(context.Background(), rel, tr.archive, n, &bytes.Buffer{}, nil); err != nil {
+		t.Fatalf("download of exactly max bytes: %v", err)
+	}
+}
