@@ -41,6 +41,10 @@ type app struct {
 	loaded *config.Loaded
 	client *rpc.Client
 	warned bool
+
+	// daemonBin, when set, is the bangerd startDaemon runs (banger update
+	// starts the one of the install it updates).
+	daemonBin string
 }
 
 // Main runs the CLI with os.Args and returns the exit code.

@@ -108,6 +108,9 @@ func (a *app) checkVersion(v rpc.VersionInfo) {
 // bangerdPath finds the daemon binary: $BANGER_DAEMON_BIN, then beside this
 // executable, then on PATH.
 func (a *app) bangerdPath() (string, error) {
+	if a.daemonBin != "" {
+		return a.daemonBin, nil
+	}
 	if p := a.getenv("BANGER_DAEMON_BIN"); p != "" {
 		return p, nil
 	}

@@ -161,15 +161,30 @@ func (e *FailedError) Error() string {
 
 func (e *FailedError) Unwrap() error { return e.Err }
 
-// Apply swaps the staged binaries in and restarts (see Restart); bangerd is
-// started and checked even when it did not run before, and left running.
-// When the swap or a restart fails, the .prev binaries are put back and
+// BringUp restarts what ran (see Restart) on the install's binaries of
+// version want, and checks bangerd even when it did not run: it is started,
+// must answer with version want, and is stopped again, so that what did
+// not run before does not run after.
+func BringUp(ctx context.Context, svc Services, was Running, want string) error {
+	if err := Restart(ctx, svc, was, want, true); err != nil {
+		return err
+	}
+	if !was.Daemon {
+		if err := svc.StopDaemon(ctx); err != nil {
+			return &StepError{"stop the bangerd started for its check", err}
+		}
+	}
+	return nil
+}
+
+// Apply swaps the staged binaries in and brings them up (BringUp). When
+// the swap or a step of BringUp fails, the .prev binaries are put back,
 // what ran before is brought up again in the same order, and the error is
 // a *FailedError.
 func Apply(ctx context.Context, in *Install, svc Services, was Running, staged map[string]string, from, to string) error {
 	err := in.Swap(staged, from, to)
 	if err == nil {
-		err = Restart(ctx, svc, was, to, true)
+		err = BringUp(ctx, svc, was, to)
 		if err == nil {
 			return in.MarkDone(from, to)
 		}

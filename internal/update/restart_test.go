@@ -71,8 +71,8 @@ func TestApplyRestartOrder(t *testing.T) {
 			[]string{"stop bangerd v1", "restart helper v2", "start bangerd v2"}},
 		{"daemon only", Running{Daemon: true},
 			[]string{"stop bangerd v1", "start bangerd v2"}},
-		{"nothing ran: bangerd is started, checked and left running", Running{},
-			[]string{"start bangerd v2"}},
+		{"nothing ran: bangerd is started, checked and stopped", Running{},
+			[]string{"start bangerd v2", "stop bangerd v2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := newInstall(t, "v1")
@@ -94,8 +94,8 @@ func TestApplyRestartOrder(t *testing.T) {
 				t.Errorf("calls %q, want %q", f.calls, tc.calls)
 			}
 			assertBinaries(t, in, "v2", "v1")
-			if f.daemon != "v2" {
-				t.Errorf("running bangerd %q, want v2", f.daemon)
+			if want := map[bool]string{true: "v2"}[tc.was.Daemon]; f.daemon != want {
+				t.Errorf("running bangerd %q, want %q", f.daemon, want)
 			}
 			if j, _ := in.ReadJournal(); j.State != StateDone {
 				t.Errorf("journal %+v, want done", j)
@@ -190,8 +190,8 @@ func TestApplyReportsAFailedRestartOfTheOldVersion(t *testing.T) {
 
 func TestRestartAfterAManualRollback(t *testing.T) {
 	in := newInstall(t, "v1")
-	f := &fakeServices{in: in, helper: "v1"}
-	if err := Apply(context.Background(), in, f, Running{Helper: true}, stage(t, in, "v2"), "v1", "v2"); err != nil {
+	f := &fakeServices{in: in, daemon: "v1", helper: "v1"}
+	if err := Apply(context.Background(), in, f, Running{Daemon: true, Helper: true}, stage(t, in, "v2"), "v1", "v2"); err != nil {
 		t.Fatal(err)
 	}
 	f.calls = nil
@@ -199,7 +199,7 @@ func TestRestartAfterAManualRollback(t *testing.T) {
 	if err != nil || from != "v1" {
 		t.Fatalf("RestorePrev = %q, %v", from, err)
 	}
-	if err := Restart(context.Background(), f, Running{Daemon: true, Helper: true}, from, true); err != nil {
+	if err := BringUp(context.Background(), f, Running{Daemon: true, Helper: true}, from); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"stop bangerd v2", "restart helper v1", "start bangerd v1"}
