@@ -126,11 +126,17 @@ func (a *app) updateCheck(ctx context.Context, o updateOpts) error {
 		return writeJSON(a.stdout, res)
 	}
 	tw := newTable(a.stdout, "FIELD", "VALUE")
-	row(tw, "installed", res.Installed)
+	installedText := res.Installed
+	if !res.InstalledIsRelease {
+		installedText += " (not a release build: it cannot be compared with releases)"
+	}
+	row(tw, "installed", installedText)
 	newest := res.Latest
 	switch {
+	case !res.InstalledIsRelease:
+		newest += " (`banger update` installs it)"
 	case res.UpdateAvailable:
-		newest += " (run `banger update` to install it)"
+		newest += " (newer: run `banger update` to install it)"
 	case res.InstalledIsRelease && latest.Compare(installed) == 0:
 		newest += " (installed)"
 	default:

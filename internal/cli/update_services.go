@@ -61,6 +61,13 @@ func (s *updateServices) DaemonRunning(ctx context.Context) (bool, error) {
 	c, v, err := s.a.probe(ctx)
 	var unreachable *rpc.DaemonUnreachableError
 	if errors.As(err, &unreachable) {
+		if s.userUnit {
+			// A unit started by this update that hangs in its start
+			// answers nothing but still runs: it must be stopped.
+			out, _ := exec.CommandContext(ctx, s.systemctl, "--user", "is-active", daemonUnit).Output()
+			st := strings.TrimSpace(string(out))
+			return st == "active" || st == "activating", nil
+		}
 		return false, nil
 	}
 	if err != nil {
@@ -124,7 +131,7 @@ func (s *updateServices) HelperVersion(ctx context.Context) (string, error) {
 // that ran it) and returns the version it answers with.
 func (s *updateServices) StartDaemon(ctx context.Context) (string, error) {
 	if !s.userUnit {
-		s.a.daemonBin = s.in.Path("bangerd")
+		s.a.daemonBin, s.a.killHungDaemon = s.in.Path("bangerd"), true
 		c, v, err := s.a.startDaemon(ctx)
 		if err != nil {
 			return "", err
