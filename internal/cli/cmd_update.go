@@ -290,7 +290,7 @@ func (a *app) updateInstall(ctx context.Context, o updateOpts) error {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "banger %s installed in %s; the previous binaries are kept as <name>.prev (`banger update --rollback` puts them back)\n", target, in.Dir)
-	a.reportRunning(was, target.String())
+	a.reportRunning(ctx, svc, was, target.String())
 	a.reportUnits(ctx, src, in, installed, perr == nil, target, units)
 	return nil
 }
@@ -391,20 +391,20 @@ func (a *app) fetchRelease(ctx context.Context, src *release.Source, in *update.
 }
 
 // reportRunning says what runs after an update or a rollback.
-func (a *app) reportRunning(was update.Running, v string) {
+func (a *app) reportRunning(ctx context.Context, svc *updateServices, was update.Running, v string) {
 	if was.Helper {
 		fmt.Fprintf(a.stdout, "banger-helper.service restarted on %s\n", v)
 	}
-	if was.Daemon {
-		if c, info, err := a.probe(context.Background()); err == nil {
-			c.Close()
-			fmt.Fprintf(a.stdout, "bangerd %s running (pid %d); running VMs kept running\n", info.Version, info.PID)
-		}
-	} else {
-		fmt.Fprintf(a.stdout, "bangerd %s answered its check and was stopped again (it was not running); the CLI starts it when needed\n", v)
+	whose := ""
+	if svc.sudo != nil {
+		whose = " of " + svc.sudo.name
 	}
-	if os.Geteuid() == 0 && os.Getenv("SUDO_USER") != "" {
-		fmt.Fprintf(a.stdout, "note: a bangerd that %s runs was not restarted by this root update; run `banger daemon restart` as %s\n", os.Getenv("SUDO_USER"), os.Getenv("SUDO_USER"))
+	if !was.Daemon {
+		fmt.Fprintf(a.stdout, "bangerd%s %s answered its check and was stopped again (it was not running); the CLI starts it when needed\n", whose, v)
+		return
+	}
+	if info, ok := svc.daemonInfo(ctx); ok {
+		fmt.Fprintf(a.stdout, "bangerd%s %s running (pid %d); running VMs kept running\n", whose, info.Version, info.PID)
 	}
 }
 
@@ -471,7 +471,7 @@ func (a *app) updateRollback(ctx context.Context, o updateOpts) error {
 		return fmt.Errorf("the binaries of %s are back in %s, but bringing them up failed: %w", back, in.Dir, err)
 	}
 	fmt.Fprintf(a.stdout, "rolled back to %s in %s\n", back, in.Dir)
-	a.reportRunning(was, orWord(from, "the previous version"))
+	a.reportRunning(ctx, svc, was, orWord(from, "the previous version"))
 	return nil
 }
 

@@ -75,7 +75,7 @@ func newUpdateEnv(t *testing.T, binDir string) *updateEnv {
 	run := testutil.ShortDir(t, "bgu")
 	e.env = append(os.Environ(),
 		"HOME="+e.home, "XDG_CONFIG_HOME=", "XDG_STATE_HOME=", "BANGER_CONFIG=", "BANGER_DAEMON_BIN=",
-		"XDG_RUNTIME_DIR="+run, "NO_COLOR=1", "SUDO_USER=",
+		"XDG_RUNTIME_DIR="+run, "NO_COLOR=1", "SUDO_USER=", "SUDO_UID=",
 		"PATH="+fake+":"+os.Getenv("PATH"))
 	t.Cleanup(func() {
 		// Never leave a daemon behind, whatever the test did.

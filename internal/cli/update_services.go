@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"os/user"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"banger/internal/daemon/privhelper"
@@ -29,7 +34,8 @@ type updateServices struct {
 	in         *update.Install
 	systemctl  string // "" when systemctl is not installed
 	helperSock string
-	userUnit   bool // the running bangerd is the main process of bangerd.service
+	userUnit   bool      // the running bangerd is the main process of bangerd.service
+	sudo       *sudoUser // set when root runs the update through sudo
 }
 
 var _ update.Services = (*updateServices)(nil)
@@ -43,7 +49,108 @@ func (a *app) newUpdateServices(in *update.Install) (*updateServices, error) {
 	if p, err := exec.LookPath("systemctl"); err == nil {
 		s.systemctl = p
 	}
+	if s.sudo, err = sudoUserOf(a.getenv); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// sudoUser is the user who ran `sudo banger update`. Their bangerd, not
+// root's, is the one that talks to the helper: it is stopped, started and
+// checked as them, through the install's banger (`banger daemon ...`).
+type sudoUser struct {
+	name string
+	cred *syscall.Credential
+	env  []string
+	home string
+}
+
+// sudoUserOf returns the user behind sudo (SUDO_UID), or nil when this
+// process is not root or was not started by sudo from another user.
+func sudoUserOf(getenv func(string) string) (*sudoUser, error) {
+	uidText := getenv("SUDO_UID")
+	if os.Geteuid() != 0 || uidText == "" || uidText == "0" {
+		return nil, nil
+	}
+	u, err := user.LookupId(uidText)
+	if err != nil {
+		return nil, fmt.Errorf("find the user who ran sudo (SUDO_UID %s): %w", uidText, err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("user %s has a uid or gid that is not a number", u.Username)
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				cred.Groups = append(cred.Groups, uint32(n))
+			}
+		}
+	}
+	env := []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username, "PATH=" + os.Getenv("PATH"), "NO_COLOR=1"}
+	if run := "/run/user/" + u.Uid; isDir(run) {
+		env = append(env, "XDG_RUNTIME_DIR="+run)
+	}
+	return &sudoUser{name: u.Username, cred: cred, env: env, home: u.HomeDir}, nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// asUser runs the install's banger as the sudo user and returns its
+// stdout and exit code.
+func (s *updateServices) asUser(ctx context.Context, args ...string) (string, int, error) {
+	cmd := exec.CommandContext(ctx, s.in.Path("banger"), args...)
+	cmd.Env, cmd.Dir = s.sudo.env, s.sudo.home
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.sudo.cred}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), ee.ExitCode(), fmt.Errorf("banger %s as %s: %s", strings.Join(args, " "), s.sudo.name, strings.TrimSpace(errb.String()))
+	}
+	if err != nil {
+		return "", -1, fmt.Errorf("run banger %s as %s: %w", strings.Join(args, " "), s.sudo.name, err)
+	}
+	return out.String(), 0, nil
+}
+
+// userDaemon is `banger daemon status -o json` as the sudo user.
+func (s *updateServices) userDaemon(ctx context.Context) (rpc.VersionInfo, bool, error) {
+	out, code, err := s.asUser(ctx, "daemon", "status", "-o", "json")
+	if code == 3 {
+		return rpc.VersionInfo{}, false, nil
+	}
+	if err != nil {
+		return rpc.VersionInfo{}, false, err
+	}
+	var st struct {
+		Running bool            `json:"running"`
+		Daemon  rpc.VersionInfo `json:"daemon"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return rpc.VersionInfo{}, false, fmt.Errorf("read `banger daemon status -o json` of %s: %w", s.sudo.name, err)
+	}
+	return st.Daemon, st.Running, nil
+}
+
+// daemonInfo says which bangerd runs now, for the report.
+func (s *updateServices) daemonInfo(ctx context.Context) (rpc.VersionInfo, bool) {
+	if s.sudo != nil {
+		v, ok, err := s.userDaemon(ctx)
+		return v, ok && err == nil
+	}
+	c, v, err := s.a.probe(ctx)
+	if err != nil {
+		return v, false
+	}
+	c.Close()
+	return v, true
 }
 
 func (s *updateServices) run(ctx context.Context, args ...string) (string, error) {
@@ -58,6 +165,10 @@ func (s *updateServices) run(ctx context.Context, args ...string) (string, error
 // (a user unit) is what runs it, so that it is stopped and started
 // through systemd and not behind its back.
 func (s *updateServices) DaemonRunning(ctx context.Context) (bool, error) {
+	if s.sudo != nil {
+		_, ok, err := s.userDaemon(ctx)
+		return ok, err
+	}
 	c, v, err := s.a.probe(ctx)
 	var unreachable *rpc.DaemonUnreachableError
 	if errors.As(err, &unreachable) {
@@ -84,6 +195,10 @@ func (s *updateServices) DaemonRunning(ctx context.Context) (bool, error) {
 }
 
 func (s *updateServices) StopDaemon(ctx context.Context) error {
+	if s.sudo != nil {
+		_, _, err := s.asUser(ctx, "daemon", "stop")
+		return err
+	}
 	if s.userUnit {
 		_, err := s.run(ctx, "--user", "stop", daemonUnit)
 		return err
@@ -130,6 +245,16 @@ func (s *updateServices) HelperVersion(ctx context.Context) (string, error) {
 // StartDaemon starts the install's bangerd (through its user unit when
 // that ran it) and returns the version it answers with.
 func (s *updateServices) StartDaemon(ctx context.Context) (string, error) {
+	if s.sudo != nil {
+		if _, _, err := s.asUser(ctx, "daemon", "start"); err != nil {
+			return "", err
+		}
+		v, ok, err := s.userDaemon(ctx)
+		if err == nil && !ok {
+			err = fmt.Errorf("bangerd of %s started but does not answer", s.sudo.name)
+		}
+		return v.Version, err
+	}
 	if !s.userUnit {
 		s.a.daemonBin, s.a.killHungDaemon = s.in.Path("bangerd"), true
 		c, v, err := s.a.startDaemon(ctx)
