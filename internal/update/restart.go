@@ -147,16 +147,14 @@ type FailedError struct {
 }
 
 func (e *FailedError) Error() string {
-	msg := fmt.Sprintf("the update to %s failed: %v", e.To, e.Err)
+	// What failed goes last: it may end with the daemon log's tail.
 	switch {
 	case e.RollbackErr != nil:
-		msg += fmt.Sprintf("; putting %s back failed too: %v; run `banger update --rollback`", orUnknown(e.From), e.RollbackErr)
+		return fmt.Sprintf("the update to %s did not come up, and putting %s back failed too (%v): run `banger update --rollback`; what failed: %v", e.To, orUnknown(e.From), e.RollbackErr, e.Err)
 	case e.RestartErr != nil:
-		msg += fmt.Sprintf("; the binaries of %s are back, but bringing them up failed: %v", orUnknown(e.From), e.RestartErr)
-	default:
-		msg += fmt.Sprintf("; the binaries of %s are back and running as before", orUnknown(e.From))
+		return fmt.Sprintf("the update to %s did not come up; the binaries of %s are back, but bringing them up failed (%v); what failed: %v", e.To, orUnknown(e.From), e.RestartErr, e.Err)
 	}
-	return msg
+	return fmt.Sprintf("the update to %s did not come up, so %s was put back and runs as before; what failed: %v", e.To, orUnknown(e.From), e.Err)
 }
 
 func (e *FailedError) Unwrap() error { return e.Err }

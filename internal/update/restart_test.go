@@ -160,7 +160,7 @@ func TestApplyRollsBack(t *testing.T) {
 			if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.want) || fe.RollbackErr != nil || fe.RestartErr != nil {
 				t.Fatalf("Apply: %v, want a rolled-back failure saying %q", err, tc.want)
 			}
-			if !strings.Contains(err.Error(), "the binaries of v1 are back and running as before") {
+			if !strings.Contains(err.Error(), "the update to v2 did not come up, so v1 was put back and runs as before; what failed: ") {
 				t.Errorf("error does not say v1 is back: %v", err)
 			}
 			if !reflect.DeepEqual(f.calls, tc.calls) {
