@@ -106,9 +106,9 @@ func (a *app) updateCheck(ctx context.Context, o updateOpts) error {
 		return err
 	}
 	res := checkResult{Installed: buildinfo.Version, ReleaseURL: src.Base, KeyOverridden: release.KeyOverridden(), UnitsChanged: []string{}}
-	latest, err := src.Latest(ctx)
+	latest, err := src.Latest(ctx) // its errors name the tree and the file
 	if err != nil {
-		return fmt.Errorf("read the newest version from %s: %w", src.Base, err)
+		return err
 	}
 	res.Latest = latest.String()
 	installed, perr := release.ParseVersion(buildinfo.Version)
@@ -304,11 +304,7 @@ func (a *app) updateTarget(ctx context.Context, src *release.Source, o updateOpt
 		}
 		return v, nil
 	}
-	v, err := src.Latest(ctx)
-	if err != nil {
-		return v, fmt.Errorf("read the newest version from %s: %w", src.Base, err)
-	}
-	return v, nil
+	return src.Latest(ctx) // its errors name the tree and the file
 }
 
 func helperNote(was update.Running) string {
@@ -343,9 +339,9 @@ func (a *app) confirm(o updateOpts, question string) error {
 // directory. Nothing lands beside the binaries before both checks hold.
 // It returns the staged binaries and units by name.
 func (a *app) fetchRelease(ctx context.Context, src *release.Source, in *update.Install, target release.Version) (staged, units map[string]string, cleanup func(), err error) {
-	rel, err := src.Release(ctx, target)
+	rel, err := src.Release(ctx, target) // its errors name the release and the tree
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("verify release %s from %s: %w", target, src.Base, err)
+		return nil, nil, nil, err
 	}
 	tmp, err := os.MkdirTemp("", "banger-update-")
 	if err != nil {
@@ -368,7 +364,7 @@ func (a *app) fetchRelease(ctx context.Context, src *release.Source, in *update.
 	err = src.Download(ctx, rel, name, release.MaxArchiveSize, archive, rep)
 	rep.finish(err)
 	if err != nil {
-		return nil, nil, cleanup, fmt.Errorf("download %s from %s: %w", name, src.Base, err)
+		return nil, nil, cleanup, err // it names the file, and says nothing was installed
 	}
 	if _, err := archive.Seek(0, 0); err != nil {
 		return nil, nil, cleanup, err

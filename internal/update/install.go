@@ -103,7 +103,11 @@ func writable(dir string) error {
 		}
 		owner := ownerOf(p)
 		if os.Geteuid() != 0 {
-			return refused("cannot write %s (owned by %s): run the update as root (`sudo %s update`) or as %s", p, owner, filepath.Join(dir, "banger"), owner)
+			also := ""
+			if owner != "root" {
+				also = " or as " + owner
+			}
+			return refused("cannot write %s (owned by %s): run the update as root (`sudo %s update`)%s", p, owner, filepath.Join(dir, "banger"), also)
 		}
 		return refused("cannot write %s (owned by %s): %v", p, owner, err)
 	}
