@@ -168,11 +168,11 @@ func (a *app) unitsChanged(ctx context.Context, src *release.Source, from, to re
 	}
 	old, err := releaseUnits(ctx, src, from)
 	if err != nil {
-		return []string{}, fmt.Sprintf("the installed version %s is not published in %s (%v)", from, src.Base, err)
+		return []string{}, fmt.Sprintf("cannot compare with the installed version: %v", err)
 	}
 	cur, err := releaseUnits(ctx, src, to)
 	if err != nil {
-		return []string{}, fmt.Sprintf("the units of %s cannot be read: %v", to, err)
+		return []string{}, fmt.Sprintf("cannot compare with the newest version: %v", err)
 	}
 	changed := update.UnitsChanged(release.Units, old, cur)
 	if changed == nil {
