@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"banger/internal/cli"
+	"banger/internal/daemon/privhelper"
 	"banger/internal/testutil"
 	"banger/internal/testutil/treestate"
 	"banger/internal/update"
@@ -244,5 +246,74 @@ func TestUpdateRefusesOverAnInterruptedUpdate(t *testing.T) {
 	}
 	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
 		t.Fatal("the install changed")
+	}
+}
+
+// fakeHelper answers hello on a Unix socket as a helper of build version.
+func fakeHelper(t *testing.T, version string) string {
+	t.Helper()
+	sock := filepath.Join(testutil.ShortDir(t, "bgh"), "helper.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() { // ends when the listener is closed
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			var req privhelper.Request
+			_ = json.NewDecoder(c).Decode(&req)
+			resp := privhelper.Response{OK: req.Op == privhelper.OpHello, Version: version, Protocol: privhelper.ProtocolVersion}
+			_ = json.NewEncoder(c).Encode(resp)
+			c.Close()
+		}
+	}()
+	return sock
+}
+
+// With banger-helper.service active, a rollback needs root: as a user it
+// is refused before anything changes, with the sudo command; as root the
+// helper is restarted (a fake systemctl) and must answer its hello with
+// the version put back before bangerd is started.
+func TestUpdateRollbackWithTheHelper(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	script := "#!/bin/sh\necho \"$*\" >> " + e.calls + "\ncase \"$*\" in is-active*) echo active;; *show*) echo 0;; esac\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(filepath.Dir(e.calls), "systemctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(e.home, ".config", "banger", "config.toml")
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("helper_socket = \""+fakeHelper(t, "dev")+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	markBinaries(t, e.dir, update.PrevSuffix, "old")
+	markBinaries(t, e.dir, "", "new")
+	j, _ := json.Marshal(update.Journal{From: "dev", To: "v0.0.2", State: update.StateDone})
+	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := treestate.Snapshot(t, e.dir)
+	out, stderr, code := e.run(t, "update", "--rollback", "--yes")
+	if os.Geteuid() != 0 {
+		if code != cli.ExitFailure || !strings.Contains(stderr, "banger-helper.service runs and must be restarted on the new bangerd, which needs root: run `sudo "+filepath.Join(e.dir, "banger")+" update --rollback --yes`") {
+			t.Fatalf("as a user: exit %d, stderr %q", code, stderr)
+		}
+		if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
+			t.Fatal("a refused rollback changed the install")
+		}
+		return
+	}
+	if code != 0 {
+		t.Fatalf("rollback: exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	assertMarked(t, e.dir, "old")
+	calls, _ := os.ReadFile(e.calls)
+	if !strings.Contains(string(calls), "restart banger-helper.service") || !strings.Contains(out, "banger-helper.service restarted on dev") {
+		t.Errorf("systemctl calls %q, stdout %q: want the helper restarted", calls, out)
 	}
 }
