@@ -41,6 +41,13 @@ type app struct {
 	loaded *config.Loaded
 	client *rpc.Client
 	warned bool
+
+	// daemonBin, when set, is the bangerd startDaemon runs (banger update
+	// starts the one of the install it updates).
+	daemonBin string
+	// killHungDaemon makes startDaemon kill a bangerd it started that did
+	// not answer in time, instead of leaving it to finish its start.
+	killHungDaemon bool
 }
 
 // Main runs the CLI with os.Args and returns the exit code.

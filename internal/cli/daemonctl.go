@@ -108,6 +108,9 @@ func (a *app) checkVersion(v rpc.VersionInfo) {
 // bangerdPath finds the daemon binary: $BANGER_DAEMON_BIN, then beside this
 // executable, then on PATH.
 func (a *app) bangerdPath() (string, error) {
+	if a.daemonBin != "" {
+		return a.daemonBin, nil
+	}
 	if p := a.getenv("BANGER_DAEMON_BIN"); p != "" {
 		return p, nil
 	}
@@ -172,6 +175,7 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 	for {
 		select {
 		case <-ctx.Done():
+			a.killUnanswered(cmd, exited)
 			return nil, rpc.VersionInfo{}, ctx.Err()
 		case err := <-exited:
 			if reason := startFailure(logPath); strings.Contains(reason, "already runs for state dir") {
@@ -185,6 +189,7 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 			}
 			return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd exited during start (%v); the daemon log is %s%s", err, logPath, logTail(logPath))
 		case <-deadline.C:
+			a.killUnanswered(cmd, exited)
 			if lost != "" {
 				return nil, rpc.VersionInfo{}, fmt.Errorf("bangerd exited during start: %s, but that one did not answer within %s\n\n(the daemon log is %s)", lost, daemonStartTimeout, logPath)
 			}
@@ -200,6 +205,17 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 			}
 		}
 	}
+}
+
+// killUnanswered kills the bangerd this process just started and that did
+// not answer, when the caller asked for it (banger update, which must
+// start the old bangerd in its place), and reaps it.
+func (a *app) killUnanswered(cmd *exec.Cmd, exited <-chan error) {
+	if !a.killHungDaemon || exited == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
 }
 
 // logTail renders the last lines of the log, for an error message.

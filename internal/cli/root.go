@@ -32,6 +32,7 @@ The CLI talks to the bangerd daemon, which it starts when it is not running.`,
 		a.newImageCmd(),
 		a.newKernelCmd(),
 		a.newDoctorCmd(),
+		a.newUpdateCmd(),
 	)
 	return root
 }

@@ -37,8 +37,9 @@ type Config struct {
 	DefaultMemory    Size
 	DefaultDiskSize  Size
 	LogLevel         string
-	OCIMaxEntries    int64 // most tar entries an OCI image may have
-	OCIMaxPathBytes  Size  // most bytes the names of an OCI image's entries may have together
+	OCIMaxEntries    int64  // most tar entries an OCI image may have
+	OCIMaxPathBytes  Size   // most bytes the names of an OCI image's entries may have together
+	ReleaseURL       string // the release tree `banger update` reads, without a trailing '/'
 }
 
 // Options tells Load where to look. The zero value means the real

@@ -91,6 +91,7 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			LogLevel:         "info",
 			OCIMaxEntries:    500_000,
 			OCIMaxPathBytes:  64 << 20,
+			ReleaseURL:       "https://releases.banger.dev",
 		}
 		if l.Config != want {
 			t.Errorf("%s: config =\n%+v\nwant\n%+v", name, l.Config, want)
@@ -127,6 +128,7 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			"log_level":          "info | default",
 			"oci_max_entries":    "500000 | default",
 			"oci_max_path_bytes": "64MiB | default",
+			"release_url":        "https://releases.banger.dev | default",
 		}
 		if !reflect.DeepEqual(got, wantSettings) {
 			t.Errorf("%s: settings =\n%v\nwant\n%v", name, got, wantSettings)
@@ -336,6 +338,7 @@ helper_socket = "/run/banger-test/helper.sock"
 oci_max_entries = 2000000
 oci_max_path_bytes = "256MiB"
 jailer_bin = "/opt/fc/jailer"
+release_url = "file:///srv/banger-releases/"
 `
 
 func TestFileOverridesEveryKey(t *testing.T) {
@@ -369,6 +372,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		LogLevel:         "debug",
 		OCIMaxEntries:    2_000_000,
 		OCIMaxPathBytes:  256 << 20,
+		ReleaseURL:       "file:///srv/banger-releases",
 	}
 	if l.Config != want {
 		t.Errorf("config =\n%+v\nwant\n%+v", l.Config, want)
@@ -381,7 +385,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 	for _, s := range settings {
 		order = append(order, s.Key)
 	}
-	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 21 {
+	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 22 {
 		t.Errorf("settings order %v, want %v", order, config.Keys())
 	}
 	wantLines := map[string]int{
@@ -389,7 +393,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		"ssh_key_path": 8, "state_dir": 9, "runtime_dir": 10, "catalog_base_url": 11,
 		"bridge_name": 12, "bridge_subnet": 13, "default_vcpus": 14, "default_memory": 15,
 		"default_disk_size": 16, "log_level": 17, "network": 18, "hosts_file": 19, "helper_socket": 20,
-		"oci_max_entries": 21, "oci_max_path_bytes": 22, "jailer_bin": 23,
+		"oci_max_entries": 21, "oci_max_path_bytes": 22, "jailer_bin": 23, "release_url": 24,
 	}
 	for _, s := range settings {
 		if s.Source.Kind != config.SourceFile || s.Source.File != p || s.Source.Line != wantLines[s.Key] {
@@ -545,6 +549,12 @@ func TestInvalidValues(t *testing.T) {
 		{"catalog_base_url", `"https://"`, "no host"},
 		{"catalog_base_url", `"http://bad host/"`, "does not parse"},
 		{"catalog_base_url", `"file://srv/cat"`, "absolute path"},
+		{"release_url", `""`, "it is empty"},
+		{"release_url", `"ftp://example.test/rel"`, "scheme ftp is not supported"},
+		{"release_url", `"example.test/rel"`, "no scheme"},
+		{"release_url", `"https://"`, "no host"},
+		{"release_url", `"file://srv/rel"`, "file:///srv/banger-releases"},
+		{"release_url", `1`, "release tree"},
 		{"bridge_name", `"this-name-is-too-long"`, "1 to 15 characters"},
 		{"bridge_name", `"br 0"`, "whitespace"},
 		{"bridge_name", `"br:0"`, "':'"},

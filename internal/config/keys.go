@@ -219,6 +219,25 @@ var keys = []keySpec{
 		set:  sizeSetter(func(c *Config) *Size { return &c.OCIMaxPathBytes }, MinOCIMaxPathBytes),
 		get:  func(c *Config) string { return c.OCIMaxPathBytes.String() },
 	},
+	{
+		name: "release_url",
+		def:  func(c *Config) { c.ReleaseURL = DefaultReleaseURL },
+		set: func(c *Config, v any, _ *environ) string {
+			s, ok := v.(string)
+			switch {
+			case !ok:
+				return releaseURLHint
+			case s == "":
+				return "it is empty: " + releaseURLHint
+			}
+			if reason := checkBaseURL(s, releaseURLHint, "file:///srv/banger-releases"); reason != "" {
+				return reason
+			}
+			c.ReleaseURL = strings.TrimRight(s, "/")
+			return ""
+		},
+		get: func(c *Config) string { return c.ReleaseURL },
+	},
 }
 
 // Keys returns the name of every config key, in the documented order.
@@ -403,31 +422,42 @@ func isIfName(s string) bool {
 
 const catalogURLHint = `use an http://, https:// or file:// URL, or "" to use the URLs written in the catalog`
 
+// DefaultReleaseURL is the release tree `banger update` reads by default.
+const DefaultReleaseURL = "https://releases.banger.dev"
+
+const releaseURLHint = `use the http://, https:// or file:// URL of a banger release tree (the directory holding "latest"), or remove the line for ` + DefaultReleaseURL
+
 // checkCatalogURL returns why s is not an acceptable catalog base URL, or "".
 func checkCatalogURL(s string) string {
 	if s == "" {
 		return ""
 	}
+	return checkBaseURL(s, catalogURLHint, "file:///srv/banger-catalog")
+}
+
+// checkBaseURL returns why s is not an http, https or file URL of a tree, or
+// "": hint says what to write instead, example is a good file URL.
+func checkBaseURL(s, hint, example string) string {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "it does not parse as a URL (" + strings.TrimPrefix(err.Error(), "parse "+strconv.Quote(s)+": ") + "): " + catalogURLHint
+		return "it does not parse as a URL (" + strings.TrimPrefix(err.Error(), "parse "+strconv.Quote(s)+": ") + "): " + hint
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "http", "https":
 		if u.Host == "" {
-			return "it has no host: " + catalogURLHint
+			return "it has no host: " + hint
 		}
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return "a file URL needs an absolute path and no host, e.g. file:///srv/banger-catalog"
+			return "a file URL needs an absolute path and no host, e.g. " + example
 		}
 		if !strings.HasPrefix(u.Path, "/") {
-			return "a file URL needs an absolute path, e.g. file:///srv/banger-catalog"
+			return "a file URL needs an absolute path, e.g. " + example
 		}
 	case "":
-		return "it has no scheme: " + catalogURLHint
+		return "it has no scheme: " + hint
 	default:
-		return "scheme " + u.Scheme + " is not supported: " + catalogURLHint
+		return "scheme " + u.Scheme + " is not supported: " + hint
 	}
 	return ""
 }

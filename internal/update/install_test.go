@@ -1,0 +1,161 @@
+package update
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+
+	"banger/internal/testutil/treestate"
+)
+
+// newInstall makes a directory with the three binaries, each holding
+// "<version> <name>", and returns it located.
+func newInstall(t *testing.T, version string) *Install {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "bin")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range Binaries {
+		writeBin(t, filepath.Join(dir, name), version+" "+name)
+	}
+	in, err := Locate(filepath.Join(dir, "banger"))
+	if err != nil {
+		t.Fatalf("Locate: %v", err)
+	}
+	return in
+}
+
+func writeBin(t *testing.T, p, content string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func read(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestLocateFindsTheInstallThroughASymlink(t *testing.T) {
+	in := newInstall(t, "v1")
+	link := filepath.Join(t.TempDir(), "banger")
+	if err := os.Symlink(in.Path("banger"), link); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Locate(link)
+	if err != nil || got.Dir != in.Dir {
+		t.Fatalf("Locate(symlink) = %+v, %v; want dir %s", got, err, in.Dir)
+	}
+}
+
+// refusedUnchanged asserts err is a refusal naming want and that the tree
+// under root did not change.
+func refusedUnchanged(t *testing.T, root string, before map[string]treestate.Entry, err error, want string) {
+	t.Helper()
+	var re *RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), "nothing was changed") {
+		t.Fatalf("error %v, want a refusal saying %q and that nothing was changed", err, want)
+	}
+	if after := treestate.Snapshot(t, root); !reflect.DeepEqual(before, after) {
+		t.Fatalf("the tree changed:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+func TestLocateRefusals(t *testing.T) {
+	t.Run("source checkout", func(t *testing.T) {
+		root := t.TempDir()
+		bin := filepath.Join(root, "build", "bin")
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeBin(t, filepath.Join(root, "go.mod"), "module banger\n")
+		for _, n := range Binaries {
+			writeBin(t, filepath.Join(bin, n), "dev")
+		}
+		before := treestate.Snapshot(t, root)
+		_, err := Locate(filepath.Join(bin, "banger"))
+		refusedUnchanged(t, root, before, err, "make build")
+	})
+	t.Run("missing binary", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		os.Remove(in.Path("banger-vsock-agent"))
+		before := treestate.Snapshot(t, in.Dir)
+		_, err := Locate(in.Path("banger"))
+		refusedUnchanged(t, in.Dir, before, err, "banger-vsock-agent is missing")
+	})
+	t.Run("symlinked binary", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		os.Remove(in.Path("bangerd"))
+		if err := os.Symlink("/bin/true", in.Path("bangerd")); err != nil {
+			t.Fatal(err)
+		}
+		before := treestate.Snapshot(t, in.Dir)
+		_, err := Locate(in.Path("banger"))
+		refusedUnchanged(t, in.Dir, before, err, "is a symbolic link")
+	})
+	t.Run("no write access", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		old := access
+		t.Cleanup(func() { access = old })
+		access = func(p string, mode uint32) error {
+			if p == in.Path("bangerd") {
+				return syscall.EACCES
+			}
+			return nil
+		}
+		before := treestate.Snapshot(t, in.Dir)
+		_, err := Locate(in.Path("banger"))
+		want := "cannot write " + in.Path("bangerd")
+		if os.Geteuid() != 0 {
+			want = "sudo " + in.Path("banger") + " update"
+		}
+		refusedUnchanged(t, in.Dir, before, err, want)
+	})
+}
+
+func TestLockIsExclusive(t *testing.T) {
+	in := newInstall(t, "v1")
+	unlock, err := in.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Lock(); err == nil || !strings.Contains(err.Error(), "another `banger update` is running") {
+		t.Fatalf("second Lock: %v", err)
+	}
+	unlock()
+	unlock2, err := in.Lock()
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	unlock2()
+}
+
+func TestStageIsPrivateAndClearsStaleOnes(t *testing.T) {
+	in := newInstall(t, "v1")
+	stale := filepath.Join(in.Dir, stagePrefix+"old")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeBin(t, filepath.Join(stale, "bangerd"), "half")
+	dir, err := in.Stage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 || filepath.Dir(dir) != in.Dir {
+		t.Fatalf("stage %s: %v %v, want a 0700 dir inside %s", dir, fi.Mode(), err, in.Dir)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale staging dir left: %v", err)
+	}
+}

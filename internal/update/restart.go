@@ -1,0 +1,204 @@
+package update
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Services is what an update restarts. The CLI implements it with its
+// daemon control (rpc) and systemctl; tests record the calls.
+type Services interface {
+	// DaemonRunning reports whether the user's bangerd answers.
+	DaemonRunning(ctx context.Context) (bool, error)
+	// StopDaemon stops the running bangerd and waits until it is gone.
+	// Running VMs keep running; the next bangerd re-adopts them.
+	StopDaemon(ctx context.Context) error
+	// HelperActive reports whether the root helper (the systemd system
+	// unit banger-helper) is active.
+	HelperActive(ctx context.Context) (bool, error)
+	// RestartHelper restarts the helper's unit; it needs root.
+	RestartHelper(ctx context.Context) error
+	// HelperVersion asks the helper's hello and returns its build version.
+	HelperVersion(ctx context.Context) (string, error)
+	// StartDaemon starts the install's bangerd and returns the version it
+	// answers its health check (the Version call) with.
+	StartDaemon(ctx context.Context) (string, error)
+}
+
+// Bounds of the health checks after a restart.
+var (
+	HelperTimeout = 20 * time.Second
+	DaemonTimeout = 20 * time.Second
+	pollInterval  = 200 * time.Millisecond
+)
+
+// Running is what ran before an update: it decides what is restarted.
+type Running struct {
+	Daemon bool // the user's bangerd answered
+	Helper bool // banger-helper.service was active
+}
+
+// Survey records what runs, and refuses (before anything is changed) when
+// the helper runs and this process, not root (euid), could not restart it.
+func Survey(ctx context.Context, svc Services, euid int, sudoCmd string) (Running, error) {
+	var r Running
+	var err error
+	if r.Helper, err = svc.HelperActive(ctx); err != nil {
+		return r, fmt.Errorf("ask whether banger-helper.service runs: %w", err)
+	}
+	if r.Helper && euid != 0 {
+		return r, refused("banger-helper.service runs and must be restarted on the new bangerd, which needs root: run `%s`", sudoCmd)
+	}
+	if r.Daemon, err = svc.DaemonRunning(ctx); err != nil {
+		return r, fmt.Errorf("ask whether bangerd runs: %w", err)
+	}
+	return r, nil
+}
+
+// StepError says which step of a restart failed.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Restart brings up the install's binaries in the one order that never
+// leaves a bangerd talking to a helper of another protocol:
+//
+//  1. stop bangerd, if it answers (its VMs keep running);
+//  2. restart the helper, if it was active, and wait until its hello
+//     answers with version want;
+//  3. start bangerd, if startDaemon, and wait until it answers its health
+//     check with version want.
+//
+// want "" accepts any version (a rollback to a version the journal does
+// not know).
+func Restart(ctx context.Context, svc Services, was Running, want string, startDaemon bool) error {
+	up, err := svc.DaemonRunning(ctx)
+	if err != nil {
+		return &StepError{"ask whether bangerd runs", err}
+	}
+	if up {
+		if err := svc.StopDaemon(ctx); err != nil {
+			return &StepError{"stop bangerd", err}
+		}
+	}
+	if was.Helper {
+		if err := svc.RestartHelper(ctx); err != nil {
+			return &StepError{"restart banger-helper.service", err}
+		}
+		if err := waitHelper(ctx, svc, want); err != nil {
+			return &StepError{"check banger-helper.service", err}
+		}
+	}
+	if !startDaemon {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, DaemonTimeout)
+	defer cancel()
+	got, err := svc.StartDaemon(dctx)
+	if err != nil {
+		return &StepError{"start bangerd", err}
+	}
+	if want != "" && got != want {
+		return &StepError{"check bangerd", fmt.Errorf("it answers as version %s, not %s", got, want)}
+	}
+	return nil
+}
+
+// waitHelper polls the helper's hello until it answers with version want,
+// within HelperTimeout.
+func waitHelper(ctx context.Context, svc Services, want string) error {
+	ctx, cancel := context.WithTimeout(ctx, HelperTimeout)
+	defer cancel()
+	var last error
+	for {
+		got, err := svc.HelperVersion(ctx)
+		switch {
+		case err == nil && (want == "" || got == want):
+			return nil
+		case err == nil:
+			last = fmt.Errorf("it answers as version %s, not %s (does its unit run the bangerd of this install?)", got, want)
+		default:
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("no good answer within %s: %w", HelperTimeout, last)
+			}
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// FailedError is an update that did not come up and was rolled back (or
+// could not be: RollbackErr, RestartErr).
+type FailedError struct {
+	From, To    string
+	Err         error // what failed with the new version
+	RollbackErr error // putting the .prev binaries back
+	RestartErr  error // bringing the old version up again
+}
+
+func (e *FailedError) Error() string {
+	// What failed goes last: it may end with the daemon log's tail.
+	switch {
+	case e.RollbackErr != nil:
+		return fmt.Sprintf("the update to %s did not come up, and putting %s back failed too (%v): run `banger update --rollback`; what failed: %v", e.To, orUnknown(e.From), e.RollbackErr, e.Err)
+	case e.RestartErr != nil:
+		return fmt.Sprintf("the update to %s did not come up; the binaries of %s are back, but bringing them up failed (%v); what failed: %v", e.To, orUnknown(e.From), e.RestartErr, e.Err)
+	}
+	return fmt.Sprintf("the update to %s did not come up, so %s was put back and runs as before; what failed: %v", e.To, orUnknown(e.From), e.Err)
+}
+
+func (e *FailedError) Unwrap() error { return e.Err }
+
+// BringUp restarts what ran (see Restart) on the install's binaries of
+// version want, and checks bangerd even when it did not run: it is started,
+// must answer with version want, and is stopped again, so that what did
+// not run before does not run after.
+func BringUp(ctx context.Context, svc Services, was Running, want string) error {
+	if err := Restart(ctx, svc, was, want, true); err != nil {
+		return err
+	}
+	if !was.Daemon {
+		if err := svc.StopDaemon(ctx); err != nil {
+			return &StepError{"stop the bangerd started for its check", err}
+		}
+	}
+	return nil
+}
+
+// Apply swaps the staged binaries in and brings them up (BringUp). When
+// the swap or a step of BringUp fails, the .prev binaries are put back,
+// what ran before is brought up again in the same order, and the error is
+// a *FailedError.
+func Apply(ctx context.Context, in *Install, svc Services, was Running, staged map[string]string, from, to string) error {
+	err := in.Swap(staged, from, to)
+	if err == nil {
+		err = BringUp(ctx, svc, was, to)
+		if err == nil {
+			return in.MarkDone(from, to)
+		}
+	}
+	fe := &FailedError{From: from, To: to, Err: err}
+	j, jerr := in.ReadJournal()
+	if jerr == nil && j.State == StateLinking {
+		return fe // no binary was replaced
+	}
+	// The rollback must run even when ctx was cancelled (Ctrl-C) after
+	// the swap: give it a context of its own, bounded.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), HelperTimeout+DaemonTimeout+30*time.Second)
+	defer cancel()
+	if _, fe.RollbackErr = in.RestorePrev(); fe.RollbackErr != nil {
+		return fe
+	}
+	fe.RestartErr = Restart(rctx, svc, was, from, was.Daemon)
+	return fe
+}

@@ -1,0 +1,209 @@
+package update
+
+import (
+	"context"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeServices plays bangerd and the helper on the install's real files:
+// a started bangerd or a restarted helper "runs" the version written in
+// the bangerd binary at that moment. It records every change it is asked
+// for, in order.
+type fakeServices struct {
+	in           *Install
+	calls        []string
+	daemon       string // version of the running bangerd; "" = none
+	helper       string // version of the running helper; "" = not active
+	failStart    map[string]bool
+	answerAs     map[string]string // a started version that answers as another
+	helperAnswer map[string]string
+}
+
+func (f *fakeServices) installed() string {
+	b, _ := os.ReadFile(f.in.Path("bangerd"))
+	v, _, _ := strings.Cut(string(b), " ")
+	return v
+}
+
+func (f *fakeServices) DaemonRunning(context.Context) (bool, error) { return f.daemon != "", nil }
+func (f *fakeServices) StopDaemon(context.Context) error {
+	f.calls = append(f.calls, "stop bangerd "+f.daemon)
+	f.daemon = ""
+	return nil
+}
+func (f *fakeServices) HelperActive(context.Context) (bool, error) { return f.helper != "", nil }
+func (f *fakeServices) RestartHelper(context.Context) error {
+	f.helper = f.installed()
+	f.calls = append(f.calls, "restart helper "+f.helper)
+	return nil
+}
+func (f *fakeServices) HelperVersion(context.Context) (string, error) {
+	if v, ok := f.helperAnswer[f.helper]; ok {
+		return v, nil
+	}
+	return f.helper, nil
+}
+func (f *fakeServices) StartDaemon(context.Context) (string, error) {
+	v := f.installed()
+	f.calls = append(f.calls, "start bangerd "+v)
+	if f.failStart[v] {
+		return "", errors.New("bangerd exited during start: simulated")
+	}
+	f.daemon = v
+	if a, ok := f.answerAs[v]; ok {
+		return a, nil
+	}
+	return v, nil
+}
+
+func TestApplyRestartOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		was   Running
+		calls []string
+	}{
+		{"daemon and helper", Running{Daemon: true, Helper: true},
+			[]string{"stop bangerd v1", "restart helper v2", "start bangerd v2"}},
+		{"daemon only", Running{Daemon: true},
+			[]string{"stop bangerd v1", "start bangerd v2"}},
+		{"nothing ran: bangerd is started, checked and stopped", Running{},
+			[]string{"start bangerd v2", "stop bangerd v2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := newInstall(t, "v1")
+			f := &fakeServices{in: in}
+			if tc.was.Daemon {
+				f.daemon = "v1"
+			}
+			if tc.was.Helper {
+				f.helper = "v1"
+			}
+			was, err := Survey(context.Background(), f, 0, "sudo banger update")
+			if err != nil || was != tc.was {
+				t.Fatalf("Survey = %+v, %v", was, err)
+			}
+			if err := Apply(context.Background(), in, f, was, stage(t, in, "v2"), "v1", "v2"); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if !reflect.DeepEqual(f.calls, tc.calls) {
+				t.Errorf("calls %q, want %q", f.calls, tc.calls)
+			}
+			assertBinaries(t, in, "v2", "v1")
+			if want := map[bool]string{true: "v2"}[tc.was.Daemon]; f.daemon != want {
+				t.Errorf("running bangerd %q, want %q", f.daemon, want)
+			}
+			if j, _ := in.ReadJournal(); j.State != StateDone {
+				t.Errorf("journal %+v, want done", j)
+			}
+		})
+	}
+}
+
+func TestSurveyRefusesAHelperItCannotRestart(t *testing.T) {
+	in := newInstall(t, "v1")
+	f := &fakeServices{in: in, daemon: "v1", helper: "v1"}
+	_, err := Survey(context.Background(), f, 1000, "sudo /opt/bin/banger update --yes")
+	var re *RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "run `sudo /opt/bin/banger update --yes`") {
+		t.Fatalf("Survey as a user with the helper active: %v", err)
+	}
+	if len(f.calls) != 0 {
+		t.Fatalf("Survey changed something: %q", f.calls)
+	}
+}
+
+func TestApplyRollsBack(t *testing.T) {
+	HelperTimeout = 600 * time.Millisecond
+	t.Cleanup(func() { HelperTimeout = 20 * time.Second })
+	for _, tc := range []struct {
+		name  string
+		was   Running
+		setup func(f *fakeServices)
+		want  string // in the error
+		calls []string
+		after string // the bangerd running at the end
+	}{
+		{"new bangerd exits at start", Running{Daemon: true, Helper: true},
+			func(f *fakeServices) { f.failStart = map[string]bool{"v2": true} },
+			"start bangerd: bangerd exited during start: simulated",
+			[]string{"stop bangerd v1", "restart helper v2", "start bangerd v2", "restart helper v1", "start bangerd v1"}, "v1"},
+		{"new bangerd answers as another version", Running{Daemon: true},
+			func(f *fakeServices) { f.answerAs = map[string]string{"v2": "v1.9"} },
+			"check bangerd: it answers as version v1.9, not v2",
+			[]string{"stop bangerd v1", "start bangerd v2", "stop bangerd v2", "start bangerd v1"}, "v1"},
+		{"helper answers as another version", Running{Daemon: true, Helper: true},
+			func(f *fakeServices) { f.helperAnswer = map[string]string{"v2": "v0.9"} },
+			"check banger-helper.service: no good answer within 600ms: it answers as version v0.9, not v2",
+			[]string{"stop bangerd v1", "restart helper v2", "restart helper v1", "start bangerd v1"}, "v1"},
+		{"bangerd did not run before: it is not started after the rollback", Running{},
+			func(f *fakeServices) { f.failStart = map[string]bool{"v2": true} },
+			"start bangerd",
+			[]string{"start bangerd v2"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := newInstall(t, "v1")
+			f := &fakeServices{in: in}
+			if tc.was.Daemon {
+				f.daemon = "v1"
+			}
+			if tc.was.Helper {
+				f.helper = "v1"
+			}
+			tc.setup(f)
+			err := Apply(context.Background(), in, f, tc.was, stage(t, in, "v2"), "v1", "v2")
+			var fe *FailedError
+			if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.want) || fe.RollbackErr != nil || fe.RestartErr != nil {
+				t.Fatalf("Apply: %v, want a rolled-back failure saying %q", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), "the update to v2 did not come up, so v1 was put back and runs as before; what failed: ") {
+				t.Errorf("error does not say v1 is back: %v", err)
+			}
+			if !reflect.DeepEqual(f.calls, tc.calls) {
+				t.Errorf("calls %q, want %q", f.calls, tc.calls)
+			}
+			assertBinaries(t, in, "v1", "")
+			if f.daemon != tc.after {
+				t.Errorf("running bangerd %q, want %q", f.daemon, tc.after)
+			}
+			if j, _ := in.ReadJournal(); j.State != StateRolledBack {
+				t.Errorf("journal %+v, want rolled back", j)
+			}
+		})
+	}
+}
+
+func TestApplyReportsAFailedRestartOfTheOldVersion(t *testing.T) {
+	in := newInstall(t, "v1")
+	f := &fakeServices{in: in, daemon: "v1", failStart: map[string]bool{"v2": true, "v1": true}}
+	err := Apply(context.Background(), in, f, Running{Daemon: true}, stage(t, in, "v2"), "v1", "v2")
+	var fe *FailedError
+	if !errors.As(err, &fe) || fe.RestartErr == nil || !strings.Contains(err.Error(), "the binaries of v1 are back, but bringing them up failed") {
+		t.Fatalf("Apply: %v", err)
+	}
+	assertBinaries(t, in, "v1", "")
+}
+
+func TestRestartAfterAManualRollback(t *testing.T) {
+	in := newInstall(t, "v1")
+	f := &fakeServices{in: in, daemon: "v1", helper: "v1"}
+	if err := Apply(context.Background(), in, f, Running{Daemon: true, Helper: true}, stage(t, in, "v2"), "v1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	f.calls = nil
+	from, err := in.RestorePrev()
+	if err != nil || from != "v1" {
+		t.Fatalf("RestorePrev = %q, %v", from, err)
+	}
+	if err := BringUp(context.Background(), f, Running{Daemon: true, Helper: true}, from); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"stop bangerd v2", "restart helper v1", "start bangerd v1"}
+	if !reflect.DeepEqual(f.calls, want) {
+		t.Errorf("calls %q, want %q", f.calls, want)
+	}
+}

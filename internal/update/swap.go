@@ -1,0 +1,299 @@
+package update
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"banger/internal/atomicfile"
+)
+
+// JournalFile, in the install's directory, records the update under way or
+// the last one done, so that an interrupted update is noticed and
+// `banger update --rollback` knows which version the .prev binaries are.
+const JournalFile = ".banger-update.json"
+
+// stagePrefix names the staging directories made inside the install's
+// directory (same filesystem, so that the swap is a rename).
+const stagePrefix = ".banger-update-"
+
+// Journal states, in the order an update moves through them.
+const (
+	StateLinking     = "linking"      // making the .prev links; every binary is still the old one
+	StateSwapping    = "swapping"     // every .prev is the old version; binaries are being renamed over
+	StateSwapped     = "swapped"      // every binary is the new one; restarts under way
+	StateDone        = "done"         // the new version runs
+	StateRollingBack = "rolling-back" // .prev files are being renamed back
+	StateRolledBack  = "rolled-back"  // the old binaries are back; no .prev is left
+)
+
+// Journal is the content of JournalFile.
+type Journal struct {
+	From  string `json:"from"` // the version the .prev binaries are ("" when unknown)
+	To    string `json:"to"`
+	State string `json:"state"`
+}
+
+// ReadJournal reads the install's journal; a missing one is the zero
+// Journal and no error.
+func (in *Install) ReadJournal() (Journal, error) {
+	var j Journal
+	data, err := os.ReadFile(in.Path(JournalFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return j, nil
+	}
+	if err != nil {
+		return j, fmt.Errorf("read the update journal: %w", err)
+	}
+	if err := json.Unmarshal(data, &j); err != nil {
+		return Journal{}, fmt.Errorf("the update journal %s is damaged (%v): remove it, then check the binaries there with `banger version`", in.Path(JournalFile), err)
+	}
+	return j, nil
+}
+
+func (in *Install) writeJournal(j Journal) error {
+	data, _ := json.Marshal(j)
+	if err := atomicfile.WriteFile(in.Path(JournalFile), append(data, '\n'), atomicfile.Mode(0o644)); err != nil {
+		return fmt.Errorf("write the update journal in %s: %w", in.Dir, err)
+	}
+	return nil
+}
+
+// Interrupted returns an error when an earlier update or rollback stopped
+// half way, saying how to finish it; a new update must not start over it,
+// because its .prev links would replace the only copies of the old version.
+func (in *Install) Interrupted() error {
+	j, err := in.ReadJournal()
+	if err != nil {
+		return err
+	}
+	switch j.State {
+	case StateSwapping, StateSwapped:
+		return refused("an earlier update from %s to %s was interrupted (%s): run `banger update --rollback` to put %s back, then update again", orUnknown(j.From), j.To, j.State, orUnknown(j.From))
+	case StateRollingBack:
+		return refused("an earlier rollback to %s was interrupted: run `banger update --rollback` again to finish it", orUnknown(j.From))
+	}
+	return nil
+}
+
+func orUnknown(v string) string {
+	if v == "" {
+		return "the previous version"
+	}
+	return v
+}
+
+// Lock takes the install's update lock (flock on its directory), so that
+// two updates never swap at once. It fails at once when another holds it.
+func (in *Install) Lock() (unlock func(), err error) {
+	d, err := os.Open(in.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", in.Dir, err)
+	}
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		d.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, refused("another `banger update` is running on %s", in.Dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", in.Dir, err)
+	}
+	return func() { d.Close() }, nil
+}
+
+// Stage makes a private (0700) directory inside the install's directory for
+// the new files, after removing those an interrupted update left. Call it
+// with the lock held; the caller removes the directory when done.
+func (in *Install) Stage() (string, error) {
+	if old, err := filepath.Glob(filepath.Join(in.Dir, stagePrefix+"*")); err == nil {
+		for _, o := range old {
+			if fi, err := os.Lstat(o); err == nil && fi.IsDir() {
+				_ = os.RemoveAll(o)
+			}
+		}
+	}
+	dir, err := os.MkdirTemp(in.Dir, stagePrefix)
+	if err != nil {
+		return "", fmt.Errorf("make a staging directory in %s: %w", in.Dir, err)
+	}
+	return dir, nil
+}
+
+// Swap replaces each binary of the install by the staged file of the same
+// name (staged maps a name of Binaries to a path in the install's
+// filesystem, normally inside Stage's directory), keeping the old one as
+// <name>.prev. Every .prev is made (a hard link, or a copy where a link is
+// refused) before the first rename, so the .prev files are always one
+// version; each rename is atomic, so there is never a moment without a
+// binary. The journal records each step. On error the caller runs
+// RestorePrev.
+func (in *Install) Swap(staged map[string]string, from, to string) error {
+	for _, name := range Binaries {
+		fi, err := os.Lstat(staged[name])
+		if err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("the staged %s is missing or not a regular file (%q)", name, staged[name])
+		}
+	}
+	if err := in.writeJournal(Journal{From: from, To: to, State: StateLinking}); err != nil {
+		return err
+	}
+	for _, name := range Binaries {
+		if err := keepPrev(in.Path(name), in.Prev(name)); err != nil {
+			return err
+		}
+	}
+	if err := syncDir(in.Dir); err != nil {
+		return err
+	}
+	if err := in.writeJournal(Journal{From: from, To: to, State: StateSwapping}); err != nil {
+		return err
+	}
+	for _, name := range Binaries {
+		if err := os.Chmod(staged[name], 0o755); err != nil {
+			return fmt.Errorf("make the new %s executable: %w", name, err)
+		}
+		if err := rename(staged[name], in.Path(name)); err != nil {
+			return fmt.Errorf("put the new %s in place: %w", name, err)
+		}
+	}
+	if err := syncDir(in.Dir); err != nil {
+		return err
+	}
+	return in.writeJournal(Journal{From: from, To: to, State: StateSwapped})
+}
+
+// rename is os.Rename; tests replace it to fail a swap half way.
+var rename = os.Rename
+
+// MarkDone records that the new version runs.
+func (in *Install) MarkDone(from, to string) error {
+	return in.writeJournal(Journal{From: from, To: to, State: StateDone})
+}
+
+// keepPrev makes prev the same file as path: a hard link made under a
+// temporary name and renamed over prev, or a copy when the link is refused.
+func keepPrev(path, prev string) error {
+	tmp := prev + ".tmp"
+	_ = os.Remove(tmp)
+	if err := os.Link(path, tmp); err != nil {
+		if err := copyFile(path, tmp); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("keep %s as %s: %w", path, prev, err)
+		}
+	}
+	if err := os.Rename(tmp, prev); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("keep %s as %s: %w", path, prev, err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("flush %s: %w", dir, err)
+	}
+	return nil
+}
+
+// HasPrev reports whether every binary has a .prev.
+func (in *Install) HasPrev() bool {
+	for _, name := range Binaries {
+		if _, err := os.Lstat(in.Prev(name)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// RestorePrev renames each <name>.prev back over <name> and returns the
+// version they are ("" when the journal does not say). It refuses when
+// there is nothing to restore. A rollback interrupted half way is finished
+// by running it again: a binary whose .prev is gone was already restored.
+func (in *Install) RestorePrev() (string, error) {
+	j, err := in.ReadJournal()
+	if err != nil {
+		return "", err
+	}
+	switch j.State {
+	case StateLinking:
+		return "", refused("the interrupted update to %s had not replaced any binary yet, so there is nothing to roll back; run `banger update` again", j.To)
+	case StateRolledBack:
+		if !in.HasPrev() {
+			return "", refused("the binaries in %s were already rolled back to %s, and no older .prev is kept", in.Dir, orUnknown(j.From))
+		}
+	}
+	var missing []string
+	for _, name := range Binaries {
+		if _, err := os.Lstat(in.Prev(name)); err != nil {
+			missing = append(missing, in.Prev(name))
+		}
+	}
+	if len(missing) > 0 && j.State != StateRollingBack {
+		if len(missing) == len(Binaries) {
+			return "", refused("no previous version is kept in %s (no .prev files): nothing to roll back to", in.Dir)
+		}
+		return "", refused("%s missing: the previous version is not whole, so it is not put back", strings.Join(missing, " and "))
+	}
+	j.State = StateRollingBack
+	if err := in.writeJournal(j); err != nil {
+		return "", err
+	}
+	for _, name := range Binaries {
+		prev := in.Prev(name)
+		pfi, err := os.Lstat(prev)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // restored by the rollback that was interrupted
+		}
+		if cfi, err := os.Lstat(in.Path(name)); err == nil && pfi != nil && os.SameFile(pfi, cfi) {
+			// Never replaced (the swap stopped before it): both names are
+			// one file, and rename(2) of a file over itself does nothing.
+			if err := os.Remove(prev); err != nil {
+				return "", fmt.Errorf("remove %s: %w", prev, err)
+			}
+			continue
+		}
+		if err := os.Rename(prev, in.Path(name)); err != nil {
+			return "", fmt.Errorf("put %s back as %s: %w", prev, in.Path(name), err)
+		}
+	}
+	if err := syncDir(in.Dir); err != nil {
+		return "", err
+	}
+	j.State = StateRolledBack
+	return j.From, in.writeJournal(j)
+}

@@ -1,0 +1,217 @@
+package update
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+
+	"banger/internal/testutil/treestate"
+)
+
+// stage writes the new binaries ("<version> <name>") into a staging dir.
+func stage(t *testing.T, in *Install, version string) map[string]string {
+	t.Helper()
+	dir, err := in.Stage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, n := range Binaries {
+		m[n] = filepath.Join(dir, n)
+		writeBin(t, m[n], version+" "+n)
+	}
+	return m
+}
+
+// assertBinaries checks each binary (and, if prev != "", each .prev).
+func assertBinaries(t *testing.T, in *Install, version, prev string) {
+	t.Helper()
+	for _, n := range Binaries {
+		if got := read(t, in.Path(n)); got != version+" "+n {
+			t.Errorf("%s = %q, want %s", n, got, version)
+		}
+		fi, err := os.Stat(in.Path(n))
+		if err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s mode %v, %v", n, fi.Mode(), err)
+		}
+		_, err = os.Lstat(in.Prev(n))
+		switch {
+		case prev == "" && !os.IsNotExist(err):
+			t.Errorf("%s.prev exists (%v), want none", n, err)
+		case prev != "" && read(t, in.Prev(n)) != prev+" "+n:
+			t.Errorf("%s.prev = %q, want %s", n, read(t, in.Prev(n)), prev)
+		}
+	}
+}
+
+func TestSwapKeepsPrevAndJournals(t *testing.T) {
+	in := newInstall(t, "v1")
+	old, _ := os.Stat(in.Path("bangerd"))
+	if err := in.Swap(stage(t, in, "v2"), "v1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	assertBinaries(t, in, "v2", "v1")
+	prev, _ := os.Stat(in.Prev("bangerd"))
+	if !os.SameFile(old, prev) {
+		t.Error("bangerd.prev is not the old file itself (a hard link)")
+	}
+	if j, err := in.ReadJournal(); err != nil || j != (Journal{From: "v1", To: "v2", State: StateSwapped}) {
+		t.Errorf("journal %+v, %v", j, err)
+	}
+	if err := in.Interrupted(); err == nil || !strings.Contains(err.Error(), "--rollback") {
+		t.Errorf("a swap not marked done is not reported as interrupted: %v", err)
+	}
+	if err := in.MarkDone("v1", "v2"); err != nil || in.Interrupted() != nil {
+		t.Errorf("after MarkDone: %v, %v", err, in.Interrupted())
+	}
+}
+
+func TestSwapRefusesAMissingStagedFileBeforeChangingAnything(t *testing.T) {
+	in := newInstall(t, "v1")
+	staged := stage(t, in, "v2")
+	os.Remove(staged["banger"])
+	os.RemoveAll(filepath.Dir(staged["banger"])) // the snapshot compares the install only
+	before := treestate.Snapshot(t, in.Dir)
+	if err := in.Swap(staged, "v1", "v2"); err == nil {
+		t.Fatal("Swap with a staged file missing succeeded")
+	}
+	if after := treestate.Snapshot(t, in.Dir); !reflect.DeepEqual(before, after) {
+		t.Fatalf("the install changed: %v -> %v", before, after)
+	}
+}
+
+// A swap that stops half way (a failed rename here; a SIGKILL is the same
+// state) leaves every binary in place, old or new, every .prev the old
+// version, and a journal that sends the user to --rollback, which puts
+// the old version back whole.
+func TestHalfSwapIsRecoveredByRestorePrev(t *testing.T) {
+	in := newInstall(t, "v1")
+	staged := stage(t, in, "v2")
+	n := 0
+	rename = func(a, b string) error {
+		if n++; n == 2 {
+			return &os.LinkError{Op: "rename", Old: a, New: b, Err: syscall.EIO}
+		}
+		return os.Rename(a, b)
+	}
+	t.Cleanup(func() { rename = os.Rename })
+	if err := in.Swap(staged, "v1", "v2"); err == nil || !strings.Contains(err.Error(), "put the new bangerd in place") {
+		t.Fatalf("Swap: %v", err)
+	}
+	rename = os.Rename
+	for _, name := range Binaries {
+		got := read(t, in.Path(name))
+		if got != "v1 "+name && got != "v2 "+name {
+			t.Errorf("%s = %q mid-swap", name, got)
+		}
+		if read(t, in.Prev(name)) != "v1 "+name {
+			t.Errorf("%s.prev is not v1", name)
+		}
+	}
+	if err := in.Interrupted(); err == nil || !strings.Contains(err.Error(), "from v1 to v2 was interrupted") {
+		t.Fatalf("Interrupted: %v", err)
+	}
+	from, err := in.RestorePrev()
+	if err != nil || from != "v1" {
+		t.Fatalf("RestorePrev = %q, %v", from, err)
+	}
+	assertBinaries(t, in, "v1", "")
+	if in.Interrupted() != nil {
+		t.Errorf("still interrupted after the rollback: %v", in.Interrupted())
+	}
+}
+
+func TestRestorePrevFinishesAnInterruptedRollback(t *testing.T) {
+	in := newInstall(t, "v1")
+	if err := in.Swap(stage(t, in, "v2"), "v1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	// The rollback was killed after putting banger-vsock-agent back.
+	if err := os.Rename(in.Prev("banger-vsock-agent"), in.Path("banger-vsock-agent")); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.writeJournal(Journal{From: "v1", To: "v2", State: StateRollingBack}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Interrupted(); err == nil || !strings.Contains(err.Error(), "rollback to v1 was interrupted") {
+		t.Fatalf("Interrupted: %v", err)
+	}
+	if from, err := in.RestorePrev(); err != nil || from != "v1" {
+		t.Fatalf("RestorePrev = %q, %v", from, err)
+	}
+	assertBinaries(t, in, "v1", "")
+}
+
+func TestRestorePrevRefusals(t *testing.T) {
+	t.Run("no prev", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		before := treestate.Snapshot(t, in.Dir)
+		_, err := in.RestorePrev()
+		refusedUnchanged(t, in.Dir, before, err, "no previous version is kept")
+	})
+	t.Run("one prev missing", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		if err := in.Swap(stage(t, in, "v2"), "v1", "v2"); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(in.Prev("bangerd"))
+		before := treestate.Snapshot(t, in.Dir)
+		_, err := in.RestorePrev()
+		refusedUnchanged(t, in.Dir, before, err, "bangerd.prev missing")
+	})
+	t.Run("interrupted while linking", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		if err := in.writeJournal(Journal{From: "v1", To: "v2", State: StateLinking}); err != nil {
+			t.Fatal(err)
+		}
+		before := treestate.Snapshot(t, in.Dir)
+		_, err := in.RestorePrev()
+		refusedUnchanged(t, in.Dir, before, err, "had not replaced any binary")
+		if in.Interrupted() != nil {
+			t.Errorf("an update stopped while linking blocks a new one: %v", in.Interrupted())
+		}
+	})
+	t.Run("already rolled back", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		if err := in.Swap(stage(t, in, "v2"), "v1", "v2"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.RestorePrev(); err != nil {
+			t.Fatal(err)
+		}
+		before := treestate.Snapshot(t, in.Dir)
+		_, err := in.RestorePrev()
+		refusedUnchanged(t, in.Dir, before, err, "already rolled back to v1")
+	})
+}
+
+func TestDamagedJournalIsAnError(t *testing.T) {
+	in := newInstall(t, "v1")
+	writeBin(t, in.Path(JournalFile), "{not json")
+	if _, err := in.ReadJournal(); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("ReadJournal: %v", err)
+	}
+	if err := in.Interrupted(); err == nil {
+		t.Fatal("Interrupted ignored a damaged journal")
+	}
+}
+
+func TestKeepPrevCopiesWhenLinkIsRefused(t *testing.T) {
+	// A hard link across filesystems fails (EXDEV): the copy is used.
+	dir := t.TempDir()
+	src := filepath.Join(dir, "bangerd")
+	writeBin(t, src, "v1 bangerd")
+	if err := copyFile(src, filepath.Join(dir, "copy")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "copy")); got != "v1 bangerd" {
+		t.Fatalf("copy = %q", got)
+	}
+	if err := copyFile(src, filepath.Join(dir, "copy")); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("copyFile over an existing file: %v", err)
+	}
+}
