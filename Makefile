@@ -5,7 +5,11 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := build/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
+# EXTRA_LDFLAGS is appended to the linker flags; the release tests use it
+# to build a binary that trusts a throwaway key
+# (-X banger/internal/release.keyOverride=...). Releases never set it.
+EXTRA_LDFLAGS ?=
+LDFLAGS   := -s -w -X banger/internal/buildinfo.Version=$(VERSION) $(EXTRA_LDFLAGS)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 # staticcheck runs at the version CI pins, through `go run` (fetched and
@@ -65,10 +69,10 @@ deps:
 # Installs the binaries and the systemd units (PREFIX, DESTDIR honoured);
 # see docs/install.md.
 install: build
-	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BIN_DIR=$(BIN) scripts/install.sh
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BIN_DIR=$(BIN) scripts/install.sh --local
 
 uninstall:
-	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) scripts/install.sh --uninstall
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) scripts/install.sh --local --uninstall
 
 clean:
 	rm -rf build coverage.out coverage.html

@@ -14,7 +14,7 @@ import (
 // (plus PATH) and returns its combined output.
 func runInstall(t *testing.T, env []string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "bash", append([]string{filepath.Join(repoRoot(t), "scripts", "install.sh")}, args...)...)
+	cmd := exec.CommandContext(t.Context(), "sh", append([]string{filepath.Join(repoRoot(t), "scripts", "install.sh")}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
