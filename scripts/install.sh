@@ -172,6 +172,8 @@ next_steps() {
 Note: systemd does not look for units under $PREFIX/lib/systemd; link them:
   sudo ln -s $PREFIX/lib/systemd/system/banger-helper.service /etc/systemd/system/
   sudo ln -s $PREFIX/lib/systemd/user/bangerd.service /etc/systemd/user/
+(or, for your user only: mkdir -p ~/.config/systemd/user &&
+  ln -s $PREFIX/lib/systemd/user/bangerd.service ~/.config/systemd/user/)
 and make sure $PREFIX/bin is on your PATH.
 MSG
     ;;
