@@ -163,8 +163,12 @@ for arch in ${ARCHES:-amd64}; do
     for b in banger bangerd banger-vsock-agent; do cp "$PREBUILT_BIN_DIR/$arch/$b" "$stage/$b"; done
   else
     echo "publish: make build VERSION=$version GOARCH=$arch"
-    GOARCH="$arch" CGO_ENABLED=0 make --no-print-directory build VERSION="$version" EXTRA_LDFLAGS="${EXTRA_LDFLAGS:-}"
-    for b in banger bangerd banger-vsock-agent; do cp build/bin/$b "$stage/$b"; done
+    # Static binaries (no cgo): they run on any glibc or musl host, and the
+    # build depends on no C toolchain. Built into a private BIN so the
+    # checkout's build/bin is left alone.
+    GOARCH="$arch" CGO_ENABLED=0 make --no-print-directory build BIN="$work/bin-$arch" \
+      VERSION="$version" EXTRA_LDFLAGS="${EXTRA_LDFLAGS:-}"
+    for b in banger bangerd banger-vsock-agent; do cp "$work/bin-$arch/$b" "$stage/$b"; done
   fi
   cp packaging/systemd/bangerd.service packaging/systemd/banger-helper.service "$stage/"
   cp docs/install.md CHANGELOG.md "$stage/"

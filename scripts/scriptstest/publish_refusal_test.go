@@ -2,7 +2,6 @@ package scriptstest
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -135,8 +134,8 @@ func TestPublishRefuses(t *testing.T) {
 			if after := files(t, filepath.Dir(out)); len(after) != len(before) {
 				t.Errorf("a refused run wrote %v", after)
 			}
-			if _, err := os.Stat(filepath.Join(repo, "build")); err == nil {
-				t.Error("a refused run built the binaries")
+			if strings.Contains(r.stdout, "make build") || strings.Contains(r.stdout, "make test") {
+				t.Errorf("a refused run went on to build or test:\n%s", r.stdout)
 			}
 		})
 	}

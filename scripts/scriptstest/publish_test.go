@@ -112,6 +112,9 @@ func TestPublishDryRunWritesTheReleaseTree(t *testing.T) {
 		}
 	}
 	checkArchive(t, rel, filepath.Join(vdir, name))
+	if _, err := os.Stat(filepath.Join(rel.repo, "build")); !os.IsNotExist(err) {
+		t.Errorf("the dry run wrote the checkout's build/ (%v); it must build elsewhere", err)
+	}
 
 	// install.sh carries the override key in place of the pinned block, and
 	// is otherwise the tree's.
