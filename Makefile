@@ -19,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 SCRIPTS   := $(wildcard scripts/*.sh) $(wildcard .ci/*)
 
-.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e fuzz reliability install uninstall
+.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e fuzz reliability install uninstall release-dry-run
 
 all: build
 
@@ -76,6 +76,14 @@ uninstall:
 
 clean:
 	rm -rf build coverage.out coverage.html
+
+# The release rehearsal: publishes this checkout with --dry-run into
+# build/release signed by a throwaway key, then installs it from there with
+# install.sh (see docs/release-process.md). Real releases:
+# scripts/publish-banger-release.sh vX.Y.Z.
+release-dry-run:
+	rm -rf build/release
+	scripts/release-dry-run.sh v0.0.0-dryrun build/release
 
 # Every fuzz target, one after the other, FUZZTIME each (default 30s) with
 # a short minimisation; fails on a crash. FUZZ=REGEX picks targets.

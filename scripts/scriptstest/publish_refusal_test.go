@@ -165,3 +165,36 @@ func TestPublishNoticesUnitChanges(t *testing.T) {
 		t.Fatalf("changed units: err %v, stderr:\n%s\nwant the unit notice", r.err, r.stderr)
 	}
 }
+
+// The CI rehearsal publishes a dirty checkout on another branch, without a
+// CHANGELOG entry, with a throwaway key, says loudly that the pre-flight
+// was weakened, and installs the result with its install.sh.
+func TestReleaseDryRunScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds banger")
+	}
+	repo := repoCopy(t)
+	git(t, repo, "checkout", "-q", "-b", "topic")
+	writeFile(t, filepath.Join(repo, "stray.txt"), []byte("x"))
+	out := filepath.Join(t.TempDir(), "release")
+	r := runIn(t, repo, filepath.Join(repo, "scripts", "release-dry-run.sh"), "v0.0.9-rc.1", out)
+	if r.err != nil {
+		t.Fatalf("release-dry-run.sh: %v\n%s\n%s", r.err, r.stdout, r.stderr)
+	}
+	for _, loud := range []string{"--allow-dirty", "--skip-changelog", "--skip-tests", "KEY OVERRIDE"} {
+		if !strings.Contains(r.stderr, loud) {
+			t.Errorf("the weakened dry run does not say %q loudly:\n%s", loud, r.stderr)
+		}
+	}
+	if !strings.Contains(r.stdout, "installed from it with install.sh") {
+		t.Errorf("no install from the rehearsal tree:\n%s", r.stdout)
+	}
+	if got := string(readFile(t, filepath.Join(out, "latest"))); got != "v0.0.9-rc.1\n" {
+		t.Errorf("latest = %q", got)
+	}
+}
+
+func runIn(t *testing.T, dir, script string, args ...string) result {
+	t.Helper()
+	return publishLike(t, dir, script, nil, args...)
+}

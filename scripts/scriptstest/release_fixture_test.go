@@ -198,10 +198,17 @@ func copyCheckout(t *testing.T, src, dst string) error {
 }
 
 // publish runs scripts/publish-banger-release.sh of repo with env added to
-// a environment cleaned of the script's own variables.
+// an environment cleaned of the script's own variables.
 func publish(t *testing.T, repo string, env []string, args ...string) result {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "bash", append([]string{filepath.Join(repo, "scripts", "publish-banger-release.sh")}, args...)...)
+	return publishLike(t, repo, filepath.Join(repo, "scripts", "publish-banger-release.sh"), env, args...)
+}
+
+// publishLike runs script with bash in repo, in the cleaned environment
+// plus env.
+func publishLike(t *testing.T, repo, script string, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "bash", append([]string{script}, args...)...)
 	cmd.Dir = repo
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
