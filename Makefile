@@ -83,7 +83,7 @@ clean:
 # scripts/publish-banger-release.sh vX.Y.Z.
 release-dry-run:
 	rm -rf build/release
-	scripts/release-dry-run.sh v0.0.0-dryrun build/release
+	scripts/release-dry-run.sh v0.0.0 build/release
 
 # Every fuzz target, one after the other, FUZZTIME each (default 30s) with
 # a short minimisation; fails on a crash. FUZZ=REGEX picks targets.

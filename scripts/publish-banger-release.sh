@@ -85,6 +85,12 @@ fi
 if remote_exists "$uploader" "$version/"; then
   die "$version is already in the release tree ($uploader); never reuse a version"
 fi
+current="$(remote_cat "$uploader" latest | head -n 1 | tr -d ' \t\r' || true)"
+if [[ "$current" =~ ^v[0-9]+\.[0-9]+\.[0-9]+ ]] && [ "$(version_cmp "$version" "$current")" != 1 ]; then
+  die "the release tree's latest is $current and $version is not newer; versions only go up (cut the next one)"
+fi
+prerelease=""
+[[ "$version" == *-* ]] && prerelease=1
 
 branch="$(git symbolic-ref --short -q HEAD || echo '(detached)')"
 dirty="$(git status --porcelain)"
@@ -197,14 +203,20 @@ for f in "$out"/*; do
   [ "$(basename "$f")" = SHA256SUMS.sig ] || upload "$uploader" "$f" "$version/$(basename "$f")"
 done
 upload "$uploader" "$out/SHA256SUMS.sig" "$version/SHA256SUMS.sig"
-upload "$uploader" "$work/install.sh" install.sh
-upload "$uploader" "$work/latest" latest
+if [ -n "$prerelease" ]; then
+  loud "PRERELEASE $version: latest and the root install.sh are left as they were; install it with --version $version"
+else
+  upload "$uploader" "$work/install.sh" install.sh
+  upload "$uploader" "$work/latest" latest
+fi
 
 if [ -n "$dry" ]; then
   echo "publish: dry run: wrote the $version release tree to $dry; nothing uploaded, nothing tagged"
   exit 0
 fi
-git tag -a "$version" -m "banger $version"
-git push origin "$version"
+git tag -a "$version" -m "banger $version" ||
+  die "$version is published but 'git tag -a $version' failed; tag this commit ($(git rev-parse HEAD)) by hand and push it"
+git push origin "$version" ||
+  die "$version is published and tagged here, but 'git push origin $version' failed; push the tag by hand"
 echo "publish: $version is published and tagged. Now check it from a clean machine:"
 echo "  curl -fsSL <base>/install.sh | sh -s -- --version $version --prefix \$HOME/.local"

@@ -6,10 +6,11 @@
 # the installed banger. Nothing is uploaded or tagged, and no real key is
 # needed: it proves the publish path and the installer agree.
 #
-#   scripts/release-dry-run.sh [VERSION [OUT]]    (default v0.0.0-dryrun build/release)
+#   scripts/release-dry-run.sh [VERSION [OUT]]    (default v0.0.0 build/release; a
+#   prerelease would leave out install.sh and latest)
 set -euo pipefail
 
-version="${1:-v0.0.0-dryrun}"
+version="${1:-v0.0.0}"
 out="${2:-build/release}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

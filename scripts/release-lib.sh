@@ -134,6 +134,39 @@ remote_exists() {
   esac
 }
 
+# remote_cat UPLOADER PATH: prints PATH of the release tree, if it is there.
+remote_cat() {
+  local u="$1" p="$2"
+  case "$u" in
+    dir:*) cat "${u#dir:}/$p" 2>/dev/null ;;
+    rclone:*) rclone cat "${u#rclone:}/$p" 2>/dev/null ;;
+    s3:*) aws s3 cp ${S3_ENDPOINT:+--endpoint-url "$S3_ENDPOINT"} --only-show-errors "s3://${u#s3:}/$p" - 2>/dev/null ;;
+  esac
+}
+
+# version_cmp A B: prints -1, 0 or 1 as vA sorts before, with or after vB
+# by semver precedence (a prerelease before its release; two prereleases of
+# one version compared as sort -V does, which is semver's order for the
+# usual rc.N, beta.N).
+version_cmp() {
+  local a="${1#v}" b="${2#v}" ap="" bp="" i
+  local -a x y
+  [[ "$a" == *-* ]] && ap="${a#*-}"
+  [[ "$b" == *-* ]] && bp="${b#*-}"
+  IFS=. read -r -a x <<<"${a%%-*}"
+  IFS=. read -r -a y <<<"${b%%-*}"
+  for i in 0 1 2; do
+    if ((10#${x[i]} > 10#${y[i]})); then echo 1; return; fi
+    if ((10#${x[i]} < 10#${y[i]})); then echo -1; return; fi
+  done
+  if [ "$ap" = "$bp" ]; then echo 0
+  elif [ -z "$ap" ]; then echo 1
+  elif [ -z "$bp" ]; then echo -1
+  elif [ "$(printf '%s\n%s\n' "$ap" "$bp" | LC_ALL=C sort -V | head -n 1)" = "$ap" ]; then echo -1
+  else echo 1
+  fi
+}
+
 # upload UPLOADER FILE PATH: put FILE at PATH of the release tree.
 upload() {
   local u="$1" src="$2" p="$3" dst tmp

@@ -2,6 +2,7 @@ package scriptstest
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -177,7 +178,7 @@ func TestReleaseDryRunScript(t *testing.T) {
 	git(t, repo, "checkout", "-q", "-b", "topic")
 	writeFile(t, filepath.Join(repo, "stray.txt"), []byte("x"))
 	out := filepath.Join(t.TempDir(), "release")
-	r := runIn(t, repo, filepath.Join(repo, "scripts", "release-dry-run.sh"), "v0.0.9-rc.1", out)
+	r := runIn(t, repo, filepath.Join(repo, "scripts", "release-dry-run.sh"), "v0.0.9", out)
 	if r.err != nil {
 		t.Fatalf("release-dry-run.sh: %v\n%s\n%s", r.err, r.stdout, r.stderr)
 	}
@@ -189,7 +190,7 @@ func TestReleaseDryRunScript(t *testing.T) {
 	if !strings.Contains(r.stdout, "installed from it with install.sh") {
 		t.Errorf("no install from the rehearsal tree:\n%s", r.stdout)
 	}
-	if got := string(readFile(t, filepath.Join(out, "latest"))); got != "v0.0.9-rc.1\n" {
+	if got := string(readFile(t, filepath.Join(out, "latest"))); got != "v0.0.9\n" {
 		t.Errorf("latest = %q", got)
 	}
 }
@@ -197,4 +198,43 @@ func TestReleaseDryRunScript(t *testing.T) {
 func runIn(t *testing.T, dir, script string, args ...string) result {
 	t.Helper()
 	return publishLike(t, dir, script, nil, args...)
+}
+
+// Versions only go up in a release tree, and a prerelease moves neither
+// latest nor the root install.sh.
+func TestPublishVersionOrderAndPrereleases(t *testing.T) {
+	repo := repoCopy(t)
+	key := newTestKey(t, t.TempDir(), "pinned")
+	pinKey(t, repo, key)
+	bins := filepath.Join(t.TempDir(), "bins")
+	for _, b := range []string{"banger", "bangerd", "banger-vsock-agent"} {
+		writeFile(t, filepath.Join(bins, runtime.GOARCH, b), []byte("#!/bin/sh\n"))
+	}
+	tree := filepath.Join(t.TempDir(), "tree")
+	env := []string{"SIGNING_KEY=" + key.keyFile, "PREBUILT_BIN_DIR=" + bins, "ARCHES=" + runtime.GOARCH}
+	run := func(v string) result {
+		return publish(t, repo, env, v, "--dry-run", tree, "--skip-tests", "--skip-changelog")
+	}
+	if r := run(relVersion); r.err != nil {
+		t.Fatalf("%s: %v\n%s", relVersion, r.err, r.stderr)
+	}
+	writeFile(t, filepath.Join(tree, "install.sh"), []byte("# the root installer of v0.0.2\n"))
+	r := run("v0.0.3-rc.1")
+	if r.err != nil || !strings.Contains(r.stderr, "PRERELEASE v0.0.3-rc.1") {
+		t.Fatalf("prerelease: %v\n%s", r.err, r.stderr)
+	}
+	if got := string(readFile(t, filepath.Join(tree, "latest"))); got != relVersion+"\n" {
+		t.Errorf("a prerelease moved latest to %q", got)
+	}
+	if got := string(readFile(t, filepath.Join(tree, "install.sh"))); got != "# the root installer of v0.0.2\n" {
+		t.Error("a prerelease replaced the root install.sh")
+	}
+	if _, err := os.Stat(filepath.Join(tree, "v0.0.3-rc.1", "SHA256SUMS.sig")); err != nil {
+		t.Errorf("the prerelease's own files: %v", err)
+	}
+	for _, old := range []string{"v0.0.1", "v0.0.2-rc.1"} {
+		if r := run(old); r.err == nil || !strings.Contains(r.stderr, "not newer") {
+			t.Errorf("%s after %s: %v\n%s\nwant a refusal", old, relVersion, r.err, r.stderr)
+		}
+	}
 }
