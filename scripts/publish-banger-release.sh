@@ -12,6 +12,10 @@
 # the pre-flight be weakened (--skip-tests, --allow-dirty: a dirty tree or a
 # branch other than main, --skip-changelog) or EXTRA_LDFLAGS be set.
 #
+# Versions only go up: one not newer than the tree's latest is refused. A
+# prerelease (vX.Y.Z-rc.1) publishes its version directory only; latest and
+# the root install.sh stay as they were.
+#
 # Environment:
 #   SIGNING_KEY     private key (default ~/.config/banger-release/cosign.key):
 #                   a cosign key (needs cosign; COSIGN_PASSWORD as cosign reads
@@ -31,7 +35,7 @@ set -euo pipefail
 die() { echo "publish: $*" >&2; exit 1; }
 loud() { printf '\n!!! %s\n\n' "$*" >&2; }
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 version="" dry="" skip_tests="" allow_dirty="" skip_changelog=""
 while [ "$#" -gt 0 ]; do
@@ -126,6 +130,10 @@ if [[ "${EXTRA_LDFLAGS:-}" =~ banger/internal/release\.keyOverride=([A-Za-z0-9+/
     die "PUBKEY_PEM ($PUBKEY_PEM) is not the key EXTRA_LDFLAGS overrides with"
   fi
   loud "KEY OVERRIDE: this build trusts a key other than the pinned one; DIR/install.sh will carry that key. Test releases only."
+fi
+
+if [ -z "$override" ] && [ -n "${PUBKEY_PEM:-}" ]; then
+  die "PUBKEY_PEM is set but EXTRA_LDFLAGS carries no keyOverride; set both (dry runs) or neither"
 fi
 
 signing_key="${SIGNING_KEY:-$HOME/.config/banger-release/cosign.key}"
