@@ -281,3 +281,106 @@ func TestInstallShRefusesBadReleases(t *testing.T) {
 		})
 	}
 }
+
+// minimalPath is a directory of links to the tools install.sh uses, minus
+// the ones left out, to run it as on a host without them.
+func minimalPath(t *testing.T, leaveOut ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, tool := range []string{"sh", "cat", "mkdir", "mktemp", "cp", "chmod", "mv", "rm", "rmdir", "sed", "grep",
+		"dirname", "uname", "head", "tr", "wc", "cut", "awk", "tar", "gzip", "openssl", "curl", "wget", "sha256sum"} {
+		if slices.Contains(leaveOut, tool) {
+			continue
+		}
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+		if err := os.Symlink(p, filepath.Join(dir, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// wget stands in for curl, and openssl for sha256sum.
+func TestInstallShWithWgetAndWithoutSha256sum(t *testing.T) {
+	rel := releaseTree(t)
+	url := serveTree(t, rel.tree, nil)
+	prefix := filepath.Join(t.TempDir(), "prefix")
+	cmd := exec.CommandContext(t.Context(), "sh", filepath.Join(rel.tree, "install.sh"), "--base-url", url, "--prefix", prefix)
+	cmd.Env = []string{"PATH=" + minimalPath(t, "curl", "sha256sum"), "HOME=" + t.TempDir()}
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("install with wget, without sha256sum: %v\n%s", err, out)
+	}
+	checkInstalled(t, prefix)
+
+	// The fallback still refuses a flipped archive.
+	archive := readFile(t, filepath.Join(rel.tree, relVersion, archiveName(runtime.GOARCH)))
+	archive[len(archive)/2] ^= 0xff
+	url = serveTree(t, rel.tree, map[string][]byte{"/" + relVersion + "/" + archiveName(runtime.GOARCH): archive})
+	prefix2 := filepath.Join(t.TempDir(), "prefix")
+	cmd = exec.CommandContext(t.Context(), "sh", filepath.Join(rel.tree, "install.sh"), "--base-url", url, "--prefix", prefix2)
+	cmd.Env = []string{"PATH=" + minimalPath(t, "curl", "sha256sum"), "HOME=" + t.TempDir()}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "SHA-256") {
+		t.Errorf("flipped archive without sha256sum: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(prefix2); !os.IsNotExist(err) {
+		t.Errorf("a refused install made %s", prefix2)
+	}
+}
+
+// A user without root installs into a prefix of their own, reading the
+// script from a pipe; into /usr/local they are told to use sudo or
+// --prefix, and nothing is written.
+func TestInstallShAsAUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the installer as another user (nobody)")
+	}
+	needTools(t, "setpriv")
+	rel := releaseTree(t)
+	url := serveTree(t, rel.tree, nil)
+	script := readFile(t, filepath.Join(rel.tree, "install.sh"))
+	// t.TempDir's parent is 0700: nobody could not reach into it.
+	base, err := os.MkdirTemp("", "banger-install-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	home := filepath.Join(base, "home")
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	asNobody := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(t.Context(), "setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-s", "--"}, args...)...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "TMPDIR=" + home}
+		cmd.Dir = home
+		cmd.Stdin = bytes.NewReader(script)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	prefix := filepath.Join(home, ".local")
+	if out, err := asNobody("--base-url", url, "--prefix", prefix); err != nil {
+		t.Fatalf("install as nobody: %v\n%s", err, out)
+	}
+	checkInstalled(t, prefix)
+	rootOwned := filepath.Join(base, "usr-local")
+	if err := os.Mkdir(rootOwned, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := asNobody("--base-url", url, "--prefix", rootOwned)
+	if err == nil || !strings.Contains(out, "--prefix") {
+		t.Errorf("install as nobody into a root-owned prefix: %v\n%s\nwant a refusal naming sudo or --prefix", err, out)
+	}
+	if got := files(t, rootOwned); len(got) != 0 {
+		t.Errorf("a refused install wrote %v", got)
+	}
+}
