@@ -234,7 +234,7 @@ need() {
 # fetch URL FILE MAXBYTES
 fetch() {
   if [ -n "$downloader_curl" ]; then
-    curl -fsSL --retry 2 --max-filesize "$3" -o "$2" "$1" || die "cannot download $1 (curl failed; is the version published and the URL right?)"
+    curl -fsSL --retry 2 --connect-timeout 30 --max-filesize "$3" -o "$2" "$1" || die "cannot download $1 (curl failed; is the version published and the URL right?)"
   else
     case "$1" in
       file://*) cp "${1#file://}" "$2" 2>/dev/null || die "cannot read $1" ;;
@@ -289,10 +289,11 @@ verify_archive() {
     die "$2 has an entry that is not a regular file; refused, nothing installed"
   fi
   while IFS= read -r va_name; do
-    case " $ARCHIVE_FILES " in
-      *" $va_name "*) ;;
-      *) die "$2 has an unexpected entry '$va_name'; refused, nothing installed" ;;
-    esac
+    va_ok=
+    for va_f in $ARCHIVE_FILES; do
+      if [ "$va_name" = "$va_f" ]; then va_ok=1; fi
+    done
+    [ -n "$va_ok" ] || die "$2 has an unexpected entry '$va_name'; refused, nothing installed"
   done <"$1/entries"
   for va_f in $ARCHIVE_FILES; do
     [ "$(grep -cx -- "$va_f" "$1/entries")" -eq 1 ] || die "$2 does not hold $va_f exactly once; refused, nothing installed"

@@ -248,6 +248,7 @@ func TestInstallShRefusesBadReleases(t *testing.T) {
 		{"wrong checksum", script, map[string][]byte{"/" + relVersion + "/" + name: flipped}, nil, "SHA-256"},
 		{"truncated archive", script, map[string][]byte{"/" + relVersion + "/" + name: archive[:len(archive)/3]}, nil, "SHA-256"},
 		{"extra entry", script, resigned(t, rel, repack(t, archive, nil, func(tw *tar.Writer) { addFile(tw, "evil", []byte("#!/bin/sh\n")) })), nil, "unexpected entry 'evil'"},
+		{"entry named like two", script, resigned(t, rel, repack(t, archive, nil, func(tw *tar.Writer) { addFile(tw, "banger bangerd", []byte("#!/bin/sh\n")) })), nil, "unexpected entry 'banger bangerd'"},
 		{"entry climbing out", script, resigned(t, rel, repack(t, archive, nil, func(tw *tar.Writer) { addFile(tw, "../banger", []byte("#!/bin/sh\n")) })), nil, "unexpected entry"},
 		{"link instead of a binary", script, resigned(t, rel, repack(t, archive, func(tw *tar.Writer, h *tar.Header, _ []byte) bool {
 			if h.Name != "bangerd" {
