@@ -5,7 +5,11 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := build/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
+# EXTRA_LDFLAGS is appended to the linker flags; the release tests use it
+# to build a binary that trusts a throwaway key
+# (-X banger/internal/release.keyOverride=...). Releases never set it.
+EXTRA_LDFLAGS ?=
+LDFLAGS   := -s -w -X banger/internal/buildinfo.Version=$(VERSION) $(EXTRA_LDFLAGS)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 # staticcheck runs at the version CI pins, through `go run` (fetched and
@@ -15,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 SCRIPTS   := $(wildcard scripts/*.sh) $(wildcard .ci/*)
 
-.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e fuzz reliability install uninstall
+.PHONY: all build test lint fmt coverage coverage-html coverage-total run deps clean bench e2e fuzz reliability install uninstall release-dry-run
 
 all: build
 
@@ -65,13 +69,21 @@ deps:
 # Installs the binaries and the systemd units (PREFIX, DESTDIR honoured);
 # see docs/install.md.
 install: build
-	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BIN_DIR=$(BIN) scripts/install.sh
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BIN_DIR=$(BIN) scripts/install.sh --local
 
 uninstall:
-	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) scripts/install.sh --uninstall
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) scripts/install.sh --local --uninstall
 
 clean:
 	rm -rf build coverage.out coverage.html
+
+# The release rehearsal: publishes this checkout with --dry-run into
+# build/release signed by a throwaway key, then installs it from there with
+# install.sh (see docs/release-process.md). Real releases:
+# scripts/publish-banger-release.sh vX.Y.Z.
+release-dry-run:
+	rm -rf build/release
+	scripts/release-dry-run.sh v0.0.0 build/release
 
 # Every fuzz target, one after the other, FUZZTIME each (default 30s) with
 # a short minimisation; fails on a crash. FUZZ=REGEX picks targets.

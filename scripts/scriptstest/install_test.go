@@ -14,7 +14,7 @@ import (
 // (plus PATH) and returns its combined output.
 func runInstall(t *testing.T, env []string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "bash", append([]string{filepath.Join(repoRoot(t), "scripts", "install.sh")}, args...)...)
+	cmd := exec.CommandContext(t.Context(), "sh", append([]string{filepath.Join(repoRoot(t), "scripts", "install.sh")}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -162,5 +162,25 @@ func TestInstallScriptRefusesBadInput(t *testing.T) {
 				t.Errorf("a refused run installed %v", got)
 			}
 		})
+	}
+}
+
+// Run from a checkout without options, the script installs the local
+// build (make install's behaviour); --version or --base-url make it
+// install a release instead.
+func TestInstallScriptPicksItsMode(t *testing.T) {
+	dest := t.TempDir()
+	out, _ := runInstall(t, []string{"DESTDIR=" + dest})
+	if strings.Contains(out, "installing banger v") || !(strings.Contains(out, "make build") || strings.Contains(out, "installed ")) {
+		t.Errorf("from a checkout without options, not the local install:\n%s", out)
+	}
+	empty := t.TempDir()
+	out, err := runInstall(t, []string{"DESTDIR=" + t.TempDir()}, "--version", "v9.9.9", "--base-url", "file://"+empty)
+	if err == nil || !strings.Contains(out, "cannot download") {
+		t.Errorf("--version from a checkout did not try the release tree: %v\n%s", err, out)
+	}
+	out, err = runInstall(t, []string{"DESTDIR=" + t.TempDir()}, "--local", "--version", "v9.9.9")
+	if err == nil || !strings.Contains(out, "not with --local") {
+		t.Errorf("--local --version: %v\n%s", err, out)
 	}
 }

@@ -537,7 +537,8 @@ func TestShellcheck(t *testing.T) {
 	needTools(t, "shellcheck")
 	scripts := filepath.Join(repoRoot(t), "scripts")
 	var args []string
-	for _, s := range []string{"bundle-lib.sh", "publish-golden-image.sh", "publish-kernel.sh", "make-generic-kernel.sh"} {
+	for _, s := range []string{"bundle-lib.sh", "publish-golden-image.sh", "publish-kernel.sh", "make-generic-kernel.sh",
+		"install.sh", "publish-banger-release.sh", "release-lib.sh", "release-dry-run.sh"} {
 		args = append(args, filepath.Join(scripts, s))
 	}
 	cmd := exec.CommandContext(t.Context(), "shellcheck", append([]string{"-x", "--severity=warning"}, args...)...)
