@@ -33,9 +33,16 @@ var ErrNotFound = errors.New("no such file in the release tree")
 // its signature, a unit).
 const smallTimeout = 60 * time.Second
 
-// stallTimeout bounds the time a download may go without a byte; tests
-// shorten it.
+// stallTimeout bounds the time a download may take to bring stallBytes
+// more (or its end); tests shorten it. A server that drips a byte now and
+// then, each within the timeout, is a stalled one too: a reset on every
+// byte would let it hold an update for ever.
 var stallTimeout = 60 * time.Second
+
+// stallBytes is the least progress that keeps a download alive for
+// another stallTimeout: 32 KiB a minute, which any link that can carry a
+// release at all beats by far.
+const stallBytes = 32 << 10
 
 // errStalled is the cause of a download cancelled for want of bytes.
 var errStalled = errors.New("stalled")
@@ -266,9 +273,9 @@ func (s *Source) small(ctx context.Context, u *url.URL) ([]byte, error) {
 }
 
 // get copies the file at u into dst, at most max bytes, and returns the
-// SHA-256 of what it copied. It fails when no byte comes for
-// stallTimeout, and when the body is longer than max or shorter than its
-// declared length.
+// SHA-256 of what it copied. It fails when stallTimeout passes without
+// stallBytes more (or the end) coming, and when the body is longer than
+// max or shorter than its declared length.
 func (s *Source) get(ctx context.Context, u *url.URL, max int64, dst io.Writer, p progress.Reporter) ([32]byte, error) {
 	var digest [32]byte
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -287,14 +294,17 @@ func (s *Source) get(ctx context.Context, u *url.URL, max int64, dst io.Writer, 
 	p.SetTotal(max0(size), progress.Bytes)
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
-	var n int64
+	var n, since int64 // bytes copied, and since the stall timer's last reset
 	for {
 		if err := ctx.Err(); err != nil {
 			return digest, s.fail(ctx, where, n, size, err)
 		}
 		k, rerr := body.Read(buf)
 		if k > 0 {
-			stall.Reset(stallTimeout)
+			if since += int64(k); since >= stallBytes {
+				stall.Reset(stallTimeout)
+				since = 0
+			}
 			if n+int64(k) > max {
 				return digest, fmt.Errorf("%s is larger than %d; refusing", where, max)
 			}
@@ -324,7 +334,7 @@ func (s *Source) get(ctx context.Context, u *url.URL, max int64, dst io.Writer, 
 func (s *Source) fail(ctx context.Context, where string, n, size int64, err error) error {
 	switch {
 	case errors.Is(context.Cause(ctx), errStalled):
-		return fmt.Errorf("downloading %s: no data for %s after %d bytes; giving up", where, stallTimeout, n)
+		return fmt.Errorf("downloading %s: stalled: less than %d bytes in %s, after %d bytes; giving up (a slow or hostile server; try again later)", where, stallBytes, stallTimeout, n)
 	case errors.Is(err, io.ErrUnexpectedEOF) && size >= 0:
 		return fmt.Errorf("downloading %s: the connection ended after %d of its %d bytes; refusing a truncated file (%w)", where, n, size, err)
 	case n > 0:
@@ -350,6 +360,12 @@ func (s *Source) open(ctx context.Context, u *url.URL) (io.ReadCloser, int64, er
 	if err != nil {
 		return nil, 0, err
 	}
+	// The bytes as stored, never a transfer encoding of them: left to
+	// itself the transport asks for gzip and undoes a Content-Encoding:
+	// gzip, which a store sets on .tar.gz objects often enough, and the
+	// archive's checksum then fails. curl in install.sh asks for nothing
+	// either.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := s.client().Do(req)
 	if err != nil {
 		var ue *url.Error
@@ -360,10 +376,13 @@ func (s *Source) open(ctx context.Context, u *url.URL) (io.ReadCloser, int64, er
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
+		// The code, not the server's reason phrase: that is any bytes
+		// the server likes, terminal escapes included.
+		status := fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
-			return nil, 0, fmt.Errorf("HTTP %s: %w", resp.Status, ErrNotFound)
+			return nil, 0, fmt.Errorf("%s: %w", status, ErrNotFound)
 		}
-		return nil, 0, fmt.Errorf("HTTP %s", resp.Status)
+		return nil, 0, errors.New(strings.TrimSpace(status))
 	}
 	return resp.Body, resp.ContentLength, nil
 }

@@ -1,0 +1,123 @@
+package release
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/elliptic"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A store that labels the archive Content-Encoding: gzip (an object
+// uploaded with that metadata, a server mapping .gz to it) still serves
+// the signed bytes: Download takes them as stored, as curl does.
+func TestSourceIgnoresContentEncoding(t *testing.T) {
+	k := newTestKey(t, elliptic.P256())
+	tr := makeTree(t, k, "v0.3.1")
+	files := http.FileServer(http.Dir(tr.dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	s := &Source{Base: srv.URL, Key: k.pubPEM}
+	rel, err := s.Release(context.Background(), tr.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	rec := &recorder{}
+	if err := s.Download(context.Background(), rel, tr.archive, MaxArchiveSize, &got, rec); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), tr.files[tr.archive]) {
+		t.Fatal("downloaded bytes differ from the archive")
+	}
+	if rec.total != int64(got.Len()) {
+		t.Fatalf("progress total %d, want the declared %d", rec.total, got.Len())
+	}
+}
+
+// rawServer answers every connection on 127.0.0.1 with reply, whatever
+// the request, and is stopped with the test.
+func rawServer(t *testing.T, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			_, _ = c.Write([]byte(reply))
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// A server's reason phrase never reaches the user's terminal: it may hold
+// escape sequences.
+func TestSourceStatusLineNotEchoed(t *testing.T) {
+	base := rawServer(t, "HTTP/1.1 500 \x1b]0;owned\x07\x1b[2J\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	_, err := (&Source{Base: base}).Latest(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "HTTP 500 Internal Server Error") || strings.ContainsAny(err.Error(), "\x1b\x07") {
+		t.Fatalf("got %q; want HTTP 500 without the server's escapes", err)
+	}
+}
+
+// A server that drips a byte at a time, each well within stallTimeout,
+// is stalled all the same: it cannot hold a download for ever.
+func TestSourceDripIsStall(t *testing.T) {
+	k := newTestKey(t, elliptic.P256())
+	tr := makeTree(t, k, "v0.3.1")
+	files := http.FileServer(http.Dir(tr.dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			files.ServeHTTP(w, r)
+			return
+		}
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+				fmt.Fprint(w, "x")
+				w.(http.Flusher).Flush()
+			}
+		}
+	}))
+	defer srv.Close()
+	s := &Source{Base: srv.URL, Key: k.pubPEM}
+	rel, err := s.Release(context.Background(), tr.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := stallTimeout
+	stallTimeout = 300 * time.Millisecond
+	defer func() { stallTimeout = saved }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = s.Download(ctx, rel, tr.archive, MaxArchiveSize, &bytes.Buffer{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("got %v after %s; want a stall", err, time.Since(start))
+	}
+}
