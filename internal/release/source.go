@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"banger/internal/progress"
@@ -387,9 +388,12 @@ func (s *Source) open(ctx context.Context, u *url.URL) (io.ReadCloser, int64, er
 	return resp.Body, resp.ContentLength, nil
 }
 
-// openFile opens a regular file of a file:// tree.
+// openFile opens a regular file of a file:// tree. It opens without
+// blocking, so that a FIFO in the tree is refused instead of holding the
+// open (which no context can cancel) until some writer comes; reads of a
+// regular file ignore the flag.
 func openFile(path string) (io.ReadCloser, int64, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, ErrNotFound
 	}

@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -119,5 +122,33 @@ func TestSourceDripIsStall(t *testing.T) {
 	err = s.Download(ctx, rel, tr.archive, MaxArchiveSize, &bytes.Buffer{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "stalled") {
 		t.Fatalf("got %v after %s; want a stall", err, time.Since(start))
+	}
+}
+
+// A FIFO in a file:// tree is refused at once: opening it would block,
+// beyond any context, until a writer came.
+func TestSourceFileFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, LatestFile)
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("cannot make a FIFO here: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := (&Source{Base: "file://" + dir}).Latest(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("got %v; want a FIFO refused", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Let the blocked open go: a writer ends it.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatal("Latest blocked on a FIFO")
 	}
 }
