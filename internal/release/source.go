@@ -150,10 +150,14 @@ func (s *Source) Latest(ctx context.Context) (Version, error) {
 	return v, nil
 }
 
-// Release is one version's verified SHA256SUMS.
+// Release is one version's verified SHA256SUMS. Only Source.Release
+// makes one that Download and Fetch accept: a Release built by hand (from
+// sums nobody checked) is refused.
 type Release struct {
 	Version Version
 	Sums    Sums
+
+	verified bool // made by Source.Release, after the signature held
 }
 
 // Release downloads <base>/<v>/SHA256SUMS and its signature, verifies the
@@ -196,7 +200,7 @@ func (s *Source) Release(ctx context.Context, v Version) (*Release, error) {
 	if err := checkListing(v, sums); err != nil {
 		return nil, fmt.Errorf("release %s at %s: %w", v, s.Base, err)
 	}
-	return &Release{Version: v, Sums: sums}, nil
+	return &Release{Version: v, Sums: sums, verified: true}, nil
 }
 
 // checkListing refuses signed sums that are not those of release v: a
@@ -227,11 +231,14 @@ func checkListing(v Version, sums Sums) error {
 // Download streams <base>/<version>/<name> into dst, refusing more than max
 // bytes, reporting bytes to p (phase "download <name>"), and fails unless
 // the bytes match rel's sums (the caller discards what it wrote when
-// Download fails). A name rel's sums do not list is refused before any
-// request; so is a body longer than max, and one shorter than its
-// declared length.
+// Download fails). A name rel's sums do not list, or a rel not made by
+// Source.Release, is refused before any request; so is a body longer
+// than max, and one shorter than its declared length.
 func (s *Source) Download(ctx context.Context, rel *Release, name string, max int64, dst io.Writer, p progress.Reporter) error {
 	p = progress.OrNop(p)
+	if rel == nil || !rel.verified {
+		return fmt.Errorf("downloading %s: its sums were not verified (a Release not made by Source.Release); refusing it", name)
+	}
 	if _, ok := rel.Sums[name]; !ok {
 		return fmt.Errorf("%s is not listed in the %s of %s; refusing a file the release did not sign", name, SumsFile, rel.Version)
 	}

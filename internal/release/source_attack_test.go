@@ -152,3 +152,35 @@ func TestSourceFileFIFO(t *testing.T) {
 		t.Fatal("Latest blocked on a FIFO")
 	}
 }
+
+// Download trusts only sums that Source.Release verified: a Release
+// built by hand (say, from an unsigned SHA256SUMS) is refused before any
+// request, as is none at all.
+func TestSourceRefusesUnverifiedRelease(t *testing.T) {
+	k := newTestKey(t, elliptic.P256())
+	tr := makeTree(t, k, "v0.3.1")
+	sums, err := ParseSums(mustRead(t, filepath.Join(tr.dir, tr.v.String(), SumsFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Source{Base: "file://" + tr.dir, Key: k.pubPEM}
+	for _, rel := range []*Release{{Version: tr.v, Sums: sums}, nil} {
+		var dst bytes.Buffer
+		err := s.Download(context.Background(), rel, tr.archive, MaxArchiveSize, &dst, nil)
+		if err == nil || !strings.Contains(err.Error(), "not verified") || dst.Len() != 0 {
+			t.Fatalf("%v: got %v with %d bytes; want refused", rel, err, dst.Len())
+		}
+		if _, err := s.Fetch(context.Background(), rel, Units[0]); err == nil {
+			t.Fatalf("Fetch of an unverified release: accepted")
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
