@@ -12,7 +12,7 @@ import (
 // paxArchive writes the release entries as a gzip'd PAX tar, each entry
 // preceded by floods PAX headers holding a comment of comment bytes
 // (archive/tar keeps only the last before an entry, handing none on).
-func paxArchive(t *testing.T, floods, comment int) []byte {
+func paxArchive(t testing.TB, floods, comment int) []byte {
 	t.Helper()
 	// One PAX header with its records, cut from before its entry.
 	var one bytes.Buffer
