@@ -143,9 +143,14 @@ func (s *Source) Latest(ctx context.Context) (Version, error) {
 	if err != nil {
 		return Version{}, err
 	}
-	v, err := ParseVersion(strings.TrimSpace(string(data)))
+	text := strings.TrimSpace(string(data))
+	if text == "" {
+		// Not ParseVersion's "a development build": nothing was built.
+		return Version{}, fmt.Errorf("%s is empty; it should name the newest release on one line (v0.3.1): a publish may be under way, or release_url is not a release tree", u.Redacted())
+	}
+	v, err := ParseVersion(text)
 	if err != nil {
-		return Version{}, fmt.Errorf("%s: %w", u.Redacted(), err)
+		return Version{}, fmt.Errorf("%s does not name a release (is release_url the base of a release tree?): %w", u.Redacted(), err)
 	}
 	return v, nil
 }

@@ -184,3 +184,28 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// An empty latest (a publish cut short, a placeholder) says so, not that
+// the release is "a development build".
+func TestSourceEmptyLatest(t *testing.T) {
+	dir := t.TempDir()
+	for _, text := range []string{"", "\n", " \r\n"} {
+		if err := os.WriteFile(filepath.Join(dir, LatestFile), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := (&Source{Base: "file://" + dir}).Latest(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "is empty") || strings.Contains(err.Error(), "development") {
+			t.Fatalf("latest %q: %v; want one saying it is empty", text, err)
+		}
+	}
+	// Surrounding blanks and a CRLF are tolerated; the version is not.
+	for text, ok := range map[string]bool{"v0.3.1\r\n": true, " v0.3.1 \n": true, "v0.3.1\nv0.3.2\n": false, "v 0.3.1\n": false} {
+		if err := os.WriteFile(filepath.Join(dir, LatestFile), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		v, err := (&Source{Base: "file://" + dir}).Latest(context.Background())
+		if (err == nil) != ok || ok && v.String() != "v0.3.1" {
+			t.Fatalf("latest %q: %v, %v", text, v, err)
+		}
+	}
+}
