@@ -209,3 +209,29 @@ func TestSourceEmptyLatest(t *testing.T) {
 		}
 	}
 }
+
+// A declared length that lies is refused whichever way it lies: shorter
+// than the body (the rest is never read, and the checksum fails),
+// negative or not a number (the transport refuses it). Longer is in
+// TestSourceHostileServers.
+func TestSourceContentLengthLies(t *testing.T) {
+	k := newTestKey(t, elliptic.P256())
+	tr := makeTree(t, k, "v0.3.1")
+	rel, err := (&Source{Base: "file://" + tr.dir, Key: k.pubPEM}).Release(context.Background(), tr.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := string(tr.files[tr.archive])
+	for cl, want := range map[string]string{
+		fmt.Sprint(len(archive) - 1): "does not match SHA256SUMS",
+		"-1":                         "Content-Length",
+		"0x10":                       "Content-Length",
+	} {
+		base := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: "+cl+"\r\nConnection: close\r\n\r\n"+archive)
+		var dst bytes.Buffer
+		err := (&Source{Base: base}).Download(context.Background(), rel, tr.archive, MaxArchiveSize, &dst, nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Content-Length %s: %v; want an error saying %q", cl, err, want)
+		}
+	}
+}
