@@ -66,7 +66,9 @@ func rawServer(t *testing.T, reply string) string {
 			if err != nil {
 				return
 			}
-			_, _ = bufio.NewReader(c).ReadString('\n')
+			// The whole request first: closing on unread bytes resets the
+			// connection, which may drop the reply before the client reads.
+			_, _ = http.ReadRequest(bufio.NewReader(c))
 			_, _ = c.Write([]byte(reply))
 			c.Close()
 		}
