@@ -89,29 +89,45 @@ func (s *Source) key() []byte {
 	return PinnedKey()
 }
 
+// shown is s.Base for messages, its password (if any) masked: a private
+// mirror's credentials do not belong in a terminal or a log.
+func (s *Source) shown() string {
+	u, err := url.Parse(s.Base)
+	if err != nil {
+		return "(a release_url that does not parse)"
+	}
+	return u.Redacted()
+}
+
 // base parses s.Base and refuses a scheme other than http, https and file.
 func (s *Source) base() (*url.URL, error) {
 	u, err := url.Parse(s.Base)
 	if err != nil {
-		return nil, fmt.Errorf("release_url %q does not parse: %w", s.Base, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it quotes the whole URL, password and all
+		}
+		return nil, fmt.Errorf("release_url does not parse: %w", err)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return nil, fmt.Errorf("release_url %q has no host", s.Base)
+			return nil, fmt.Errorf("release_url %q has no host", s.shown())
 		}
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("release_url %q names host %q; a file:// URL is a local path (file:///dir)", s.Base, u.Host)
+			return nil, fmt.Errorf("release_url %q names host %q; a file:// URL is a local path (file:///dir)", s.shown(), u.Host)
 		}
 		if !strings.HasPrefix(u.Path, "/") {
-			return nil, fmt.Errorf("release_url %q is not an absolute file:// path (file:///dir)", s.Base)
+			return nil, fmt.Errorf("release_url %q is not an absolute file:// path (file:///dir)", s.shown())
 		}
 	default:
-		return nil, fmt.Errorf("release_url %q: scheme %q is not http, https or file; set release_url to the base URL of a release tree", s.Base, u.Scheme)
+		return nil, fmt.Errorf("release_url %q: scheme %q is not http, https or file; set release_url to the base URL of a release tree", s.shown(), u.Scheme)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("release_url %q has a query or fragment; want the plain base URL of a release tree", s.Base)
+		bare := *u
+		bare.RawQuery, bare.Fragment = "", ""
+		return nil, fmt.Errorf("release_url %q has a query or fragment (not shown); want the plain base URL of a release tree", bare.Redacted())
 	}
 	return u, nil
 }
@@ -138,7 +154,7 @@ func (s *Source) Latest(ctx context.Context) (Version, error) {
 	}
 	data, err := s.small(ctx, u)
 	if errors.Is(err, ErrNotFound) {
-		return Version{}, fmt.Errorf("no %s file at %s: is release_url right? (%w)", LatestFile, s.Base, err)
+		return Version{}, fmt.Errorf("no %s file at %s: is release_url right? (%w)", LatestFile, s.shown(), err)
 	}
 	if err != nil {
 		return Version{}, err
@@ -179,7 +195,7 @@ func (s *Source) Release(ctx context.Context, v Version) (*Release, error) {
 	}
 	data, err := s.small(ctx, u)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("version %s is not published at %s (%w)", v, s.Base, err)
+		return nil, fmt.Errorf("version %s is not published at %s (%w)", v, s.shown(), err)
 	}
 	if err != nil {
 		return nil, err
@@ -190,20 +206,20 @@ func (s *Source) Release(ctx context.Context, v Version) (*Release, error) {
 	}
 	sig, err := s.small(ctx, su)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("version %s at %s has no %s; refusing an unsigned release (%w)", v, s.Base, SigFile, err)
+		return nil, fmt.Errorf("version %s at %s has no %s; refusing an unsigned release (%w)", v, s.shown(), SigFile, err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if err := VerifySignature(s.key(), data, sig); err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.Base, err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.shown(), err)
 	}
 	sums, err := ParseSums(data)
 	if err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.Base, err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.shown(), err)
 	}
 	if err := checkListing(v, sums); err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.Base, err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.shown(), err)
 	}
 	return &Release{Version: v, Sums: sums, verified: true}, nil
 }
@@ -254,7 +270,7 @@ func (s *Source) Download(ctx context.Context, rel *Release, name string, max in
 	p.Phase("download " + name)
 	digest, err := s.get(ctx, u, max, dst, p)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("%s of %s is not published at %s (%w)", name, rel.Version, s.Base, err)
+		return fmt.Errorf("%s of %s is not published at %s (%w)", name, rel.Version, s.shown(), err)
 	}
 	if err != nil {
 		return err

@@ -237,3 +237,41 @@ func TestSourceContentLengthLies(t *testing.T) {
 		}
 	}
 }
+
+// A password in release_url (a private mirror) never shows in an error,
+// nor does a query that may carry a token.
+func TestSourceErrorsHideCredentials(t *testing.T) {
+	k := newTestKey(t, elliptic.P256())
+	tr := makeTree(t, k, "v0.3.1")
+	srv := httptest.NewServer(http.FileServer(http.Dir(tr.dir)))
+	defer srv.Close()
+	base := strings.Replace(srv.URL, "http://", "http://user:s3cret@", 1)
+	s := &Source{Base: base, Key: k.pubPEM}
+	ctx := context.Background()
+	rel, err := s.Release(ctx, tr.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v9, _ := ParseVersion("v9.9.9")
+	var errs []error
+	_, err = s.Release(ctx, v9)
+	errs = append(errs, err)
+	if err := os.Remove(filepath.Join(tr.dir, tr.v.String(), tr.archive)); err != nil {
+		t.Fatal(err)
+	}
+	errs = append(errs, s.Download(ctx, rel, tr.archive, MaxArchiveSize, &bytes.Buffer{}, nil))
+	if err := os.Remove(filepath.Join(tr.dir, LatestFile)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Latest(ctx)
+	errs = append(errs, err)
+	for _, b := range []string{"http://user:s3cret@h.invalid/%zz", "http://user:s3cret@h.invalid/r?s3cret", "ftp://user:s3cret@h.invalid/"} {
+		_, err := (&Source{Base: b}).Latest(ctx)
+		errs = append(errs, err)
+	}
+	for i, err := range errs {
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error %d: %v; want one without the secret", i, err)
+		}
+	}
+}
