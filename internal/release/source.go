@@ -89,9 +89,10 @@ func (s *Source) key() []byte {
 	return PinnedKey()
 }
 
-// shown is s.Base for messages, its password (if any) masked: a private
-// mirror's credentials do not belong in a terminal or a log.
-func (s *Source) shown() string {
+// Redacted is s.Base for messages and output, its password (if any)
+// masked as url.URL.Redacted does: a private mirror's credentials do not
+// belong in a terminal or a log. Every error of Source shows it so.
+func (s *Source) Redacted() string {
 	u, err := url.Parse(s.Base)
 	if err != nil {
 		return "(a release_url that does not parse)"
@@ -112,17 +113,17 @@ func (s *Source) base() (*url.URL, error) {
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return nil, fmt.Errorf("release_url %q has no host", s.shown())
+			return nil, fmt.Errorf("release_url %q has no host", s.Redacted())
 		}
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("release_url %q names host %q; a file:// URL is a local path (file:///dir)", s.shown(), u.Host)
+			return nil, fmt.Errorf("release_url %q names host %q; a file:// URL is a local path (file:///dir)", s.Redacted(), u.Host)
 		}
 		if !strings.HasPrefix(u.Path, "/") {
-			return nil, fmt.Errorf("release_url %q is not an absolute file:// path (file:///dir)", s.shown())
+			return nil, fmt.Errorf("release_url %q is not an absolute file:// path (file:///dir)", s.Redacted())
 		}
 	default:
-		return nil, fmt.Errorf("release_url %q: scheme %q is not http, https or file; set release_url to the base URL of a release tree", s.shown(), u.Scheme)
+		return nil, fmt.Errorf("release_url %q: scheme %q is not http, https or file; set release_url to the base URL of a release tree", s.Redacted(), u.Scheme)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		bare := *u
@@ -154,7 +155,7 @@ func (s *Source) Latest(ctx context.Context) (Version, error) {
 	}
 	data, err := s.small(ctx, u)
 	if errors.Is(err, ErrNotFound) {
-		return Version{}, fmt.Errorf("no %s file at %s: is release_url right? (%w)", LatestFile, s.shown(), err)
+		return Version{}, fmt.Errorf("no %s file at %s: is release_url right? (%w)", LatestFile, s.Redacted(), err)
 	}
 	if err != nil {
 		return Version{}, err
@@ -195,7 +196,7 @@ func (s *Source) Release(ctx context.Context, v Version) (*Release, error) {
 	}
 	data, err := s.small(ctx, u)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("version %s is not published at %s (%w)", v, s.shown(), err)
+		return nil, fmt.Errorf("version %s is not published at %s (%w)", v, s.Redacted(), err)
 	}
 	if err != nil {
 		return nil, err
@@ -206,20 +207,20 @@ func (s *Source) Release(ctx context.Context, v Version) (*Release, error) {
 	}
 	sig, err := s.small(ctx, su)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("version %s at %s has no %s; refusing an unsigned release (%w)", v, s.shown(), SigFile, err)
+		return nil, fmt.Errorf("version %s at %s has no %s; refusing an unsigned release (%w)", v, s.Redacted(), SigFile, err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if err := VerifySignature(s.key(), data, sig); err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.shown(), err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.Redacted(), err)
 	}
 	sums, err := ParseSums(data)
 	if err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.shown(), err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.Redacted(), err)
 	}
 	if err := checkListing(v, sums); err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.shown(), err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.Redacted(), err)
 	}
 	return &Release{Version: v, Sums: sums, verified: true}, nil
 }
@@ -270,7 +271,7 @@ func (s *Source) Download(ctx context.Context, rel *Release, name string, max in
 	p.Phase("download " + name)
 	digest, err := s.get(ctx, u, max, dst, p)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("%s of %s is not published at %s (%w)", name, rel.Version, s.shown(), err)
+		return fmt.Errorf("%s of %s is not published at %s (%w)", name, rel.Version, s.Redacted(), err)
 	}
 	if err != nil {
 		return err

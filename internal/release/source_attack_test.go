@@ -275,3 +275,15 @@ func TestSourceErrorsHideCredentials(t *testing.T) {
 		}
 	}
 }
+
+func TestSourceRedacted(t *testing.T) {
+	for base, want := range map[string]string{
+		"https://user:s3cret@h.invalid/r": "https://user:xxxxx@h.invalid/r",
+		"https://h.invalid/r":             "https://h.invalid/r",
+		"http://h.invalid/%zz":            "(a release_url that does not parse)",
+	} {
+		if got := (&Source{Base: base}).Redacted(); got != want {
+			t.Errorf("Redacted(%q) = %q, want %q", base, got, want)
+		}
+	}
+}
