@@ -29,14 +29,24 @@ const (
 // the gzip stream (a tar writer pads to its record size, 10 KiB).
 const maxTrailer = 64 << 10
 
+// maxMeta bounds the bytes of the tar stream that are neither the
+// contents of entries nor the trailer: headers, PAX records, GNU long
+// names, padding. archive/tar reads any number of PAX headers of up to
+// 1 MiB each before an entry, handing none of them on, so without this
+// bound a few MiB of gzip inflate into gigabytes of headers read and
+// thrown away. A release archive has a few KiB of them.
+const maxMeta = 1 << 20
+
 // Extract reads a release archive (gzip'd tar) from r into dir, an empty
 // private directory, and returns the path of each entry by name. Only the
 // names of ArchiveFiles are accepted, each once, as regular files within
-// size bounds; every one must be present. The binaries get mode 0755, the
-// rest 0644, whatever the archive says.
+// size bounds (binaries not empty); every one must be present. The
+// binaries get mode 0755, the rest 0644, whatever the archive says.
 //
 // Names are taken exactly ("./banger" or "dir/banger" is refused), one
-// gzip member with nothing after it, and its checksum must hold. Files are
+// gzip member with nothing after it, and its checksum must hold. What it
+// inflates to is bounded too: the entries' sizes, plus maxMeta of tar
+// headers and padding, plus maxTrailer. Files are
 // created through tarsafe (an os.Root on dir, O_EXCL); when Extract fails
 // it removes every file it made.
 func Extract(r io.Reader, dir string) (files map[string]string, err error) {
@@ -46,7 +56,7 @@ func Extract(r io.Reader, dir string) (files map[string]string, err error) {
 		return nil, fmt.Errorf("the release archive is not gzip: %w", err)
 	}
 	gz.Multistream(false)
-	x := &archiveFilter{seen: map[string]bool{}}
+	x := &archiveFilter{seen: map[string]bool{}, budget: &budgetReader{r: gz, allowed: maxMeta + maxTrailer + 1}}
 	defer func() {
 		if err != nil {
 			if cerr := x.removeAll(dir); cerr != nil {
@@ -65,7 +75,7 @@ func Extract(r io.Reader, dir string) (files map[string]string, err error) {
 			FileBytes: int64(len(Binaries))*MaxBinarySize + int64(len(ArchiveFiles)-len(Binaries))*MaxOtherSize,
 		},
 	}
-	if err := tarsafe.Extract(context.Background(), gz, dir, opts); err != nil {
+	if err := tarsafe.Extract(context.Background(), x.budget, dir, opts); err != nil {
 		return nil, fmt.Errorf("the release archive is damaged or not a banger release (nothing of it was kept): %w", err)
 	}
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
@@ -83,8 +93,32 @@ func Extract(r io.Reader, dir string) (files map[string]string, err error) {
 
 // archiveFilter is the policy of Extract: it sees each header first.
 type archiveFilter struct {
-	seen map[string]bool // names taken
-	made []string        // names made in dir, for removal on failure
+	seen   map[string]bool // names taken
+	made   []string        // names made in dir, for removal on failure
+	budget *budgetReader   // the inflated stream, allowed each entry's size
+}
+
+// errMeta is the error of a stream over its budget of headers.
+var errMeta = fmt.Errorf("more than %d bytes of tar headers and padding (a release archive has a few KiB); refusing the archive", maxMeta)
+
+// budgetReader reads at most allowed bytes of r; the filter adds each
+// accepted entry's size (with its padding) as it comes.
+type budgetReader struct {
+	r             io.Reader
+	read, allowed int64
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	left := b.allowed - b.read
+	if left <= 0 {
+		return 0, errMeta
+	}
+	if int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := b.r.Read(p)
+	b.read += int64(n)
+	return n, err
 }
 
 func (x *archiveFilter) filter(hdr *tar.Header) (*tar.Header, error) {
@@ -111,6 +145,12 @@ func (x *archiveFilter) filter(hdr *tar.Header) (*tar.Header, error) {
 	if hdr.Size < 0 || hdr.Size > limit {
 		return nil, fmt.Errorf("entry %s is %d bytes, larger than %d; refusing the archive", name, hdr.Size, limit)
 	}
+	if hdr.Size == 0 && mode == 0o755 {
+		// An empty file runs as an empty shell script: it exits 0 and
+		// does nothing, so an empty banger could not even roll back.
+		return nil, fmt.Errorf("entry %s is empty; a release's binaries never are (a failed build was packed?); refusing the archive", name)
+	}
+	x.budget.allowed += (hdr.Size + 511) &^ 511
 	h := *hdr
 	h.Mode = mode
 	return &h, nil

@@ -244,6 +244,7 @@ func FuzzExtract(f *testing.F) {
 	f.Add(makeArchive(f, releaseEntries()))
 	f.Add(makeArchive(f, append(releaseEntries(), entry{name: "../x", typ: tar.TypeReg})))
 	f.Add([]byte{0x1f, 0x8b, 8, 0})
+	f.Add(paxArchive(f, 2, 100))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
 		files, err := Extract(bytes.NewReader(data), dir)
@@ -261,6 +262,20 @@ func FuzzExtract(f *testing.F) {
 		for _, n := range names {
 			if !n.Type().IsRegular() || !slices.Contains(ArchiveFiles, n.Name()) {
 				t.Fatalf("unexpected %s (%v)", n.Name(), n.Type())
+			}
+			fi, err := n.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := os.FileMode(0o644)
+			if slices.Contains(Binaries, n.Name()) {
+				want = 0o755
+				if fi.Size() == 0 {
+					t.Fatalf("empty binary %s accepted", n.Name())
+				}
+			}
+			if fi.Mode() != want {
+				t.Fatalf("%s has mode %v, want %v", n.Name(), fi.Mode(), want)
 			}
 		}
 	})

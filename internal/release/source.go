@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"banger/internal/progress"
@@ -33,9 +34,16 @@ var ErrNotFound = errors.New("no such file in the release tree")
 // its signature, a unit).
 const smallTimeout = 60 * time.Second
 
-// stallTimeout bounds the time a download may go without a byte; tests
-// shorten it.
+// stallTimeout bounds the time a download may take to bring stallBytes
+// more (or its end); tests shorten it. A server that drips a byte now and
+// then, each within the timeout, is a stalled one too: a reset on every
+// byte would let it hold an update for ever.
 var stallTimeout = 60 * time.Second
+
+// stallBytes is the least progress that keeps a download alive for
+// another stallTimeout: 32 KiB a minute, which any link that can carry a
+// release at all beats by far.
+const stallBytes = 32 << 10
 
 // errStalled is the cause of a download cancelled for want of bytes.
 var errStalled = errors.New("stalled")
@@ -81,29 +89,46 @@ func (s *Source) key() []byte {
 	return PinnedKey()
 }
 
+// Redacted is s.Base for messages and output, its password (if any)
+// masked as url.URL.Redacted does: a private mirror's credentials do not
+// belong in a terminal or a log. Every error of Source shows it so.
+func (s *Source) Redacted() string {
+	u, err := url.Parse(s.Base)
+	if err != nil {
+		return "(a release_url that does not parse)"
+	}
+	return u.Redacted()
+}
+
 // base parses s.Base and refuses a scheme other than http, https and file.
 func (s *Source) base() (*url.URL, error) {
 	u, err := url.Parse(s.Base)
 	if err != nil {
-		return nil, fmt.Errorf("release_url %q does not parse: %w", s.Base, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it quotes the whole URL, password and all
+		}
+		return nil, fmt.Errorf("release_url does not parse: %w", err)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return nil, fmt.Errorf("release_url %q has no host", s.Base)
+			return nil, fmt.Errorf("release_url %q has no host", s.Redacted())
 		}
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("release_url %q names host %q; a file:// URL is a local path (file:///dir)", s.Base, u.Host)
+			return nil, fmt.Errorf("release_url %q names host %q; a file:// URL is a local path (file:///dir)", s.Redacted(), u.Host)
 		}
 		if !strings.HasPrefix(u.Path, "/") {
-			return nil, fmt.Errorf("release_url %q is not an absolute file:// path (file:///dir)", s.Base)
+			return nil, fmt.Errorf("release_url %q is not an absolute file:// path (file:///dir)", s.Redacted())
 		}
 	default:
-		return nil, fmt.Errorf("release_url %q: scheme %q is not http, https or file; set release_url to the base URL of a release tree", s.Base, u.Scheme)
+		return nil, fmt.Errorf("release_url %q: scheme %q is not http, https or file; set release_url to the base URL of a release tree", s.Redacted(), u.Scheme)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("release_url %q has a query or fragment; want the plain base URL of a release tree", s.Base)
+		bare := *u
+		bare.RawQuery, bare.Fragment = "", ""
+		return nil, fmt.Errorf("release_url %q has a query or fragment (not shown); want the plain base URL of a release tree", bare.Redacted())
 	}
 	return u, nil
 }
@@ -130,22 +155,31 @@ func (s *Source) Latest(ctx context.Context) (Version, error) {
 	}
 	data, err := s.small(ctx, u)
 	if errors.Is(err, ErrNotFound) {
-		return Version{}, fmt.Errorf("no %s file at %s: is release_url right? (%w)", LatestFile, s.Base, err)
+		return Version{}, fmt.Errorf("no %s file at %s: is release_url right? (%w)", LatestFile, s.Redacted(), err)
 	}
 	if err != nil {
 		return Version{}, err
 	}
-	v, err := ParseVersion(strings.TrimSpace(string(data)))
+	text := strings.TrimSpace(string(data))
+	if text == "" {
+		// Not ParseVersion's "a development build": nothing was built.
+		return Version{}, fmt.Errorf("%s is empty; it should name the newest release on one line (v0.3.1): a publish may be under way, or release_url is not a release tree", u.Redacted())
+	}
+	v, err := ParseVersion(text)
 	if err != nil {
-		return Version{}, fmt.Errorf("%s: %w", u.Redacted(), err)
+		return Version{}, fmt.Errorf("%s does not name a release (is release_url the base of a release tree?): %w", u.Redacted(), err)
 	}
 	return v, nil
 }
 
-// Release is one version's verified SHA256SUMS.
+// Release is one version's verified SHA256SUMS. Only Source.Release
+// makes one that Download and Fetch accept: a Release built by hand (from
+// sums nobody checked) is refused.
 type Release struct {
 	Version Version
 	Sums    Sums
+
+	verified bool // made by Source.Release, after the signature held
 }
 
 // Release downloads <base>/<v>/SHA256SUMS and its signature, verifies the
@@ -162,7 +196,7 @@ func (s *Source) Release(ctx context.Context, v Version) (*Release, error) {
 	}
 	data, err := s.small(ctx, u)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("version %s is not published at %s (%w)", v, s.Base, err)
+		return nil, fmt.Errorf("version %s is not published at %s (%w)", v, s.Redacted(), err)
 	}
 	if err != nil {
 		return nil, err
@@ -173,22 +207,22 @@ func (s *Source) Release(ctx context.Context, v Version) (*Release, error) {
 	}
 	sig, err := s.small(ctx, su)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("version %s at %s has no %s; refusing an unsigned release (%w)", v, s.Base, SigFile, err)
+		return nil, fmt.Errorf("version %s at %s has no %s; refusing an unsigned release (%w)", v, s.Redacted(), SigFile, err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if err := VerifySignature(s.key(), data, sig); err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.Base, err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.Redacted(), err)
 	}
 	sums, err := ParseSums(data)
 	if err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.Base, err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.Redacted(), err)
 	}
 	if err := checkListing(v, sums); err != nil {
-		return nil, fmt.Errorf("release %s at %s: %w", v, s.Base, err)
+		return nil, fmt.Errorf("release %s at %s: %w", v, s.Redacted(), err)
 	}
-	return &Release{Version: v, Sums: sums}, nil
+	return &Release{Version: v, Sums: sums, verified: true}, nil
 }
 
 // checkListing refuses signed sums that are not those of release v: a
@@ -219,11 +253,14 @@ func checkListing(v Version, sums Sums) error {
 // Download streams <base>/<version>/<name> into dst, refusing more than max
 // bytes, reporting bytes to p (phase "download <name>"), and fails unless
 // the bytes match rel's sums (the caller discards what it wrote when
-// Download fails). A name rel's sums do not list is refused before any
-// request; so is a body longer than max, and one shorter than its
-// declared length.
+// Download fails). A name rel's sums do not list, or a rel not made by
+// Source.Release, is refused before any request; so is a body longer
+// than max, and one shorter than its declared length.
 func (s *Source) Download(ctx context.Context, rel *Release, name string, max int64, dst io.Writer, p progress.Reporter) error {
 	p = progress.OrNop(p)
+	if rel == nil || !rel.verified {
+		return fmt.Errorf("downloading %s: its sums were not verified (a Release not made by Source.Release); refusing it", name)
+	}
 	if _, ok := rel.Sums[name]; !ok {
 		return fmt.Errorf("%s is not listed in the %s of %s; refusing a file the release did not sign", name, SumsFile, rel.Version)
 	}
@@ -234,7 +271,7 @@ func (s *Source) Download(ctx context.Context, rel *Release, name string, max in
 	p.Phase("download " + name)
 	digest, err := s.get(ctx, u, max, dst, p)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("%s of %s is not published at %s (%w)", name, rel.Version, s.Base, err)
+		return fmt.Errorf("%s of %s is not published at %s (%w)", name, rel.Version, s.Redacted(), err)
 	}
 	if err != nil {
 		return err
@@ -266,9 +303,9 @@ func (s *Source) small(ctx context.Context, u *url.URL) ([]byte, error) {
 }
 
 // get copies the file at u into dst, at most max bytes, and returns the
-// SHA-256 of what it copied. It fails when no byte comes for
-// stallTimeout, and when the body is longer than max or shorter than its
-// declared length.
+// SHA-256 of what it copied. It fails when stallTimeout passes without
+// stallBytes more (or the end) coming, and when the body is longer than
+// max or shorter than its declared length.
 func (s *Source) get(ctx context.Context, u *url.URL, max int64, dst io.Writer, p progress.Reporter) ([32]byte, error) {
 	var digest [32]byte
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -287,14 +324,17 @@ func (s *Source) get(ctx context.Context, u *url.URL, max int64, dst io.Writer, 
 	p.SetTotal(max0(size), progress.Bytes)
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
-	var n int64
+	var n, since int64 // bytes copied, and since the stall timer's last reset
 	for {
 		if err := ctx.Err(); err != nil {
 			return digest, s.fail(ctx, where, n, size, err)
 		}
 		k, rerr := body.Read(buf)
 		if k > 0 {
-			stall.Reset(stallTimeout)
+			if since += int64(k); since >= stallBytes {
+				stall.Reset(stallTimeout)
+				since = 0
+			}
 			if n+int64(k) > max {
 				return digest, fmt.Errorf("%s is larger than %d; refusing", where, max)
 			}
@@ -324,7 +364,7 @@ func (s *Source) get(ctx context.Context, u *url.URL, max int64, dst io.Writer, 
 func (s *Source) fail(ctx context.Context, where string, n, size int64, err error) error {
 	switch {
 	case errors.Is(context.Cause(ctx), errStalled):
-		return fmt.Errorf("downloading %s: no data for %s after %d bytes; giving up", where, stallTimeout, n)
+		return fmt.Errorf("downloading %s: stalled: less than %d bytes in %s, after %d bytes; giving up (a slow or hostile server; try again later)", where, stallBytes, stallTimeout, n)
 	case errors.Is(err, io.ErrUnexpectedEOF) && size >= 0:
 		return fmt.Errorf("downloading %s: the connection ended after %d of its %d bytes; refusing a truncated file (%w)", where, n, size, err)
 	case n > 0:
@@ -350,6 +390,12 @@ func (s *Source) open(ctx context.Context, u *url.URL) (io.ReadCloser, int64, er
 	if err != nil {
 		return nil, 0, err
 	}
+	// The bytes as stored, never a transfer encoding of them: left to
+	// itself the transport asks for gzip and undoes a Content-Encoding:
+	// gzip, which a store sets on .tar.gz objects often enough, and the
+	// archive's checksum then fails. curl in install.sh asks for nothing
+	// either.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := s.client().Do(req)
 	if err != nil {
 		var ue *url.Error
@@ -360,17 +406,23 @@ func (s *Source) open(ctx context.Context, u *url.URL) (io.ReadCloser, int64, er
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
+		// The code, not the server's reason phrase: that is any bytes
+		// the server likes, terminal escapes included.
+		status := fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
-			return nil, 0, fmt.Errorf("HTTP %s: %w", resp.Status, ErrNotFound)
+			return nil, 0, fmt.Errorf("%s: %w", status, ErrNotFound)
 		}
-		return nil, 0, fmt.Errorf("HTTP %s", resp.Status)
+		return nil, 0, errors.New(strings.TrimSpace(status))
 	}
 	return resp.Body, resp.ContentLength, nil
 }
 
-// openFile opens a regular file of a file:// tree.
+// openFile opens a regular file of a file:// tree. It opens without
+// blocking, so that a FIFO in the tree is refused instead of holding the
+// open (which no context can cancel) until some writer comes; reads of a
+// regular file ignore the flag.
 func openFile(path string) (io.ReadCloser, int64, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, ErrNotFound
 	}

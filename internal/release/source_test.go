@@ -277,7 +277,7 @@ func TestSourceHostileServers(t *testing.T) {
 		{"", int64(len(archive)) - 1, fmt.Sprintf("larger than %d; refusing", len(archive)-1)},
 		{"oversized-chunked", int64(len(archive)) * 3, "larger than"},
 		{"500", MaxArchiveSize, "HTTP 500"},
-		{"stall", MaxArchiveSize, "no data for"},
+		{"stall", MaxArchiveSize, "stalled"},
 	}
 	for _, c := range cases {
 		mode.Store(c.mode)
