@@ -100,7 +100,7 @@ func VerifySignature(pubKeyPEM, payload, sigBase64 []byte) error {
 func parseKeyPEM(data []byte) (*ecdsa.PublicKey, error) {
 	block, rest := pem.Decode(data)
 	if block == nil {
-		return nil, errors.New("the release public key is not PEM (want a -----BEGIN PUBLIC KEY----- block)")
+		return nil, errors.New("the release public key is not PEM (want one PEM block of type PUBLIC KEY)")
 	}
 	if block.Type == brokenOverride {
 		return nil, fmt.Errorf("this build's key override (-X banger/internal/release.keyOverride) is broken: %s; rebuild with the base64 of a PKIX DER P-256 public key", block.Headers["Error"])
