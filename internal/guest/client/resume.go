@@ -20,6 +20,11 @@ type (
 	ResumedStep    = proto.ResumedStep
 )
 
+// CapResume is the capability in the agent's hello (Client.Hello) of an
+// agent that serves Resumed: check it before taking a snapshot that
+// clones will resume from.
+const CapResume = proto.CapResume
+
 // ErrAgentTooOld is matched (errors.Is) by Resumed's error when the
 // guest's agent does not serve resumed requests.
 var ErrAgentTooOld = errors.New("this guest's agent is too old for resume (rebuild the image)")
@@ -64,6 +69,9 @@ func (c *Client) Resumed(ctx context.Context, req ResumedRequest) (ResumedResult
 	}
 	s, err := c.start(ctx, proto.TypeResumed, req)
 	if err != nil {
+		if refusedAsUnknown(err) {
+			return ResumedResult{}, fmt.Errorf("resumed: the guest agent refused it (%v): %w", err, ErrAgentTooOld)
+		}
 		return ResumedResult{}, fmt.Errorf("resumed: %w", err)
 	}
 	defer s.close()
@@ -96,4 +104,18 @@ func (s *stream) resumedResult() (ResumedResult, error) {
 	default:
 		return ResumedResult{}, &proto.MalformedFrameError{Reason: fmt.Sprintf("expected an answer, got a %s frame", f.Type)}
 	}
+}
+
+// refusedAsUnknown reports whether err is an agent's refusal of a request
+// it does not know. The hello's capabilities usually say so first, but an
+// old agent may answer and close before the request is written whole, and
+// then its answer is all there is: "unknown frame type" (a frame reader
+// that predates the type) or not-supported (no hook wired).
+func refusedAsUnknown(err error) bool {
+	var re *proto.RemoteError
+	if !errors.As(err, &re) {
+		return false
+	}
+	return re.Code == proto.CodeNotSupported ||
+		(re.Code == proto.CodeMalformedFrame && strings.Contains(re.Message, "unknown frame type"))
 }
