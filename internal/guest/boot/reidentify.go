@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"banger/internal/guest/proto"
@@ -94,9 +95,14 @@ func (e *ResumeEnv) fill() {
 }
 
 // Resumer returns the agent's resume hook (agent.Options.Resume): Resume
-// with env, its error folded into the result's failed steps.
+// with env, its error folded into the result's failed steps. Requests
+// arriving together (the agent serves streams concurrently) run one after
+// the other: two at once would interleave their host keys.
 func Resumer(env ResumeEnv) func(context.Context, proto.ResumedRequest) proto.ResumedResult {
+	var mu sync.Mutex
 	return func(ctx context.Context, req proto.ResumedRequest) proto.ResumedResult {
+		mu.Lock()
+		defer mu.Unlock()
 		res, _ := Resume(ctx, req, env)
 		return res
 	}
