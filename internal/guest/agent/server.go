@@ -38,6 +38,10 @@ type Options struct {
 	Reboot   func() error
 	// SetClock sets the system clock. The binary passes SystemSetClock.
 	SetClock func(time.Time) error
+	// Resume gives a clone resumed from a snapshot its own identity (the
+	// binary passes boot.Resumer). Nil refuses resumed requests as not
+	// supported, and the hello does not announce proto.CapResume.
+	Resume func(context.Context, proto.ResumedRequest) proto.ResumedResult
 	// Logf receives one line per failed stream. Nil discards.
 	Logf func(format string, args ...any)
 	// ExecWaitDelay bounds how long output is still forwarded after a
@@ -186,6 +190,9 @@ func (s *server) hello() proto.Hello {
 	if s.opts.SetClock != nil {
 		caps = append(caps, proto.CapSyncTime)
 	}
+	if s.opts.Resume != nil {
+		caps = append(caps, proto.CapResume)
+	}
 	return proto.Hello{Protocol: s.opts.Protocol, Version: s.opts.Version, Capabilities: caps}
 }
 
@@ -247,6 +254,8 @@ func (s *server) handle(ctx context.Context, c net.Conn) {
 		herr = s.syncTime(pc, f)
 	case proto.TypeHealth:
 		herr = s.health(pc)
+	case proto.TypeResumed:
+		herr = s.resumed(ctx, pc, f)
 	default:
 		herr = proto.Errorf(proto.CodeBadRequest, "%s frame is not a request", f.Type)
 	}

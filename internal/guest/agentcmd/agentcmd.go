@@ -189,7 +189,7 @@ func runBoot(ctx context.Context, st boot.Settings, env boot.Env) {
 }
 
 func agentOptions(ready func() bool) agent.Options {
-	return agent.Options{
+	opts := agent.Options{
 		Version:  buildinfo.Version,
 		Ready:    ready,
 		PowerOff: agent.SystemPowerOff,
@@ -197,6 +197,12 @@ func agentOptions(ready func() bool) agent.Options {
 		SetClock: agent.SystemSetClock,
 		Logf:     logf,
 	}
+	// A clone's resume changes the machine (clock, network, host keys):
+	// not served when the agent runs against a test root.
+	if os.Getenv(EnvTestRoot) == "" {
+		opts.Resume = boot.Resumer(boot.ResumeEnv{})
+	}
+	return opts
 }
 
 // serve serves the guest-agent protocol on the transport the settings name

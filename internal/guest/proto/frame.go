@@ -44,6 +44,7 @@ const (
 	TypeReboot   Type = 0x15 // no payload
 	TypeSyncTime Type = 0x16 // JSON SyncTimeRequest
 	TypeHealth   Type = 0x17 // no payload
+	TypeResumed  Type = 0x18 // JSON ResumedRequest; answered with a JSON ResumedResult
 
 	TypeStdin  Type = 0x20 // raw bytes for the command's stdin
 	TypeStdout Type = 0x21 // raw bytes from the command's stdout
@@ -60,7 +61,7 @@ var typeNames = map[Type]string{
 	TypeHello: "hello", TypeError: "error", TypeOK: "ok",
 	TypeExec: "exec", TypeCopyIn: "copy-in", TypeCopyOut: "copy-out",
 	TypeForward: "forward", TypeShutdown: "shutdown", TypeReboot: "reboot",
-	TypeSyncTime: "sync-time", TypeHealth: "health",
+	TypeSyncTime: "sync-time", TypeHealth: "health", TypeResumed: "resumed",
 	TypeStdin: "stdin", TypeStdout: "stdout", TypeStderr: "stderr",
 	TypeData: "data", TypeEOF: "eof",
 	TypeResize: "resize", TypeSignal: "signal", TypeExit: "exit",

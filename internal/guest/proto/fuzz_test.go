@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"unicode"
 )
 
 func FuzzReadFrame(f *testing.F) {
@@ -122,6 +124,75 @@ func FuzzHello(f *testing.F) {
 		}
 		if err := CheckCompatible(Version, h.Protocol); (err == nil) != (h.Protocol == Version) {
 			t.Fatalf("compatibility of %d with %d: %v", h.Protocol, Version, err)
+		}
+	})
+}
+
+func FuzzResumedRequest(f *testing.F) {
+	good, _ := json.Marshal(goodResumed())
+	f.Add(good)
+	f.Add([]byte(`{"id":"x","unix_nano":1,"entropy":"AAAA"}`))
+	f.Add([]byte(`{"id":"x","network":{"address":"1.2.3.4/33","mac":"ff:ff:ff:ff:ff:ff"}}`))
+	f.Add([]byte(`{"network":{"address":"","dns":["::1%eth0"]}}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > MaxPayload {
+			t.Skip("a frame never carries more than MaxPayload")
+		}
+		r, err := DecodeResumedRequest(data)
+		if err != nil {
+			var re *RemoteError
+			if !IsFrameError(err) && !(errors.As(err, &re) && re.Code == CodeBadRequest) {
+				t.Fatalf("error %T is neither a frame error nor a bad request: %v", err, err)
+			}
+			return
+		}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("decoded request does not validate: %v", err)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if _, err := DecodeResumedRequest(b); err != nil {
+			t.Fatalf("re-encoded request refused: %v", err)
+		}
+	})
+}
+
+func FuzzResumedResult(f *testing.F) {
+	good, _ := json.Marshal(ResumedResult{Steps: []ResumedStep{{Duty: "entropy", Status: ResumeDone}}, HostKeys: []string{testHostKey}})
+	f.Add(good)
+	f.Add([]byte(`{"steps":[{"duty":"\u001b","status":"failed"}],"host_keys":[""]}`))
+	f.Add([]byte(`{"steps":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > MaxPayload {
+			t.Skip("a frame never carries more than MaxPayload")
+		}
+		r, err := DecodeResumedResult(data)
+		if err != nil {
+			if !IsFrameError(err) {
+				t.Fatalf("error %T is not a frame error: %v", err, err)
+			}
+			return
+		}
+		if len(r.Steps) == 0 || len(r.Steps) > maxResumeSteps || len(r.HostKeys) > maxResumeHostKeys {
+			t.Fatalf("accepted %d steps and %d keys", len(r.Steps), len(r.HostKeys))
+		}
+		for _, s := range r.Steps {
+			for _, txt := range []string{s.Duty, s.Detail, s.Error} {
+				if strings.ContainsFunc(txt, func(r rune) bool { return !unicode.IsPrint(r) }) || len(txt) > maxResumeText+64 {
+					t.Fatalf("step text %q not cleaned", txt)
+				}
+			}
+			if s.Status == ResumeFailed && s.Error == "" {
+				t.Fatal("a failed step without an error")
+			}
+		}
+		for _, k := range r.HostKeys {
+			if err := validHostKey(k); err != nil {
+				t.Fatalf("accepted host key %q: %v", k, err)
+			}
 		}
 	})
 }
