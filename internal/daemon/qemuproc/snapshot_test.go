@@ -1,13 +1,20 @@
 package qemuproc
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"banger/internal/daemon/vmm"
 )
@@ -111,5 +118,94 @@ func TestDriverRestoreRefusesMismatch(t *testing.T) {
 	}
 	if _, err := os.Stat(QMPSocketPath(spec.RunDir)); !os.IsNotExist(err) {
 		t.Errorf("QEMU was started: %v", err)
+	}
+}
+
+// fdMonitor is a QMP monitor that takes descriptors passed with SCM_RIGHTS
+// as QEMU does: getfd names the last one received, migrate writes stream
+// into it, and query-migrate answers status.
+func fdMonitor(t *testing.T, stream, status string) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintln(c, `{"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 22}}, "capabilities": []}}`)
+		named := map[string]int{}
+		pending := -1
+		buf, oob := make([]byte, 4096), make([]byte, 256)
+		var data []byte
+		for {
+			n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			if msgs, _ := unix.ParseSocketControlMessage(oob[:oobn]); len(msgs) > 0 {
+				if fds, _ := unix.ParseUnixRights(&msgs[0]); len(fds) > 0 {
+					pending = fds[0]
+				}
+			}
+			data = append(data, buf[:n]...)
+			dec := json.NewDecoder(bytes.NewReader(data))
+			for {
+				var req struct {
+					Execute   string         `json:"execute"`
+					Arguments map[string]any `json:"arguments"`
+					ID        string         `json:"id"`
+				}
+				if dec.Decode(&req) != nil {
+					break
+				}
+				data = data[dec.InputOffset():]
+				dec = json.NewDecoder(bytes.NewReader(data))
+				ret := `{}`
+				switch req.Execute {
+				case "getfd":
+					named[req.Arguments["fdname"].(string)], pending = pending, -1
+				case "migrate":
+					fd := named[strings.TrimPrefix(req.Arguments["uri"].(string), "fd:")]
+					unix.Write(fd, []byte(stream))
+					unix.Close(fd)
+				case "query-migrate":
+					ret = fmt.Sprintf(`{"status": %q, "error-desc": "disk full"}`, status)
+				}
+				fmt.Fprintf(c, `{"return": %s, "id": %q}`+"\n", ret, req.ID)
+			}
+		}
+	}()
+	return sock
+}
+
+// The state file gets what QEMU wrote to the descriptor it was handed,
+// and only once the migration completed.
+func TestMigrateToFileThroughDescriptor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range []struct{ status, want string }{{"completed", ""}, {"failed", "the migration failed: disk full"}} {
+		q, err := DialQMP(ctx, fdMonitor(t, "QEVM stream", c.status))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), StateFileName)
+		err = migrateToFile(ctx, q, path)
+		q.Close()
+		b, rerr := os.ReadFile(path)
+		if c.want == "" && (err != nil || string(b) != "QEVM stream") {
+			t.Errorf("completed: %v; file %q, %v", err, b, rerr)
+		}
+		if c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || !os.IsNotExist(rerr)) {
+			t.Errorf("failed: %v; file %q, %v", err, b, rerr)
+		}
+		if _, err := os.Stat(path + ".part"); !os.IsNotExist(err) {
+			t.Errorf("%s: the partial file is left: %v", c.status, err)
+		}
 	}
 }

@@ -244,7 +244,8 @@ func (s *starter) waitQMP(ctx context.Context) error {
 	for {
 		q, err := DialQMP(ctx, QMPSocketPath(cfg.Dir))
 		if err == nil {
-			st, err := q.QueryStatus(ctx)
+			var st Status
+			st, err = q.QueryStatus(ctx)
 			q.Close()
 			if err != nil {
 				return err
