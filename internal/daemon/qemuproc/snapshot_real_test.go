@@ -8,10 +8,13 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"banger/internal/daemon/vmm"
+	"banger/internal/kernelprep"
 	"banger/internal/testutil/guestbuild"
 )
 
@@ -30,15 +33,7 @@ func TestSnapshotRestoreReal(t *testing.T) {
 	if _, err := exec.LookPath(DefaultBinary); err != nil {
 		t.Skip("qemu-system-x86_64 not installed (apt package qemu-system-x86); cannot boot a VM")
 	}
-	if _, err := exec.LookPath("debugfs"); err != nil {
-		t.Skip("debugfs not installed (apt package e2fsprogs); cannot add the test's init to the root disk")
-	}
-	art, disk := bootArtefacts(t)
-	initBin := filepath.Join(t.TempDir(), "snapinit")
-	guestbuild.GoBuildStatic(t, "./testdata/snapinit", initBin)
-	if out, err := exec.Command("debugfs", "-w", "-R", "write "+initBin+" /sbin/snapinit", disk).CombinedOutput(); err != nil {
-		t.Fatalf("debugfs: %v\n%s", err, out)
-	}
+	art, disk := snapArtefacts(t)
 	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
 		// QEMU as a user that can open nothing of the VM's: the state
@@ -104,6 +99,7 @@ func TestSnapshotRestoreReal(t *testing.T) {
 	t.Logf("pause+save (RAM and devices) of the running guest, %d rounds: median %s, all %v", snapRounds, median(saves), saves)
 
 	coldVsRestore(ctx, t, cfg, state, frozen, saved)
+	t.Run("driver", func(t *testing.T) { driverRoundTrip(ctx, t, cfg, frozen) })
 
 	t.Run("bad state", func(t *testing.T) {
 		bad := filepath.Join(t.TempDir(), StateFileName)
@@ -157,6 +153,65 @@ func coldVsRestore(ctx context.Context, t *testing.T, cfg Config, state, frozen 
 	}
 	t.Logf("cold boot until init prints, %d rounds alternated with restores: median %s, all %v", snapRounds, median(colds), colds)
 	t.Logf("restore until init prints again: median %s, all %v (Start returned, guest running: median %s, all %v)", median(restores), restores, median(running), running)
+}
+
+// snapArtefacts is bootArtefacts with testdata/snapinit added to the root
+// disk as /sbin/snapinit.
+func snapArtefacts(t *testing.T) (kernelprep.Artefacts, string) {
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("debugfs not installed (apt package e2fsprogs); cannot add the test's init to the root disk")
+	}
+	art, disk := bootArtefacts(t)
+	initBin := filepath.Join(t.TempDir(), "snapinit")
+	guestbuild.GoBuildStatic(t, "./testdata/snapinit", initBin)
+	if out, err := exec.Command("debugfs", "-w", "-R", "write "+initBin+" /sbin/snapinit", disk).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs: %v\n%s", err, out)
+	}
+	return art, disk
+}
+
+// driverRoundTrip saves a VM the Driver started (user-mode network with
+// its forwards) through vmm.Snapshotter, and restores a clone through
+// Spec.Restore: what the daemon will do.
+func driverRoundTrip(ctx context.Context, t *testing.T, cfg Config, disk string) {
+	d := NewDriver("")
+	spec := vmm.Spec{Name: "snap", RunDir: filepath.Join(t.TempDir(), "vm"), Kernel: cfg.Kernel, Initrd: cfg.Initrd,
+		Params: strings.Fields(cfg.Cmdline), VCPUs: 1, MemoryMiB: cfg.MemoryMiB, Drives: []string{disk}, Emulate: true}
+	m, _, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background(), nil)
+	waitTick(t, ConsoleLogPath(spec.RunDir), 10, 0, 120*time.Second)
+	s := m.(vmm.Snapshotter)
+	if err := s.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	saved := lastTick(t, ConsoleLogPath(spec.RunDir))
+	dir := t.TempDir()
+	st, err := s.SaveState(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop(context.Background(), nil)
+	if st.VMM != vmm.QEMU || !st.Emulated || len(st.Files) != 1 || st.Bytes <= 0 {
+		t.Errorf("state %+v", st)
+	}
+	clone := spec
+	clone.Name, clone.RunDir = "clone", filepath.Join(t.TempDir(), "vm")
+	clone.Restore = &vmm.Restore{Dir: dir, State: st.WithShape(spec)}
+	cm, l, err := d.Start(ctx, clone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cm.Stop(context.Background(), nil)
+	if !l.Restored || l.SSHPort == 0 || !l.Emulated {
+		t.Errorf("launch %+v: want restored, emulated, with an SSH forward", l)
+	}
+	waitTick(t, ConsoleLogPath(clone.RunDir), saved+3, saved, 60*time.Second)
 }
 
 func killQEMU(p *Process) {
