@@ -2,23 +2,71 @@ package fcproc
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	"banger/internal/atomicfile"
 	"banger/internal/daemon/vmm"
 )
 
 // Names of the files SaveState writes in its directory.
 const (
-	StateFileName  = "fc.vmstate" // device and vCPU state
-	MemoryFileName = "fc.mem"     // guest memory, the File backend's file
+	StateFileName  = "fc.vmstate"    // device and vCPU state
+	MemoryFileName = "fc.mem"        // guest memory, the File backend's file
+	PathsFileName  = "fc.paths.json" // the paths the snapshot names (savedPaths)
 )
+
+// VMConfig is the part of GET /vm/config's answer banger reads.
+type VMConfig struct {
+	Drives []Drive `json:"drives"`
+	Vsock  *Vsock  `json:"vsock"`
+}
+
+// VMConfig reads the configuration of the VM.
+func (c *Client) VMConfig(ctx context.Context) (VMConfig, error) {
+	var v VMConfig
+	err := c.do(ctx, "GET", "/vm/config", nil, &v)
+	return v, err
+}
+
+// savedPaths are the host paths a snapshot holds: Firecracker 1.14 opens
+// the drives and binds the vsock socket at them again when it loads the
+// snapshot, and has no override for either.
+type savedPaths struct {
+	Vsock  string   `json:"vsock"`
+	Drives []string `json:"drives"`
+}
+
+func (sp savedPaths) String() string {
+	return fmt.Sprintf("vsock %s, drives %s", sp.Vsock, strings.Join(sp.Drives, " "))
+}
+
+// checkPaths refuses a restore whose vsock socket or drives are not where
+// the snapshot names them: Firecracker would bind another VM's socket
+// path and write to another VM's disks.
+func checkPaths(dir string, want savedPaths) error {
+	b, err := os.ReadFile(filepath.Join(dir, PathsFileName))
+	if err != nil {
+		return fmt.Errorf("read the snapshot's paths: %w", err)
+	}
+	var saved savedPaths
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("read the snapshot's paths in %s: %w", dir, err)
+	}
+	if saved.Vsock != want.Vsock || !slices.Equal(saved.Drives, want.Drives) {
+		return &vmm.MismatchError{Field: "Firecracker paths", Saved: saved.String(), Want: want.String(),
+			Hint: "Firecracker 1.14 reopens a snapshot's disks and vsock socket at the paths they had when it was made: restore it into the VM it was taken from (clones need per-VM paths such as the jailer's, not supported yet)"}
+	}
+	return nil
+}
 
 // VM is the body of PATCH /vm.
 type VM struct {
@@ -101,8 +149,23 @@ func (p *Process) SaveState(ctx context.Context, dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("save the VM's state: %w", err)
 	}
+	vc, err := p.client.VMConfig(ctx)
+	if err != nil {
+		return "", fmt.Errorf("save the VM's state: %w", err)
+	}
+	var sp savedPaths
+	if vc.Vsock != nil {
+		sp.Vsock = vc.Vsock.UDSPath
+	}
+	for _, d := range vc.Drives {
+		sp.Drives = append(sp.Drives, d.PathOnHost)
+	}
+	b, _ := json.Marshal(sp)
 	state, mem := filepath.Join(dir, StateFileName), filepath.Join(dir, MemoryFileName)
 	err = p.client.CreateSnapshot(ctx, SnapshotCreateParams{MemFilePath: mem, SnapshotPath: state, SnapshotType: "Full"})
+	if err == nil {
+		err = atomicfile.WriteFile(filepath.Join(dir, PathsFileName), b, atomicfile.Mode(0o600))
+	}
 	if err != nil {
 		os.Remove(state)
 		os.Remove(mem)
@@ -235,7 +298,7 @@ func (m machine) SaveState(ctx context.Context, dir string) (vmm.State, error) {
 	if err != nil {
 		return st, err
 	}
-	st = vmm.State{VMM: vmm.Firecracker, VMMVersion: v, Files: []string{StateFileName, MemoryFileName}}
+	st = vmm.State{VMM: vmm.Firecracker, VMMVersion: v, Files: []string{StateFileName, MemoryFileName, PathsFileName}}
 	st.Bytes, err = vmm.FilesSize(dir, st.Files)
 	return st, err
 }
@@ -248,6 +311,9 @@ func (d *Driver) restore(ctx context.Context, spec vmm.Spec, cfg Config) (vmm.Ma
 		return nil, l, err
 	}
 	if err := vmm.CheckRestore(spec.Restore.State, spec, vmm.Firecracker, v); err != nil {
+		return nil, l, err
+	}
+	if err := checkPaths(spec.Restore.Dir, savedPaths{Vsock: VsockPath(spec.RunDir), Drives: spec.Drives}); err != nil {
 		return nil, l, err
 	}
 	if c := spec.Credential; c != nil {

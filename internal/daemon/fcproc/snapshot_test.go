@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,4 +209,116 @@ func TestRealFirecrackerSnapshotErrors(t *testing.T) {
 	}
 	t.Logf("restore of a missing snapshot: %v", err)
 	assertGone(t, se.PID, cfg.Dir)
+}
+
+// snapshotServer is a started Firecracker's API as far as SaveState uses
+// it: it writes the files snapshot/create names (a partial state file and
+// a 400 when fail is set) and checks each request against the spec.
+func snapshotServer(t *testing.T, fail bool) *Client {
+	t.Helper()
+	spec := loadSpec(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		for _, e := range spec.checkRequest(r.Method, r.URL.Path, b) {
+			t.Errorf("%s %s %s: %s", r.Method, r.URL.Path, b, e)
+		}
+		switch r.URL.Path {
+		case "/version":
+			json.NewEncoder(w).Encode(FirecrackerVersion{FirecrackerVersion: "1.14.2"})
+		case "/vm/config":
+			json.NewEncoder(w).Encode(VMConfig{Drives: []Drive{{DriveID: "root", PathOnHost: "/d/root.ext4", IsRootDevice: true}}, Vsock: &Vsock{GuestCID: 3, UDSPath: "/run/vm/fc.vsock"}})
+		case "/snapshot/create":
+			var p SnapshotCreateParams
+			json.Unmarshal(b, &p)
+			os.WriteFile(p.SnapshotPath, []byte("state"), 0o600)
+			if fail {
+				w.WriteHeader(http.StatusBadRequest)
+				json.NewEncoder(w).Encode(map[string]string{"fault_message": "No space left on device"})
+				return
+			}
+			os.WriteFile(p.MemFilePath, make([]byte, 1<<20), 0o600)
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := NewClient(sock, 0)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// SaveState writes the state, the memory and the paths the snapshot
+// names; a refused snapshot leaves none of them.
+func TestSaveStateFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := machine{p: &Process{client: snapshotServer(t, false), Dir: "/run/vm"}}
+	st, err := m.SaveState(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.VMM != vmm.Firecracker || st.VMMVersion != "1.14.2" || len(st.Files) != 3 || st.Bytes < 1<<20 {
+		t.Errorf("state %+v", st)
+	}
+	if err := checkPaths(dir, savedPaths{Vsock: "/run/vm/fc.vsock", Drives: []string{"/d/root.ext4"}}); err != nil {
+		t.Errorf("the paths it was saved with: %v", err)
+	}
+	for _, other := range []savedPaths{
+		{Vsock: "/run/clone/fc.vsock", Drives: []string{"/d/root.ext4"}},
+		{Vsock: "/run/vm/fc.vsock", Drives: []string{"/d/clone.ext4"}},
+	} {
+		err := checkPaths(dir, other)
+		if !errors.Is(err, vmm.ErrMismatch) || !strings.Contains(err.Error(), "Firecracker paths") {
+			t.Errorf("restore with %v: %v", other, err)
+		}
+	}
+	if err := checkPaths(t.TempDir(), savedPaths{}); err == nil {
+		t.Error("a snapshot without its paths file passes")
+	}
+
+	dir = t.TempDir()
+	m = machine{p: &Process{client: snapshotServer(t, true), Dir: "/run/vm"}}
+	if _, err := m.SaveState(ctx, dir); err == nil || !strings.Contains(err.Error(), "No space left on device") {
+		t.Errorf("refused snapshot: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("a refused snapshot left %d files", len(ents))
+	}
+}
+
+// The driver refuses a snapshot of another VM's paths before it spawns
+// anything.
+func TestRealDriverRestoreRefusesOtherPaths(t *testing.T) {
+	bin := realFirecracker(t)
+	ctx := context.Background()
+	v, err := BinaryVersion(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := t.TempDir()
+	spec := vmm.Spec{Name: "clone", RunDir: t.TempDir(), Kernel: stubKernel(t, files), VCPUs: 1, MemoryMiB: 128,
+		Drives: []string{sparseDisk(t, files)}}
+	snap := t.TempDir()
+	b, _ := json.Marshal(savedPaths{Vsock: "/run/parent/fc.vsock", Drives: []string{"/parent/root.ext4"}})
+	if err := os.WriteFile(filepath.Join(snap, PathsFileName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := vmm.State{VMM: vmm.Firecracker, VMMVersion: v, Files: []string{StateFileName, MemoryFileName, PathsFileName}}
+	spec.Restore = &vmm.Restore{Dir: snap, State: st.WithShape(spec)}
+	_, _, err = NewDriver(DriverConfig{Binary: bin}).Start(ctx, spec)
+	if !errors.Is(err, vmm.ErrMismatch) || !strings.Contains(err.Error(), "/run/parent/fc.vsock") {
+		t.Fatalf("restore of another VM's snapshot: %v", err)
+	}
+	if _, err := os.Stat(APISocketPath(spec.RunDir)); !os.IsNotExist(err) {
+		t.Errorf("Firecracker was spawned: %v", err)
+	}
 }
