@@ -76,6 +76,9 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Lau
 	if spec.Net.Tap != "" {
 		cfg.Net = &NetConfig{Tap: spec.Net.Tap, MAC: spec.Net.MAC}
 	}
+	if spec.Restore != nil {
+		return d.restore(ctx, spec, cfg)
+	}
 	if c := spec.Credential; c != nil {
 		var why string
 		if cfg.Jail, why, err = decideJail(cfg, d.cfg.JailerBin, d.cfg.JailBase, c.Uid, c.Gid); err != nil {

@@ -129,6 +129,7 @@ func (p *plan) args() []string {
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
+		drive += driveLocking
 		a = append(a, "-drive", drive, "-device", "virtio-blk-device,drive="+id)
 	}
 	switch {
@@ -147,7 +148,7 @@ func (p *plan) args() []string {
 		"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", fdAgent),
 		"-device", "virtserialport,chardev=agent,name="+AgentPortName,
 	)
-	return a
+	return append(a, p.incomingArgs()...)
 }
 
 func macOpt(mac string) string {

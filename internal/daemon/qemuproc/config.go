@@ -80,6 +80,10 @@ type Config struct {
 	StartTimeout time.Duration
 	// Timeouts bound the steps of Process.Stop; zero fields take defaults.
 	Timeouts Timeouts
+	// Incoming, when set, is a saved state (SaveState's file) that QEMU
+	// loads instead of booting; the guest then runs on where it was saved.
+	// The rest of the Config must be the saved VM's.
+	Incoming string
 	// Credential, when set, runs QEMU as that user and group (with those
 	// supplementary groups). QEMU opens nothing of the VM's by path, so the
 	// user needs no access to Dir or to the disks' directories.

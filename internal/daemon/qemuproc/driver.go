@@ -79,6 +79,9 @@ func (d *Driver) config(spec vmm.Spec) Config {
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Launch, error) {
 	var l vmm.Launch
 	cfg := d.config(spec)
+	if spec.Restore != nil {
+		return d.restore(ctx, spec, cfg)
+	}
 	switch why := d.noKVM.Load(); {
 	case spec.Emulate:
 		// The host probe says KVM cannot work here (none, or kvm_pvm,

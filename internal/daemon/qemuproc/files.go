@@ -81,6 +81,11 @@ func (p *plan) openFiles(other bool) (files []*os.File, err error) {
 		}
 		add(p.fdTap(), f)
 	}
+	if f, err := p.openIncoming(); err != nil {
+		return nil, err
+	} else if f != nil {
+		add(p.fdIncoming(), f)
+	}
 	return files, nil
 }
 

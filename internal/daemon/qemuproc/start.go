@@ -244,15 +244,22 @@ func (s *starter) waitQMP(ctx context.Context) error {
 	for {
 		q, err := DialQMP(ctx, QMPSocketPath(cfg.Dir))
 		if err == nil {
-			st, err := q.QueryStatus(ctx)
+			var st Status
+			st, err = q.QueryStatus(ctx)
 			q.Close()
 			if err != nil {
 				return err
 			}
-			if st.Status != "running" {
+			if cfg.Incoming != "" { // loading a saved state: wait until it runs
+				if done, err := finishIncoming(ctx, cfg.Dir, st); done || err != nil {
+					return err
+				}
+			} else if st.Status != "running" {
 				return fmt.Errorf("the VM is %q, not running", st.Status)
+			} else {
+				return nil
 			}
-			return nil
+			err = errors.New("the saved state is still loading")
 		}
 		select {
 		case <-s.p.Done():

@@ -6,5 +6,8 @@
 // each provide a Driver; the daemon looks one up by name in a Registry and
 // never switches on the VMM's kind. The package also holds the two ways
 // of reaching a guest agent (a connection per stream, or one multiplexed
-// connection) that drivers hand out. vmmtest has a fake Driver for tests.
+// connection) that drivers hand out, and the VMM-neutral side of snapshots
+// (snapshot.go): a Machine that can save a running guest is a Snapshotter,
+// Spec.Restore resumes a saved State instead of booting, and CheckRestore
+// says why a State cannot be restored. vmmtest has a fake Driver for tests.
 package vmm

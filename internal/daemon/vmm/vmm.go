@@ -52,6 +52,9 @@ type Spec struct {
 	Credential *syscall.Credential
 	// Log receives the driver's records about this VM.
 	Log *slog.Logger
+	// Restore, when set, resumes a saved guest instead of booting one
+	// (snapshot.go). A driver whose VMM cannot refuses it.
+	Restore *Restore
 }
 
 // Net is a VM's network: a tap on the host's bridge, or (Tap empty) the
@@ -82,6 +85,9 @@ type Launch struct {
 	// Emulated is true when the guest runs without hardware
 	// virtualisation, so it boots far slower.
 	Emulated bool
+	// Restored is true when the guest was resumed from Spec.Restore
+	// rather than booted.
+	Restored bool
 }
 
 // Adoption identifies a VMM process found running after a daemon restart.

@@ -43,6 +43,12 @@ type Driver struct {
 	// Escalate bounds how long Stop waits after the graceful step before
 	// it kills (default 200ms).
 	Escalate time.Duration
+	// Version is VMMVersion's answer (default DefaultVersion); VersionErr
+	// makes it fail.
+	Version    string
+	VersionErr error
+	// SaveErr makes SaveState fail, writing nothing.
+	SaveErr error
 
 	mu       sync.Mutex
 	nextPID  int
@@ -104,6 +110,14 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Lau
 	if err := ctx.Err(); err != nil {
 		return nil, l, err
 	}
+	var restored *Saved
+	if spec.Restore != nil {
+		var err error
+		if restored, err = d.load(spec); err != nil {
+			return nil, l, err
+		}
+		l.Restored = true
+	}
 	if err := os.WriteFile(d.ConsoleLog(spec.RunDir), []byte("fake console of "+spec.Name+"\n"), 0o600); err != nil {
 		return nil, l, err
 	}
@@ -116,7 +130,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Lau
 		d.machines, d.nextPID = map[int]*Machine{}, 1<<22
 	}
 	d.nextPID++
-	m := &Machine{pid: d.nextPID, start: uint64(d.nextPID) * 7, dir: spec.RunDir, d: d, done: make(chan struct{}), served: make(chan struct{})}
+	m := &Machine{pid: d.nextPID, start: uint64(d.nextPID) * 7, dir: spec.RunDir, name: spec.Name, d: d, restored: restored, done: make(chan struct{}), served: make(chan struct{})}
 	d.machines[m.pid] = m
 	d.mu.Unlock()
 	m.link = vmm.PerStream(func(ctx context.Context) (net.Conn, error) {
@@ -169,17 +183,21 @@ func (d *Driver) Sweep() []string { return nil }
 
 // Machine is a fake VMM process.
 type Machine struct {
-	pid   int
-	start uint64
-	dir   string
-	d     *Driver
-	link  vmm.PerStream
+	pid      int
+	start    uint64
+	dir      string
+	name     string
+	d        *Driver
+	link     vmm.PerStream
+	restored *Saved // what Start resumed, nil when it booted
 
 	mu        sync.Mutex
 	done      chan struct{}
 	served    chan struct{}
 	stopAgent context.CancelFunc
 	stoppedBy string
+	paused    bool
+	saves     int
 	stops     int
 	lastCtx   error // the Stop context's error when Stop was called
 }
