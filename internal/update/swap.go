@@ -1,7 +1,6 @@
 package update
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-
-	"banger/internal/atomicfile"
 )
 
 // JournalFile, in the install's directory, records the update under way or
@@ -32,38 +29,6 @@ const (
 	StateRollingBack = "rolling-back" // .prev files are being renamed back
 	StateRolledBack  = "rolled-back"  // the old binaries are back; no .prev is left
 )
-
-// Journal is the content of JournalFile.
-type Journal struct {
-	From  string `json:"from"` // the version the .prev binaries are ("" when unknown)
-	To    string `json:"to"`
-	State string `json:"state"`
-}
-
-// ReadJournal reads the install's journal; a missing one is the zero
-// Journal and no error.
-func (in *Install) ReadJournal() (Journal, error) {
-	var j Journal
-	data, err := os.ReadFile(in.Path(JournalFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return j, nil
-	}
-	if err != nil {
-		return j, fmt.Errorf("read the update journal: %w", err)
-	}
-	if err := json.Unmarshal(data, &j); err != nil {
-		return Journal{}, fmt.Errorf("the update journal %s is damaged (%v): remove it, then check the binaries there with `banger version`", in.Path(JournalFile), err)
-	}
-	return j, nil
-}
-
-func (in *Install) writeJournal(j Journal) error {
-	data, _ := json.Marshal(j)
-	if err := atomicfile.WriteFile(in.Path(JournalFile), append(data, '\n'), atomicfile.Mode(0o644)); err != nil {
-		return fmt.Errorf("write the update journal in %s: %w", in.Dir, err)
-	}
-	return nil
-}
 
 // Interrupted returns an error when an earlier update or rollback stopped
 // half way, saying how to finish it; a new update must not start over it,
@@ -259,15 +224,22 @@ func (in *Install) RestorePrev() (string, error) {
 	}
 	var missing []string
 	for _, name := range Binaries {
-		if _, err := os.Lstat(in.Prev(name)); err != nil {
+		fi, err := os.Lstat(in.Prev(name))
+		if err != nil {
 			missing = append(missing, in.Prev(name))
+			continue
+		}
+		// Never rename a planted link or another user's file over a
+		// binary: only a regular file an update can have made.
+		if err := in.madeByUpdate(in.Prev(name), fi); err != nil {
+			return "", err
 		}
 	}
 	if len(missing) > 0 && j.State != StateRollingBack {
 		if len(missing) == len(Binaries) {
 			return "", refused("no previous version is kept in %s (no .prev files): nothing to roll back to", in.Dir)
 		}
-		return "", refused("%s missing: the previous version is not whole, so it is not put back", strings.Join(missing, " and "))
+		return "", refused("%s missing: the previous version is not whole, so it is not put back; for a known state, reinstall the version you want with install.sh (`--version vX.Y.Z`), then remove %s", strings.Join(missing, " and "), in.Path(JournalFile))
 	}
 	j.State = StateRollingBack
 	if err := in.writeJournal(j); err != nil {
