@@ -242,6 +242,27 @@ func (s *updateServices) HelperVersion(ctx context.Context) (string, error) {
 	return r.Version, nil
 }
 
+// DaemonPID is the pid the answering bangerd reports, 0 when none answers.
+func (s *updateServices) DaemonPID(ctx context.Context) (int, error) {
+	if s.sudo != nil {
+		v, ok, err := s.userDaemon(ctx)
+		if err != nil || !ok {
+			return 0, err
+		}
+		return v.PID, nil
+	}
+	c, v, err := s.a.probe(ctx)
+	var unreachable *rpc.DaemonUnreachableError
+	if errors.As(err, &unreachable) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	c.Close()
+	return v.PID, nil
+}
+
 // StartDaemon starts the install's bangerd (through its user unit when
 // that ran it) and returns the version it answers with.
 func (s *updateServices) StartDaemon(ctx context.Context) (string, error) {

@@ -39,8 +39,10 @@ func (in *Install) Interrupted() error {
 		return err
 	}
 	switch j.State {
-	case StateSwapping, StateSwapped:
+	case StateSwapping:
 		return refused("an earlier update from %s to %s was interrupted (%s): run `banger update --rollback` to put %s back, then update again", orUnknown(j.From), j.To, j.State, orUnknown(j.From))
+	case StateSwapped:
+		return refused("an earlier update from %s to %s was interrupted after its binaries were replaced: run `banger update` to bring %s up, or `banger update --rollback` to put %s back", orUnknown(j.From), j.To, j.To, orUnknown(j.From))
 	case StateRollingBack:
 		return refused("an earlier rollback to %s was interrupted: run `banger update --rollback` again to finish it", orUnknown(j.From))
 	}
