@@ -317,3 +317,45 @@ func TestUpdateRollbackWithTheHelper(t *testing.T) {
 		t.Errorf("systemctl calls %q, stdout %q: want the helper restarted", calls, out)
 	}
 }
+
+// An update killed after its swap (journal "swapped", the binaries all the
+// new version, bangerd stopped) is finished by running `banger update`
+// again: the new bangerd is started, checked (and, as it did not run,
+// stopped again) and the journal marked done; the .prev files stay.
+func TestUpdateResumesAnUpdateKilledAfterItsSwap(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	markBinaries(t, e.dir, update.PrevSuffix, "old")
+	markBinaries(t, e.dir, "", "new")
+	j, _ := json.Marshal(update.Journal{From: "v0.0.1", To: "dev", State: update.StateSwapped})
+	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := e.run(t, "update", "--yes")
+	if code != 0 || !strings.Contains(out, "the interrupted update to dev is finished in "+e.dir) || !strings.Contains(out, "answered its check and was stopped again") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	var got update.Journal
+	b, _ := os.ReadFile(filepath.Join(e.dir, update.JournalFile))
+	if json.Unmarshal(b, &got) != nil || got != (update.Journal{From: "v0.0.1", To: "dev", State: update.StateDone}) {
+		t.Errorf("journal %s", b)
+	}
+	for _, n := range update.Binaries {
+		data, err := os.ReadFile(filepath.Join(e.dir, n+update.PrevSuffix))
+		if err != nil || !bytes.HasSuffix(data, []byte("\nmarker:old")) {
+			t.Errorf("%s.prev is not the old binary (%v)", n, err)
+		}
+	}
+	// A journal "swapped" towards another version than this banger's is
+	// not resumed: the binaries are not what it says.
+	j, _ = json.Marshal(update.Journal{From: "v0.0.1", To: "v0.0.2", State: update.StateSwapped})
+	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := treestate.Snapshot(t, e.dir)
+	if _, stderr, code := e.run(t, "update", "--yes"); code != cli.ExitFailure || !strings.Contains(stderr, "interrupted after its binaries were replaced, but this banger is dev, not v0.0.2: run `banger update --rollback` to put v0.0.1 back; nothing was changed") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
+		t.Fatal("a refused update changed the install")
+	}
+}
