@@ -74,6 +74,8 @@ func newUpdateEnv(t *testing.T, binDir string) *updateEnv {
 	if err := os.WriteFile(filepath.Join(fake, "systemctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// No helper, whatever the host runs at the default socket.
+	writeUpdateConfig(t, e.home, filepath.Join(e.home, "no-helper.sock"))
 	run := testutil.ShortDir(t, "bgu")
 	e.env = append(os.Environ(),
 		"HOME="+e.home, "XDG_CONFIG_HOME=", "XDG_STATE_HOME=", "BANGER_CONFIG=", "BANGER_DAEMON_BIN=",
@@ -85,6 +87,18 @@ func newUpdateEnv(t *testing.T, binDir string) *updateEnv {
 		stopDaemon(filepath.Join(e.home, ".local", "state", "banger"))
 	})
 	return e
+}
+
+// writeUpdateConfig points the config of home at helper socket sock.
+func writeUpdateConfig(t *testing.T, home, sock string) {
+	t.Helper()
+	cfg := filepath.Join(home, ".config", "banger", "config.toml")
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("helper_socket = \""+sock+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (e *updateEnv) run(t *testing.T, args ...string) (stdout, stderr string, code int) {
@@ -354,6 +368,25 @@ func TestUpdateResumesAnUpdateKilledAfterItsSwap(t *testing.T) {
 	before := treestate.Snapshot(t, e.dir)
 	if _, stderr, code := e.run(t, "update", "--yes"); code != cli.ExitFailure || !strings.Contains(stderr, "interrupted after its binaries were replaced, but this banger is dev, not v0.0.2: run `banger update --rollback` to put v0.0.1 back; nothing was changed") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
+		t.Fatal("a refused update changed the install")
+	}
+}
+
+// A helper that answers while systemd says banger-helper.service is not
+// active runs outside its unit: the update cannot restart it, so it is
+// refused before anything changes.
+func TestUpdateRefusesAHelperRunningOutsideItsUnit(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	writeUpdateConfig(t, e.home, fakeHelper(t, "dev"))
+	markBinaries(t, e.dir, update.PrevSuffix, "old")
+	before := treestate.Snapshot(t, e.dir)
+	for _, args := range [][]string{{"update", "--yes"}, {"update", "--rollback", "--yes"}} {
+		_, stderr, code := e.run(t, args...)
+		if code != cli.ExitFailure || !strings.Contains(stderr, "a banger helper (version dev) answers, but banger-helper.service is not active") || !strings.Contains(stderr, "nothing was changed") {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, stderr)
+		}
 	}
 	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
 		t.Fatal("a refused update changed the install")

@@ -59,6 +59,17 @@ func Survey(ctx context.Context, svc Services, euid int, sudoCmd string) (Runnin
 	if r.Helper && euid != 0 {
 		return r, refused("banger-helper.service runs and must be restarted on the new bangerd, which needs root: run `%s`", sudoCmd)
 	}
+	if !r.Helper {
+		// A helper that answers while its unit is not active was started
+		// some other way: the update cannot restart it, and the new
+		// bangerd would meet a helper of the old build.
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		v, err := svc.HelperVersion(hctx)
+		cancel()
+		if err == nil {
+			return r, refused("a banger helper (version %s) answers, but banger-helper.service is not active: it was started outside systemd, so the update could not restart it on the new version; stop it, or run it as banger-helper.service, then update again", v)
+		}
+	}
 	if r.Daemon, err = svc.DaemonRunning(ctx); err != nil {
 		return r, fmt.Errorf("ask whether bangerd runs: %w", err)
 	}

@@ -26,6 +26,7 @@ type fakeServices struct {
 	helperAnswer map[string]string
 	crash        map[string]bool // a started version that answers once, then dies
 	respawn      map[string]bool // ... and is started again by its unit
+	strayHelper  string          // a helper that answers outside its unit
 	pid          int             // of the running bangerd
 	pidAsked     int             // DaemonPID calls since the last start
 }
@@ -61,6 +62,12 @@ func (f *fakeServices) RestartHelper(context.Context) error {
 	return nil
 }
 func (f *fakeServices) HelperVersion(context.Context) (string, error) {
+	if f.helper == "" && f.strayHelper != "" {
+		return f.strayHelper, nil
+	}
+	if f.helper == "" {
+		return "", errors.New("dial helper.sock: connection refused")
+	}
 	if v, ok := f.helperAnswer[f.helper]; ok {
 		return v, nil
 	}
@@ -138,6 +145,19 @@ func TestSurveyRefusesAHelperItCannotRestart(t *testing.T) {
 func TestMain(m *testing.M) {
 	DaemonSettle = 20 * time.Millisecond
 	os.Exit(m.Run())
+}
+
+func TestSurveyRefusesAHelperRunningOutsideItsUnit(t *testing.T) {
+	in := newInstall(t, "v1")
+	f := &fakeServices{in: in, daemon: "v1", strayHelper: "v1"}
+	_, err := Survey(context.Background(), f, 0, "sudo banger update")
+	var re *RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "a banger helper (version v1) answers, but banger-helper.service is not active") {
+		t.Fatalf("Survey: %v", err)
+	}
+	if len(f.calls) != 0 {
+		t.Fatalf("Survey changed something: %q", f.calls)
+	}
 }
 
 func TestApplyRollsBack(t *testing.T) {
