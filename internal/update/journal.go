@@ -50,7 +50,7 @@ func (in *Install) ReadJournal() (Journal, error) {
 	if err != nil {
 		return Journal{}, fmt.Errorf("read the update journal: %w", err)
 	}
-	if err := in.madeByUpdate(p, fi); err != nil {
+	if err := in.madeByUpdate(p, fi, -1); err != nil {
 		return Journal{}, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxJournalSize+1))
@@ -118,9 +118,10 @@ func (in *Install) writeJournal(j Journal) error {
 
 // madeByUpdate refuses a file (fi from Lstat or Fstat) that an update of
 // this install cannot have made: not a regular file, or owned by someone
-// other than root, this process's user and the install directory's owner
-// (a file planted in a directory others may write to).
-func (in *Install) madeByUpdate(p string, fi fs.FileInfo) error {
+// other than root, this process's user, the install directory's owner and
+// owner (the owner of the binary a .prev stands for; -1 for none): a file
+// planted in a directory others may write to.
+func (in *Install) madeByUpdate(p string, fi fs.FileInfo, owner int) error {
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		return refused("%s is a symbolic link, which an update never makes: remove it (`rm %s`) and check the install", p, p)
@@ -131,7 +132,7 @@ func (in *Install) madeByUpdate(p string, fi fs.FileInfo) error {
 	if !ok {
 		return nil
 	}
-	if st.Uid == 0 || int(st.Uid) == os.Geteuid() {
+	if st.Uid == 0 || int(st.Uid) == os.Geteuid() || int(st.Uid) == owner {
 		return nil
 	}
 	if d, err := os.Stat(in.Dir); err == nil {

@@ -106,6 +106,11 @@ func (in *Install) Swap(staged map[string]string, from, to string) error {
 			return fmt.Errorf("the staged %s is missing or not a regular file (%q)", name, staged[name])
 		}
 	}
+	for _, name := range Binaries {
+		if err := in.likeLive(name, staged[name]); err != nil {
+			return err
+		}
+	}
 	if err := in.writeJournal(Journal{From: from, To: to, State: StateLinking}); err != nil {
 		return err
 	}
@@ -121,9 +126,6 @@ func (in *Install) Swap(staged map[string]string, from, to string) error {
 		return err
 	}
 	for _, name := range Binaries {
-		if err := os.Chmod(staged[name], 0o755); err != nil {
-			return fmt.Errorf("make the new %s executable: %w", name, err)
-		}
 		if err := rename(staged[name], in.Path(name)); err != nil {
 			return fmt.Errorf("put the new %s in place: %w", name, err)
 		}
@@ -132,6 +134,26 @@ func (in *Install) Swap(staged map[string]string, from, to string) error {
 		return err
 	}
 	return in.writeJournal(Journal{From: from, To: to, State: StateSwapped})
+}
+
+// likeLive gives the staged file the owner and group of the binary it
+// will replace (root updating a user's install, through sudo, must not
+// leave root's files there, which that user could not update next time)
+// and makes it executable, before anything in the install changes.
+func (in *Install) likeLive(name, staged string) error {
+	fi, err := os.Lstat(in.Path(name))
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", in.Path(name), err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		if err := os.Lchown(staged, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give the new %s the owner of the installed one: %w", name, err)
+		}
+	}
+	if err := os.Chmod(staged, 0o755); err != nil {
+		return fmt.Errorf("make the new %s executable: %w", name, err)
+	}
+	return nil
 }
 
 // rename is os.Rename; tests replace it to fail a swap half way.
@@ -233,7 +255,7 @@ func (in *Install) RestorePrev() (string, error) {
 		}
 		// Never rename a planted link or another user's file over a
 		// binary: only a regular file an update can have made.
-		if err := in.madeByUpdate(in.Prev(name), fi); err != nil {
+		if err := in.madeByUpdate(in.Prev(name), fi, uidOf(in.Path(name))); err != nil {
 			return "", err
 		}
 	}
@@ -270,4 +292,16 @@ func (in *Install) RestorePrev() (string, error) {
 	}
 	j.State = StateRolledBack
 	return j.From, in.writeJournal(j)
+}
+
+// uidOf is the owner of path (not followed), or -1.
+func uidOf(path string) int {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return -1
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
 }

@@ -215,3 +215,35 @@ func TestKeepPrevCopiesWhenLinkIsRefused(t *testing.T) {
 		t.Fatalf("copyFile over an existing file: %v", err)
 	}
 }
+
+// Root updating a user's install (sudo) leaves the new binaries owned as
+// the old ones were, so that the user can update it again.
+func TestSwapKeepsTheOwnerOfEachBinary(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user")
+	}
+	in := newInstall(t, "v1")
+	for _, n := range Binaries {
+		if err := os.Chown(in.Path(n), 54321, 54322); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.Swap(stage(t, in, "v2"), "v1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range Binaries {
+		fi, err := os.Stat(in.Path(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 54321 || st.Gid != 54322 || fi.Mode().Perm() != 0o755 {
+			t.Errorf("new %s: uid %d gid %d mode %v, want 54321 54322 0755", n, st.Uid, st.Gid, fi.Mode())
+		}
+	}
+	// And the .prev files (the old inodes) still belong to the user, so
+	// RestorePrev accepts them.
+	if _, err := in.RestorePrev(); err != nil {
+		t.Fatal(err)
+	}
+}
