@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"banger/internal/cli"
 	"banger/internal/daemon/privhelper"
@@ -390,5 +391,52 @@ func TestUpdateRefusesAHelperRunningOutsideItsUnit(t *testing.T) {
 	}
 	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
 		t.Fatal("a refused update changed the install")
+	}
+}
+
+// While `banger update` holds its install's lock, another banger command
+// does not start a bangerd from that install: it waits for the update to
+// finish, then starts it.
+func TestDaemonStartWaitsForAnUpdate(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	in, err := update.Locate(filepath.Join(e.dir, "banger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := in.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(e.dir, "banger"), "daemon", "start")
+	cmd.Env = e.env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		unlock()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	time.Sleep(1500 * time.Millisecond)
+	if _, _, code := e.run(t, "daemon", "status"); code != 3 {
+		t.Errorf("bangerd runs while the update holds the lock (status exit %d)", code)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("daemon start ended while the update holds the lock: %v, %s", err, errb.String())
+	default:
+	}
+	unlock()
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(errb.String(), "Waiting for `banger update` in "+e.dir+" to finish before starting bangerd") {
+			t.Fatalf("daemon start: %v\nstdout %s\nstderr %s", err, out.String(), errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("daemon start did not finish after the update released its lock")
+	}
+	if _, _, code := e.run(t, "daemon", "status"); code != 0 {
+		t.Errorf("bangerd not running after the wait (status exit %d)", code)
 	}
 }

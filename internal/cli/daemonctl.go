@@ -135,6 +135,16 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 	if err != nil {
 		return nil, rpc.VersionInfo{}, err
 	}
+	release, waited, err := a.waitForUpdate(ctx, bin)
+	if err != nil {
+		return nil, rpc.VersionInfo{}, err
+	}
+	defer release()
+	if waited {
+		if c, v, err := a.probe(ctx); err == nil {
+			return c, v, nil // the update started the new bangerd
+		}
+	}
 	l, err := a.config()
 	if err != nil {
 		return nil, rpc.VersionInfo{}, err

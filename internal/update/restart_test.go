@@ -144,6 +144,7 @@ func TestSurveyRefusesAHelperItCannotRestart(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	DaemonSettle = 20 * time.Millisecond
+	LockWait = 300 * time.Millisecond
 	os.Exit(m.Run())
 }
 
