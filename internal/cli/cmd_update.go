@@ -468,7 +468,8 @@ func (a *app) updateRollback(ctx context.Context, o updateOpts) error {
 	if err != nil {
 		return err
 	}
-	if !in.HasPrev() && j.State != update.StateRollingBack {
+	restored := j.State == update.StateRestored && !in.HasPrev()
+	if !in.HasPrev() && j.State != update.StateRollingBack && !restored {
 		_, err := in.RestorePrev() // says why there is nothing to restore
 		return err
 	}
@@ -476,21 +477,30 @@ func (a *app) updateRollback(ctx context.Context, o updateOpts) error {
 	if back == "" {
 		back = "the previous version (the update journal does not say which)"
 	}
-	if err := a.confirm(o, fmt.Sprintf("Put back %s in %s, and restart bangerd%s?", back, in.Dir, helperNote(was))); err != nil {
+	question := fmt.Sprintf("Put back %s in %s, and restart bangerd%s?", back, in.Dir, helperNote(was))
+	if restored {
+		question = fmt.Sprintf("The binaries of %s are back in %s but were not brought up. Restart bangerd%s on them?", back, in.Dir, helperNote(was))
+	}
+	if err := a.confirm(o, question); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	from, err := in.RestorePrev()
-	if err != nil {
-		return err
+	from := j.From
+	if !restored {
+		if from, err = in.RestorePrev(); err != nil {
+			return err
+		}
 	}
 	if err := update.BringUp(ctx, svc, was, from); err != nil {
 		forward := ""
 		if j.To != "" {
-			forward = fmt.Sprintf(" (to go forward again: `banger update --version %s`)", j.To)
+			forward = fmt.Sprintf(", or go forward again with `banger update --version %s`", j.To)
 		}
-		return fmt.Errorf("the binaries of %s are back in %s, but bringing them up failed%s: %w", back, in.Dir, forward, err)
+		return fmt.Errorf("the binaries of %s are back in %s, but bringing them up failed: fix what follows and run `banger update --rollback` again to bring them up%s; what failed: %w", back, in.Dir, forward, err)
+	}
+	if err := in.MarkRolledBack(); err != nil {
+		return err
 	}
 	fmt.Fprintf(a.stdout, "rolled back to %s in %s\n", back, in.Dir)
 	a.reportRunning(ctx, svc, was, orWord(from, "the previous version"))

@@ -440,3 +440,25 @@ func TestDaemonStartWaitsForAnUpdate(t *testing.T) {
 		t.Errorf("bangerd not running after the wait (status exit %d)", code)
 	}
 }
+
+// A rollback killed after it put the binaries back but before it brought
+// them up (journal "restored", no .prev) is finished by running it again.
+func TestUpdateRollbackBringsUpRestoredBinaries(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	j, _ := json.Marshal(update.Journal{From: "dev", To: "v0.0.2", State: update.StateRestored})
+	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := e.run(t, "update", "--rollback", "--yes")
+	if code != 0 || !strings.Contains(out, "rolled back to dev in "+e.dir) || !strings.Contains(out, "bangerd dev answered its check") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	var got update.Journal
+	b, _ := os.ReadFile(filepath.Join(e.dir, update.JournalFile))
+	if json.Unmarshal(b, &got) != nil || got.State != update.StateRolledBack {
+		t.Errorf("journal %s", b)
+	}
+	if _, stderr, code := e.run(t, "update", "--rollback", "--yes"); code != cli.ExitFailure || !strings.Contains(stderr, "already rolled back to dev") {
+		t.Fatalf("second rollback: exit %d, %q", code, stderr)
+	}
+}

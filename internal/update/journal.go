@@ -81,7 +81,7 @@ func ParseJournal(data []byte) (Journal, error) {
 		return Journal{}, errors.New("more than one JSON value")
 	}
 	switch j.State {
-	case "", StateLinking, StateSwapping, StateSwapped, StateDone, StateRollingBack, StateRolledBack:
+	case "", StateLinking, StateSwapping, StateSwapped, StateDone, StateRollingBack, StateRestored, StateRolledBack:
 	default:
 		return Journal{}, fmt.Errorf("unknown state %q", j.State)
 	}

@@ -141,7 +141,7 @@ func FuzzParseJournal(f *testing.F) {
 			}
 		}
 		switch j.State {
-		case "", StateLinking, StateSwapping, StateSwapped, StateDone, StateRollingBack, StateRolledBack:
+		case "", StateLinking, StateSwapping, StateSwapped, StateDone, StateRollingBack, StateRestored, StateRolledBack:
 		default:
 			t.Fatalf("accepted state %q", j.State)
 		}

@@ -215,7 +215,7 @@ func (e *FailedError) Error() string {
 	case e.SwapFailed:
 		return fmt.Sprintf("the update to %s stopped while replacing the binaries, so those of %s were put back and nothing was restarted; what failed: %v", e.To, from, e.Err)
 	case e.RestartErr != nil:
-		return fmt.Sprintf("the update to %s did not come up; the binaries of %s are back, but bringing them up failed (%v); what failed: %v", e.To, from, e.RestartErr, e.Err)
+		return fmt.Sprintf("the update to %s did not come up; the binaries of %s are back, but bringing them up failed (%v): fix that, then run `banger update --rollback` to bring them up; what failed: %v", e.To, from, e.RestartErr, e.Err)
 	case e.Interrupted:
 		return fmt.Sprintf("the update to %s was interrupted while it was being brought up, so %s was put back and runs as before; it stopped at: %v", e.To, from, e.Err)
 	}
@@ -254,7 +254,9 @@ func Apply(ctx context.Context, in *Install, svc Services, was Running, staged m
 		// Nothing was stopped or restarted yet: the old binaries back in
 		// place is the state before the update.
 		fe.SwapFailed = true
-		_, fe.RollbackErr = in.RestorePrev()
+		if _, fe.RollbackErr = in.RestorePrev(); fe.RollbackErr == nil {
+			fe.RollbackErr = in.MarkRolledBack()
+		}
 		return fe
 	}
 	return finish(ctx, in, svc, was, from, to)
@@ -290,6 +292,8 @@ func finish(ctx context.Context, in *Install, svc Services, was Running, from, t
 	if _, fe.RollbackErr = in.RestorePrev(); fe.RollbackErr != nil {
 		return fe
 	}
-	fe.RestartErr = Restart(rctx, svc, was, from, was.Daemon)
+	if fe.RestartErr = Restart(rctx, svc, was, from, was.Daemon); fe.RestartErr == nil {
+		_ = in.MarkRolledBack() // "restored" is as safe: a rollback brings it up again
+	}
 	return fe
 }

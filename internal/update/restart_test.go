@@ -234,10 +234,14 @@ func TestApplyReportsAFailedRestartOfTheOldVersion(t *testing.T) {
 	f := &fakeServices{in: in, daemon: "v1", failStart: map[string]bool{"v2": true, "v1": true}}
 	err := Apply(context.Background(), in, f, Running{Daemon: true}, stage(t, in, "v2"), "v1", "v2")
 	var fe *FailedError
-	if !errors.As(err, &fe) || fe.RestartErr == nil || !strings.Contains(err.Error(), "the binaries of v1 are back, but bringing them up failed") {
+	if !errors.As(err, &fe) || fe.RestartErr == nil || !strings.Contains(err.Error(), "the binaries of v1 are back, but bringing them up failed") || !strings.Contains(err.Error(), "run `banger update --rollback` to bring them up") {
 		t.Fatalf("Apply: %v", err)
 	}
 	assertBinaries(t, in, "v1", "")
+	// The journal says they still need bringing up (a rollback does that).
+	if j, _ := in.ReadJournal(); j.State != StateRestored {
+		t.Errorf("journal %+v, want restored", j)
+	}
 }
 
 func TestRestartAfterAManualRollback(t *testing.T) {

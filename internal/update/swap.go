@@ -28,7 +28,8 @@ const (
 	StateSwapped     = "swapped"      // every binary is the new one; restarts under way
 	StateDone        = "done"         // the new version runs
 	StateRollingBack = "rolling-back" // .prev files are being renamed back
-	StateRolledBack  = "rolled-back"  // the old binaries are back; no .prev is left
+	StateRestored    = "restored"     // the old binaries are back (no .prev left), not yet brought up
+	StateRolledBack  = "rolled-back"  // the old binaries are back and were brought up
 )
 
 // Interrupted returns an error when an earlier update or rollback stopped
@@ -245,7 +246,8 @@ func (in *Install) HasPrev() bool {
 }
 
 // RestorePrev renames each <name>.prev back over <name> and returns the
-// version they are ("" when the journal does not say). It refuses when
+// version they are ("" when the journal does not say); the journal then
+// says StateRestored until MarkRolledBack. It refuses when
 // there is nothing to restore. A rollback interrupted half way is finished
 // by running it again: a binary whose .prev is gone was already restored.
 func (in *Install) RestorePrev() (string, error) {
@@ -256,7 +258,7 @@ func (in *Install) RestorePrev() (string, error) {
 	switch j.State {
 	case StateLinking:
 		return "", refused("the interrupted update to %s had not replaced any binary yet, so there is nothing to roll back; run `banger update` again", j.To)
-	case StateRolledBack:
+	case StateRolledBack, StateRestored:
 		if !in.HasPrev() {
 			return "", refused("the binaries in %s were already rolled back to %s, and no older .prev is kept", in.Dir, orUnknown(j.From))
 		}
@@ -305,8 +307,22 @@ func (in *Install) RestorePrev() (string, error) {
 	if err := syncDir(in.Dir); err != nil {
 		return "", err
 	}
-	j.State = StateRolledBack
+	j.State = StateRestored
 	return j.From, in.writeJournal(j)
+}
+
+// MarkRolledBack records that the binaries RestorePrev put back were
+// brought up (or, after a swap that failed, had never stopped running).
+func (in *Install) MarkRolledBack() error {
+	j, err := in.ReadJournal()
+	if err != nil {
+		return err
+	}
+	if j.State != StateRestored {
+		return fmt.Errorf("the update journal in %s says %q, not %q", in.Dir, j.State, StateRestored)
+	}
+	j.State = StateRolledBack
+	return in.writeJournal(j)
 }
 
 // uidOf is the owner of path (not followed), or -1.
