@@ -64,26 +64,26 @@ func (in *Install) ReadJournal() (Journal, error) {
 	return j, nil
 }
 
-// ParseJournal decodes a journal strictly: one JSON object of at most
-// maxJournalSize bytes, no unknown field, a known state (or none), and
-// versions of at most maxVersionLen letters, digits and ".-+_".
+// ParseJournal decodes a journal: one JSON object of at most
+// maxJournalSize bytes, a state of at most 32 lowercase letters and "-",
+// and versions of at most maxVersionLen letters, digits and ".-+_".
+// Unknown fields and states are accepted (a later version, rolled back
+// from, may have written them; an unknown state counts as no update under
+// way), nothing that could mislead on a terminal is.
 func ParseJournal(data []byte) (Journal, error) {
 	var j Journal
 	if len(data) > maxJournalSize {
 		return j, fmt.Errorf("longer than %d bytes", maxJournalSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(&j); err != nil {
 		return Journal{}, err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Journal{}, errors.New("more than one JSON value")
 	}
-	switch j.State {
-	case "", StateLinking, StateSwapping, StateSwapped, StateDone, StateRollingBack, StateRestored, StateRolledBack:
-	default:
-		return Journal{}, fmt.Errorf("unknown state %q", j.State)
+	if !plainState(j.State) {
+		return Journal{}, fmt.Errorf("%q is not a state", j.State)
 	}
 	for _, v := range []string{j.From, j.To} {
 		if !plainVersion(v) {
@@ -91,6 +91,19 @@ func ParseJournal(data []byte) (Journal, error) {
 		}
 	}
 	return j, nil
+}
+
+// plainState reports whether s is short and made of "a"-"z" and "-".
+func plainState(s string) bool {
+	if len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // plainVersion reports whether v is short and made of letters, digits and
