@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -394,13 +395,17 @@ func TestUpdateRefusesAHelperRunningOutsideItsUnit(t *testing.T) {
 	}
 }
 
-// While `banger update` holds its install's lock, another banger command
-// does not start a bangerd from that install: it waits for the update to
-// finish, then starts it.
+// While `banger update` holds its install's lock and its journal says it
+// is under way, another banger command does not start a bangerd from that
+// install: it waits for the update to finish, then starts it.
 func TestDaemonStartWaitsForAnUpdate(t *testing.T) {
 	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
 	in, err := update.Locate(filepath.Join(e.dir, "banger"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := json.Marshal(update.Journal{From: "v0.0.1", To: "dev", State: update.StateSwapped})
+	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	unlock, err := in.Lock()
@@ -460,5 +465,25 @@ func TestUpdateRollbackBringsUpRestoredBinaries(t *testing.T) {
 	}
 	if _, stderr, code := e.run(t, "update", "--rollback", "--yes"); code != cli.ExitFailure || !strings.Contains(stderr, "already rolled back to dev") {
 		t.Fatalf("second rollback: exit %d, %q", code, stderr)
+	}
+}
+
+// Anyone who can read the install's directory can flock it: a lock held
+// while the journal says no update is under way (another user's, say)
+// does not hold back a daemon start.
+func TestDaemonStartIgnoresALockWithoutAnUpdate(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	d, err := os.Open(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, stderr, code := e.run(t, "daemon", "start")
+	if code != 0 || strings.Contains(stderr, "Waiting") || time.Since(start) > 20*time.Second {
+		t.Fatalf("daemon start under a stray lock: exit %d after %s\nstdout %s\nstderr %s", code, time.Since(start), out, stderr)
 	}
 }

@@ -319,8 +319,11 @@ var updateWait = 2 * time.Minute
 // one and meet the helper of the old build before the update restarts it,
 // or an old one that the update, not seeing it yet, leaves running beside
 // a restarted helper. So a start waits for the update to finish (and waited
-// says so: the update may have started bangerd itself). The update's own
-// starts do not wait. A directory that cannot be opened is not waited on.
+// says so: the update may have started bangerd itself). Anyone who can
+// read the directory can flock it, so a held lock alone is not waited on:
+// the install's journal (which only its owner or root can write) must
+// also say that an update is under way. The update's own starts do not
+// wait. A directory that cannot be opened is not waited on.
 func (a *app) waitForUpdate(ctx context.Context, bin string) (release func(), waited bool, err error) {
 	none := func() {}
 	if a.killHungDaemon || a.getenv(updateLockEnv) != "" {
@@ -340,8 +343,13 @@ func (a *app) waitForUpdate(ctx context.Context, bin string) (release func(), wa
 			return func() { d.Close() }, waited, nil
 		case !errors.Is(err, syscall.EWOULDBLOCK):
 			d.Close()
-			return none, false, nil
-		case !waited && !a.quiet:
+			return none, waited, nil
+		}
+		if j, err := (&update.Install{Dir: dir}).ReadJournal(); err != nil || !j.UnderWay() {
+			d.Close()
+			return none, waited, nil
+		}
+		if !waited && !a.quiet {
 			fmt.Fprintf(a.stderr, "Waiting for `banger update` in %s to finish before starting bangerd...\n", dir)
 		}
 		waited = true

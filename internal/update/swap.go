@@ -32,6 +32,18 @@ const (
 	StateRolledBack  = "rolled-back"  // the old binaries are back and were brought up
 )
 
+// UnderWay reports whether the journal is at a step between the first
+// change an update or a rollback makes and its end (or its interruption):
+// a bangerd started from the install then could meet a helper of another
+// build.
+func (j Journal) UnderWay() bool {
+	switch j.State {
+	case StateLinking, StateSwapping, StateSwapped, StateRollingBack, StateRestored:
+		return true
+	}
+	return false
+}
+
 // Interrupted returns an error when an earlier update or rollback stopped
 // half way, saying how to finish it; a new update must not start over it,
 // because its .prev links would replace the only copies of the old version.
