@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // JournalFile, in the install's directory, records the update under way or
@@ -69,37 +68,6 @@ func orUnknown(v string) string {
 	}
 	return v
 }
-
-// Lock takes the install's update lock (flock on its directory), so that
-// two updates never swap at once, and that no banger command starts a
-// bangerd of the install while an update restarts it (such a start takes
-// the lock shared, for the few seconds until bangerd answers). It waits
-// LockWait for those, and refuses when the lock stays held.
-func (in *Install) Lock() (unlock func(), err error) {
-	d, err := os.Open(in.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", in.Dir, err)
-	}
-	deadline := time.Now().Add(LockWait)
-	for {
-		err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { d.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			d.Close()
-			return nil, fmt.Errorf("lock %s: %w", in.Dir, err)
-		}
-		if time.Now().After(deadline) {
-			d.Close()
-			return nil, refused("another `banger update` is running on %s, or a banger command is starting bangerd from there: try again when it is done", in.Dir)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// LockWait bounds how long Lock waits for the install's lock.
-var LockWait = 3 * time.Second
 
 // Stage makes a private (0700) directory inside the install's directory for
 // the new files, after removing those an interrupted update left. Call it
