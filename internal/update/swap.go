@@ -175,6 +175,10 @@ func keepPrev(path, prev string) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("keep %s as %s: %w", path, prev, err)
 	}
+	// rename(2) of a link onto another link of the same file (a .prev
+	// made by an update interrupted while linking) does nothing and
+	// leaves tmp: remove it.
+	_ = os.Remove(tmp)
 	return nil
 }
 

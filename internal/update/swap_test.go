@@ -247,3 +247,27 @@ func TestSwapKeepsTheOwnerOfEachBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An update interrupted while linking, run again, links each .prev to the
+// file it already is: nothing is left beside them.
+func TestSwapAfterAnInterruptedLinkingLeavesNoTemporaryFiles(t *testing.T) {
+	in := newInstall(t, "v1")
+	for _, n := range Binaries {
+		if err := os.Link(in.Path(n), in.Prev(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.writeJournal(Journal{From: "v1", To: "v2", State: StateLinking}); err != nil {
+		t.Fatal(err)
+	}
+	staged := stage(t, in, "v2")
+	if err := in.Swap(staged, "v1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Dir(staged["banger"]))
+	assertBinaries(t, in, "v2", "v1")
+	left, _ := filepath.Glob(filepath.Join(in.Dir, "*.tmp"))
+	if len(left) != 0 {
+		t.Errorf("left behind: %q", left)
+	}
+}
