@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -485,5 +486,59 @@ func TestDaemonStartIgnoresALockWithoutAnUpdate(t *testing.T) {
 	out, stderr, code := e.run(t, "daemon", "start")
 	if code != 0 || strings.Contains(stderr, "Waiting") || time.Since(start) > 20*time.Second {
 		t.Fatalf("daemon start under a stray lock: exit %d after %s\nstdout %s\nstderr %s", code, time.Since(start), out, stderr)
+	}
+}
+
+// Ctrl-C (SIGINT) while the new version is being brought up does not kill
+// banger half way: the update is rolled back, the old version brought up,
+// and the message says it was interrupted.
+func TestUpdateInterruptedDuringItsRestartRollsBack(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	markBinaries(t, e.dir, update.PrevSuffix, "old")
+	markBinaries(t, e.dir, "", "new")
+	j, _ := json.Marshal(update.Journal{From: "dev", To: "dev", State: update.StateSwapped})
+	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(e.dir, "banger"), "update", "--yes")
+	cmd.Env = e.env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// The new bangerd answered: the update is in its 3 s stay-up check.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, _, code := e.run(t, "daemon", "status"); code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the new bangerd never answered: %s", errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("banger update did not end after SIGINT")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != cli.ExitFailure || !strings.Contains(errb.String(), "the update to dev was interrupted while it was being brought up, so dev was put back and runs as before") {
+		t.Fatalf("update after SIGINT: %v\nstdout %s\nstderr %s", err, out.String(), errb.String())
+	}
+	assertMarked(t, e.dir, "old")
+	var got update.Journal
+	b, _ := os.ReadFile(filepath.Join(e.dir, update.JournalFile))
+	if json.Unmarshal(b, &got) != nil || got.State != update.StateRolledBack {
+		t.Errorf("journal %s", b)
 	}
 }
