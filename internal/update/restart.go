@@ -247,9 +247,15 @@ func BringUp(ctx context.Context, svc Services, was Running, want string) error 
 func Apply(ctx context.Context, in *Install, svc Services, was Running, staged map[string]string, from, to string) error {
 	if err := in.Swap(staged, from, to); err != nil {
 		fe := &FailedError{From: from, To: to, Err: err}
-		if j, jerr := in.ReadJournal(); jerr == nil && j.State == StateLinking {
-			fe.NotSwapped = true // no binary was replaced
-			return fe
+		var ns *notSwappedError
+		if errors.As(err, &ns) {
+			// No binary was replaced; but a journal write that failed
+			// after it was committed may say "swapping": then the
+			// rollback below clears it.
+			if j, jerr := in.ReadJournal(); jerr != nil || j.State != StateSwapping {
+				fe.NotSwapped = true
+				return fe
+			}
 		}
 		// Nothing was stopped or restarted yet: the old binaries back in
 		// place is the state before the update.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -384,5 +385,54 @@ func TestResumeAfterAKillAfterTheSwap(t *testing.T) {
 		if err := Resume(context.Background(), in, f, was); err == nil || !strings.Contains(err.Error(), "no update of") {
 			t.Errorf("second Resume: %v", err)
 		}
+	}
+}
+
+// On a full filesystem (a real tmpfs, filled) the first journal write
+// fails: nothing was replaced, and the error says so instead of claiming
+// a rollback.
+func TestApplyOnAFullFilesystemChangesNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	dir := filepath.Join(mnt, "bin")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range Binaries {
+		writeBin(t, filepath.Join(dir, n), "v1 "+n)
+	}
+	in, err := Locate(filepath.Join(dir, "banger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := stage(t, in, "v2")
+	filler, err := os.Create(filepath.Join(mnt, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	f := &fakeServices{in: in, daemon: "v1", helper: "v1"}
+	err = Apply(context.Background(), in, f, Running{Daemon: true, Helper: true}, staged, "v1", "v2")
+	var fe *FailedError
+	if !errors.As(err, &fe) || !fe.NotSwapped || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "stopped before it replaced any binary") {
+		t.Fatalf("Apply on a full disk: %v", err)
+	}
+	if len(f.calls) != 0 {
+		t.Errorf("calls %q, want none", f.calls)
+	}
+	assertBinaries(t, in, "v1", "")
+	if j, err := in.ReadJournal(); err != nil || j.State != "" {
+		t.Errorf("journal %+v, %v", j, err)
 	}
 }

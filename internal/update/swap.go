@@ -96,6 +96,23 @@ func (in *Install) Stage() (string, error) {
 // binary. The journal records each step. On error the caller runs
 // RestorePrev.
 func (in *Install) Swap(staged map[string]string, from, to string) error {
+	if err := in.prepareSwap(staged, from, to); err != nil {
+		return &notSwappedError{err}
+	}
+	for _, name := range Binaries {
+		if err := rename(staged[name], in.Path(name)); err != nil {
+			return fmt.Errorf("put the new %s in place: %w", name, err)
+		}
+	}
+	if err := syncDir(in.Dir); err != nil {
+		return err
+	}
+	return in.writeJournal(Journal{From: from, To: to, State: StateSwapped})
+}
+
+// prepareSwap checks and prepares the staged files, makes every .prev and
+// journals StateSwapping: everything before the first binary is replaced.
+func (in *Install) prepareSwap(staged map[string]string, from, to string) error {
 	for _, name := range Binaries {
 		fi, err := os.Lstat(staged[name])
 		if err != nil || !fi.Mode().IsRegular() {
@@ -118,19 +135,13 @@ func (in *Install) Swap(staged map[string]string, from, to string) error {
 	if err := syncDir(in.Dir); err != nil {
 		return err
 	}
-	if err := in.writeJournal(Journal{From: from, To: to, State: StateSwapping}); err != nil {
-		return err
-	}
-	for _, name := range Binaries {
-		if err := rename(staged[name], in.Path(name)); err != nil {
-			return fmt.Errorf("put the new %s in place: %w", name, err)
-		}
-	}
-	if err := syncDir(in.Dir); err != nil {
-		return err
-	}
-	return in.writeJournal(Journal{From: from, To: to, State: StateSwapped})
+	return in.writeJournal(Journal{From: from, To: to, State: StateSwapping})
 }
+
+// notSwappedError is a Swap that failed before it replaced any binary.
+type notSwappedError struct{ error }
+
+func (e *notSwappedError) Unwrap() error { return e.error }
 
 // likeLive gives the staged file the owner and group of the binary it
 // will replace (root updating a user's install, through sudo, must not
