@@ -3,6 +3,7 @@ package update
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -158,4 +159,26 @@ func TestStageIsPrivateAndClearsStaleOnes(t *testing.T) {
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Fatalf("stale staging dir left: %v", err)
 	}
+}
+
+// An install on a read-only filesystem (a real tmpfs remounted ro) is
+// refused by Locate, with what to do.
+func TestLocateRefusesAReadOnlyFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	for _, n := range Binaries {
+		writeBin(t, filepath.Join(mnt, n), "v1 "+n)
+	}
+	if out, err := exec.Command("mount", "-o", "remount,ro", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot remount read-only: %v %s", err, out)
+	}
+	before := treestate.Snapshot(t, mnt)
+	_, err := Locate(filepath.Join(mnt, "banger"))
+	refusedUnchanged(t, mnt, before, err, "is on a read-only filesystem: remount it read-write")
 }
