@@ -270,6 +270,11 @@ func (in *Install) RestorePrev() (string, error) {
 		if err := in.madeByUpdate(in.Prev(name), fi, uidOf(in.Path(name))); err != nil {
 			return "", err
 		}
+		// Only a swap cut short leaves a .prev that is still the live
+		// file; otherwise it holds no previous version at all.
+		if cur, err := os.Lstat(in.Path(name)); err == nil && os.SameFile(fi, cur) && j.State != StateSwapping && j.State != StateRollingBack {
+			return "", refused("%s is the same file as %s (the journal says %q), so it holds no previous version: remove it, or reinstall the version you want with install.sh (`--version vX.Y.Z`)", in.Prev(name), in.Path(name), j.State)
+		}
 	}
 	if len(missing) > 0 && j.State != StateRollingBack {
 		if len(missing) == len(Binaries) {

@@ -271,3 +271,22 @@ func TestSwapAfterAnInterruptedLinkingLeavesNoTemporaryFiles(t *testing.T) {
 		t.Errorf("left behind: %q", left)
 	}
 }
+
+// A .prev that is the live binary itself (a hard link made by hand, or a
+// journal that does not match the files) holds no previous version: a
+// rollback outside an interrupted swap refuses it rather than "rolling
+// back" to the same binaries under the journal's older version.
+func TestRestorePrevRefusesAPrevThatIsTheLiveBinary(t *testing.T) {
+	in := newInstall(t, "v2")
+	for _, n := range Binaries {
+		if err := os.Link(in.Path(n), in.Prev(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.writeJournal(Journal{From: "v1", To: "v2", State: StateDone}); err != nil {
+		t.Fatal(err)
+	}
+	before := treestate.Snapshot(t, in.Dir)
+	_, err := in.RestorePrev()
+	refusedUnchanged(t, in.Dir, before, err, "so it holds no previous version")
+}
