@@ -262,6 +262,9 @@ func (a *app) updateInstall(ctx context.Context, o updateOpts) error {
 	if err != nil {
 		return err
 	}
+	if resume && o.version != "" && o.version != j.To {
+		return &update.RefusedError{Reason: fmt.Sprintf("an earlier update to %s was interrupted after its binaries were replaced: finish it first with `banger update` (or undo it with `banger update --rollback`), then install %s", j.To, o.version)}
+	}
 	if resume {
 		return a.updateResume(ctx, o, in, svc, was, j)
 	}

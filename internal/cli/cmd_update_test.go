@@ -347,6 +347,13 @@ func TestUpdateResumesAnUpdateKilledAfterItsSwap(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	before := treestate.Snapshot(t, e.dir)
+	if _, stderr, code := e.run(t, "update", "--yes", "--version", "v9.9.9"); code != cli.ExitFailure || !strings.Contains(stderr, "finish it first with `banger update`") {
+		t.Fatalf("another --version over a swapped update: exit %d, %q", code, stderr)
+	}
+	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
+		t.Fatal("a refused update changed the install")
+	}
 	out, stderr, code := e.run(t, "update", "--yes")
 	if code != 0 || !strings.Contains(out, "the interrupted update to dev is finished in "+e.dir) || !strings.Contains(out, "answered its check and was stopped again") {
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
@@ -368,7 +375,7 @@ func TestUpdateResumesAnUpdateKilledAfterItsSwap(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	before := treestate.Snapshot(t, e.dir)
+	before = treestate.Snapshot(t, e.dir)
 	if _, stderr, code := e.run(t, "update", "--yes"); code != cli.ExitFailure || !strings.Contains(stderr, "interrupted after its binaries were replaced, but this banger is dev, not v0.0.2: run `banger update --rollback` to put v0.0.1 back; nothing was changed") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
