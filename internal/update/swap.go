@@ -207,6 +207,14 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		// Root copying a user's binary keeps it theirs: put back by a
+		// rollback, it must not become root's.
+		if err := out.Chown(int(st.Uid), int(st.Gid)); err != nil {
+			out.Close()
+			return err
+		}
+	}
 	if _, err := io.Copy(out, in); err != nil {
 		out.Close()
 		return err

@@ -214,6 +214,19 @@ func TestKeepPrevCopiesWhenLinkIsRefused(t *testing.T) {
 	if err := copyFile(src, filepath.Join(dir, "copy")); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("copyFile over an existing file: %v", err)
 	}
+	if os.Geteuid() == 0 {
+		// Root copies a user's binary as theirs.
+		if err := os.Chown(src, 54321, 54322); err != nil {
+			t.Fatal(err)
+		}
+		if err := copyFile(src, filepath.Join(dir, "copy2")); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(filepath.Join(dir, "copy2"))
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 54321 || st.Gid != 54322 || fi.Mode().Perm() != 0o755 {
+			t.Errorf("copy owned %d:%d mode %v, want 54321:54322 0755", st.Uid, st.Gid, fi.Mode())
+		}
+	}
 }
 
 // Root updating a user's install (sudo) leaves the new binaries owned as
