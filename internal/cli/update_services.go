@@ -243,6 +243,23 @@ func (s *updateServices) HelperVersion(ctx context.Context) (string, error) {
 	return r.Version, nil
 }
 
+// OtherDaemons lists the bangerds of the install run by other users than
+// the one whose bangerd the update restarts (the sudo user, or this
+// process's), root's excepted: root's bangerd does not use the helper.
+func (s *updateServices) OtherDaemons(context.Context) ([]update.Proc, error) {
+	own := os.Geteuid()
+	if s.sudo != nil {
+		own = int(s.sudo.cred.Uid)
+	}
+	var out []update.Proc
+	for _, p := range update.ProcsOf("/proc", s.in.Path("bangerd")) {
+		if p.UID != own && p.UID != 0 {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 // DaemonPID is the pid the answering bangerd reports, 0 when none answers.
 func (s *updateServices) DaemonPID(ctx context.Context) (int, error) {
 	if s.sudo != nil {

@@ -4,8 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/user"
+	"strconv"
+	"strings"
 	"time"
 )
+
+// userName names uid, or says "uid N".
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return "user " + u.Username
+	}
+	return "uid " + strconv.Itoa(uid)
+}
 
 // Services is what an update restarts. The CLI implements it with its
 // daemon control (rpc) and systemctl; tests record the calls.
@@ -28,6 +39,10 @@ type Services interface {
 	// DaemonPID returns the pid of the bangerd that answers now, 0 when
 	// none does.
 	DaemonPID(ctx context.Context) (int, error)
+	// OtherDaemons lists the bangerds of the install that the update does
+	// not restart: run by users other than the one whose bangerd it
+	// restarts, and other than root (whose bangerd needs no helper).
+	OtherDaemons(ctx context.Context) ([]Proc, error)
 }
 
 // Bounds of the health checks after a restart.
@@ -58,6 +73,21 @@ func Survey(ctx context.Context, svc Services, euid int, sudoCmd string) (Runnin
 	}
 	if r.Helper && euid != 0 {
 		return r, refused("banger-helper.service runs and must be restarted on the new bangerd, which needs root: run `%s`", sudoCmd)
+	}
+	if r.Helper {
+		// Restarting the helper would leave another user's bangerd, still
+		// the old build, talking to a helper of the new one.
+		others, err := svc.OtherDaemons(ctx)
+		if err != nil {
+			return r, fmt.Errorf("look for other users' bangerd: %w", err)
+		}
+		if len(others) > 0 {
+			var who []string
+			for _, p := range others {
+				who = append(who, fmt.Sprintf("%s (pid %d)", userName(p.UID), p.PID))
+			}
+			return r, refused("bangerd of this install also runs as %s: restarting banger-helper.service would leave it talking to a helper of another build; have it stopped first (`banger daemon stop` as that user; its VMs keep running), then update", strings.Join(who, ", "))
+		}
 	}
 	if !r.Helper {
 		// A helper that answers while its unit is not active was started

@@ -28,6 +28,7 @@ type fakeServices struct {
 	crash        map[string]bool // a started version that answers once, then dies
 	respawn      map[string]bool // ... and is started again by its unit
 	strayHelper  string          // a helper that answers outside its unit
+	others       []Proc          // other users' bangerds of the install
 	pid          int             // of the running bangerd
 	pidAsked     int             // DaemonPID calls since the last start
 }
@@ -44,6 +45,7 @@ func (f *fakeServices) StopDaemon(context.Context) error {
 	f.daemon = ""
 	return nil
 }
+func (f *fakeServices) OtherDaemons(context.Context) ([]Proc, error) { return f.others, nil }
 func (f *fakeServices) DaemonPID(context.Context) (int, error) {
 	if f.pidAsked++; f.pidAsked > 1 && f.respawn[f.daemon] {
 		f.pid++
@@ -159,6 +161,21 @@ func TestSurveyRefusesAHelperRunningOutsideItsUnit(t *testing.T) {
 	}
 	if len(f.calls) != 0 {
 		t.Fatalf("Survey changed something: %q", f.calls)
+	}
+}
+
+func TestSurveyRefusesWhenOtherUsersRunThisBangerd(t *testing.T) {
+	in := newInstall(t, "v1")
+	f := &fakeServices{in: in, daemon: "v1", helper: "v1", others: []Proc{{PID: 4242, UID: 54321}}}
+	_, err := Survey(context.Background(), f, 0, "sudo banger update")
+	var re *RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "bangerd of this install also runs as uid 54321 (pid 4242): restarting banger-helper.service would leave it talking to a helper of another build") {
+		t.Fatalf("Survey: %v", err)
+	}
+	// Without the helper there is nothing they could meet: no refusal.
+	f = &fakeServices{in: in, daemon: "v1", others: []Proc{{PID: 4242, UID: 54321}}}
+	if _, err := Survey(context.Background(), f, 0, "sudo banger update"); err != nil {
+		t.Fatalf("Survey without the helper: %v", err)
 	}
 }
 
