@@ -122,6 +122,13 @@ func plainVersion(v string) bool {
 }
 
 func (in *Install) writeJournal(j Journal) error {
+	// A version ReadJournal would refuse (a build stamped with an odd
+	// string) is written as unknown, so that the journal stays readable.
+	for _, v := range []*string{&j.From, &j.To} {
+		if !plainVersion(*v) {
+			*v = ""
+		}
+	}
 	data, _ := json.Marshal(j)
 	if err := atomicfile.WriteFile(in.Path(JournalFile), append(data, '\n'), atomicfile.Mode(0o644)); err != nil {
 		return fmt.Errorf("write the update journal in %s: %w", in.Dir, err)

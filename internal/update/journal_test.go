@@ -160,3 +160,17 @@ func TestJournalOfALaterVersionIsRead(t *testing.T) {
 		t.Fatalf("Interrupted: %v", err)
 	}
 }
+
+// A build stamped with a version the reader would refuse does not make a
+// journal that blocks the next update: the odd version is written as
+// unknown.
+func TestJournalOfAnOddBuildVersionStaysReadable(t *testing.T) {
+	in := newInstall(t, "v1")
+	if err := in.writeJournal(Journal{From: "(devel) build/42", To: "v0.3.1", State: StateDone}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := in.ReadJournal()
+	if err != nil || j != (Journal{From: "", To: "v0.3.1", State: StateDone}) {
+		t.Fatalf("ReadJournal = %+v, %v", j, err)
+	}
+}
