@@ -161,6 +161,42 @@ func TestStageIsPrivateAndClearsStaleOnes(t *testing.T) {
 	}
 }
 
+// What only looks like a stale staging directory is left alone: a
+// symbolic link (never followed) and another user's directory.
+func TestStageLeavesWhatNoUpdateMade(t *testing.T) {
+	in := newInstall(t, "v1")
+	victim := t.TempDir()
+	writeBin(t, filepath.Join(victim, "precious"), "keep")
+	if err := os.Symlink(victim, filepath.Join(in.Dir, stagePrefix+"link")); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(in.Dir, stagePrefix+"other")
+	if os.Geteuid() == 0 {
+		if err := os.Mkdir(other, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(other, 54321, 54321); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := in.Stage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if read(t, filepath.Join(victim, "precious")) != "keep" {
+		t.Error("the link was followed")
+	}
+	if _, err := os.Lstat(filepath.Join(in.Dir, stagePrefix+"link")); err != nil {
+		t.Errorf("the link was removed: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if _, err := os.Stat(other); err != nil {
+			t.Errorf("another user's directory was removed: %v", err)
+		}
+	}
+}
+
 // An install on a read-only filesystem (a real tmpfs remounted ro) is
 // refused by Locate, with what to do.
 func TestLocateRefusesAReadOnlyFilesystem(t *testing.T) {

@@ -148,17 +148,29 @@ func (in *Install) madeByUpdate(p string, fi fs.FileInfo, owner int) error {
 	case !fi.Mode().IsRegular():
 		return refused("%s is not a regular file, which an update never makes: remove it and check the install", p)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
+	if in.ownedByUpdater(fi) {
 		return nil
 	}
-	if st.Uid == 0 || int(st.Uid) == os.Geteuid() || int(st.Uid) == owner {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == owner {
 		return nil
-	}
-	if d, err := os.Stat(in.Dir); err == nil {
-		if ds, ok := d.Sys().(*syscall.Stat_t); ok && ds.Uid == st.Uid {
-			return nil
-		}
 	}
 	return refused("%s is owned by %s, neither root, you nor the owner of %s, so no update of this install made it: remove it (`rm %s`) and check the install", p, ownerOf(p), in.Dir, p)
+}
+
+// ownedByUpdater reports whether fi is owned by root, this process's user
+// or the install directory's owner: those an update runs as.
+func (in *Install) ownedByUpdater(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true
+	}
+	if st.Uid == 0 || int(st.Uid) == os.Geteuid() {
+		return true
+	}
+	d, err := os.Stat(in.Dir)
+	if err != nil {
+		return false
+	}
+	ds, ok := d.Sys().(*syscall.Stat_t)
+	return ok && ds.Uid == st.Uid
 }

@@ -58,7 +58,8 @@ func (in *Install) Lock() (unlock func(), err error) {
 func (in *Install) lockFile() (*os.File, error) {
 	p := in.Path(LockFile)
 	for range 10 {
-		f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		// O_NONBLOCK: a FIFO planted at the name must not hang the open.
+		f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, refused("%s is a symbolic link, which an update never makes: remove it (`rm %s`)", p, p)
 		}

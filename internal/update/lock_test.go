@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"banger/internal/testutil/treestate"
 )
@@ -49,6 +50,21 @@ func TestLockRefusesAPlantedLockFile(t *testing.T) {
 		refusedUnchanged(t, in.Dir, before, err, "is a symbolic link")
 		if _, err := os.Lstat(target); !os.IsNotExist(err) {
 			t.Errorf("the link was followed: %v", err)
+		}
+	})
+	t.Run("a FIFO", func(t *testing.T) {
+		in := newInstall(t, "v1")
+		if err := syscall.Mkfifo(in.Path(LockFile), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		before := treestate.Snapshot(t, in.Dir)
+		done := make(chan error, 1)
+		go func() { _, err := in.Lock(); done <- err }()
+		select {
+		case err := <-done:
+			refusedUnchanged(t, in.Dir, before, err, "is not a regular file")
+		case <-time.After(5 * time.Second):
+			t.Fatal("Lock hung on a FIFO")
 		}
 	})
 	t.Run("owned by another user", func(t *testing.T) {

@@ -75,7 +75,9 @@ func orUnknown(v string) string {
 func (in *Install) Stage() (string, error) {
 	if old, err := filepath.Glob(filepath.Join(in.Dir, stagePrefix+"*")); err == nil {
 		for _, o := range old {
-			if fi, err := os.Lstat(o); err == nil && fi.IsDir() {
+			// Only a directory an update can have made: another user's
+			// (in a shared directory) is left alone.
+			if fi, err := os.Lstat(o); err == nil && fi.IsDir() && in.ownedByUpdater(fi) {
 				_ = os.RemoveAll(o)
 			}
 		}
