@@ -549,3 +549,49 @@ func TestUpdateInterruptedDuringItsRestartRollsBack(t *testing.T) {
 		t.Errorf("journal %s", b)
 	}
 }
+
+// A user running `banger update` on a root-owned install is refused, with
+// the sudo command and "nothing was changed", before anything is touched
+// (no lock file, no staging directory, no journal).
+func TestUpdateAsAUserOfARootInstall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to own the install and run banger as another user")
+	}
+	dir, err := os.MkdirTemp("", "banger-rootinstall-") // t.TempDir's parent is 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range update.Binaries {
+		testutil.CopyTestBinary(t, dir, n)
+	}
+	home, err := os.MkdirTemp("", "banger-userhome-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	if err := os.Chown(home, 54321, 54321); err != nil {
+		t.Fatal(err)
+	}
+	before := treestate.Snapshot(t, dir)
+	for _, args := range [][]string{{"update", "--yes"}, {"update", "--rollback", "--yes"}} {
+		cmd := exec.Command(filepath.Join(dir, "banger"), args...)
+		cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "XDG_RUNTIME_DIR=" + home, "NO_COLOR=1"}
+		cmd.Dir = home
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 54321, Gid: 54321}}
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		err := cmd.Run()
+		var ee *exec.ExitError
+		want := "cannot write " + dir + " (owned by root): run the update as root (`sudo " + filepath.Join(dir, "banger") + " update`); nothing was changed"
+		if !errors.As(err, &ee) || ee.ExitCode() != cli.ExitFailure || !strings.Contains(errb.String(), want) {
+			t.Fatalf("%v as uid 54321: %v, stderr %q; want %q", args, err, errb.String(), want)
+		}
+	}
+	if after := treestate.Snapshot(t, dir); !reflect.DeepEqual(before, after) {
+		t.Fatal("a refused update changed the install")
+	}
+}
