@@ -595,3 +595,29 @@ func TestUpdateAsAUserOfARootInstall(t *testing.T) {
 		t.Fatal("a refused update changed the install")
 	}
 }
+
+// Two updates at once: the second is refused at once, changing nothing.
+func TestUpdateRefusesASecondUpdate(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	in, err := update.Locate(filepath.Join(e.dir, "banger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := in.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := treestate.Snapshot(t, e.dir)
+	for _, args := range [][]string{{"update", "--yes"}, {"update", "--rollback", "--yes"}} {
+		if _, stderr, code := e.run(t, args...); code != cli.ExitFailure || !strings.Contains(stderr, "another `banger update` is running on "+e.dir+": wait for it to finish; nothing was changed") {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
+		t.Fatal("a refused update changed the install")
+	}
+	unlock()
+	if _, err := os.Lstat(filepath.Join(e.dir, update.LockFile)); !os.IsNotExist(err) {
+		t.Errorf("the lock file outlived the update: %v", err)
+	}
+}
