@@ -310,7 +310,7 @@ func (in *Install) RestorePrev() (string, error) {
 			}
 			continue
 		}
-		if err := os.Rename(prev, in.Path(name)); err != nil {
+		if err := rename(prev, in.Path(name)); err != nil {
 			return "", fmt.Errorf("put %s back as %s: %w", prev, in.Path(name), err)
 		}
 	}

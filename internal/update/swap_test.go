@@ -2,6 +2,7 @@ package update
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -302,4 +303,59 @@ func TestRestorePrevRefusesAPrevThatIsTheLiveBinary(t *testing.T) {
 	before := treestate.Snapshot(t, in.Dir)
 	_, err := in.RestorePrev()
 	refusedUnchanged(t, in.Dir, before, err, "so it holds no previous version")
+}
+
+// A kill at any rename of a swap or of a rollback: before each rename
+// every binary exists (never a moment without one), and the state left by
+// stopping there is put back whole by RestorePrev (run again when the
+// rollback itself was the one stopped).
+func TestKillAtEveryRename(t *testing.T) {
+	errKilled := errors.New("killed")
+	checkWhole := func(t *testing.T, in *Install) {
+		t.Helper()
+		for _, n := range Binaries {
+			if _, err := os.Lstat(in.Path(n)); err != nil {
+				t.Fatalf("%s missing at a rename: %v", n, err)
+			}
+		}
+	}
+	for swapKill := 1; swapKill <= len(Binaries)+1; swapKill++ {
+		for rollKill := 0; rollKill <= len(Binaries); rollKill++ {
+			t.Run(fmt.Sprintf("swap killed at rename %d, rollback at %d", swapKill, rollKill), func(t *testing.T) {
+				in := newInstall(t, "v1")
+				staged := stage(t, in, "v2")
+				n, killAt := 0, swapKill
+				rename = func(a, b string) error {
+					checkWhole(t, in)
+					if n++; n == killAt {
+						return errKilled
+					}
+					return os.Rename(a, b)
+				}
+				t.Cleanup(func() { rename = os.Rename })
+				err := in.Swap(staged, "v1", "v2")
+				if swapKill <= len(Binaries) && !errors.Is(err, errKilled) {
+					t.Fatalf("Swap: %v", err)
+				}
+				// The rollback, itself killed at rename rollKill (0: not).
+				n, killAt = 0, rollKill
+				if _, err := in.RestorePrev(); rollKill > 0 && err != nil && !errors.Is(err, errKilled) {
+					t.Fatalf("first RestorePrev: %v", err)
+				}
+				rename = func(a, b string) error { checkWhole(t, in); return os.Rename(a, b) }
+				if rollKill > 0 {
+					if j, _ := in.ReadJournal(); j.State == StateRollingBack {
+						if _, err := in.RestorePrev(); err != nil {
+							t.Fatalf("second RestorePrev: %v", err)
+						}
+					}
+				}
+				for _, name := range Binaries {
+					if got := read(t, in.Path(name)); got != "v1 "+name {
+						t.Errorf("%s = %q after the rollback", name, got)
+					}
+				}
+			})
+		}
+	}
 }
