@@ -472,7 +472,7 @@ func (a *app) updateRollback(ctx context.Context, o updateOpts) error {
 		return err
 	}
 	restored := j.State == update.StateRestored && !in.HasPrev()
-	if !in.HasPrev() && j.State != update.StateRollingBack && !restored {
+	if j.State == update.StateLinking || (!in.HasPrev() && j.State != update.StateRollingBack && !restored) {
 		_, err := in.RestorePrev() // says why there is nothing to restore
 		return err
 	}

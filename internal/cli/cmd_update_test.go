@@ -621,3 +621,22 @@ func TestUpdateRefusesASecondUpdate(t *testing.T) {
 		t.Errorf("the lock file outlived the update: %v", err)
 	}
 }
+
+// A rollback over an update killed while linking says at once, without
+// asking first, that there is nothing to roll back.
+func TestUpdateRollbackAfterAKillWhileLinking(t *testing.T) {
+	e := newUpdateEnv(t, filepath.Join(t.TempDir(), "bin"))
+	markBinaries(t, e.dir, update.PrevSuffix, "old")
+	j, _ := json.Marshal(update.Journal{From: "dev", To: "v0.0.2", State: update.StateLinking})
+	if err := os.WriteFile(filepath.Join(e.dir, update.JournalFile), j, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := treestate.Snapshot(t, e.dir)
+	// No --yes and no terminal: a question would be refused with "add --yes".
+	if _, stderr, code := e.run(t, "update", "--rollback"); code != cli.ExitFailure || !strings.Contains(stderr, "had not replaced any binary yet, so there is nothing to roll back; run `banger update` again; nothing was changed") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if after := treestate.Snapshot(t, e.dir); !reflect.DeepEqual(before, after) {
+		t.Fatal("a refused rollback changed the install")
+	}
+}
