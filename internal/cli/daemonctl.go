@@ -209,6 +209,12 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 			if err == nil {
 				return c, v, nil
 			}
+			if ctx.Err() != nil {
+				// Cancelled or out of time during the probe: the same as
+				// the ctx.Done case above.
+				a.killUnanswered(cmd, exited)
+				return nil, rpc.VersionInfo{}, ctx.Err()
+			}
 			var unreachable *rpc.DaemonUnreachableError
 			if !errors.As(err, &unreachable) {
 				return nil, v, err
