@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -241,7 +243,15 @@ func (a *app) updateInstall(ctx context.Context, o updateOpts) error {
 		return err
 	}
 	defer unlock()
-	if err := in.Interrupted(); err != nil {
+	j, err := in.ReadJournal()
+	if err != nil {
+		return err
+	}
+	resume := j.State == update.StateSwapped && j.To == buildinfo.Version
+	if j.State == update.StateSwapped && !resume {
+		return &update.RefusedError{Reason: fmt.Sprintf("an earlier update from %s to %s was interrupted after its binaries were replaced, but this banger is %s, not %s: run `banger update --rollback` to put %s back", orWord(j.From, "the previous version"), j.To, buildinfo.Version, j.To, orWord(j.From, "the previous version"))}
+	}
+	if err := in.Interrupted(); err != nil && !resume {
 		return err
 	}
 	svc, err := a.newUpdateServices(in)
@@ -251,6 +261,12 @@ func (a *app) updateInstall(ctx context.Context, o updateOpts) error {
 	was, err := update.Survey(ctx, svc, os.Geteuid(), sudoCommand(in, o))
 	if err != nil {
 		return err
+	}
+	if resume && o.version != "" && o.version != j.To {
+		return &update.RefusedError{Reason: fmt.Sprintf("an earlier update to %s was interrupted after its binaries were replaced: finish it first with `banger update` (or undo it with `banger update --rollback`), then install %s", j.To, o.version)}
+	}
+	if resume {
+		return a.updateResume(ctx, o, in, svc, was, j)
 	}
 	src, err := a.releaseSource()
 	if err != nil {
@@ -276,6 +292,10 @@ func (a *app) updateInstall(ctx context.Context, o updateOpts) error {
 	if err := a.confirm(o, fmt.Sprintf("Replace banger %s with %s in %s, and restart bangerd%s?", buildinfo.Version, target, in.Dir, helperNote(was))); err != nil {
 		return err
 	}
+	// From here on, Ctrl-C or SIGTERM cancels ctx: a download stops and
+	// its files are removed; a restart under way is rolled back.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	staged, units, cleanup, err := a.fetchRelease(ctx, src, in, target)
 	if cleanup != nil {
 		defer cleanup()
@@ -363,6 +383,9 @@ func (a *app) fetchRelease(ctx context.Context, src *release.Source, in *update.
 	rep := newDownloadReporter(a, name)
 	err = src.Download(ctx, rel, name, release.MaxArchiveSize, archive, rep)
 	rep.finish(err)
+	if err != nil && ctx.Err() != nil {
+		return nil, nil, cleanup, fmt.Errorf("interrupted while downloading %s; nothing was changed", name)
+	}
 	if err != nil {
 		return nil, nil, cleanup, err // it names the file, and says nothing was installed
 	}
@@ -374,7 +397,7 @@ func (a *app) fetchRelease(ctx context.Context, src *release.Source, in *update.
 	}
 	files, err := release.Extract(archive, stage)
 	if err != nil {
-		return nil, nil, cleanup, fmt.Errorf("unpack %s: %w", name, err)
+		return nil, nil, cleanup, fmt.Errorf("unpack %s into %s: %w; nothing was changed", name, in.Dir, err)
 	}
 	staged, units = map[string]string{}, map[string]string{}
 	for _, b := range update.Binaries {
@@ -448,7 +471,8 @@ func (a *app) updateRollback(ctx context.Context, o updateOpts) error {
 	if err != nil {
 		return err
 	}
-	if !in.HasPrev() && j.State != update.StateRollingBack {
+	restored := j.State == update.StateRestored && !in.HasPrev()
+	if j.State == update.StateLinking || (!in.HasPrev() && j.State != update.StateRollingBack && !restored) {
 		_, err := in.RestorePrev() // says why there is nothing to restore
 		return err
 	}
@@ -456,15 +480,30 @@ func (a *app) updateRollback(ctx context.Context, o updateOpts) error {
 	if back == "" {
 		back = "the previous version (the update journal does not say which)"
 	}
-	if err := a.confirm(o, fmt.Sprintf("Put back %s in %s, and restart bangerd%s?", back, in.Dir, helperNote(was))); err != nil {
+	question := fmt.Sprintf("Put back %s in %s, and restart bangerd%s?", back, in.Dir, helperNote(was))
+	if restored {
+		question = fmt.Sprintf("The binaries of %s are back in %s but were not brought up. Restart bangerd%s on them?", back, in.Dir, helperNote(was))
+	}
+	if err := a.confirm(o, question); err != nil {
 		return err
 	}
-	from, err := in.RestorePrev()
-	if err != nil {
-		return err
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	from := j.From
+	if !restored {
+		if from, err = in.RestorePrev(); err != nil {
+			return err
+		}
 	}
 	if err := update.BringUp(ctx, svc, was, from); err != nil {
-		return fmt.Errorf("the binaries of %s are back in %s, but bringing them up failed: %w", back, in.Dir, err)
+		forward := ""
+		if j.To != "" {
+			forward = fmt.Sprintf(", or go forward again with `banger update --version %s`", j.To)
+		}
+		return fmt.Errorf("the binaries of %s are back in %s, but bringing them up failed: fix what follows and run `banger update --rollback` again to bring them up%s; what failed: %w", back, in.Dir, forward, err)
+	}
+	if err := in.MarkRolledBack(); err != nil {
+		return err
 	}
 	fmt.Fprintf(a.stdout, "rolled back to %s in %s\n", back, in.Dir)
 	a.reportRunning(ctx, svc, was, orWord(from, "the previous version"))
@@ -476,4 +515,21 @@ func orWord(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// updateResume brings up the binaries of an update that was killed after
+// its swap (journal "swapped", this banger is the new one), or rolls back
+// when they do not come up.
+func (a *app) updateResume(ctx context.Context, o updateOpts, in *update.Install, svc *updateServices, was update.Running, j update.Journal) error {
+	if err := a.confirm(o, fmt.Sprintf("An update from %s to %s in %s was interrupted after its binaries were replaced. Bring %s up now (restart bangerd%s)?", orWord(j.From, "the previous version"), j.To, in.Dir, j.To, helperNote(was))); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := update.Resume(ctx, in, svc, was); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "the interrupted update to %s is finished in %s; the previous binaries are kept as <name>.prev (`banger update --rollback` puts them back)\n", j.To, in.Dir)
+	a.reportRunning(ctx, svc, was, j.To)
+	return nil
 }

@@ -135,6 +135,16 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 	if err != nil {
 		return nil, rpc.VersionInfo{}, err
 	}
+	release, waited, err := a.waitForUpdate(ctx, bin)
+	if err != nil {
+		return nil, rpc.VersionInfo{}, err
+	}
+	defer release()
+	if waited {
+		if c, v, err := a.probe(ctx); err == nil {
+			return c, v, nil // the update started the new bangerd
+		}
+	}
 	l, err := a.config()
 	if err != nil {
 		return nil, rpc.VersionInfo{}, err
@@ -198,6 +208,12 @@ func (a *app) startDaemon(ctx context.Context) (*rpc.Client, rpc.VersionInfo, er
 			c, v, err := a.probe(ctx)
 			if err == nil {
 				return c, v, nil
+			}
+			if ctx.Err() != nil {
+				// Cancelled or out of time during the probe: the same as
+				// the ctx.Done case above.
+				a.killUnanswered(cmd, exited)
+				return nil, rpc.VersionInfo{}, ctx.Err()
 			}
 			var unreachable *rpc.DaemonUnreachableError
 			if !errors.As(err, &unreachable) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -89,7 +90,7 @@ func sudoUserOf(getenv func(string) string) (*sudoUser, error) {
 			}
 		}
 	}
-	env := []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username, "PATH=" + os.Getenv("PATH"), "NO_COLOR=1"}
+	env := []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username, "PATH=" + os.Getenv("PATH"), "NO_COLOR=1", updateLockEnv + "=1"}
 	if run := "/run/user/" + u.Uid; isDir(run) {
 		env = append(env, "XDG_RUNTIME_DIR="+run)
 	}
@@ -242,6 +243,44 @@ func (s *updateServices) HelperVersion(ctx context.Context) (string, error) {
 	return r.Version, nil
 }
 
+// OtherDaemons lists the bangerds of the install run by other users than
+// the one whose bangerd the update restarts (the sudo user, or this
+// process's), root's excepted: root's bangerd does not use the helper.
+func (s *updateServices) OtherDaemons(context.Context) ([]update.Proc, error) {
+	own := os.Geteuid()
+	if s.sudo != nil {
+		own = int(s.sudo.cred.Uid)
+	}
+	var out []update.Proc
+	for _, p := range update.ProcsOf("/proc", s.in.Path("bangerd")) {
+		if p.UID != own && p.UID != 0 {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// DaemonPID is the pid the answering bangerd reports, 0 when none answers.
+func (s *updateServices) DaemonPID(ctx context.Context) (int, error) {
+	if s.sudo != nil {
+		v, ok, err := s.userDaemon(ctx)
+		if err != nil || !ok {
+			return 0, err
+		}
+		return v.PID, nil
+	}
+	c, v, err := s.a.probe(ctx)
+	var unreachable *rpc.DaemonUnreachableError
+	if errors.As(err, &unreachable) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	c.Close()
+	return v.PID, nil
+}
+
 // StartDaemon starts the install's bangerd (through its user unit when
 // that ran it) and returns the version it answers with.
 func (s *updateServices) StartDaemon(ctx context.Context) (string, error) {
@@ -277,6 +316,67 @@ func (s *updateServices) StartDaemon(ctx context.Context) (string, error) {
 		case <-ctx.Done():
 			logPath, _ := s.a.logPath()
 			return "", fmt.Errorf("%s started but bangerd did not answer: %w (see `journalctl --user -u %s`)%s", daemonUnit, err, daemonUnit, logTail(logPath))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// updateLockEnv, set in the environment of the `banger daemon start` that
+// a `sudo banger update` runs as the user, says that the update holding
+// the install's lock is the one starting bangerd.
+const updateLockEnv = "BANGER_UPDATE_STARTS_DAEMON"
+
+// updateWait bounds how long a daemon start waits for an update of its
+// install to finish.
+var updateWait = 2 * time.Minute
+
+// waitForUpdate holds a shared lock on the directory of bin while bangerd
+// starts. `banger update` holds it exclusively for its whole run: a
+// bangerd started meanwhile (by another banger command) could be the new
+// one and meet the helper of the old build before the update restarts it,
+// or an old one that the update, not seeing it yet, leaves running beside
+// a restarted helper. So a start waits for the update to finish (and waited
+// says so: the update may have started bangerd itself). Anyone who can
+// read the directory can flock it, so a held lock alone is not waited on:
+// the install's journal (which only its owner or root can write) must
+// also say that an update is under way. The update's own starts do not
+// wait. A directory that cannot be opened is not waited on.
+func (a *app) waitForUpdate(ctx context.Context, bin string) (release func(), waited bool, err error) {
+	none := func() {}
+	if a.killHungDaemon || a.getenv(updateLockEnv) != "" {
+		return none, false, nil
+	}
+	dir := filepath.Dir(bin)
+	d, err := os.Open(dir)
+	if err != nil {
+		return none, false, nil
+	}
+	deadline := time.NewTimer(updateWait)
+	defer deadline.Stop()
+	for {
+		err := syscall.Flock(int(d.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		switch {
+		case err == nil:
+			return func() { d.Close() }, waited, nil
+		case !errors.Is(err, syscall.EWOULDBLOCK):
+			d.Close()
+			return none, waited, nil
+		}
+		if j, err := (&update.Install{Dir: dir}).ReadJournal(); err != nil || !j.UnderWay() {
+			d.Close()
+			return none, waited, nil
+		}
+		if !waited && !a.quiet {
+			fmt.Fprintf(a.stderr, "Waiting for `banger update` in %s to finish before starting bangerd...\n", dir)
+		}
+		waited = true
+		select {
+		case <-ctx.Done():
+			d.Close()
+			return none, true, ctx.Err()
+		case <-deadline.C:
+			d.Close()
+			return none, true, fmt.Errorf("bangerd was not started: `banger update` has been replacing it in %s for %s; try again when it is done", dir, updateWait)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

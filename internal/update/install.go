@@ -67,7 +67,7 @@ func Locate(exe string) (*Install, error) {
 		case fi.Mode()&fs.ModeSymlink != 0:
 			return nil, refused("%s is a symbolic link: update the install it points to, by running the banger there", p)
 		case !fi.Mode().IsRegular():
-			return nil, refused("%s is not a regular file", p)
+			return nil, refused("%s is not a regular file: an install keeps banger, bangerd and banger-vsock-agent as files in one directory; reinstall with install.sh", p)
 		}
 	}
 	if err := writable(dir); err != nil {
@@ -99,7 +99,7 @@ func writable(dir string) error {
 			continue
 		}
 		if errors.Is(err, syscall.EROFS) {
-			return refused("%s is on a read-only filesystem", p)
+			return refused("%s is on a read-only filesystem: remount it read-write, or update the image it is built into", p)
 		}
 		owner := ownerOf(p)
 		if os.Geteuid() != 0 {
@@ -109,7 +109,7 @@ func writable(dir string) error {
 			}
 			return refused("cannot write %s (owned by %s): run the update as root (`sudo %s update`)%s", p, owner, filepath.Join(dir, "banger"), also)
 		}
-		return refused("cannot write %s (owned by %s): %v", p, owner, err)
+		return refused("cannot write %s (owned by %s) even as root (%v): check its attributes (`lsattr`) and how its filesystem is mounted", p, owner, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package update
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -158,4 +159,62 @@ func TestStageIsPrivateAndClearsStaleOnes(t *testing.T) {
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Fatalf("stale staging dir left: %v", err)
 	}
+}
+
+// What only looks like a stale staging directory is left alone: a
+// symbolic link (never followed) and another user's directory.
+func TestStageLeavesWhatNoUpdateMade(t *testing.T) {
+	in := newInstall(t, "v1")
+	victim := t.TempDir()
+	writeBin(t, filepath.Join(victim, "precious"), "keep")
+	if err := os.Symlink(victim, filepath.Join(in.Dir, stagePrefix+"link")); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(in.Dir, stagePrefix+"other")
+	if os.Geteuid() == 0 {
+		if err := os.Mkdir(other, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(other, 54321, 54321); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := in.Stage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if read(t, filepath.Join(victim, "precious")) != "keep" {
+		t.Error("the link was followed")
+	}
+	if _, err := os.Lstat(filepath.Join(in.Dir, stagePrefix+"link")); err != nil {
+		t.Errorf("the link was removed: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if _, err := os.Stat(other); err != nil {
+			t.Errorf("another user's directory was removed: %v", err)
+		}
+	}
+}
+
+// An install on a read-only filesystem (a real tmpfs remounted ro) is
+// refused by Locate, with what to do.
+func TestLocateRefusesAReadOnlyFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	for _, n := range Binaries {
+		writeBin(t, filepath.Join(mnt, n), "v1 "+n)
+	}
+	if out, err := exec.Command("mount", "-o", "remount,ro", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot remount read-only: %v %s", err, out)
+	}
+	before := treestate.Snapshot(t, mnt)
+	_, err := Locate(filepath.Join(mnt, "banger"))
+	refusedUnchanged(t, mnt, before, err, "is on a read-only filesystem: remount it read-write")
 }

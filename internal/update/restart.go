@@ -4,8 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/user"
+	"strconv"
+	"strings"
 	"time"
 )
+
+// userName names uid, or says "uid N".
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return "user " + u.Username
+	}
+	return "uid " + strconv.Itoa(uid)
+}
 
 // Services is what an update restarts. The CLI implements it with its
 // daemon control (rpc) and systemctl; tests record the calls.
@@ -25,6 +36,13 @@ type Services interface {
 	// StartDaemon starts the install's bangerd and returns the version it
 	// answers its health check (the Version call) with.
 	StartDaemon(ctx context.Context) (string, error)
+	// DaemonPID returns the pid of the bangerd that answers now, 0 when
+	// none does.
+	DaemonPID(ctx context.Context) (int, error)
+	// OtherDaemons lists the bangerds of the install that the update does
+	// not restart: run by users other than the one whose bangerd it
+	// restarts, and other than root (whose bangerd needs no helper).
+	OtherDaemons(ctx context.Context) ([]Proc, error)
 }
 
 // Bounds of the health checks after a restart.
@@ -32,6 +50,11 @@ var (
 	HelperTimeout = 20 * time.Second
 	DaemonTimeout = 20 * time.Second
 	pollInterval  = 200 * time.Millisecond
+	// DaemonSettle is how long a bangerd that answered its health check
+	// must keep answering, from the same process, to count as up: one
+	// that crashes just after its first answer (while re-adopting VMs,
+	// say), or that its unit restarts, fails the check.
+	DaemonSettle = 3 * time.Second
 )
 
 // Running is what ran before an update: it decides what is restarted.
@@ -50,6 +73,32 @@ func Survey(ctx context.Context, svc Services, euid int, sudoCmd string) (Runnin
 	}
 	if r.Helper && euid != 0 {
 		return r, refused("banger-helper.service runs and must be restarted on the new bangerd, which needs root: run `%s`", sudoCmd)
+	}
+	if r.Helper {
+		// Restarting the helper would leave another user's bangerd, still
+		// the old build, talking to a helper of the new one.
+		others, err := svc.OtherDaemons(ctx)
+		if err != nil {
+			return r, fmt.Errorf("look for other users' bangerd: %w", err)
+		}
+		if len(others) > 0 {
+			var who []string
+			for _, p := range others {
+				who = append(who, fmt.Sprintf("%s (pid %d)", userName(p.UID), p.PID))
+			}
+			return r, refused("bangerd of this install also runs as %s: restarting banger-helper.service would leave it talking to a helper of another build; have it stopped first (`banger daemon stop` as that user; its VMs keep running), then update", strings.Join(who, ", "))
+		}
+	}
+	if !r.Helper {
+		// A helper that answers while its unit is not active was started
+		// some other way: the update cannot restart it, and the new
+		// bangerd would meet a helper of the old build.
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		v, err := svc.HelperVersion(hctx)
+		cancel()
+		if err == nil {
+			return r, refused("a banger helper (version %s) answers, but banger-helper.service is not active: it was started outside systemd, so the update could not restart it on the new version; stop it, or run it as banger-helper.service, then update again", v)
+		}
 	}
 	if r.Daemon, err = svc.DaemonRunning(ctx); err != nil {
 		return r, fmt.Errorf("ask whether bangerd runs: %w", err)
@@ -107,6 +156,36 @@ func Restart(ctx context.Context, svc Services, was Running, want string, startD
 	if want != "" && got != want {
 		return &StepError{"check bangerd", fmt.Errorf("it answers as version %s, not %s", got, want)}
 	}
+	if err := settle(ctx, svc); err != nil {
+		return &StepError{"check bangerd", err}
+	}
+	return nil
+}
+
+// settle checks that the bangerd that just answered still answers, from
+// the same process, DaemonSettle later.
+func settle(ctx context.Context, svc Services) error {
+	first, err := svc.DaemonPID(ctx)
+	if err != nil {
+		return err
+	}
+	if first == 0 {
+		return errors.New("it answered once, then stopped answering: it crashed at start")
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(DaemonSettle):
+	}
+	now, err := svc.DaemonPID(ctx)
+	switch {
+	case err != nil:
+		return err
+	case now == 0:
+		return fmt.Errorf("it answered, then stopped answering within %s: it crashed after its start", DaemonSettle)
+	case now != first:
+		return fmt.Errorf("it answered as pid %d, then as pid %d within %s: it crashed and was restarted", first, now, DaemonSettle)
+	}
 	return nil
 }
 
@@ -144,17 +223,33 @@ type FailedError struct {
 	Err         error // what failed with the new version
 	RollbackErr error // putting the .prev binaries back
 	RestartErr  error // bringing the old version up again
+	// NotSwapped: the update stopped before it replaced any binary, so
+	// nothing was put back or restarted.
+	NotSwapped bool
+	// SwapFailed: the update stopped while replacing the binaries, before
+	// it restarted anything; the old binaries were put back.
+	SwapFailed bool
+	// Interrupted: a signal (Ctrl-C, SIGTERM) stopped the update while the
+	// new version was being brought up.
+	Interrupted bool
 }
 
 func (e *FailedError) Error() string {
 	// What failed goes last: it may end with the daemon log's tail.
+	from := orUnknown(e.From)
 	switch {
+	case e.NotSwapped:
+		return fmt.Sprintf("the update to %s stopped before it replaced any binary, so %s is untouched and nothing was restarted; what failed: %v", e.To, from, e.Err)
 	case e.RollbackErr != nil:
-		return fmt.Sprintf("the update to %s did not come up, and putting %s back failed too (%v): run `banger update --rollback`; what failed: %v", e.To, orUnknown(e.From), e.RollbackErr, e.Err)
+		return fmt.Sprintf("the update to %s did not come up, and putting %s back failed too (%v): run `banger update --rollback`; what failed: %v", e.To, from, e.RollbackErr, e.Err)
+	case e.SwapFailed:
+		return fmt.Sprintf("the update to %s stopped while replacing the binaries, so those of %s were put back and nothing was restarted; what failed: %v", e.To, from, e.Err)
 	case e.RestartErr != nil:
-		return fmt.Sprintf("the update to %s did not come up; the binaries of %s are back, but bringing them up failed (%v); what failed: %v", e.To, orUnknown(e.From), e.RestartErr, e.Err)
+		return fmt.Sprintf("the update to %s did not come up; the binaries of %s are back, but bringing them up failed (%v): fix that, then run `banger update --rollback` to bring them up; what failed: %v", e.To, from, e.RestartErr, e.Err)
+	case e.Interrupted:
+		return fmt.Sprintf("the update to %s was interrupted while it was being brought up, so %s was put back and runs as before; it stopped at: %v", e.To, from, e.Err)
 	}
-	return fmt.Sprintf("the update to %s did not come up, so %s was put back and runs as before; what failed: %v", e.To, orUnknown(e.From), e.Err)
+	return fmt.Sprintf("the update to %s did not come up, so %s was put back and runs as before; what failed: %v", e.To, from, e.Err)
 }
 
 func (e *FailedError) Unwrap() error { return e.Err }
@@ -177,28 +272,64 @@ func BringUp(ctx context.Context, svc Services, was Running, want string) error 
 
 // Apply swaps the staged binaries in and brings them up (BringUp). When
 // the swap or a step of BringUp fails, the .prev binaries are put back,
-// what ran before is brought up again in the same order, and the error is
-// a *FailedError.
+// what ran before is brought up again in the same order (when anything
+// had been restarted), and the error is a *FailedError.
 func Apply(ctx context.Context, in *Install, svc Services, was Running, staged map[string]string, from, to string) error {
-	err := in.Swap(staged, from, to)
-	if err == nil {
-		err = BringUp(ctx, svc, was, to)
-		if err == nil {
-			return in.MarkDone(from, to)
+	if err := in.Swap(staged, from, to); err != nil {
+		fe := &FailedError{From: from, To: to, Err: err}
+		var ns *notSwappedError
+		if errors.As(err, &ns) {
+			// No binary was replaced; but a journal write that failed
+			// after it was committed may say "swapping": then the
+			// rollback below clears it.
+			if j, jerr := in.ReadJournal(); jerr != nil || j.State != StateSwapping {
+				fe.NotSwapped = true
+				return fe
+			}
 		}
+		// Nothing was stopped or restarted yet: the old binaries back in
+		// place is the state before the update.
+		fe.SwapFailed = true
+		if _, fe.RollbackErr = in.RestorePrev(); fe.RollbackErr == nil {
+			fe.RollbackErr = in.MarkRolledBack()
+		}
+		return fe
 	}
-	fe := &FailedError{From: from, To: to, Err: err}
-	j, jerr := in.ReadJournal()
-	if jerr == nil && j.State == StateLinking {
-		return fe // no binary was replaced
+	return finish(ctx, in, svc, was, from, to)
+}
+
+// Resume finishes an update that was interrupted (a SIGKILL, a power
+// loss) after its swap: the journal says StateSwapped, every binary is the
+// new version. It brings them up as Apply does, and rolls back the same
+// way when they do not come up.
+func Resume(ctx context.Context, in *Install, svc Services, was Running) error {
+	j, err := in.ReadJournal()
+	if err != nil {
+		return err
 	}
+	if j.State != StateSwapped {
+		return refused("no update of %s is waiting to be brought up (the journal says %q)", in.Dir, j.State)
+	}
+	return finish(ctx, in, svc, was, j.From, j.To)
+}
+
+// finish brings up the swapped binaries of version to and marks the
+// update done, or puts the .prev binaries (from) back and brings them up.
+func finish(ctx context.Context, in *Install, svc Services, was Running, from, to string) error {
+	err := BringUp(ctx, svc, was, to)
+	if err == nil {
+		return in.MarkDone(from, to)
+	}
+	fe := &FailedError{From: from, To: to, Err: err, Interrupted: ctx.Err() != nil}
 	// The rollback must run even when ctx was cancelled (Ctrl-C) after
 	// the swap: give it a context of its own, bounded.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), HelperTimeout+DaemonTimeout+30*time.Second)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), HelperTimeout+DaemonTimeout+DaemonSettle+30*time.Second)
 	defer cancel()
 	if _, fe.RollbackErr = in.RestorePrev(); fe.RollbackErr != nil {
 		return fe
 	}
-	fe.RestartErr = Restart(rctx, svc, was, from, was.Daemon)
+	if fe.RestartErr = Restart(rctx, svc, was, from, was.Daemon); fe.RestartErr == nil {
+		_ = in.MarkRolledBack() // "restored" is as safe: a rollback brings it up again
+	}
 	return fe
 }

@@ -1,7 +1,6 @@
 package update
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-
-	"banger/internal/atomicfile"
 )
 
 // JournalFile, in the install's directory, records the update under way or
@@ -30,39 +27,20 @@ const (
 	StateSwapped     = "swapped"      // every binary is the new one; restarts under way
 	StateDone        = "done"         // the new version runs
 	StateRollingBack = "rolling-back" // .prev files are being renamed back
-	StateRolledBack  = "rolled-back"  // the old binaries are back; no .prev is left
+	StateRestored    = "restored"     // the old binaries are back (no .prev left), not yet brought up
+	StateRolledBack  = "rolled-back"  // the old binaries are back and were brought up
 )
 
-// Journal is the content of JournalFile.
-type Journal struct {
-	From  string `json:"from"` // the version the .prev binaries are ("" when unknown)
-	To    string `json:"to"`
-	State string `json:"state"`
-}
-
-// ReadJournal reads the install's journal; a missing one is the zero
-// Journal and no error.
-func (in *Install) ReadJournal() (Journal, error) {
-	var j Journal
-	data, err := os.ReadFile(in.Path(JournalFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return j, nil
+// UnderWay reports whether the journal is at a step between the first
+// change an update or a rollback makes and its end (or its interruption):
+// a bangerd started from the install then could meet a helper of another
+// build.
+func (j Journal) UnderWay() bool {
+	switch j.State {
+	case StateLinking, StateSwapping, StateSwapped, StateRollingBack, StateRestored:
+		return true
 	}
-	if err != nil {
-		return j, fmt.Errorf("read the update journal: %w", err)
-	}
-	if err := json.Unmarshal(data, &j); err != nil {
-		return Journal{}, fmt.Errorf("the update journal %s is damaged (%v): remove it, then check the binaries there with `banger version`", in.Path(JournalFile), err)
-	}
-	return j, nil
-}
-
-func (in *Install) writeJournal(j Journal) error {
-	data, _ := json.Marshal(j)
-	if err := atomicfile.WriteFile(in.Path(JournalFile), append(data, '\n'), atomicfile.Mode(0o644)); err != nil {
-		return fmt.Errorf("write the update journal in %s: %w", in.Dir, err)
-	}
-	return nil
+	return false
 }
 
 // Interrupted returns an error when an earlier update or rollback stopped
@@ -74,8 +52,10 @@ func (in *Install) Interrupted() error {
 		return err
 	}
 	switch j.State {
-	case StateSwapping, StateSwapped:
+	case StateSwapping:
 		return refused("an earlier update from %s to %s was interrupted (%s): run `banger update --rollback` to put %s back, then update again", orUnknown(j.From), j.To, j.State, orUnknown(j.From))
+	case StateSwapped:
+		return refused("an earlier update from %s to %s was interrupted after its binaries were replaced: run `banger update` to bring %s up, or `banger update --rollback` to put %s back", orUnknown(j.From), j.To, j.To, orUnknown(j.From))
 	case StateRollingBack:
 		return refused("an earlier rollback to %s was interrupted: run `banger update --rollback` again to finish it", orUnknown(j.From))
 	}
@@ -89,30 +69,15 @@ func orUnknown(v string) string {
 	return v
 }
 
-// Lock takes the install's update lock (flock on its directory), so that
-// two updates never swap at once. It fails at once when another holds it.
-func (in *Install) Lock() (unlock func(), err error) {
-	d, err := os.Open(in.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", in.Dir, err)
-	}
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		d.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, refused("another `banger update` is running on %s", in.Dir)
-		}
-		return nil, fmt.Errorf("lock %s: %w", in.Dir, err)
-	}
-	return func() { d.Close() }, nil
-}
-
 // Stage makes a private (0700) directory inside the install's directory for
 // the new files, after removing those an interrupted update left. Call it
 // with the lock held; the caller removes the directory when done.
 func (in *Install) Stage() (string, error) {
 	if old, err := filepath.Glob(filepath.Join(in.Dir, stagePrefix+"*")); err == nil {
 		for _, o := range old {
-			if fi, err := os.Lstat(o); err == nil && fi.IsDir() {
+			// Only a directory an update can have made: another user's
+			// (in a shared directory) is left alone.
+			if fi, err := os.Lstat(o); err == nil && fi.IsDir() && in.ownedByUpdater(fi) {
 				_ = os.RemoveAll(o)
 			}
 		}
@@ -133,10 +98,32 @@ func (in *Install) Stage() (string, error) {
 // binary. The journal records each step. On error the caller runs
 // RestorePrev.
 func (in *Install) Swap(staged map[string]string, from, to string) error {
+	if err := in.prepareSwap(staged, from, to); err != nil {
+		return &notSwappedError{err}
+	}
+	for _, name := range Binaries {
+		if err := rename(staged[name], in.Path(name)); err != nil {
+			return fmt.Errorf("put the new %s in place: %w", name, err)
+		}
+	}
+	if err := syncDir(in.Dir); err != nil {
+		return err
+	}
+	return in.writeJournal(Journal{From: from, To: to, State: StateSwapped})
+}
+
+// prepareSwap checks and prepares the staged files, makes every .prev and
+// journals StateSwapping: everything before the first binary is replaced.
+func (in *Install) prepareSwap(staged map[string]string, from, to string) error {
 	for _, name := range Binaries {
 		fi, err := os.Lstat(staged[name])
 		if err != nil || !fi.Mode().IsRegular() {
 			return fmt.Errorf("the staged %s is missing or not a regular file (%q)", name, staged[name])
+		}
+	}
+	for _, name := range Binaries {
+		if err := in.likeLive(name, staged[name]); err != nil {
+			return err
 		}
 	}
 	if err := in.writeJournal(Journal{From: from, To: to, State: StateLinking}); err != nil {
@@ -150,21 +137,32 @@ func (in *Install) Swap(staged map[string]string, from, to string) error {
 	if err := syncDir(in.Dir); err != nil {
 		return err
 	}
-	if err := in.writeJournal(Journal{From: from, To: to, State: StateSwapping}); err != nil {
-		return err
+	return in.writeJournal(Journal{From: from, To: to, State: StateSwapping})
+}
+
+// notSwappedError is a Swap that failed before it replaced any binary.
+type notSwappedError struct{ error }
+
+func (e *notSwappedError) Unwrap() error { return e.error }
+
+// likeLive gives the staged file the owner and group of the binary it
+// will replace (root updating a user's install, through sudo, must not
+// leave root's files there, which that user could not update next time)
+// and makes it executable, before anything in the install changes.
+func (in *Install) likeLive(name, staged string) error {
+	fi, err := os.Lstat(in.Path(name))
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", in.Path(name), err)
 	}
-	for _, name := range Binaries {
-		if err := os.Chmod(staged[name], 0o755); err != nil {
-			return fmt.Errorf("make the new %s executable: %w", name, err)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		if err := os.Lchown(staged, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give the new %s the owner of the installed one: %w", name, err)
 		}
-		if err := rename(staged[name], in.Path(name)); err != nil {
-			return fmt.Errorf("put the new %s in place: %w", name, err)
-		}
 	}
-	if err := syncDir(in.Dir); err != nil {
-		return err
+	if err := os.Chmod(staged, 0o755); err != nil {
+		return fmt.Errorf("make the new %s executable: %w", name, err)
 	}
-	return in.writeJournal(Journal{From: from, To: to, State: StateSwapped})
+	return nil
 }
 
 // rename is os.Rename; tests replace it to fail a swap half way.
@@ -190,6 +188,10 @@ func keepPrev(path, prev string) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("keep %s as %s: %w", path, prev, err)
 	}
+	// rename(2) of a link onto another link of the same file (a .prev
+	// made by an update interrupted while linking) does nothing and
+	// leaves tmp: remove it.
+	_ = os.Remove(tmp)
 	return nil
 }
 
@@ -206,6 +208,14 @@ func copyFile(src, dst string) error {
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
 	if err != nil {
 		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		// Root copying a user's binary keeps it theirs: put back by a
+		// rollback, it must not become root's.
+		if err := out.Chown(int(st.Uid), int(st.Gid)); err != nil {
+			out.Close()
+			return err
+		}
 	}
 	if _, err := io.Copy(out, in); err != nil {
 		out.Close()
@@ -241,7 +251,8 @@ func (in *Install) HasPrev() bool {
 }
 
 // RestorePrev renames each <name>.prev back over <name> and returns the
-// version they are ("" when the journal does not say). It refuses when
+// version they are ("" when the journal does not say); the journal then
+// says StateRestored until MarkRolledBack. It refuses when
 // there is nothing to restore. A rollback interrupted half way is finished
 // by running it again: a binary whose .prev is gone was already restored.
 func (in *Install) RestorePrev() (string, error) {
@@ -252,22 +263,34 @@ func (in *Install) RestorePrev() (string, error) {
 	switch j.State {
 	case StateLinking:
 		return "", refused("the interrupted update to %s had not replaced any binary yet, so there is nothing to roll back; run `banger update` again", j.To)
-	case StateRolledBack:
+	case StateRolledBack, StateRestored:
 		if !in.HasPrev() {
 			return "", refused("the binaries in %s were already rolled back to %s, and no older .prev is kept", in.Dir, orUnknown(j.From))
 		}
 	}
 	var missing []string
 	for _, name := range Binaries {
-		if _, err := os.Lstat(in.Prev(name)); err != nil {
+		fi, err := os.Lstat(in.Prev(name))
+		if err != nil {
 			missing = append(missing, in.Prev(name))
+			continue
+		}
+		// Never rename a planted link or another user's file over a
+		// binary: only a regular file an update can have made.
+		if err := in.madeByUpdate(in.Prev(name), fi, uidOf(in.Path(name))); err != nil {
+			return "", err
+		}
+		// Only a swap cut short leaves a .prev that is still the live
+		// file; otherwise it holds no previous version at all.
+		if cur, err := os.Lstat(in.Path(name)); err == nil && os.SameFile(fi, cur) && j.State != StateSwapping && j.State != StateRollingBack {
+			return "", refused("%s is the same file as %s (the journal says %q), so it holds no previous version: remove it, or reinstall the version you want with install.sh (`--version vX.Y.Z`)", in.Prev(name), in.Path(name), j.State)
 		}
 	}
 	if len(missing) > 0 && j.State != StateRollingBack {
 		if len(missing) == len(Binaries) {
 			return "", refused("no previous version is kept in %s (no .prev files): nothing to roll back to", in.Dir)
 		}
-		return "", refused("%s missing: the previous version is not whole, so it is not put back", strings.Join(missing, " and "))
+		return "", refused("%s missing: the previous version is not whole, so it is not put back; for a known state, reinstall the version you want with install.sh (`--version vX.Y.Z`), then remove %s", strings.Join(missing, " and "), in.Path(JournalFile))
 	}
 	j.State = StateRollingBack
 	if err := in.writeJournal(j); err != nil {
@@ -287,13 +310,39 @@ func (in *Install) RestorePrev() (string, error) {
 			}
 			continue
 		}
-		if err := os.Rename(prev, in.Path(name)); err != nil {
+		if err := rename(prev, in.Path(name)); err != nil {
 			return "", fmt.Errorf("put %s back as %s: %w", prev, in.Path(name), err)
 		}
 	}
 	if err := syncDir(in.Dir); err != nil {
 		return "", err
 	}
-	j.State = StateRolledBack
+	j.State = StateRestored
 	return j.From, in.writeJournal(j)
+}
+
+// MarkRolledBack records that the binaries RestorePrev put back were
+// brought up (or, after a swap that failed, had never stopped running).
+func (in *Install) MarkRolledBack() error {
+	j, err := in.ReadJournal()
+	if err != nil {
+		return err
+	}
+	if j.State != StateRestored {
+		return fmt.Errorf("the update journal in %s says %q, not %q", in.Dir, j.State, StateRestored)
+	}
+	j.State = StateRolledBack
+	return in.writeJournal(j)
+}
+
+// uidOf is the owner of path (not followed), or -1.
+func uidOf(path string) int {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return -1
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
 }

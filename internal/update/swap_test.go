@@ -2,6 +2,7 @@ package update
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -213,5 +214,148 @@ func TestKeepPrevCopiesWhenLinkIsRefused(t *testing.T) {
 	}
 	if err := copyFile(src, filepath.Join(dir, "copy")); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("copyFile over an existing file: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		// Root copies a user's binary as theirs.
+		if err := os.Chown(src, 54321, 54322); err != nil {
+			t.Fatal(err)
+		}
+		if err := copyFile(src, filepath.Join(dir, "copy2")); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(filepath.Join(dir, "copy2"))
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 54321 || st.Gid != 54322 || fi.Mode().Perm() != 0o755 {
+			t.Errorf("copy owned %d:%d mode %v, want 54321:54322 0755", st.Uid, st.Gid, fi.Mode())
+		}
+	}
+}
+
+// Root updating a user's install (sudo) leaves the new binaries owned as
+// the old ones were, so that the user can update it again.
+func TestSwapKeepsTheOwnerOfEachBinary(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user")
+	}
+	in := newInstall(t, "v1")
+	for _, n := range Binaries {
+		if err := os.Chown(in.Path(n), 54321, 54322); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.Swap(stage(t, in, "v2"), "v1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range Binaries {
+		fi, err := os.Stat(in.Path(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 54321 || st.Gid != 54322 || fi.Mode().Perm() != 0o755 {
+			t.Errorf("new %s: uid %d gid %d mode %v, want 54321 54322 0755", n, st.Uid, st.Gid, fi.Mode())
+		}
+	}
+	// And the .prev files (the old inodes) still belong to the user, so
+	// RestorePrev accepts them.
+	if _, err := in.RestorePrev(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An update interrupted while linking, run again, links each .prev to the
+// file it already is: nothing is left beside them.
+func TestSwapAfterAnInterruptedLinkingLeavesNoTemporaryFiles(t *testing.T) {
+	in := newInstall(t, "v1")
+	for _, n := range Binaries {
+		if err := os.Link(in.Path(n), in.Prev(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.writeJournal(Journal{From: "v1", To: "v2", State: StateLinking}); err != nil {
+		t.Fatal(err)
+	}
+	staged := stage(t, in, "v2")
+	if err := in.Swap(staged, "v1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Dir(staged["banger"]))
+	assertBinaries(t, in, "v2", "v1")
+	left, _ := filepath.Glob(filepath.Join(in.Dir, "*.tmp"))
+	if len(left) != 0 {
+		t.Errorf("left behind: %q", left)
+	}
+}
+
+// A .prev that is the live binary itself (a hard link made by hand, or a
+// journal that does not match the files) holds no previous version: a
+// rollback outside an interrupted swap refuses it rather than "rolling
+// back" to the same binaries under the journal's older version.
+func TestRestorePrevRefusesAPrevThatIsTheLiveBinary(t *testing.T) {
+	in := newInstall(t, "v2")
+	for _, n := range Binaries {
+		if err := os.Link(in.Path(n), in.Prev(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.writeJournal(Journal{From: "v1", To: "v2", State: StateDone}); err != nil {
+		t.Fatal(err)
+	}
+	before := treestate.Snapshot(t, in.Dir)
+	_, err := in.RestorePrev()
+	refusedUnchanged(t, in.Dir, before, err, "so it holds no previous version")
+}
+
+// A kill at any rename of a swap or of a rollback: before each rename
+// every binary exists (never a moment without one), and the state left by
+// stopping there is put back whole by RestorePrev (run again when the
+// rollback itself was the one stopped).
+func TestKillAtEveryRename(t *testing.T) {
+	errKilled := errors.New("killed")
+	checkWhole := func(t *testing.T, in *Install) {
+		t.Helper()
+		for _, n := range Binaries {
+			if _, err := os.Lstat(in.Path(n)); err != nil {
+				t.Fatalf("%s missing at a rename: %v", n, err)
+			}
+		}
+	}
+	for swapKill := 1; swapKill <= len(Binaries)+1; swapKill++ {
+		for rollKill := 0; rollKill <= len(Binaries); rollKill++ {
+			t.Run(fmt.Sprintf("swap killed at rename %d, rollback at %d", swapKill, rollKill), func(t *testing.T) {
+				in := newInstall(t, "v1")
+				staged := stage(t, in, "v2")
+				n, killAt := 0, swapKill
+				rename = func(a, b string) error {
+					checkWhole(t, in)
+					if n++; n == killAt {
+						return errKilled
+					}
+					return os.Rename(a, b)
+				}
+				t.Cleanup(func() { rename = os.Rename })
+				err := in.Swap(staged, "v1", "v2")
+				if swapKill <= len(Binaries) && !errors.Is(err, errKilled) {
+					t.Fatalf("Swap: %v", err)
+				}
+				// The rollback, itself killed at rename rollKill (0: not).
+				n, killAt = 0, rollKill
+				if _, err := in.RestorePrev(); rollKill > 0 && err != nil && !errors.Is(err, errKilled) {
+					t.Fatalf("first RestorePrev: %v", err)
+				}
+				rename = func(a, b string) error { checkWhole(t, in); return os.Rename(a, b) }
+				if rollKill > 0 {
+					if j, _ := in.ReadJournal(); j.State == StateRollingBack {
+						if _, err := in.RestorePrev(); err != nil {
+							t.Fatalf("second RestorePrev: %v", err)
+						}
+					}
+				}
+				for _, name := range Binaries {
+					if got := read(t, in.Path(name)); got != "v1 "+name {
+						t.Errorf("%s = %q after the rollback", name, got)
+					}
+				}
+			})
+		}
 	}
 }
