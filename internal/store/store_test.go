@@ -213,6 +213,15 @@ var seeders = map[int]func(t *testing.T, s *Store){
 			t.Fatal(err)
 		}
 	},
+	7: func(t *testing.T, s *Store) {
+		insertCore(t, s, "7")
+		now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+		if err := s.PutSnapshot(context.Background(), Snapshot{ID: "s7", Name: "snap7", ImageID: "i-7", KernelID: "k-7",
+			VMMKind: "qemu", VCPUs: 1, MemoryBytes: 1 << 29, DiskBytes: 1 << 30, Dir: "/s/7",
+			Files: []string{"state"}, State: SnapshotReady, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	},
 	3: func(t *testing.T, s *Store) {
 		insertCore(t, s, "3")
 		if _, err := s.db.Exec(`UPDATE vms SET vmm_reason = 'no /dev/kvm', ssh_port = 2222 WHERE id = 'vm-3'`); err != nil {
@@ -222,6 +231,12 @@ var seeders = map[int]func(t *testing.T, s *Store){
 }
 
 var checkers = map[int]func(t *testing.T, s *Store){
+	7: func(t *testing.T, s *Store) {
+		sn, err := s.GetSnapshot(context.Background(), "snap7")
+		if err != nil || sn.ImageID != "i-7" || len(sn.Files) != 1 || sn.State != SnapshotReady {
+			t.Errorf("snapshot of version 7: %+v, %v", sn, err)
+		}
+	},
 	6: func(t *testing.T, s *Store) {
 		v, err := s.GetVM(context.Background(), "vm6")
 		if err != nil || v.VMMRequested != "auto" || v.VMMKind != "qemu" || len(v.Publish) != 1 || v.Publish[0].String() != "8080:80" {
