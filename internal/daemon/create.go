@@ -31,7 +31,12 @@ type CreateRequest struct {
 	// disks are then not flushed at create, since the guest's first flush,
 	// which both VMMs pass on to the file, makes them durable.
 	StartNow bool
-	publish  []store.PortMap // checked by validate
+	// From names a snapshot: the VM is made from its frozen disks and its
+	// first start resumes the saved guest instead of booting. Image, VCPUs,
+	// Memory, Disk and VMM come from the snapshot (a differing value is
+	// refused).
+	From    string
+	publish []store.PortMap // checked by validate
 }
 
 func randomName() string {
