@@ -59,6 +59,12 @@ func (vm *vmManager) validate(r *CreateRequest) error {
 	if err := imagemgr.ValidName("VM", r.Name); err != nil {
 		return vmInputError{err}
 	}
+	if r.From != "" {
+		// The shape comes from the snapshot, checked by createFrom.
+		pub, err := checkPublish(r.Publish)
+		r.publish = pub
+		return err
+	}
 	if r.Image == "" {
 		r.Image = vm.cfg.DefaultImageName
 	}
@@ -107,6 +113,9 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	defer unlock()
 	if _, err := vm.st.GetVM(ctx, r.Name); err == nil {
 		return store.VM{}, vmInputError{fmt.Errorf("VM %q already exists: pick another name, or remove it (banger vm rm %s)", r.Name, r.Name)}
+	}
+	if r.From != "" {
+		return vm.createFrom(ctx, r, p)
 	}
 	im, err := vm.image(ctx, r.Image, p)
 	if err != nil {

@@ -137,14 +137,40 @@ func (s *Store) ListSnapshots(ctx context.Context) ([]Snapshot, error) {
 }
 
 // DeleteSnapshot removes the snapshot called name from the store (its
-// files are the caller's to remove).
+// files are the caller's to remove). A VM made from it whose first start
+// is still to come needs it: that is an *InUseError naming the VMs.
 func (s *Store) DeleteSnapshot(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM snapshots WHERE name = ?`, name)
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("delete snapshot %q: %w", name, err)
+		return err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	var id string
+	err = tx.QueryRowContext(ctx, `SELECT id FROM snapshots WHERE name = ?`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("snapshot %q: %w", name, ErrNotFound)
 	}
-	return nil
+	if err != nil {
+		return err
+	}
+	vms, err := namesUsing(ctx, tx, "vms", "restore_from", id)
+	if err != nil {
+		return err
+	}
+	if len(vms) > 0 {
+		return &InUseError{What: "snapshot", Name: name, VMs: vms}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM snapshots WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("delete snapshot %q: %w", name, err)
+	}
+	return tx.Commit()
+}
+
+// GetSnapshotByID returns the snapshot with the given id.
+func (s *Store) GetSnapshotByID(ctx context.Context, id string) (Snapshot, error) {
+	sn, err := scanSnapshot(s.db.QueryRowContext(ctx, `SELECT `+snapshotColumns+` FROM snapshots WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Snapshot{}, fmt.Errorf("snapshot id %q: %w", id, ErrNotFound)
+	}
+	return sn, err
 }

@@ -67,6 +67,24 @@ func TestSnapshotRoundTripAndGuards(t *testing.T) {
 		t.Fatalf("DeleteKernel under a snapshot = %v", err)
 	}
 
+	// A VM made from it, not yet started, keeps it.
+	ts := formatTime(now)
+	if _, err := s.db.Exec(`INSERT INTO vms (id, name, image_id, kernel_id, vcpus, memory_bytes, disk_bytes, created_at, updated_at, restore_from)
+		VALUES ('v9', 'clone', 'i1', 'k1', 1, 1, 1, ?, ?, 's1')`, ts, ts); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSnapshot(ctx, "warm-1"); !errors.As(err, &inUse) || !reflect.DeepEqual(inUse.VMs, []string{"clone"}) {
+		t.Fatalf("DeleteSnapshot under a clone not yet started = %v", err)
+	}
+	if v, err := s.GetVM(ctx, "clone"); err != nil || v.RestoreFrom != "s1" {
+		t.Fatalf("GetVM(clone) = %+v, %v", v, err)
+	}
+	if _, err := s.db.Exec(`DELETE FROM vms WHERE id = 'v9'`); err != nil {
+		t.Fatal(err)
+	}
+	if byID, err := s.GetSnapshotByID(ctx, "s1"); err != nil || byID.Name != "warm-1" {
+		t.Fatalf("GetSnapshotByID = %+v, %v", byID, err)
+	}
 	list, err := s.ListSnapshots(ctx)
 	if err != nil || len(list) != 1 || list[0].Name != "warm-1" {
 		t.Fatalf("ListSnapshots = %+v, %v", list, err)

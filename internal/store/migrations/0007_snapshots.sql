@@ -31,3 +31,9 @@ CREATE TABLE snapshots (
     warm          INTEGER NOT NULL DEFAULT 0 CHECK (warm IN (0, 1)),
     created_at    TEXT NOT NULL
 ) STRICT;
+
+-- A VM made from a snapshot resumes it at its first start instead of
+-- booting; restore_from holds the snapshot's id until that start has
+-- succeeded ("" for every other VM). A snapshot cannot be removed while a
+-- VM still needs it.
+ALTER TABLE vms ADD COLUMN restore_from TEXT NOT NULL DEFAULT '';
