@@ -34,17 +34,17 @@ type VM struct {
 	VMMRequested, VMMKind string
 	// RestoreFrom is the id of the snapshot the VM was made from while its
 	// first start, which resumes that snapshot, is still to come; "" after.
-	RestoreFrom string
-	IP, MAC, Tap          string
-	COWKind, COWDevice    string
-	CreatedAt, UpdatedAt  time.Time
-	StartedAt, StoppedAt  time.Time // zero = never
-	LastError             string
-	VMMReason, RunDir     string
-	SSHPort               int
-	AgentSocket           string
-	Publish               []PortMap // host ports forwarded to the guest
-	Network               string    // "bridge" or "user" once started
+	RestoreFrom          string
+	IP, MAC, Tap         string
+	COWKind, COWDevice   string
+	CreatedAt, UpdatedAt time.Time
+	StartedAt, StoppedAt time.Time // zero = never
+	LastError            string
+	VMMReason, RunDir    string
+	SSHPort              int
+	AgentSocket          string
+	Publish              []PortMap // host ports forwarded to the guest
+	Network              string    // "bridge" or "user" once started
 }
 
 const vmColumns = `id, name, image_id, kernel_id, vcpus, memory_bytes, disk_bytes, state, pid, pid_start_time,
