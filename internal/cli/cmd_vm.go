@@ -24,6 +24,7 @@ func (a *app) newVMCmd() *cobra.Command {
 		a.newVMStopCmd(),
 		a.newVMRestartCmd(),
 		a.newVMRemoveCmd(),
+		a.newVMSnapshotCmd(),
 		a.newVMListCmd(),
 		a.newVMInspectCmd(),
 		a.newVMLogsCmd(),
@@ -41,6 +42,7 @@ type vmFlags struct {
 	cpus         int
 	memory, disk string
 	publish      []string
+	from         string // a snapshot to resume instead of an image to boot
 }
 
 // add registers the sizing flags on cmd.
@@ -52,12 +54,31 @@ func (f *vmFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.disk, "disk", "", "root disk size, e.g. 20GiB; the guest grows its filesystem to it (default: default_disk_size)")
 	fl.StringVar(&f.vmm, "vmm", "", "auto, firecracker or qemu (default: vmm)")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port on the host, HOSTPORT:GUESTPORT (repeatable)")
+	fl.StringVar(&f.from, "from", "", "resume from snapshot SNAP instead of booting an image (its image, vCPUs, memory, disk and VMM are the snapshot's)")
 }
 
 // request builds the create request for image from the flags, checking
-// the -p values and parsing the sizes.
+// the -p values, parsing the sizes, and refusing with --from what the
+// snapshot fixes.
 func (f *vmFlags) request(image string, start bool) (rpc.CreateVMRequest, error) {
-	req := rpc.CreateVMRequest{Name: f.name, Image: image, VCPUs: f.cpus, VMM: f.vmm, Start: start, Publish: f.publish}
+	req := rpc.CreateVMRequest{Name: f.name, Image: image, VCPUs: f.cpus, VMM: f.vmm, Start: start, Publish: f.publish, From: f.from}
+	if f.from != "" {
+		if image != "" {
+			return req, usagef("--from %s and the image %s both say what to start: a VM made from a snapshot runs the snapshot's image; drop one", f.from, image)
+		}
+		var set []string
+		for _, s := range []struct {
+			flag string
+			set  bool
+		}{{"--cpus", f.cpus != 0}, {"--memory", f.memory != ""}, {"--disk", f.disk != ""}, {"--vmm", f.vmm != ""}} {
+			if s.set {
+				set = append(set, s.flag)
+			}
+		}
+		if len(set) > 0 {
+			return req, usagef("--from %s cannot be combined with %s: a snapshot resumes with its own vCPUs, memory, disk and VMM", f.from, strings.Join(set, ", "))
+		}
+	}
 	for _, p := range f.publish {
 		if _, _, err := parsePortPair(p); err != nil || !strings.Contains(p, ":") {
 			return req, usagef("-p %q is not HOSTPORT:GUESTPORT", p)
@@ -95,10 +116,12 @@ func (a *app) newVMCreateCmd() *cobra.Command {
 	var f vmFlags
 	var detach bool
 	cmd := &cobra.Command{
-		Use:   "create [IMAGE]",
+		Use:   "create [IMAGE | --from SNAP]",
 		Short: "Create a VM without starting it",
-		Long:  "Create a VM from IMAGE (default: default_image_name, pulled on a miss) with its own copy-on-write root disk.",
-		Args:  maxArgs(1, "one image name"),
+		Long: `Create a VM from IMAGE (default: default_image_name, pulled on a miss) with
+its own copy-on-write root disk. With --from SNAP the VM is made from the
+snapshot's frozen disks instead, and its first start resumes the saved guest.`,
+		Args: maxArgs(1, "one image name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := f.request(firstOr(args, ""), false)
 			if err != nil {
@@ -221,13 +244,14 @@ func (a *app) newVMRunCmd() *cobra.Command {
 	var rm bool
 	var workspace string
 	cmd := &cobra.Command{
-		Use:   "run [IMAGE] [flags] [-- CMD...]",
+		Use:   "run [IMAGE | --from SNAP] [flags] [-- CMD...]",
 		Short: "Create and start a VM, then open SSH in it or run CMD",
 		Long: `Create a VM from IMAGE (default: default_image_name; image and kernel are
 pulled on a miss), start it, wait for its guest agent, then open an SSH
 session, or run CMD through the agent and exit with its exit code.
 --workspace copies a host directory to /workspace first; --rm removes the
-VM afterwards.`,
+VM afterwards. With --from SNAP the VM resumes from the snapshot instead of
+booting.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			before, _ := splitDash(cmd, args)
 			if len(before) > 1 {
@@ -247,7 +271,9 @@ VM afterwards.`,
 				}
 			}
 			ctx := cmd.Context()
-			a.firstRunNotice(ctx, req.Image)
+			if req.From == "" {
+				a.firstRunNotice(ctx, req.Image)
+			}
 			op, err := a.startOp(ctx, "/v1/vms", req, false)
 			name := op.Target
 			if rm && name != "" {

@@ -23,6 +23,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/ops/{id}/cancel", d.handleCancelOp)
 	d.imageRoutes(mux)
 	d.vmRoutes(mux)
+	d.snapshotRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		rpc.WriteError(w, rpc.Errorf(rpc.CodeNotFound, "bangerd has no endpoint %s %s: the CLI may be newer than the daemon; run `banger daemon restart`", r.Method, r.URL.Path))
 	})

@@ -81,7 +81,7 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	cr := CreateRequest{Name: req.Name, Image: req.Image, VCPUs: req.VCPUs, Memory: req.Memory, Disk: req.Disk, VMM: req.VMM, Publish: req.Publish, StartNow: req.Start}
+	cr := CreateRequest{Name: req.Name, Image: req.Image, VCPUs: req.VCPUs, Memory: req.Memory, Disk: req.Disk, VMM: req.VMM, Publish: req.Publish, StartNow: req.Start, From: req.From}
 	if err := d.vms.validate(&cr); err != nil {
 		rpc.WriteError(w, vmAPIError(err))
 		return

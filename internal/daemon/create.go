@@ -31,7 +31,12 @@ type CreateRequest struct {
 	// disks are then not flushed at create, since the guest's first flush,
 	// which both VMMs pass on to the file, makes them durable.
 	StartNow bool
-	publish  []store.PortMap // checked by validate
+	// From names a snapshot: the VM is made from its frozen disks and its
+	// first start resumes the saved guest instead of booting. Image, VCPUs,
+	// Memory, Disk and VMM come from the snapshot (a differing value is
+	// refused).
+	From    string
+	publish []store.PortMap // checked by validate
 }
 
 func randomName() string {
@@ -53,6 +58,12 @@ func (vm *vmManager) validate(r *CreateRequest) error {
 	}
 	if err := imagemgr.ValidName("VM", r.Name); err != nil {
 		return vmInputError{err}
+	}
+	if r.From != "" {
+		// The shape comes from the snapshot, checked by createFrom.
+		pub, err := checkPublish(r.Publish)
+		r.publish = pub
+		return err
 	}
 	if r.Image == "" {
 		r.Image = vm.cfg.DefaultImageName
@@ -102,6 +113,9 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	defer unlock()
 	if _, err := vm.st.GetVM(ctx, r.Name); err == nil {
 		return store.VM{}, vmInputError{fmt.Errorf("VM %q already exists: pick another name, or remove it (banger vm rm %s)", r.Name, r.Name)}
+	}
+	if r.From != "" {
+		return vm.createFrom(ctx, r, p)
 	}
 	im, err := vm.image(ctx, r.Image, p)
 	if err != nil {

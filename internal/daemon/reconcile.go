@@ -34,6 +34,8 @@ func (vm *vmManager) Reconcile(ctx context.Context) error {
 	// Leftover snapshots of VMs that do not run (a crash between setup and
 	// start, or a daemon killed with VMs stopping).
 	vm.removeLeftoverSnapshots(ctx)
+	// VM snapshots a daemon killed while saving left half-written.
+	vm.removeUnfinishedSnapshots(ctx)
 	vm.sweepVMDirs(known)
 	runs, _ := os.ReadDir(filepath.Join(vm.cfg.RuntimeDir, "vms"))
 	for _, e := range runs {

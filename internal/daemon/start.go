@@ -50,6 +50,9 @@ type startRun struct {
 	att      netmgr.Attachment
 	m        vmm.Machine
 	launch   vmm.Launch
+	// restore, for a VM made from a snapshot whose first start this is:
+	// the VMM resumes the saved guest instead of booting it.
+	restore *vmm.Restore
 }
 
 // Start boots a created or stopped VM and waits until its agent is ready.
@@ -130,6 +133,10 @@ func (vm *vmManager) newStartRun(ctx context.Context, v store.VM, vmmOverride st
 	if vmmOverride != "" {
 		want = vmmOverride
 	}
+	restore, err := vm.restoreOf(ctx, v, want)
+	if err != nil {
+		return nil, err
+	}
 	host := vm.host()
 	drv, reason, err := chooseVMM(want, host, vm.drivers)
 	if err != nil {
@@ -148,7 +155,7 @@ func (vm *vmManager) newStartRun(ctx context.Context, v store.VM, vmmOverride st
 		return nil, err
 	}
 	return &startRun{v: v, dir: vm.runDir(v.ID), drv: drv, reason: reason, emulate: !host.KVM.Usable(),
-		k: k, im: im, sshKey: pub, p: p}, nil
+		k: k, im: im, sshKey: pub, p: p, restore: restore}, nil
 }
 
 // release takes back everything a start of v made, by the start's own
@@ -300,7 +307,7 @@ func (vm *vmManager) startVMM(ctx context.Context, r *startRun) error {
 	spec := vmm.Spec{ID: r.v.ID, Name: r.v.Name, RunDir: r.dir, Kernel: r.k.VmlinuxPath, Initrd: r.k.InitrdPath,
 		Params: r.params, Guest: r.guest, VCPUs: r.v.VCPUs, MemoryMiB: int(r.v.MemoryBytes >> 20),
 		Drives: append([]string{r.root}, vm.extraDisks(r.v)...), Emulate: r.emulate, Credential: cred, Log: vm.log,
-		Net: vmm.Net{Tap: r.att.Tap, MAC: r.v.MAC}}
+		Net: vmm.Net{Tap: r.att.Tap, MAC: r.v.MAC}, Restore: r.restore}
 	if r.att.Tap == "" {
 		for _, pp := range r.v.Publish {
 			spec.Net.Forwards = append(spec.Net.Forwards, vmm.Forward{HostPort: int(pp.HostPort), GuestPort: int(pp.GuestPort)})
@@ -352,6 +359,9 @@ func (vm *vmManager) waitStarted(ctx context.Context, r *startRun) error {
 	r.p.Phase("waiting for the guest agent")
 	if err := vm.waitReady(ctx, r.m.Agent(), r.m, r.launch.BootTimeout()); err != nil {
 		return fmt.Errorf("%w%s", err, vm.keepConsole(r.v.ID, r.drv.ConsoleLog(r.dir)))
+	}
+	if r.restore != nil {
+		return vm.reidentify(ctx, r)
 	}
 	return nil
 }

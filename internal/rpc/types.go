@@ -181,6 +181,42 @@ type CreateVMRequest struct {
 	VMM     string   `json:"vmm,omitempty"`
 	Publish []string `json:"publish,omitempty"`
 	Start   bool     `json:"start,omitempty"`
+	// From names a snapshot to make the VM from: its first start resumes
+	// the saved guest. Image, VCPUs, Memory, Disk and VMM then come from
+	// the snapshot and must be left zero.
+	From string `json:"from,omitempty"`
+}
+
+// SnapshotVMRequest asks for POST /v1/vms/{name}/snapshot. Name "" lets the
+// daemon pick <vm>-<time>; the operation's target is the snapshot's name.
+// Stop stops the VM after saving instead of resuming it.
+type SnapshotVMRequest struct {
+	Name string `json:"name,omitempty"`
+	Stop bool   `json:"stop,omitempty"`
+}
+
+// Snapshot is the wire form of a saved VM: its memory and device state and
+// frozen disks, and what it can only be restored with.
+type Snapshot struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	// VM and VMID are the VM it was taken from, which may be gone.
+	VM           string    `json:"vm"`
+	VMID         string    `json:"vm_id,omitempty"`
+	Image        string    `json:"image"`
+	Kernel       string    `json:"kernel"`
+	VMM          string    `json:"vmm"`
+	VMMVersion   string    `json:"vmm_version,omitempty"`
+	AgentVersion string    `json:"agent_version,omitempty"`
+	VCPUs        int       `json:"vcpus"`
+	MemoryBytes  int64     `json:"memory_bytes"`
+	DiskBytes    int64     `json:"disk_bytes"`
+	Dir          string    `json:"dir"`
+	Files        []string  `json:"files"`
+	SizeBytes    int64     `json:"size_bytes"`
+	State        string    `json:"state"`
+	Warm         bool      `json:"warm"`
+	CreatedAt    time.Time `json:"created_at"`
 }
 
 // StartVMRequest asks for POST /v1/vms/{name}/start.

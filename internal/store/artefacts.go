@@ -192,15 +192,45 @@ func (s *Store) DeleteImage(ctx context.Context, name string) error {
 	return s.deleteUnused(ctx, "images", "image_id", "image", name)
 }
 
-// InUseError lists the VMs that keep an image or kernel from being removed.
+// InUseError lists the VMs and snapshots that keep an image or kernel from
+// being removed.
 type InUseError struct {
 	What, Name string
 	VMs        []string
+	Snapshots  []string
 }
 
 func (e *InUseError) Error() string {
-	return fmt.Sprintf("%s %q is used by VM %s: remove %s first (banger vm rm)", e.What, e.Name,
-		strings.Join(e.VMs, ", "), map[bool]string{true: "them", false: "it"}[len(e.VMs) > 1])
+	var users, cmds []string
+	if len(e.VMs) > 0 {
+		users = append(users, "VM "+strings.Join(e.VMs, ", "))
+		cmds = append(cmds, "banger vm rm")
+	}
+	if len(e.Snapshots) > 0 {
+		users = append(users, "snapshot "+strings.Join(e.Snapshots, ", "))
+		cmds = append(cmds, "banger snapshot rm")
+	}
+	them := map[bool]string{true: "them", false: "it"}[len(e.VMs)+len(e.Snapshots) > 1]
+	return fmt.Sprintf("%s %q is used by %s: remove %s first (%s)", e.What, e.Name,
+		strings.Join(users, " and "), them, strings.Join(cmds, ", "))
+}
+
+// namesUsing lists the names in table whose column is id.
+func namesUsing(ctx context.Context, tx *sql.Tx, table, column, id string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM `+table+` WHERE `+column+` = ? ORDER BY name`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		names = append(names, n)
+	}
+	return names, rows.Err()
 }
 
 // deleteUnused deletes a row of table by name inside one transaction, after
@@ -219,22 +249,16 @@ func (s *Store) deleteUnused(ctx context.Context, table, column, what, name stri
 	if err != nil {
 		return err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT name FROM vms WHERE `+column+` = ? ORDER BY name`, id)
+	vms, err := namesUsing(ctx, tx, "vms", column, id)
 	if err != nil {
 		return err
 	}
-	var users []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return err
-		}
-		users = append(users, n)
+	snaps, err := namesUsing(ctx, tx, "snapshots", column, id)
+	if err != nil {
+		return err
 	}
-	rows.Close()
-	if len(users) > 0 {
-		return &InUseError{What: what, Name: name, VMs: users}
+	if len(vms) > 0 || len(snaps) > 0 {
+		return &InUseError{What: what, Name: name, VMs: vms, Snapshots: snaps}
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("delete %s %q: %w", what, name, err)

@@ -14,7 +14,7 @@ import (
 
 // SchemaVersion is the newest schema version this binary knows: the number of
 // embedded migrations. A test keeps the two equal.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS

@@ -202,14 +202,24 @@ var seeders = map[int]func(t *testing.T, s *Store){
 		}
 	},
 	6: func(t *testing.T, s *Store) {
+		// Raw SQL: this seeds a store at version 6, which the code of a
+		// later version (PutVM) cannot write.
 		insertCore(t, s, "6")
-		v, err := s.GetVM(context.Background(), "vm6")
-		if err != nil {
-			t.Fatal(err)
+		for _, q := range []string{
+			`UPDATE vms SET vmm_requested = 'auto', vmm_kind = 'qemu' WHERE id = 'vm-6'`,
+			`INSERT INTO vm_ports (vm_id, host_port, guest_port) VALUES ('vm-6', 8080, 80)`,
+		} {
+			if _, err := s.db.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
 		}
-		v.VMMRequested, v.VMMKind = "auto", "qemu"
-		v.Publish = []PortMap{{HostPort: 8080, GuestPort: 80}}
-		if err := s.PutVM(context.Background(), v); err != nil {
+	},
+	7: func(t *testing.T, s *Store) {
+		insertCore(t, s, "7")
+		now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+		if err := s.PutSnapshot(context.Background(), Snapshot{ID: "s7", Name: "snap7", ImageID: "i-7", KernelID: "k-7",
+			VMMKind: "qemu", VCPUs: 1, MemoryBytes: 1 << 29, DiskBytes: 1 << 30, Dir: "/s/7",
+			Files: []string{"state"}, State: SnapshotReady, CreatedAt: now}); err != nil {
 			t.Fatal(err)
 		}
 	},
@@ -222,6 +232,12 @@ var seeders = map[int]func(t *testing.T, s *Store){
 }
 
 var checkers = map[int]func(t *testing.T, s *Store){
+	7: func(t *testing.T, s *Store) {
+		sn, err := s.GetSnapshot(context.Background(), "snap7")
+		if err != nil || sn.ImageID != "i-7" || len(sn.Files) != 1 || sn.State != SnapshotReady {
+			t.Errorf("snapshot of version 7: %+v, %v", sn, err)
+		}
+	},
 	6: func(t *testing.T, s *Store) {
 		v, err := s.GetVM(context.Background(), "vm6")
 		if err != nil || v.VMMRequested != "auto" || v.VMMKind != "qemu" || len(v.Publish) != 1 || v.Publish[0].String() != "8080:80" {

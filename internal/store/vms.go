@@ -32,21 +32,24 @@ type VM struct {
 	// "firecracker"); VMMKind is the one the last start resolved it to
 	// ("" before the first start). A start resolves VMMRequested again.
 	VMMRequested, VMMKind string
-	IP, MAC, Tap          string
-	COWKind, COWDevice    string
-	CreatedAt, UpdatedAt  time.Time
-	StartedAt, StoppedAt  time.Time // zero = never
-	LastError             string
-	VMMReason, RunDir     string
-	SSHPort               int
-	AgentSocket           string
-	Publish               []PortMap // host ports forwarded to the guest
-	Network               string    // "bridge" or "user" once started
+	// RestoreFrom is the id of the snapshot the VM was made from while its
+	// first start, which resumes that snapshot, is still to come; "" after.
+	RestoreFrom          string
+	IP, MAC, Tap         string
+	COWKind, COWDevice   string
+	CreatedAt, UpdatedAt time.Time
+	StartedAt, StoppedAt time.Time // zero = never
+	LastError            string
+	VMMReason, RunDir    string
+	SSHPort              int
+	AgentSocket          string
+	Publish              []PortMap // host ports forwarded to the guest
+	Network              string    // "bridge" or "user" once started
 }
 
 const vmColumns = `id, name, image_id, kernel_id, vcpus, memory_bytes, disk_bytes, state, pid, pid_start_time,
 	api_socket, vmm_kind, ip, mac, tap, cow_kind, cow_device, created_at, updated_at, started_at, stopped_at, last_error,
-	vmm_reason, run_dir, ssh_port, agent_socket, network, vmm_requested`
+	vmm_reason, run_dir, ssh_port, agent_socket, network, vmm_requested, restore_from`
 
 func nullTime(t time.Time) any {
 	if t.IsZero() {
@@ -81,7 +84,7 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 		return fmt.Errorf("save VM %q: %w", v.Name, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	_, err = tx.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	_, err = tx.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT (id) DO UPDATE SET name=excluded.name, image_id=excluded.image_id, kernel_id=excluded.kernel_id,
 		vcpus=excluded.vcpus, memory_bytes=excluded.memory_bytes, disk_bytes=excluded.disk_bytes, state=excluded.state,
 		pid=excluded.pid, pid_start_time=excluded.pid_start_time, api_socket=excluded.api_socket,
@@ -89,11 +92,11 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 		cow_device=excluded.cow_device, updated_at=excluded.updated_at, started_at=excluded.started_at,
 		stopped_at=excluded.stopped_at, last_error=excluded.last_error, vmm_reason=excluded.vmm_reason,
 		run_dir=excluded.run_dir, ssh_port=excluded.ssh_port, agent_socket=excluded.agent_socket,
-		network=excluded.network, vmm_requested=excluded.vmm_requested`,
+		network=excluded.network, vmm_requested=excluded.vmm_requested, restore_from=excluded.restore_from`,
 		v.ID, v.Name, v.ImageID, v.KernelID, v.VCPUs, v.MemoryBytes, v.DiskBytes, v.State, v.PID, int64(v.PIDStartTime),
 		v.APISocket, v.VMMKind, v.IP, v.MAC, v.Tap, v.COWKind, v.COWDevice, formatTime(v.CreatedAt),
 		formatTime(v.UpdatedAt), nullTime(v.StartedAt), nullTime(v.StoppedAt), v.LastError,
-		v.VMMReason, v.RunDir, v.SSHPort, v.AgentSocket, v.Network, v.VMMRequested)
+		v.VMMReason, v.RunDir, v.SSHPort, v.AgentSocket, v.Network, v.VMMRequested, v.RestoreFrom)
 	if isUnique(err) {
 		return fmt.Errorf("VM %q: %w", v.Name, ErrExists)
 	}
@@ -153,7 +156,7 @@ func scanVM(r rowScanner) (VM, error) {
 	var started, stopped sql.NullString
 	if err := r.Scan(&v.ID, &v.Name, &v.ImageID, &v.KernelID, &v.VCPUs, &v.MemoryBytes, &v.DiskBytes, &v.State,
 		&v.PID, &startTime, &v.APISocket, &v.VMMKind, &v.IP, &v.MAC, &v.Tap, &v.COWKind, &v.COWDevice,
-		&created, &updated, &started, &stopped, &v.LastError, &v.VMMReason, &v.RunDir, &v.SSHPort, &v.AgentSocket, &v.Network, &v.VMMRequested); err != nil {
+		&created, &updated, &started, &stopped, &v.LastError, &v.VMMReason, &v.RunDir, &v.SSHPort, &v.AgentSocket, &v.Network, &v.VMMRequested, &v.RestoreFrom); err != nil {
 		return VM{}, err
 	}
 	v.PIDStartTime = uint64(startTime)

@@ -131,7 +131,7 @@ func (m *Machine) SaveState(ctx context.Context, dir string) (vmm.State, error) 
 	if err := atomicfile.WriteFile(filepath.Join(dir, StateFile), b, atomicfile.Mode(0o600)); err != nil {
 		return st, fmt.Errorf("fake vmm: save the state: %w", err)
 	}
-	st = vmm.State{VMM: m.d.Name(), VMMVersion: v, Files: []string{StateFile}}
+	st = vmm.State{VMM: m.d.Name(), VMMVersion: v, Emulated: m.emulated, Files: []string{StateFile}}
 	st.Bytes, err = vmm.FilesSize(dir, st.Files)
 	return st, err
 }

@@ -13,6 +13,7 @@ import (
 
 	"banger/internal/daemon/vmm"
 	"banger/internal/guest/agent"
+	"banger/internal/guest/proto"
 )
 
 // Name is the fake driver's name.
@@ -49,6 +50,10 @@ type Driver struct {
 	VersionErr error
 	// SaveErr makes SaveState fail, writing nothing.
 	SaveErr error
+	// Resume, when set, is the agent's answer to a resumed request (and
+	// the agent announces the capability); nil leaves it unserved, as an
+	// old agent would.
+	Resume func(context.Context, proto.ResumedRequest) proto.ResumedResult
 
 	mu       sync.Mutex
 	nextPID  int
@@ -130,7 +135,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Lau
 		d.machines, d.nextPID = map[int]*Machine{}, 1<<22
 	}
 	d.nextPID++
-	m := &Machine{pid: d.nextPID, start: uint64(d.nextPID) * 7, dir: spec.RunDir, name: spec.Name, d: d, restored: restored, done: make(chan struct{}), served: make(chan struct{})}
+	m := &Machine{pid: d.nextPID, start: uint64(d.nextPID) * 7, dir: spec.RunDir, name: spec.Name, d: d, restored: restored, emulated: spec.Emulate, done: make(chan struct{}), served: make(chan struct{})}
 	d.machines[m.pid] = m
 	d.mu.Unlock()
 	m.link = vmm.PerStream(func(ctx context.Context) (net.Conn, error) {
@@ -145,6 +150,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Lau
 			Ready:    func() bool { return !d.NotReady },
 			Uptime:   func() (time.Duration, error) { return time.Second, nil },
 			PowerOff: func() error { m.powerOff(); return nil },
+			Resume:   d.Resume,
 		})
 	}()
 	if d.ExitAtBoot {
@@ -190,6 +196,7 @@ type Machine struct {
 	d        *Driver
 	link     vmm.PerStream
 	restored *Saved // what Start resumed, nil when it booted
+	emulated bool   // the Spec's Emulate: a saved state says so
 
 	mu        sync.Mutex
 	done      chan struct{}
