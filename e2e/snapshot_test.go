@@ -20,6 +20,10 @@ func TestSnapshotClone(t *testing.T) {
 	w.Must(t, "-q", "vm", "run", "e2e", "--name", parent, "--", "true")
 	defer w.CLI("vm", "rm", "-f", parent)
 	w.Must(t, "vm", "exec", parent, "--", "sh", "-c", "echo in-memory > /run/only-in-ram")
+	// vm ssh records the parent's host keys.
+	if stdout, stderr, code := w.CLISplit(nil, "vm", "ssh", parent, "--", "true"); code != 0 {
+		t.Fatalf("vm ssh to the parent: exit %d\n%s%s", code, stdout, stderr)
+	}
 
 	w.Must(t, "-q", "vm", "snapshot", parent, "--name", "snap1")
 	defer w.CLI("snapshot", "rm", "snap1")
