@@ -3,7 +3,7 @@
 # writes the results as Markdown to build/bench/results.md (and stdout).
 # See docs/performance.md.
 #
-#   scripts/bench/run.sh [ITEM...]   items: go bundle oci clone fc copyin qemu
+#   scripts/bench/run.sh [ITEM...]   items: go bundle oci clone fc kernel copyin qemu
 #                                    (default: all but qemu and copyin)
 #
 # Environment:
@@ -12,6 +12,8 @@
 #   BANGER_BENCH_QEMU=1       also run banger vm run vs bare QEMU (qemu)
 #   BANGER_TEST_FIRECRACKER   firecracker binary for fc (skipped when unset)
 #   BENCH_GO_TIMEOUT=S        bound on each go test run (default 240 s)
+#   BANGER_BENCH_KERNEL_DEB   linux-image .deb for kernel (default: the one
+#                             the tests cache, fetched with apt-get download)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,7 +26,7 @@ res=$out/results.md
 
 items=("$@")
 if [ ${#items[@]} -eq 0 ]; then
-  items=(go bundle oci clone fc)
+  items=(go bundle oci clone fc kernel)
   [ "${BANGER_BENCH_LARGE:-}" = 1 ] && items+=(copyin)
   [ "${BANGER_BENCH_QEMU:-}" = 1 ] && items+=(qemu)
 fi
@@ -49,7 +51,7 @@ for item in "${items[@]}"; do
         env -u BANGER_BENCH_LARGE timeout -k 10 "$go_timeout" go test -run '^$' -bench . -benchmem -count="$runs" ./... 2>&1 |
           grep -E '^(Benchmark|FAIL|---|panic)|^ok .*[1-9][0-9]*\.[0-9]+s$' || echo "(go test failed or timed out after ${go_timeout}s)"
         echo '```'; } >>"$res" ;;
-    bundle|oci|clone|fc)
+    bundle|oci|clone|fc|kernel)
       "$out/benchtool" -runs "$runs" "$item" >>"$res" ;;
     copyin)
       { echo; echo "#### Guest-agent copy-in of 1 GiB vs raw io.Copy (go test -bench CopyInLarge, -count=$runs)"; echo; echo '```'
@@ -58,7 +60,7 @@ for item in "${items[@]}"; do
         echo '```'; } >>"$res" ;;
     qemu)
       scripts/bench/qemu-overhead.sh "$runs" >>"$res" ;;
-    *) echo "bench: unknown item $item (want go bundle oci clone fc copyin qemu)" >&2; exit 2 ;;
+    *) echo "bench: unknown item $item (want go bundle oci clone fc kernel copyin qemu)" >&2; exit 2 ;;
   esac
 done
 cat "$res"
