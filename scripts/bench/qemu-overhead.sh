@@ -102,36 +102,63 @@ done
 wait "$vmrun" || skip "banger vm run --rm -- true failed in the warm-up run"
 [ -s "$root/qemu.args" ] || skip "could not read the QEMU command line banger used"
 
-get() { awk -v k="$1" 'p {print; exit} $0 == k {p=1}' "$root/qemu.args"; }
+# banger hands QEMU open files and sockets: the console log and the disk
+# through -add-fd (then /dev/fdset/N), the QMP and agent sockets as fd=N.
+# The bare run has no such descriptors, so it opens the same files by path
+# (each fd's opaque tag) and listens on sockets of its own directory.
+sedfd=(-E -e 's#^socket,id=([a-z0-9]+),fd=[0-9]+,#socket,id=\1,path=@BAREDIR@/\1.sock,#')
+while IFS= read -r l; do
+  n=$(sed -n 's/.*set=\([0-9]*\).*/\1/p' <<<"$l"); op=$(sed -n 's/.*opaque=\([^,]*\).*/\1/p' <<<"$l")
+  if [ -n "$n" ] && [ -n "$op" ]; then sedfd+=(-e "s#/dev/fdset/$n(,|\$)#$op\\1#"); fi
+done < <(awk 'prev == "-add-fd" {print} {prev = $0}' "$root/qemu.args")
+# The kernel and initrd come as /proc/self/fd/N too: take their paths from
+# the imported kernel's record.
+kpath=$(grep -o '"/[^"]*/vmlinux"' "$root/kernel.json" | head -n1 | tr -d '"')
+ipath=$(grep -o '"/[^"]*/initrd.img"' "$root/kernel.json" | head -n1 | tr -d '"')
+[ -n "$kpath" ] || skip "no vmlinux path in banger kernel inspect's output"
+awk -v k="$kpath" -v i="$ipath" 'skip {skip = 0; next} $0 == "-add-fd" {skip = 1; next}
+  prev == "-kernel" {$0 = k} prev == "-initrd" && i != "" {$0 = i} {prev = $0; print}' "$root/qemu.args" | sed "${sedfd[@]}" >"$root/qemu.plain"
+get() { awk -v k="$1" 'p {print; exit} $0 == k {p=1}' "$root/qemu.plain"; }
 append=$(get -append); mem=$(get -m); smp=$(get -smp); cpu=$(get -cpu); accel=$(get -accel); machine=$(get -M)
 say "banger's QEMU: -M $machine -accel $accel -cpu $cpu -smp $smp -m $mem"
 say "kernel command line: $append"
 # The bare run is banger's own command line with the VM's directory (console
 # log, QMP and agent sockets, root disk) swapped for ours and the disk for the
 # bare image: same kernel, initrd, command line, machine and devices.
-console=$(sed -n 's/^file,id=console,path=//p' "$root/qemu.args")
+console=$(sed -n 's/^file,id=console,path=\([^,]*\).*/\1/p' "$root/qemu.plain")
 vmdir=$(dirname "$console")
-disk=$(sed -n 's/^id=vd0,file=\([^,]*\),.*/\1/p' "$root/qemu.args")
+disk=$(sed -n 's/^id=vd0,file=\([^,]*\),.*/\1/p' "$root/qemu.plain")
 if [ -z "$console" ] || [ -z "$disk" ]; then skip "could not find the console log and root disk in banger's QEMU command line"; fi
 baredir=$root/bare
 mkdir -p "$baredir"
-mapfile -t bare < <(sed -e "s|$disk|$baredir/disk.ext4|g" -e "s|$vmdir|$baredir|g" "$root/qemu.args")
-mapfile -t barekill < <(sed -e "s|$disk|$baredir/disk-kill.ext4|g" -e "s|$vmdir|$baredir|g" "$root/qemu.args")
+mapfile -t bare < <(sed -e "s|$disk|$baredir/disk.ext4|g" -e "s|$vmdir|$baredir|g" -e "s|@BAREDIR@|$baredir|g" "$root/qemu.plain")
+mapfile -t barekill < <(sed -e "s|$disk|$baredir/disk-kill.ext4|g" -e "s|$vmdir|$baredir|g" -e "s|@BAREDIR@|$baredir|g" "$root/qemu.plain")
 cp --sparse=always "$root/bare.ext4" "$baredir/disk.ext4"
 cp --sparse=always "$root/bare-kill.ext4" "$baredir/disk-kill.ext4"
 bareconsole=$baredir/$(basename "$console")
 # bare_kill: start QEMU, wait (inotify, through tail -F) until the console
 # shows that `true` ran, SIGKILL QEMU and reap it.
 bare_kill() {
-  rm -f "$bareconsole"
+  # An empty console that exists before tail starts: tail -F then follows
+  # it by inotify, where a file that is missing at first is polled (once a
+  # second by default; -s bounds that too).
+  : >"$bareconsole"
   "${barekill[@]}" </dev/null >"$root/bare-kill.out" 2>&1 &
-  local q=$! fd tp ok=0
+  local q=$! fd tp g ok=0
   # A process substitution, not a pipe: tail never writes again once QEMU
   # is dead, so a pipeline would wait for it.
-  exec {fd}< <(exec timeout 300 tail -n +1 -F "$bareconsole" 2>/dev/null)
+  exec {fd}< <(exec timeout 300 tail -s 0.01 -n +1 -F "$bareconsole" 2>/dev/null)
   tp=$!
-  grep -q -m1 BENCH-TRUE-DONE <&"$fd" || ok=1
-  kill -9 "$q"
+  grep -q -m1 BENCH-TRUE-DONE <&"$fd" &
+  g=$!
+  wait -n "$q" "$g" || true
+  if kill -0 "$q" 2>/dev/null; then
+    wait "$g" || ok=1
+  else
+    ok=1 # QEMU ended before the guest said `true` ran
+    kill "$g" 2>/dev/null || true
+  fi
+  kill -9 "$q" 2>/dev/null || true
   wait "$q" 2>/dev/null || true
   kill "$tp" 2>/dev/null || true
   exec {fd}<&-
