@@ -111,18 +111,15 @@ func Prepare(ctx context.Context, src, dstDir string, opts Options) (Artefacts, 
 		return fail(err)
 	}
 	progress("decompressing the kernel image")
-	vmlinux, err := ExtractVmlinuxFile(tree.Kernel)
-	if err != nil {
+	// Streamed to the file: the decoded kernel (tens of MiB) is never held
+	// in memory, which keeps the daemon small during kernel import.
+	if err := WriteVmlinuxFile(tree.Kernel, filepath.Join(out, VmlinuxName)); err != nil {
 		return fail(err)
 	}
 	art := Artefacts{Dir: dstDir, Release: tree.Release,
 		Vmlinux:    filepath.Join(dstDir, VmlinuxName),
 		Initrd:     filepath.Join(dstDir, InitrdName),
 		ModulesDir: filepath.Join(dstDir, ModulesName)}
-	if err := writeFile(filepath.Join(out, VmlinuxName), vmlinux, 0o644); err != nil {
-		return fail(err)
-	}
-	vmlinux = nil
 
 	if err := ctx.Err(); err != nil {
 		return fail(err)
@@ -232,21 +229,6 @@ func writeInitramfs(p string, opts InitramfsOptions) error {
 	if err == nil {
 		err = bw.Flush()
 	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func writeFile(p string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}

@@ -38,16 +38,20 @@ const (
 type payloadFormat struct {
 	name  string
 	magic string
-	dec   func(src []byte, limit int64) ([]byte, error)
+	// dec writes the decoded payload to w, at most limit bytes.
+	dec func(src []byte, w io.Writer, limit int64) error
+	// strict: an error means the output is not to be used even when it
+	// happens to be a complete ELF file (xz checks every block).
+	strict bool
 }
 
 var payloadFormats = []payloadFormat{
-	{"gzip", magicGzip, decodeGzip},
-	{"xz", magicXZ, xzDecode},
-	{"zstd", magicZstd, decodeZstd},
-	{"lz4", magicLZ4, decodeLZ4Legacy},
-	{"bzip2", magicBzip2, decodeBzip2},
-	{"lzma", magicLZMA, decodeLZMA},
+	{"gzip", magicGzip, decodeGzip, false},
+	{"xz", magicXZ, xzDecode, true},
+	{"zstd", magicZstd, decodeZstd, false},
+	{"lz4", magicLZ4, decodeLZ4Legacy, false},
+	{"bzip2", magicBzip2, decodeBzip2, false},
+	{"lzma", magicLZMA, decodeLZMA, false},
 }
 
 func formatNames() string {
@@ -59,7 +63,8 @@ func formatNames() string {
 }
 
 // ExtractVmlinuxFile reads a kernel image file and returns the uncompressed
-// vmlinux; see ExtractVmlinux.
+// vmlinux; see ExtractVmlinux. WriteVmlinuxFile does the same without
+// holding the result in memory.
 func ExtractVmlinuxFile(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -70,6 +75,41 @@ func ExtractVmlinuxFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return v, nil
+}
+
+// WriteVmlinuxFile decodes the kernel image at imagePath (see
+// ExtractVmlinux) into a new file dst, created with mode 0644 and flushed
+// to disk. The decoded kernel streams to dst: memory holds the compressed
+// image, the decompressor's window and a few small buffers, never the
+// whole vmlinux. On failure dst is removed.
+func WriteVmlinuxFile(imagePath, dst string) (err error) {
+	image, err := os.ReadFile(imagePath)
+	if err != nil {
+		return fmt.Errorf("reading kernel image: %w", err)
+	}
+	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("writing the kernel: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("writing the kernel %s: %w", dst, cerr)
+		}
+		if err != nil {
+			os.Remove(dst)
+		}
+	}()
+	fs := &fileSink{f: f}
+	if err := extractVmlinuxTo(image, fs, MaxVmlinuxSize); err != nil {
+		return fmt.Errorf("%s: %w", imagePath, err)
+	}
+	if err := fs.flush(); err != nil {
+		return fmt.Errorf("writing the kernel %s: %w", dst, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("writing the kernel %s: %w", dst, err)
+	}
+	return nil
 }
 
 // ExtractVmlinux returns the uncompressed x86_64 ELF kernel inside an x86
@@ -84,10 +124,25 @@ func ExtractVmlinux(image []byte) ([]byte, error) {
 
 func extractVmlinux(image []byte, limit int64) ([]byte, error) {
 	if bytes.HasPrefix(image, []byte(magicELF)) {
-		if err := checkVmlinux(image); err != nil {
+		if err := checkVmlinux(bytes.NewReader(image), int64(len(image))); err != nil {
 			return nil, err
 		}
 		return image, nil
+	}
+	var m memSink
+	if err := extractVmlinuxTo(image, &m, limit); err != nil {
+		return nil, err
+	}
+	return m.b, nil
+}
+
+func extractVmlinuxTo(image []byte, out sink, limit int64) error {
+	if bytes.HasPrefix(image, []byte(magicELF)) {
+		if err := checkVmlinux(bytes.NewReader(image), int64(len(image))); err != nil {
+			return err
+		}
+		_, err := out.Write(image)
+		return err
 	}
 	var errs []string
 	if payload, ok := bootPayload(image); ok {
@@ -95,9 +150,9 @@ func extractVmlinux(image []byte, limit int64) ([]byte, error) {
 			if !bytes.HasPrefix(payload, []byte(f.magic)) {
 				continue
 			}
-			out, err := decodePayload(f, payload, limit)
+			err := decodePayload(f, payload, out, limit)
 			if err == nil {
-				return out, nil
+				return nil
 			}
 			errs = append(errs, fmt.Sprintf("%s payload at the boot header's payload_offset: %v", f.name, err))
 		}
@@ -113,9 +168,9 @@ func extractVmlinux(image []byte, limit int64) ([]byte, error) {
 				continue
 			}
 			tried++
-			out, err := decodePayload(f, image[off:], limit)
+			err := decodePayload(f, image[off:], out, limit)
 			if err == nil {
-				return out, nil
+				return nil
 			}
 			if len(errs) < 8 {
 				errs = append(errs, fmt.Sprintf("%s at offset %d: %v", f.name, off, err))
@@ -126,7 +181,7 @@ func extractVmlinux(image []byte, limit int64) ([]byte, error) {
 	if len(errs) > 0 {
 		msg += "; " + strings.Join(errs, "; ")
 	}
-	return nil, errors.New(msg + "; pass a bzImage or vmlinux for x86_64")
+	return errors.New(msg + "; pass a bzImage or vmlinux for x86_64")
 }
 
 // bootPayload returns the compressed payload named by the x86 boot protocol
@@ -151,32 +206,42 @@ func bootPayload(image []byte) ([]byte, bool) {
 	return image[start : start+length], true
 }
 
-// decodePayload decodes one candidate payload and checks the result is a
-// complete x86_64 ELF. Decoders stop at the end of their stream where they
-// can; where trailing bytes (the appended size, the rest of the image) make
-// one report an error after it produced output, that output is still
-// accepted when it is a complete ELF file.
-func decodePayload(f payloadFormat, src []byte, limit int64) ([]byte, error) {
-	out, err := f.dec(src, limit)
-	if len(out) == 0 {
+// decodePayload decodes one candidate payload into out (emptied first)
+// and checks the result is a complete x86_64 ELF. Decoders stop at the end
+// of their stream where they can; where trailing bytes (the appended size,
+// the rest of the image) make one report an error after it produced
+// output, that output is still accepted when it is a complete ELF file,
+// except for strict formats.
+func decodePayload(f payloadFormat, src []byte, out sink, limit int64) error {
+	if err := out.reset(); err != nil {
+		return err
+	}
+	err := f.dec(src, &limitWriter{w: out, n: limit}, limit)
+	if err != nil && f.strict {
+		return err
+	}
+	if ferr := out.flush(); ferr != nil {
+		return ferr
+	}
+	if out.size() == 0 {
 		if err == nil {
 			err = errors.New("decoded to nothing")
 		}
-		return nil, err
+		return err
 	}
-	if cerr := checkVmlinux(out); cerr != nil {
+	if cerr := checkVmlinux(out, out.size()); cerr != nil {
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return nil, cerr
+		return cerr
 	}
-	return out, nil
+	return nil
 }
 
-// checkVmlinux verifies that data is a whole 64-bit x86 ELF file: its
-// headers parse and every loadable segment lies within it.
-func checkVmlinux(data []byte) error {
-	f, err := elf.NewFile(bytes.NewReader(data))
+// checkVmlinux verifies that the size bytes of r are a whole 64-bit x86
+// ELF file: its headers parse and every loadable segment lies within it.
+func checkVmlinux(r io.ReaderAt, size int64) error {
+	f, err := elf.NewFile(r)
 	if err != nil {
 		return fmt.Errorf("decoded kernel is not a valid ELF file: %w", err)
 	}
@@ -187,53 +252,69 @@ func checkVmlinux(data []byte) error {
 		return errors.New("kernel ELF file has no program headers")
 	}
 	for _, p := range f.Progs {
-		if p.Off+p.Filesz > uint64(len(data)) || p.Off+p.Filesz < p.Off {
-			return fmt.Errorf("kernel ELF segment at offset %d (%d bytes) runs past the end of the file (%d bytes): truncated", p.Off, p.Filesz, len(data))
+		if p.Off+p.Filesz > uint64(size) || p.Off+p.Filesz < p.Off {
+			return fmt.Errorf("kernel ELF segment at offset %d (%d bytes) runs past the end of the file (%d bytes): truncated", p.Off, p.Filesz, size)
 		}
 	}
 	return nil
 }
 
-// readLimited copies r into memory, failing beyond limit bytes; it returns
-// what it read so far along with any error.
-func readLimited(r io.Reader, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(r, limit+1))
-	if n > limit {
-		return nil, fmt.Errorf("output exceeds %d bytes", limit)
-	}
-	return buf.Bytes(), err
+// errTooLarge is limitWriter's error past its limit.
+type errTooLarge struct{ limit int64 }
+
+func (e errTooLarge) Error() string { return fmt.Sprintf("output exceeds %d bytes", e.limit) }
+
+// limitWriter passes at most n bytes on to w and fails on more.
+type limitWriter struct {
+	w     io.Writer
+	n     int64
+	wrote int64
 }
 
-func decodeGzip(src []byte, limit int64) ([]byte, error) {
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.wrote+int64(len(p)) > l.n {
+		return 0, errTooLarge{l.n}
+	}
+	k, err := l.w.Write(p)
+	l.wrote += int64(k)
+	return k, err
+}
+
+// copyOut copies a decoder's output to w (a limitWriter).
+func copyOut(w io.Writer, r io.Reader) error {
+	_, err := io.Copy(w, r)
+	return err
+}
+
+func decodeGzip(src []byte, w io.Writer, _ int64) error {
 	zr, err := gzip.NewReader(bytes.NewReader(src))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	zr.Multistream(false)
-	return readLimited(zr, limit)
+	return copyOut(w, zr)
 }
 
-func decodeZstd(src []byte, limit int64) ([]byte, error) {
+func decodeZstd(src []byte, w io.Writer, limit int64) error {
 	d, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxMemory(uint64(limit)), zstd.WithDecoderMaxWindow(maxDictCap))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer d.Close()
-	return readLimited(d, limit)
+	return copyOut(w, d)
 }
 
-func decodeBzip2(src []byte, limit int64) ([]byte, error) {
-	return readLimited(bzip2.NewReader(bytes.NewReader(src)), limit)
+func decodeBzip2(src []byte, w io.Writer, _ int64) error {
+	return copyOut(w, bzip2.NewReader(bytes.NewReader(src)))
 }
 
-func decodeLZMA(src []byte, limit int64) ([]byte, error) {
+func decodeLZMA(src []byte, w io.Writer, limit int64) error {
 	zr, err := lzma.ReaderConfig{DictCap: int(min(limit, maxDictCap))}.NewReader(bytes.NewReader(src))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return readLimited(zr, limit)
+	return copyOut(w, zr)
 }
 
 // decodeLZ4Legacy decodes the lz4 legacy frame: a magic, then blocks of
@@ -241,14 +322,13 @@ func decodeLZMA(src []byte, limit int64) ([]byte, error) {
 // uncompressed. The kernel build appends the uncompressed size after the
 // last block; a size word that cannot be a block ends the frame, as does a
 // repeated magic (concatenated frames continue).
-func decodeLZ4Legacy(src []byte, limit int64) ([]byte, error) {
+func decodeLZ4Legacy(src []byte, w io.Writer, _ int64) error {
 	if !bytes.HasPrefix(src, []byte(magicLZ4)) {
-		return nil, errors.New("missing lz4 legacy magic")
+		return errors.New("missing lz4 legacy magic")
 	}
 	bound := uint32(lz4.CompressBlockBound(lz4LegacyBlock))
-	var out []byte
 	block := make([]byte, lz4LegacyBlock)
-	pos := 4
+	pos, blocks := 4, 0
 	for pos+4 <= len(src) {
 		n := binary.LittleEndian.Uint32(src[pos:])
 		if n == binary.LittleEndian.Uint32([]byte(magicLZ4)) {
@@ -262,16 +342,27 @@ func decodeLZ4Legacy(src []byte, limit int64) ([]byte, error) {
 		if err != nil {
 			// What came before may be the whole kernel followed by
 			// unrelated bytes; decodePayload decides.
-			return out, fmt.Errorf("lz4 block at offset %d: %w", pos, err)
+			return fmt.Errorf("lz4 block at offset %d: %w", pos, err)
 		}
-		if int64(len(out)+k) > limit {
-			return nil, fmt.Errorf("output exceeds %d bytes", limit)
+		if _, err := w.Write(block[:k]); err != nil {
+			return err
 		}
-		out = append(out, block[:k]...)
+		blocks++
 		pos += 4 + int(n)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("lz4 legacy frame holds no blocks")
+	if blocks == 0 {
+		return errors.New("lz4 legacy frame holds no blocks")
 	}
-	return out, nil
+	return nil
+}
+
+// readLimited copies r into memory, failing beyond limit bytes; it returns
+// what it read so far along with any error.
+func readLimited(r io.Reader, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(r, limit+1))
+	if n > limit {
+		return nil, fmt.Errorf("output exceeds %d bytes", limit)
+	}
+	return buf.Bytes(), err
 }

@@ -187,7 +187,7 @@ func FuzzExtractVmlinux(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out, err := extractVmlinux(data, 4<<20)
 		if err == nil {
-			if cerr := checkVmlinux(out); cerr != nil {
+			if cerr := checkVmlinux(bytes.NewReader(out), int64(len(out))); cerr != nil {
 				t.Fatalf("accepted a kernel that fails the ELF check: %v", cerr)
 			}
 		}
@@ -202,6 +202,7 @@ func FuzzXZDecode(f *testing.F) {
 	w.Close()
 	f.Add(b.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = xzDecode(data, 1<<20)
+		var m memSink
+		_ = xzDecode(data, &limitWriter{w: &m, n: 1 << 20}, 1<<20)
 	})
 }

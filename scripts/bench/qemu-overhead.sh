@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Measures banger's overhead on `banger vm run --rm -- true` under QEMU TCG
 # against a bare qemu-system-x86_64 booting the same kernel, initrd and
-# (a copy of the) disk to the same point: the guest runs `true` and powers off.
+# (a copy of the) disk to the same point, the guest running `true`, ended
+# two ways: the guest powers off (poweroff -f), or, as `--rm` does, the
+# host kills QEMU (SIGKILL) once the guest has said `true` ran. The three
+# variants alternate run by run.
 #
 #   scripts/bench/qemu-overhead.sh [RUNS]     (default 5; prints Markdown)
 #
@@ -74,6 +77,13 @@ printf '#!/bin/sh\nmount -t proc proc /proc\ntrue\npoweroff -f\n' >"$root/init.b
 debugfs -w -R "rm /sbin/init" "$root/bare.ext4" >/dev/null 2>&1
 debugfs -w -R "write $root/init.bare /sbin/init" "$root/bare.ext4" >/dev/null 2>&1
 debugfs -w -R "sif /sbin/init mode 0100755" "$root/bare.ext4" >/dev/null 2>&1
+# The bare image ended by the host: init says `true` ran, on the console,
+# and waits to be killed.
+cp --sparse=always "$root/test.ext4" "$root/bare-kill.ext4"
+printf '#!/bin/sh\nmount -t proc proc /proc\ntrue && echo BENCH-TRUE-DONE\nwhile :; do sleep 1000; done\n' >"$root/init.kill"
+debugfs -w -R "rm /sbin/init" "$root/bare-kill.ext4" >/dev/null 2>&1
+debugfs -w -R "write $root/init.kill /sbin/init" "$root/bare-kill.ext4" >/dev/null 2>&1
+debugfs -w -R "sif /sbin/init mode 0100755" "$root/bare-kill.ext4" >/dev/null 2>&1
 
 # Warm-up run (starts the daemon, fills the page cache) that also records
 # the QEMU command line banger uses, so the bare run gets the same kernel
@@ -92,21 +102,68 @@ done
 wait "$vmrun" || skip "banger vm run --rm -- true failed in the warm-up run"
 [ -s "$root/qemu.args" ] || skip "could not read the QEMU command line banger used"
 
-get() { awk -v k="$1" 'p {print; exit} $0 == k {p=1}' "$root/qemu.args"; }
+# banger hands QEMU open files and sockets: the console log and the disk
+# through -add-fd (then /dev/fdset/N), the QMP and agent sockets as fd=N.
+# The bare run has no such descriptors, so it opens the same files by path
+# (each fd's opaque tag) and listens on sockets of its own directory.
+sedfd=(-E -e 's#^socket,id=([a-z0-9]+),fd=[0-9]+,#socket,id=\1,path=@BAREDIR@/\1.sock,#')
+while IFS= read -r l; do
+  n=$(sed -n 's/.*set=\([0-9]*\).*/\1/p' <<<"$l"); op=$(sed -n 's/.*opaque=\([^,]*\).*/\1/p' <<<"$l")
+  if [ -n "$n" ] && [ -n "$op" ]; then sedfd+=(-e "s#/dev/fdset/$n(,|\$)#$op\\1#"); fi
+done < <(awk 'prev == "-add-fd" {print} {prev = $0}' "$root/qemu.args")
+# The kernel and initrd come as /proc/self/fd/N too: take their paths from
+# the imported kernel's record.
+kpath=$(grep -o '"/[^"]*/vmlinux"' "$root/kernel.json" | head -n1 | tr -d '"')
+ipath=$(grep -o '"/[^"]*/initrd.img"' "$root/kernel.json" | head -n1 | tr -d '"')
+[ -n "$kpath" ] || skip "no vmlinux path in banger kernel inspect's output"
+awk -v k="$kpath" -v i="$ipath" 'skip {skip = 0; next} $0 == "-add-fd" {skip = 1; next}
+  prev == "-kernel" {$0 = k} prev == "-initrd" && i != "" {$0 = i} {prev = $0; print}' "$root/qemu.args" | sed "${sedfd[@]}" >"$root/qemu.plain"
+get() { awk -v k="$1" 'p {print; exit} $0 == k {p=1}' "$root/qemu.plain"; }
 append=$(get -append); mem=$(get -m); smp=$(get -smp); cpu=$(get -cpu); accel=$(get -accel); machine=$(get -M)
 say "banger's QEMU: -M $machine -accel $accel -cpu $cpu -smp $smp -m $mem"
 say "kernel command line: $append"
 # The bare run is banger's own command line with the VM's directory (console
 # log, QMP and agent sockets, root disk) swapped for ours and the disk for the
 # bare image: same kernel, initrd, command line, machine and devices.
-console=$(sed -n 's/^file,id=console,path=//p' "$root/qemu.args")
+console=$(sed -n 's/^file,id=console,path=\([^,]*\).*/\1/p' "$root/qemu.plain")
 vmdir=$(dirname "$console")
-disk=$(sed -n 's/^id=vd0,file=\([^,]*\),.*/\1/p' "$root/qemu.args")
-[ -n "$console" ] && [ -n "$disk" ] || skip "could not find the console log and root disk in banger's QEMU command line"
+disk=$(sed -n 's/^id=vd0,file=\([^,]*\),.*/\1/p' "$root/qemu.plain")
+if [ -z "$console" ] || [ -z "$disk" ]; then skip "could not find the console log and root disk in banger's QEMU command line"; fi
 baredir=$root/bare
 mkdir -p "$baredir"
-mapfile -t bare < <(sed -e "s|$disk|$baredir/disk.ext4|g" -e "s|$vmdir|$baredir|g" "$root/qemu.args")
+mapfile -t bare < <(sed -e "s|$disk|$baredir/disk.ext4|g" -e "s|$vmdir|$baredir|g" -e "s|@BAREDIR@|$baredir|g" "$root/qemu.plain")
+mapfile -t barekill < <(sed -e "s|$disk|$baredir/disk-kill.ext4|g" -e "s|$vmdir|$baredir|g" -e "s|@BAREDIR@|$baredir|g" "$root/qemu.plain")
 cp --sparse=always "$root/bare.ext4" "$baredir/disk.ext4"
+cp --sparse=always "$root/bare-kill.ext4" "$baredir/disk-kill.ext4"
+bareconsole=$baredir/$(basename "$console")
+# bare_kill: start QEMU, wait (inotify, through tail -F) until the console
+# shows that `true` ran, SIGKILL QEMU and reap it.
+bare_kill() {
+  # An empty console that exists before tail starts: tail -F then follows
+  # it by inotify, where a file that is missing at first is polled (once a
+  # second by default; -s bounds that too).
+  : >"$bareconsole"
+  "${barekill[@]}" </dev/null >"$root/bare-kill.out" 2>&1 &
+  local q=$! fd tp g ok=0
+  # A process substitution, not a pipe: tail never writes again once QEMU
+  # is dead, so a pipeline would wait for it.
+  exec {fd}< <(exec timeout 300 tail -s 0.01 -n +1 -F "$bareconsole" 2>/dev/null)
+  tp=$!
+  grep -q -m1 BENCH-TRUE-DONE <&"$fd" &
+  g=$!
+  wait -n "$q" "$g" || true
+  if kill -0 "$q" 2>/dev/null; then
+    wait "$g" || ok=1
+  else
+    ok=1 # QEMU ended before the guest said `true` ran
+    kill "$g" 2>/dev/null || true
+  fi
+  kill -9 "$q" 2>/dev/null || true
+  wait "$q" 2>/dev/null || true
+  kill "$tp" 2>/dev/null || true
+  exec {fd}<&-
+  return "$ok"
+}
 
 # Nanoseconds (microseconds of EPOCHREALTIME; its decimal point may be a
 # comma in some locales). Call it as $(now) where a fork does not matter.
@@ -117,9 +174,16 @@ stamp() { local l; while IFS= read -r l; do printf '%s000 %s\n' "${EPOCHREALTIME
 # phase FILE T0 PATTERN: milliseconds from T0 to the first progress line
 # matching PATTERN.
 phase() { awk -v t0="$2" -v p="$3" '$0 ~ p {printf "%d", ($1 - t0) / 1000000; exit}' "$1"; }
-declare -a tb tq pc ps pr pe
+declare -a tb tq tk pc ps pr pe
 for i in $(seq 1 "$runs"); do
   say "run $i/$runs"
+  # The bare run ended by SIGKILL goes first on odd runs and last on even
+  # ones, so that no variant always follows the same one.
+  if [ $((i % 2)) = 1 ]; then
+    sync; rm -f "$baredir"/*.sock
+    t0=$(now); bare_kill || { say "bare QEMU (killed) failed: $(tail -5 "$root/bare-kill.out")"; exit 1; }; t1=$(now)
+    tk+=($(((t1 - t0) / 1000000)))
+  fi
   sync
   # The progress lines (stderr) are stamped as they arrive, to split the
   # run into phases.
@@ -136,8 +200,12 @@ for i in $(seq 1 "$runs"); do
   rm -f "$baredir"/*.sock
   t0=$(now); timeout 300 "${bare[@]}" </dev/null >"$root/bare.out" 2>&1 || { say "bare QEMU failed: $(tail -5 "$root/bare.out"); console: $(tail -5 "$baredir/$(basename "$console")")"; exit 1; }; t1=$(now)
   tq+=($(((t1 - t0) / 1000000)))
+  if [ $((i % 2)) = 0 ]; then
+    sync; rm -f "$baredir"/*.sock
+    t0=$(now); bare_kill || { say "bare QEMU (killed) failed: $(tail -5 "$root/bare-kill.out")"; exit 1; }; t1=$(now)
+    tk+=($(((t1 - t0) / 1000000)))
+  fi
 done
-grep -q 'reboot: Power down' "$baredir/$(basename "$console")" || say "warning: the bare guest's console shows no power-down"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
 minv() { printf '%s\n' "$@" | sort -n | head -n1; }
@@ -149,13 +217,20 @@ echo "|---|---:|---:|---:|---:|---:|"
 printf '| banger vm run --rm -- true | %s | %s ms | %s ms | %s ms | %s |\n' "$runs" "$mb" "$(minv "${tb[@]}")" "$(maxv "${tb[@]}")" \
   "$(awk -v a="$mb" -v b="$mq" 'BEGIN {printf "%+.0f%%", (a/b-1)*100}')"
 printf '| bare qemu-system-x86_64 (init: true; poweroff -f) | %s | %s ms | %s ms | %s ms | — |\n' "$runs" "$mq" "$(minv "${tq[@]}")" "$(maxv "${tq[@]}")"
-printf '\nAll banger runs (ms): %s. All bare runs (ms): %s.\n' "${tb[*]}" "${tq[*]}"
+mk=$(median "${tk[@]}")
+printf '| bare qemu-system-x86_64 (init: true; host SIGKILLs QEMU, as --rm) | %s | %s ms | %s ms | %s ms | banger %s |\n' "$runs" "$mk" "$(minv "${tk[@]}")" "$(maxv "${tk[@]}")" \
+  "$(awk -v a="$mb" -v b="$mk" 'BEGIN {printf "%+.0f%%", (a/b-1)*100}')"
+printf '\nAll banger runs (ms): %s. All bare runs, poweroff (ms): %s. All bare runs, killed (ms): %s.\n' "${tb[*]}" "${tq[*]}" "${tk[*]}"
 # Each banger run is paired with the bare run right after it, so that a
 # machine getting slower or faster during the runs affects both alike.
 declare -a pr_
 for i in "${!tb[@]}"; do pr_+=("$(awk -v a="${tb[$i]}" -v b="${tq[$i]}" 'BEGIN {printf "%d", (a/b-1)*1000}')"); done
 printf '\nMedian of the paired overheads (each banger run against the bare run after it): %s.\n' \
   "$(awk -v p="$(median "${pr_[@]}")" 'BEGIN {printf "%+.1f%%", p/10}')"
+declare -a pk_
+for i in "${!tb[@]}"; do pk_+=("$(awk -v a="${tb[$i]}" -v b="${tk[$i]}" 'BEGIN {printf "%d", (a/b-1)*1000}')"); done
+printf 'Median of the paired overheads against the bare run ended by SIGKILL (same iteration): %s.\n' \
+  "$(awk -v p="$(median "${pk_[@]}")" 'BEGIN {printf "%+.1f%%", p/10}')"
 if [ ${#pc[@]} -gt 0 ]; then
   printf '\nPhases of the banger runs, from its progress lines (median ms): create %s, QEMU start %s, boot until the agent is ready %s, exec and removal %s.\n' \
     "$(median "${pc[@]}")" "$(median "${ps[@]}")" "$(median "${pr[@]}")" "$(median "${pe[@]}")"

@@ -99,6 +99,38 @@ func jsonEqual(t *testing.T, what string, got json.RawMessage, want any) {
 	}
 }
 
+// TestStartFakeLogAndMetricsWhenAsked: the logger and metrics calls are
+// made, first and with these bodies, only when the config asks for them
+// (TestStartFakeOrderBodiesAndStop checks they are not made otherwise).
+func TestStartFakeLogAndMetricsWhenAsked(t *testing.T) {
+	fakeTaps(t, "tap-test0")
+	cfg := testConfig(t, fakeBinary(t, nil))
+	cfg.FirecrackerLog, cfg.Metrics = true, true
+	p, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { p.kill() })
+	calls := readCalls(t, cfg.Dir)
+	if len(calls) < 3 {
+		t.Fatalf("fake saw %d calls: %+v", len(calls), calls)
+	}
+	show := true
+	for i, w := range []struct {
+		path string
+		body any
+	}{
+		{"/logger", Logger{LogPath: LogPath(cfg.Dir), Level: "Info", ShowLevel: &show}},
+		{"/metrics", map[string]any{"metrics_path": MetricsPath(cfg.Dir)}},
+	} {
+		if c := calls[i]; c.Method != "PUT" || c.Path != w.path {
+			t.Errorf("call %d = %s %s, want PUT %s", i, c.Method, c.Path, w.path)
+		} else {
+			jsonEqual(t, "PUT "+w.path, c.Body, w.body)
+		}
+	}
+}
+
 func TestStartFakeOrderBodiesAndStop(t *testing.T) {
 	fakeTaps(t, "tap-test0")
 	cfg := testConfig(t, fakeBinary(t, nil))
@@ -140,13 +172,10 @@ func TestStartFakeOrderBodiesAndStop(t *testing.T) {
 	for len(calls) > 0 && calls[0].Method == "GET" && calls[0].Path == "/" {
 		calls = calls[1:]
 	}
-	show := true
 	want := []struct {
 		method, path string
 		body         any
 	}{
-		{"PUT", "/logger", Logger{LogPath: LogPath(cfg.Dir), Level: "Info", ShowLevel: &show}},
-		{"PUT", "/metrics", map[string]any{"metrics_path": MetricsPath(cfg.Dir)}},
 		{"PUT", "/machine-config", map[string]any{"vcpu_count": 2, "mem_size_mib": 256}},
 		{"PUT", "/boot-source", map[string]any{"kernel_image_path": cfg.Kernel, "initrd_path": cfg.Initrd, "boot_args": cfg.BootArgs}},
 		{"PUT", "/drives/root", map[string]any{"drive_id": "root", "path_on_host": cfg.Drives[0].Path, "is_root_device": true, "is_read_only": false, "cache_type": "Writeback"}},
@@ -293,8 +322,8 @@ func TestStartFailureAtEachStepCleansUp(t *testing.T) {
 		{step: StepWaitAPI, env: map[string]string{"FCPROC_FAKE_MODE": "noapi"}, setup: func(t *testing.T, cfg *Config) {
 			cfg.Timeouts.APISocket = 100 * time.Millisecond
 		}, want: "did not answer"},
-		{step: StepPutLogger, env: failAt("PUT /logger"), want: "injected failure"},
-		{step: StepPutMetrics, env: failAt("PUT /metrics"), want: "injected failure"},
+		{step: StepPutLogger, env: failAt("PUT /logger"), setup: func(t *testing.T, cfg *Config) { cfg.FirecrackerLog = true }, want: "injected failure"},
+		{step: StepPutMetrics, env: failAt("PUT /metrics"), setup: func(t *testing.T, cfg *Config) { cfg.Metrics = true }, want: "injected failure"},
 		{step: StepPutMachineConfig, env: failAt("PUT /machine-config"), want: "injected failure"},
 		{step: StepPutBootSource, env: failAt("PUT /boot-source"), want: "injected failure"},
 		{step: StepPutDrives, env: failAt("PUT /drives/data"), want: "drive data"},

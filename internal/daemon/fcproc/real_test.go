@@ -164,9 +164,11 @@ func TestRealFirecrackerStart(t *testing.T) {
 		checkKVMText(t, err)
 		assertGone(t, se.PID, cfg.Dir)
 		assertTap(t, tap)
+		checkLogInConsole(t, cfg.Dir)
 		return
 	}
 	t.Cleanup(func() { p.Stop(context.Background(), nil) })
+	checkLogInConsole(t, cfg.Dir)
 	// KVM is usable here: the stub kernel runs (halted) until killed.
 	t.Logf("KVM is usable: the VM started; config duration %v", p.ConfigDuration)
 	logSteps(t, p)
@@ -182,6 +184,19 @@ func TestRealFirecrackerStart(t *testing.T) {
 	}
 	assertGone(t, p.PID, cfg.Dir)
 	assertTap(t, tap)
+}
+
+// checkLogInConsole: without FirecrackerLog, no firecracker.log is made
+// and Firecracker's own log lines land in console.log.
+func checkLogInConsole(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Stat(LogPath(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s exists though FirecrackerLog is off (%v)", LogPath(dir), err)
+	}
+	b, _ := os.ReadFile(ConsoleLogPath(dir))
+	if !strings.Contains(string(b), `Put request on "/machine-config"`) {
+		t.Errorf("console.log does not hold Firecracker's log of PUT /machine-config:\n%s", b)
+	}
 }
 
 // TestRealFirecrackerWithoutKVMAccess runs Firecracker as nobody, who may not
@@ -228,6 +243,9 @@ func TestRealFirecrackerWithoutKVMAccess(t *testing.T) {
 		// No network: an unprivileged Firecracker cannot open /dev/net/tun
 		// on a host where it is root-only.
 		VsockCID: 3,
+		// Its log and metrics files, to check every call below.
+		FirecrackerLog: true,
+		Metrics:        true,
 	}
 	_, err = Start(context.Background(), cfg)
 	if err == nil {

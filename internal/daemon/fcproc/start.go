@@ -45,6 +45,16 @@ type Config struct {
 	Jail *Jail
 	// Logger receives one debug record per step; nil discards.
 	Logger *slog.Logger
+	// FirecrackerLog sends Firecracker's own log to firecracker.log in Dir
+	// (PUT /logger, level Info, levels shown). Off, no call is made and
+	// Firecracker writes its log, at its default level, to its stdout:
+	// console.log, between the guest's console lines, each line stamped
+	// "[<id>:<thread>]".
+	FirecrackerLog bool
+	// Metrics has Firecracker write its JSON metrics to metrics.json in
+	// Dir (PUT /metrics). Off, no call is made and Firecracker keeps no
+	// metrics file; banger itself reads none.
+	Metrics bool
 }
 
 // DriveConfig is one virtio-block drive.
@@ -483,12 +493,13 @@ func (s *starter) spawn(context.Context) error {
 	// Its own process group: a terminal's Ctrl-C or a signal to the
 	// daemon's group does not reach the VM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// ConfigDuration counts from here: the fork and exec are part of it.
+	s.spawnAt = time.Now()
 	// Held by a pidfd from the clone on, and reaped by its handle.
 	h, err := procwatch.Start(cmd)
 	if err != nil {
 		return fmt.Errorf("run %s: %w", cmd.Path, err)
 	}
-	s.spawnAt = time.Now()
 	s.proc = spawned(h, s.cfg.Dir, s.t, s.log)
 	if s.jail != nil {
 		s.proc.jailDir = filepath.Dir(s.jail.Root)
@@ -504,37 +515,54 @@ func spawnArgs(apiSock, name string) []string {
 	return []string{"--api-sock", apiSock, "--id", name}
 }
 
-// apiPoll is the pause between attempts to reach a fresh API socket.
-const apiPoll = 2 * time.Millisecond
+// The wait for a fresh API socket retries a connect after apiPollMin,
+// doubling the pause up to apiPollMax: Firecracker listens about 1 to 2 ms
+// after its exec, so the first tries come often and cost little (a failed
+// connect on a Unix socket is a few microseconds), and a slow start is not
+// hammered.
+const (
+	apiPollMin = 50 * time.Microsecond
+	apiPollMax = 2 * time.Millisecond
+)
 
+// waitAPI waits until Firecracker accepts connections on its API socket.
+// A successful connect is enough: Firecracker binds and listens before it
+// serves, and a request sent at once waits in the socket until it does, so
+// the first configuration call is the readiness check (no GET / first).
 func (s *starter) waitAPI(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.t.APISocket)
 	defer cancel()
-	probe := NewClient(s.apiSock, 250*time.Millisecond)
-	defer probe.Close()
 	var lastErr error
+	var d net.Dialer
+	pause := apiPollMin
+	t := time.NewTimer(time.Hour) // armed with each pause below
+	defer t.Stop()
 	for {
-		if _, err := os.Stat(s.apiSock); err == nil {
-			_, err := probe.InstanceInfo(ctx)
-			if err == nil {
-				return nil
-			}
-			lastErr = err
+		c, err := d.DialContext(ctx, "unix", s.apiSock)
+		if err == nil {
+			c.Close()
+			return nil
 		}
+		lastErr = err
+		t.Reset(pause)
 		select {
 		case <-s.proc.Done():
 			return fmt.Errorf("firecracker exited before its API socket answered (%v)%s", s.proc.proc.ExitErr(), consoleTail(ConsoleLogPath(s.cfg.Dir)))
 		case <-ctx.Done():
-			if lastErr == nil {
+			if errors.Is(lastErr, os.ErrNotExist) || errors.Is(lastErr, syscall.ENOENT) {
 				lastErr = fmt.Errorf("%s was never created", s.apiSock)
 			}
 			return fmt.Errorf("API socket did not answer within %s: %v%s", s.t.APISocket, lastErr, consoleTail(ConsoleLogPath(s.cfg.Dir)))
-		case <-time.After(apiPoll):
+		case <-t.C:
 		}
+		pause = min(2*pause, apiPollMax)
 	}
 }
 
 func (s *starter) putLogger(ctx context.Context) error {
+	if !s.cfg.FirecrackerLog {
+		return nil
+	}
 	show := true
 	p := LogPath(s.cfg.Dir)
 	if s.jail != nil {
@@ -544,6 +572,9 @@ func (s *starter) putLogger(ctx context.Context) error {
 }
 
 func (s *starter) putMetrics(ctx context.Context) error {
+	if !s.cfg.Metrics {
+		return nil
+	}
 	p := MetricsPath(s.cfg.Dir)
 	if s.jail != nil {
 		p = s.jail.Metrics

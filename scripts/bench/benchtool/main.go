@@ -23,6 +23,8 @@ items:
            filesystem, "reflink" on a loop-mounted btrfs) against cp
   fc       fcproc.Start's ConfigDuration against Firecracker's own API
            readiness (needs BANGER_TEST_FIRECRACKER)
+  kernel   peak RSS of kernelprep.Prepare (kernel import) on Debian's
+           kernel package, each run in a fresh process
 `
 
 func main() {
@@ -30,6 +32,12 @@ func main() {
 	work := flag.String("work", "", "scratch directory (default: a new one under $TMPDIR, removed at exit)")
 	flag.Usage = func() { fmt.Fprint(os.Stderr, usage); flag.PrintDefaults() }
 	flag.Parse()
+	if flag.NArg() == 4 && flag.Arg(0) == "kernel-child" {
+		if err := kernelChild(flag.Arg(1), flag.Arg(2), flag.Arg(3)); err != nil {
+			fatalf("kernel-child: %v", err)
+		}
+		return
+	}
 	if flag.NArg() != 1 || *runs < 1 {
 		flag.Usage()
 		os.Exit(2)
@@ -59,6 +67,8 @@ func main() {
 		err = benchClone(ctx, dir, *runs)
 	case "fc":
 		err = benchFC(ctx, dir, *runs)
+	case "kernel":
+		err = benchKernel(ctx, dir, *runs)
 	default:
 		flag.Usage()
 		os.Exit(2)
