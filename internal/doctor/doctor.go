@@ -115,7 +115,7 @@ func Run(ctx context.Context, in Inputs) []Result {
 	out = append(out, checkKVM(f.KVM), checkFirecracker(f.Firecracker), checkQEMU(f.QEMU))
 	if in.Config != nil {
 		out = append(out, checkVMM(s.VMM, f), checkCOW(s.COW, f), checkStateDir(probeSpace(s.StateDir)),
-			checkStore(ctx, s.StateDir), checkOrphans(s.StateDir), checkReflink(f.Reflink), checkSSHKey(s.SSHKeyPath))
+			checkStore(ctx, s.StateDir), checkOrphans(s.StateDir), checkSnapshots(s.StateDir), checkReflink(f.Reflink), checkSSHKey(s.SSHKeyPath))
 	}
 	if in.Daemon != nil {
 		out = append(out, checkDaemon(*in.Daemon, in.CLIVersion, in.APIVersion))

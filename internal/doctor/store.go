@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"banger/internal/store"
 )
@@ -94,4 +95,57 @@ func checkOrphans(stateDir string) Result {
 		"each holds a VM's disks (root.ext4 or root.cow, work.ext4). If the store was swapped by mistake, stop bangerd, put the right banger.db back and move the directory back to vms/<id> (the id is in its name). To keep a VM's files, copy them out, or register its root disk as an image (banger image register --name NAME --rootfs DIR/root.ext4 --kernel KERNEL) and create a VM from it. To delete one: rm -r DIR",
 		"%d VM director%s moved aside because the store had no row for them (a store emptied, restored from an older backup, or adopted): %s",
 		len(found), map[bool]string{true: "y was", false: "ies were"}[len(found) == 1], strings.Join(found, ", "))
+}
+
+// checkSnapshots counts the VM snapshots under the state dir and the disk
+// they take (allocated blocks: a sparse memory state counts what it
+// holds; files shared with a reflink are counted in full).
+func checkSnapshots(stateDir string) Result {
+	const name = "snapshots"
+	root := filepath.Join(stateDir, "snapshots")
+	ents, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ok(name, "no snapshots")
+	}
+	if err != nil {
+		return warn(name, "run `banger doctor` as the user bangerd runs as", "cannot list %s: %v", root, err)
+	}
+	var n int
+	var bytes int64
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		n++
+		_ = filepath.WalkDir(filepath.Join(root, e.Name()), func(_ string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			if fi, err := d.Info(); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					bytes += st.Blocks * 512
+				}
+			}
+			return nil
+		})
+	}
+	if n == 0 {
+		return ok(name, "no snapshots")
+	}
+	return ok(name, "%d snapshot%s in %s, %s on disk (banger snapshot ls; banger snapshot rm NAME frees one)",
+		n, map[bool]string{true: "", false: "s"}[n == 1], root, humanBytes(bytes))
+}
+
+// humanBytes renders n in binary units.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
