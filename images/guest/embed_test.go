@@ -48,8 +48,9 @@ func (u unit) has(section, key, value string) bool {
 }
 
 // TestUnitsStartEarly: both units start at the beginning of the boot (no
-// default dependencies, so not after basic.target), the boot duties only
-// after / is writable, both stop at shutdown, and both are wanted by the
+// default dependencies, so not after basic.target), the boot duties after
+// the mounts they write in (the agent itself waits for / to be writable),
+// both stop at shutdown, and both are wanted by the
 // target UnitNames says.
 func TestUnitsStartEarly(t *testing.T) {
 	for name, target := range UnitNames {
@@ -60,7 +61,7 @@ func TestUnitsStartEarly(t *testing.T) {
 		if !u.has("Unit", "Conflicts", "shutdown.target") || !u.has("Unit", "Before", "shutdown.target") {
 			t.Errorf("%s: not stopped at shutdown (Conflicts= and Before=shutdown.target)", name)
 		}
-		for _, late := range []string{"basic.target", "sysinit.target", "local-fs.target", "multi-user.target", "network.target"} {
+		for _, late := range []string{"basic.target", "sysinit.target", "local-fs.target", "multi-user.target", "network.target", "systemd-remount-fs.service"} {
 			if u.has("Unit", "After", late) {
 				t.Errorf("%s: ordered after %s, which its duties do not need", name, late)
 			}
@@ -70,8 +71,10 @@ func TestUnitsStartEarly(t *testing.T) {
 		}
 	}
 	boot := parseUnit(t, "banger-agent-boot.service")
-	if !boot.has("Unit", "After", "systemd-remount-fs.service") {
-		t.Error("banger-agent-boot.service must run after systemd-remount-fs.service: it writes /etc and /root")
+	for _, dir := range []string{"/etc", "/root", "/run"} {
+		if !boot.has("Unit", "RequiresMountsFor", dir) {
+			t.Errorf("banger-agent-boot.service writes in %s but does not wait for its mount (RequiresMountsFor=)", dir)
+		}
 	}
 	for _, before := range []string{"network-pre.target", "ssh.service"} {
 		if !boot.has("Unit", "Before", before) {

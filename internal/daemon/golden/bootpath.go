@@ -37,6 +37,7 @@ var MaskedUnits = []Mask{
 	{"ifupdown-wait-online.service", "waits for ifupdown's interfaces, which no longer run"},
 	{"getty@tty1.service", "a login prompt on a display banger VMs do not have"},
 	{"modprobe@.service", "the image has no modprobe (kmod is not installed); the initramfs loads the modules banger needs"},
+	{"systemd-modules-load.service", "the image has no /lib/modules: the initramfs loads the modules banger needs"},
 	{"sys-kernel-debug.mount", "debugfs; mount it by hand when debugging"},
 	{"sys-kernel-tracing.mount", "tracefs; mount it by hand when tracing"},
 	{"dev-hugepages.mount", "huge pages are not set up in banger VMs"},
