@@ -194,3 +194,14 @@ for f in "$@"; do
   printf '\nimg%s: median of the paired overheads of banger over bare QEMU: %s.\n' "$j" \
     "$(awk -v p="$(median "${pr[@]}")" 'BEGIN {printf "%+.1f%%", p/10}')"
 done
+# Each image against the first, run by run (both booted in the same round).
+for j in $(seq 2 "$n"); do
+  for v in banger bare; do
+    read -r -a a <<<"${res[$v$j]}"; read -r -a b <<<"${res[${v}1]}"
+    declare -a pr=()
+    for k in "${!a[@]}"; do pr+=("$(awk -v x="${a[$k]}" -v y="${b[$k]}" 'BEGIN {printf "%d", x/y*1000}')"); done
+    printf '\n%s: img%s / img1, median of the paired ratios: %s (min %s, max %s).\n' "$v" "$j" \
+      "$(awk -v p="$(median "${pr[@]}")" 'BEGIN {printf "%.2f", p/1000}')" \
+      "$(awk -v p="$(minv "${pr[@]}")" 'BEGIN {printf "%.2f", p/1000}')" "$(awk -v p="$(maxv "${pr[@]}")" 'BEGIN {printf "%.2f", p/1000}')"
+  done
+done
