@@ -12,7 +12,8 @@ import (
 // image's manifest.json as "guest_pieces"; raise it when any of these
 // change, so that an image built before can be told apart from a new one.
 // Version 2: the agent starts at the beginning of the boot, the units
-// below are masked, sshd makes an ed25519 host key only.
+// below are masked, sshd makes an ed25519 host key only, /tmp is not
+// emptied at boot.
 const GuestPiecesVersion = 2
 
 // Mask is a systemd unit or generator the image build masks (a link to
@@ -78,6 +79,16 @@ func maskBootPath(r *os.Root) error {
 	}
 	return nil
 }
+
+// tmpConf overrides systemd's tmp.conf, whose "D /tmp" empties /tmp when
+// systemd-tmpfiles-setup runs. That is after the agent says ready now, so
+// a file put in /tmp by `vm cp` or `vm exec` right after `vm start` could
+// vanish. A new VM's /tmp is empty anyway (the image's is); a restarted VM
+// keeps its /tmp.
+const tmpConf = "# Written by banger: /tmp is not emptied at boot. systemd-tmpfiles-setup runs\n" +
+	"# after banger's agent is ready, and would remove what vm cp or vm exec\n" +
+	"# put there in the meantime. A new VM's /tmp is empty anyway.\n" +
+	"d /tmp 1777 root root -\n"
 
 // sshHostKeyConf makes sshd use one host key, ed25519, made on the VM's
 // first boot: `ssh-keygen -A` also makes an RSA key, which takes seconds

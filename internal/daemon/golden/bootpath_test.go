@@ -2,6 +2,7 @@ package golden_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -77,5 +78,29 @@ func TestMasksSpareWhatTheVMNeeds(t *testing.T) {
 	}
 	for _, m := range golden.MaskedGenerators {
 		check(m, true)
+	}
+}
+
+// TestTmpIsKeptAtBoot: with the image's tmpfiles override, systemd-tmpfiles
+// run as at boot leaves a file in /tmp (put there by vm cp right after the
+// agent said ready); without it, the stock "D /tmp" would remove it.
+func TestTmpIsKeptAtBoot(t *testing.T) {
+	st, err := exec.LookPath("systemd-tmpfiles")
+	if err != nil {
+		t.Skip("systemd-tmpfiles is not installed")
+	}
+	tree := t.TempDir()
+	agent := filepath.Join(t.TempDir(), "agent")
+	write(t, agent, "#!agent")
+	if err := golden.Customize(tree, agent, "vm"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(tree, "tmp/copied-in"), "x")
+	out, err := exec.Command(st, "--root="+tree, "--create", "--remove", "--boot", "tmp.conf").CombinedOutput()
+	if err != nil {
+		t.Skipf("systemd-tmpfiles cannot run on a tree here: %v: %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(tree, "tmp/copied-in")); err != nil {
+		t.Fatalf("systemd-tmpfiles at boot removed a file from /tmp: %v", err)
 	}
 }

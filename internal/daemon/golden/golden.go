@@ -172,6 +172,7 @@ func Customize(tree, agent, name string) error {
 		}},
 		{"install the units", func() error { return installUnits(r) }},
 		{"mask what a VM's boot does without", func() error { return maskBootPath(r) }},
+		{"keep /tmp at boot", func() error { return writeFile(r, "etc/tmpfiles.d/tmp.conf", tmpConf, 0o644) }},
 		{"configure sshd", func() error {
 			return writeFile(r, "etc/ssh/sshd_config.d/banger.conf",
 				"# Written by banger: root logs in with the key banger installs at boot.\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"+sshdHostKeyLine, 0o644)

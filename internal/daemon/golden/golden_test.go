@@ -77,6 +77,7 @@ func TestCustomize(t *testing.T) {
 	check("etc/systemd/system/banger-agent.service", "banger-vsock-agent serve")
 	check("etc/systemd/system/ssh.service.d/banger-host-keys.conf", "ssh-keygen -q -t ed25519")
 	check("etc/ssh/sshd_config.d/banger.conf", "HostKey /etc/ssh/ssh_host_ed25519_key")
+	check("etc/tmpfiles.d/tmp.conf", "\nd /tmp 1777 root root -\n")
 	if keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*")); len(keys) != 0 {
 		t.Fatalf("build-time host keys left: %v", keys)
 	}
