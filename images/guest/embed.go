@@ -11,7 +11,9 @@ import "embed"
 var Units embed.FS
 
 // UnitNames lists the unit files in Units with the target that wants each.
+// Both are wanted by sysinit.target without being ordered after it: they
+// start at the beginning of the boot, not once basic.target is reached.
 var UnitNames = map[string]string{
 	"banger-agent-boot.service": "sysinit.target",
-	"banger-agent.service":      "multi-user.target",
+	"banger-agent.service":      "sysinit.target",
 }

@@ -98,7 +98,8 @@ func Build(ctx context.Context, e catalog.Entry, dir string, o Options, p Progre
 }
 
 func writeManifest(dir string, e catalog.Entry, by, suite string) error {
-	manifest := fmt.Sprintf("{\n  \"name\": %q,\n  \"kernel\": %q,\n  \"built_by\": %q,\n  \"suite\": %q\n}\n", e.Name, e.Kernel, by, suite)
+	manifest := fmt.Sprintf("{\n  \"name\": %q,\n  \"kernel\": %q,\n  \"built_by\": %q,\n  \"suite\": %q,\n  \"guest_pieces\": %d\n}\n",
+		e.Name, e.Kernel, by, suite, GuestPiecesVersion)
 	return os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(manifest), 0o644)
 }
 
@@ -170,9 +171,11 @@ func Customize(tree, agent, name string) error {
 			return copyFile(r, agent, initrd.RootAgent[1:], 0o755)
 		}},
 		{"install the units", func() error { return installUnits(r) }},
+		{"mask what a VM's boot does without", func() error { return maskBootPath(r) }},
+		{"keep /tmp at boot", func() error { return writeFile(r, "etc/tmpfiles.d/tmp.conf", tmpConf, 0o644) }},
 		{"configure sshd", func() error {
 			return writeFile(r, "etc/ssh/sshd_config.d/banger.conf",
-				"# Written by banger: root logs in with the key banger installs at boot.\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n", 0o644)
+				"# Written by banger: root logs in with the key banger installs at boot.\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"+sshdHostKeyLine, 0o644)
 		}},
 		{"write fstab", func() error {
 			return writeFile(r, "etc/fstab", "/dev/vda / ext4 rw,relatime 0 1\n", 0o644)
@@ -191,7 +194,7 @@ func Customize(tree, agent, name string) error {
 
 // perVMHostKeys removes the SSH host keys made while the image was built,
 // which every VM of the image would otherwise share, and has ssh.service
-// make fresh ones on each VM's first boot.
+// make a fresh one on each VM's first boot (sshHostKeyDropIn).
 func perVMHostKeys(r *os.Root) error {
 	ents, err := fs.ReadDir(r.FS(), "etc/ssh")
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -204,8 +207,7 @@ func perVMHostKeys(r *os.Root) error {
 			}
 		}
 	}
-	return writeFile(r, "etc/systemd/system/ssh.service.d/banger-host-keys.conf",
-		"# Written by banger: each VM makes its own SSH host keys at first boot,\n# before the unit's own configuration check (which needs them).\n[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n", 0o644)
+	return writeFile(r, "etc/systemd/system/ssh.service.d/banger-host-keys.conf", sshHostKeyDropIn, 0o644)
 }
 
 func installUnits(r *os.Root) error {

@@ -75,12 +75,14 @@ func TestCustomize(t *testing.T) {
 	check("etc/shadow", "root:*:19000")
 	check("etc/shadow", "daemon:*:19000")
 	check("etc/systemd/system/banger-agent.service", "banger-vsock-agent serve")
-	check("etc/systemd/system/ssh.service.d/banger-host-keys.conf", "ssh-keygen -A")
+	check("etc/systemd/system/ssh.service.d/banger-host-keys.conf", "ssh-keygen -q -t ed25519")
+	check("etc/ssh/sshd_config.d/banger.conf", "HostKey /etc/ssh/ssh_host_ed25519_key")
+	check("etc/tmpfiles.d/tmp.conf", "\nd /tmp 1777 root root -\n")
 	if keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*")); len(keys) != 0 {
 		t.Fatalf("build-time host keys left: %v", keys)
 	}
 	for link, target := range map[string]string{
-		"etc/systemd/system/multi-user.target.wants/banger-agent.service":   "/etc/systemd/system/banger-agent.service",
+		"etc/systemd/system/sysinit.target.wants/banger-agent.service":      "/etc/systemd/system/banger-agent.service",
 		"etc/systemd/system/sysinit.target.wants/banger-agent-boot.service": "/etc/systemd/system/banger-agent-boot.service",
 	} {
 		got, err := os.Readlink(filepath.Join(tree, link))

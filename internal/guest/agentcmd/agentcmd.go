@@ -18,6 +18,8 @@ import (
 	"banger/internal/guest/boot"
 	"banger/internal/guest/initrd"
 	"banger/internal/guest/proto"
+
+	"golang.org/x/sys/unix"
 )
 
 const cmdlinePath = "/proc/cmdline"
@@ -107,6 +109,9 @@ func Run(args []string) int {
 
 	switch cmd {
 	case "boot":
+		if os.Getenv(EnvTestRoot) == "" {
+			waitWritable(ctx, rootReadOnly, rootPoll, rootWait)
+		}
 		runBoot(ctx, st, env)
 		return 0
 	case "serve":
@@ -172,6 +177,56 @@ func bootEnv() boot.Env {
 		DevDir:      filepath.Join(root, "dev"),
 		SetHostname: func(string) error { return errors.New("not set under " + EnvTestRoot) },
 	}
+}
+
+// How long and how often the boot command waits for / to be writable.
+const (
+	rootWait = 30 * time.Second
+	rootPoll = 20 * time.Millisecond
+)
+
+// waitWritable waits until readOnly says the root filesystem is writable,
+// at most bound, and reports whether it is. The boot duties write /etc and
+// /root, but their unit is not ordered after systemd-remount-fs: banger
+// mounts / read-write from the initramfs, so that remount changes nothing
+// and costs a second or more under emulation. When / is read-only all the
+// same (an image booted with "ro"), the duties wait here for the remount.
+// A failing check counts as writable: the duties then report what fails.
+func waitWritable(ctx context.Context, readOnly func() (bool, error), poll, bound time.Duration) bool {
+	deadline := time.Now().Add(bound)
+	logged := false
+	for {
+		ro, err := readOnly()
+		if err != nil {
+			logf("check whether / is writable: %v; going on", err)
+			return true
+		}
+		if !ro {
+			return true
+		}
+		if !logged {
+			logf("/ is read-only; waiting up to %v for it to be remounted read-write", bound)
+			logged = true
+		}
+		if time.Now().After(deadline) {
+			logf("/ is still read-only after %v; the boot duties that write files will fail", bound)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(poll):
+		}
+	}
+}
+
+// rootReadOnly reports whether / is mounted read-only.
+func rootReadOnly() (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return false, err
+	}
+	return st.Flags&unix.ST_RDONLY != 0, nil
 }
 
 // runBoot applies the settings and prints the report: every step on
