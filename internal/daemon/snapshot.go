@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"banger/internal/atomicfile"
@@ -48,7 +51,7 @@ func (vm *vmManager) Snapshot(ctx context.Context, r SnapshotRequest, p imagemgr
 	}
 	defer unlock()
 	if r.Name == "" {
-		r.Name = v.Name + "-" + time.Now().UTC().Format("20060102-150405")
+		r.Name = defaultSnapshotName(v.Name, time.Now())
 	}
 	if err := imagemgr.ValidName("snapshot", r.Name); err != nil {
 		return store.Snapshot{}, vmInputError{err}
@@ -173,22 +176,124 @@ func writeSnapState(dir string, st vmm.State) error {
 	return nil
 }
 
-// readSnapState reads the State a snapshot saved.
+// maxSnapState bounds the state.json a snapshot's directory holds: banger
+// writes well under a KiB, and a planted huge one must not be read whole.
+const maxSnapState = 1 << 20
+
+// readSnapState reads the State a snapshot saved, and refuses one that
+// disagrees with the snapshot's record (a state.json edited to claim
+// another VMM, version or shape) or whose files are not the plain, regular
+// files of the snapshot's directory (a link planted there to lead a
+// restore to a host file).
 func readSnapState(sn store.Snapshot) (vmm.State, error) {
 	var st vmm.State
-	b, err := os.ReadFile(filepath.Join(sn.Dir, snapStateFile))
+	if err := checkSnapFiles(sn); err != nil {
+		return st, err
+	}
+	f, err := os.OpenFile(filepath.Join(sn.Dir, snapStateFile), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return st, fmt.Errorf("snapshot %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("snapshot %s: its state does not parse (%v): remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSnapState+1))
+	if err != nil {
+		return st, fmt.Errorf("snapshot %s: read its state: %w", sn.Name, err)
+	}
+	if st, err = parseSnapState(b); err != nil {
+		return st, fmt.Errorf("snapshot %s: its state %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, snapStateFile, err, sn.Name)
+	}
+	if err := stateMatchesRecord(st, sn); err != nil {
+		return st, fmt.Errorf("snapshot %s: its state %s %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, snapStateFile, err, sn.Name)
 	}
 	return st, nil
 }
 
+// parseSnapState decodes a state.json: at most maxSnapState bytes, its
+// files plain names.
+func parseSnapState(b []byte) (vmm.State, error) {
+	var st vmm.State
+	if len(b) > maxSnapState {
+		return st, fmt.Errorf("is over %d bytes", maxSnapState)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return vmm.State{}, fmt.Errorf("does not parse (%v)", err)
+	}
+	for _, f := range st.Files {
+		if !plainName(f) {
+			return vmm.State{}, fmt.Errorf("names %q, which is not a plain file name", f)
+		}
+	}
+	return st, nil
+}
+
+func plainName(f string) bool {
+	return f != "" && f != "." && f != ".." && !strings.ContainsRune(f, '/') && f == filepath.Base(f)
+}
+
+// stateMatchesRecord says where st disagrees with the store's record of
+// the snapshot, which banger wrote itself when it saved it.
+func stateMatchesRecord(st vmm.State, sn store.Snapshot) error {
+	listed := map[string]bool{}
+	for _, f := range sn.Files {
+		listed[f] = true
+	}
+	switch {
+	case st.VMM != sn.VMMKind:
+		return fmt.Errorf("says vmm %q but the snapshot was saved under %q", st.VMM, sn.VMMKind)
+	case st.VMMVersion != sn.VMMVersion:
+		return fmt.Errorf("says vmm version %q but the snapshot was saved with %q", st.VMMVersion, sn.VMMVersion)
+	case int64(st.MemoryMiB)<<20 != sn.MemoryBytes:
+		return fmt.Errorf("says %d MiB of memory but the snapshot has %d MiB", st.MemoryMiB, sn.MemoryBytes>>20)
+	case st.VCPUs != sn.VCPUs:
+		return fmt.Errorf("says %d vCPUs but the snapshot has %d", st.VCPUs, sn.VCPUs)
+	case st.Drives < 1 || st.Drives > 2:
+		return fmt.Errorf("says %d disks; a snapshot has 1 or 2", st.Drives)
+	}
+	for _, f := range st.Files {
+		if !listed[f] {
+			return fmt.Errorf("names file %q, which the snapshot's record does not list", f)
+		}
+	}
+	return nil
+}
+
+// checkSnapFiles refuses a snapshot whose directory or listed files are
+// not what banger wrote: a directory and regular files, not links (a
+// restore or a clone opens them as root and would follow a link planted
+// there to any host file).
+func checkSnapFiles(sn store.Snapshot) error {
+	fi, err := os.Lstat(sn.Dir)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("snapshot %s: its directory %s is not a directory (%v): remove it (banger snapshot rm %s)", sn.Name, sn.Dir, fi.Mode().Type(), sn.Name)
+	}
+	for _, f := range sn.Files {
+		fi, err := os.Lstat(filepath.Join(sn.Dir, f))
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("snapshot %s: its file %s is not a regular file (%v), so it is not what banger saved: remove it (banger snapshot rm %s)", sn.Name, f, fi.Mode().Type(), sn.Name)
+		}
+	}
+	return nil
+}
+
+// removeSnapFiles removes a snapshot's directory, only where banger puts
+// it: a record naming another directory (a store copied from another
+// install, or edited) does not make bangerd delete that directory.
+func (vm *vmManager) removeSnapFiles(sn store.Snapshot) error {
+	if want := vm.snapshotDir(sn.ID); filepath.Clean(sn.Dir) != want {
+		return fmt.Errorf("its directory %s is not %s, where this bangerd keeps it: left alone, remove it yourself if it is garbage", sn.Dir, want)
+	}
+	return os.RemoveAll(sn.Dir)
+}
+
 // dropSnapshot removes a snapshot's files, then its row.
 func (vm *vmManager) dropSnapshot(ctx context.Context, sn store.Snapshot) {
-	if err := os.RemoveAll(sn.Dir); err != nil {
+	if err := vm.removeSnapFiles(sn); err != nil {
 		vm.log.Warn("remove a snapshot's files", "snapshot", sn.Name, "error", err)
 	}
 	if err := vm.st.DeleteSnapshot(ctx, sn.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -197,23 +302,31 @@ func (vm *vmManager) dropSnapshot(ctx context.Context, sn store.Snapshot) {
 }
 
 // RemoveSnapshot removes the snapshot called name: its row first (refused
-// while a VM made from it has its first start to come), then its files.
+// while a VM made from it has its first start to come, or while it is
+// being saved), then its files.
 func (vm *vmManager) RemoveSnapshot(ctx context.Context, name string) error {
 	sn, err := vm.st.GetSnapshot(ctx, name)
 	if err != nil {
 		return err
 	}
+	if sn.State == store.SnapshotSaving {
+		// Its files are being written: removing them now would leave the
+		// save to record a snapshot whose files are gone.
+		return inputf("snapshot %q is still being saved: wait for it (banger op ls shows the vm snapshot), then remove it", name)
+	}
 	if err := vm.st.DeleteSnapshot(ctx, name); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(sn.Dir); err != nil {
-		return fmt.Errorf("snapshot %s is gone from the store, but its files in %s were not all removed: %w", name, sn.Dir, err)
+	if err := vm.removeSnapFiles(sn); err != nil {
+		return fmt.Errorf("snapshot %s is gone from the store, but its files were not all removed: %w", name, err)
 	}
 	return nil
 }
 
 // removeUnfinishedSnapshots removes the snapshots a daemon that died while
-// saving left half-written.
+// saving left half-written, and resumes the VMs it left paused: a save
+// pauses its VM, and only the daemon that paused it would have resumed
+// it. It runs after the running VMs have been adopted.
 func (vm *vmManager) removeUnfinishedSnapshots(ctx context.Context) {
 	sns, err := vm.st.ListSnapshots(ctx)
 	if err != nil {
@@ -221,9 +334,25 @@ func (vm *vmManager) removeUnfinishedSnapshots(ctx context.Context) {
 		return
 	}
 	for _, sn := range sns {
-		if sn.State == store.SnapshotSaving {
-			vm.log.Warn("removing a snapshot left half-saved", "snapshot", sn.Name)
-			vm.dropSnapshot(ctx, sn)
+		if sn.State != store.SnapshotSaving {
+			continue
 		}
+		vm.log.Warn("removing a snapshot left half-saved", "snapshot", sn.Name)
+		vm.dropSnapshot(ctx, sn)
+		l := vm.getLive(sn.VMID)
+		if l == nil {
+			continue
+		}
+		saver, ok := l.m.(vmm.Snapshotter)
+		if !ok {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := saver.Resume(rctx); err != nil {
+			vm.log.Error("resume a VM a snapshot cut short left paused: resume it by stopping and starting it", "vm", sn.VMName, "error", err)
+		} else {
+			vm.log.Warn("resumed a VM a snapshot cut short had left paused", "vm", sn.VMName)
+		}
+		cancel()
 	}
 }
