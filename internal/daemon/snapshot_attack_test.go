@@ -355,3 +355,66 @@ func FuzzParseSnapState(f *testing.F) {
 		}
 	})
 }
+
+// TestFailedFreezeLeavesNothingAndTheVMRunning: a disk that cannot be
+// frozen (disk full, or gone) fails the snapshot before the state is
+// saved; no row or file is left and the guest runs on.
+func TestFailedFreezeLeavesNothingAndTheVMRunning(t *testing.T) {
+	vm, d, v := fakeVM(t)
+	d.Resume = (&resumer{}).resume
+	ctx := context.Background()
+	if _, err := vm.Start(ctx, v.Name, "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(stateOf(t, vm, v.Name).COWDevice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Snapshot(ctx, SnapshotRequest{VM: v.Name, Name: "s1"}, noProgress{}); err == nil ||
+		!strings.Contains(err.Error(), "freeze the root disk") {
+		t.Fatalf("snapshot whose disk cannot be frozen = %v", err)
+	}
+	if list, _ := vm.st.ListSnapshots(ctx); len(list) != 0 {
+		t.Fatalf("a failed freeze left records: %+v", list)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(vm.cfg.StateDir, "snapshots")); len(ents) != 0 {
+		t.Fatalf("a failed freeze left files: %v", ents)
+	}
+	if d.Running()[0].Paused() {
+		t.Fatal("the VM stayed paused after a failed freeze")
+	}
+}
+
+// TestSnapshotChains: a clone can be saved in turn, and a clone of that
+// snapshot resumes the first clone's guest; each snapshot stands alone, so
+// the first one can go once its clone has started.
+func TestSnapshotChains(t *testing.T) {
+	vm, d, _, sn, _ := snapped(t)
+	ctx := context.Background()
+	if _, err := vm.Create(ctx, CreateRequest{Name: "c1", From: sn.Name}, noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Start(ctx, "c1", "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Snapshot(ctx, SnapshotRequest{VM: "c1", Name: "s2"}, noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.RemoveSnapshot(ctx, sn.Name); err != nil {
+		t.Fatalf("remove the first snapshot of a chain: %v", err)
+	}
+	if _, err := vm.Create(ctx, CreateRequest{Name: "c2", From: "s2"}, noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Start(ctx, "c2", "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *vmmtest.Saved
+	for _, m := range d.Running() {
+		if r := m.Restored(); r != nil && r.VM == "c1" {
+			got = r
+		}
+	}
+	if got == nil {
+		t.Fatal("c2 did not resume the guest of c1")
+	}
+}
