@@ -130,18 +130,25 @@ func (vm *vmManager) saveSnapshot(ctx context.Context, v store.VM, saver vmm.Sna
 	if sn.SizeBytes, err = vmm.FilesSize(sn.Dir, sn.Files); err != nil {
 		return store.Snapshot{}, err
 	}
+	// The guest runs again before the row says ready: a bangerd killed
+	// from Pause on leaves the row saving, and the next bangerd, which
+	// removes such rows, resumes their VMs (removeUnfinishedSnapshots). A
+	// guest paused under a ready row would stay paused for good. With
+	// stop, too, the guest is resumed first, so that it shuts down
+	// cleanly and its own disk is as it would be after any stop.
+	p.Phase("resuming " + v.Name)
+	paused = false
+	rerr := saver.Resume(ctx)
+	p.Phase("recording the snapshot")
 	sn.State = store.SnapshotReady
-	if err := vm.st.PutSnapshot(ctx, sn); err != nil {
+	if err := vm.st.PutSnapshot(context.WithoutCancel(ctx), sn); err != nil {
 		return store.Snapshot{}, err
 	}
 	done = true
+	if rerr != nil {
+		return sn, fmt.Errorf("snapshot %s saved, but %s could not be resumed (stop and start it): %w", sn.Name, v.Name, rerr)
+	}
 	if stop {
-		// Resumed first, so that the guest shuts down cleanly and its own
-		// disk is as it would be after any stop.
-		paused = false
-		if err := saver.Resume(ctx); err != nil {
-			return sn, fmt.Errorf("snapshot %s saved, but resuming %s to stop it failed: %w", sn.Name, v.Name, err)
-		}
 		if _, err := vm.stopLocked(ctx, v, false); err != nil {
 			return sn, fmt.Errorf("snapshot %s saved, but stopping %s failed: %w", sn.Name, v.Name, err)
 		}

@@ -418,3 +418,43 @@ func TestSnapshotChains(t *testing.T) {
 		t.Fatal("c2 did not resume the guest of c1")
 	}
 }
+
+// phaseWatch calls at with each phase a snapshot reports.
+type phaseWatch struct {
+	noProgress
+	at func(string)
+}
+
+func (w phaseWatch) Phase(s string) { w.at(s) }
+
+// TestSnapshotResumesBeforeItIsReady: from its pause until the VM runs
+// again, the snapshot's row says saving, which is what a restarted
+// bangerd resumes VMs by; a guest paused under a ready row would stay
+// paused after a kill there.
+func TestSnapshotResumesBeforeItIsReady(t *testing.T) {
+	for _, stop := range []bool{false, true} {
+		vm, d, v := fakeVM(t)
+		d.Resume = (&resumer{}).resume
+		ctx := context.Background()
+		if _, err := vm.Start(ctx, v.Name, "", noProgress{}); err != nil {
+			t.Fatal(err)
+		}
+		m := d.Running()[0]
+		checked := false
+		w := phaseWatch{at: func(s string) {
+			if s != "recording the snapshot" {
+				return
+			}
+			checked = true
+			if m.Paused() {
+				t.Errorf("stop %v: the VM is still paused when its snapshot is recorded ready", stop)
+			}
+		}}
+		if _, err := vm.Snapshot(ctx, SnapshotRequest{VM: v.Name, Name: "s1", Stop: stop}, w); err != nil {
+			t.Fatal(err)
+		}
+		if !checked {
+			t.Errorf("stop %v: the snapshot did not say it records itself", stop)
+		}
+	}
+}
