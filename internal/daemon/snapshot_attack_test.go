@@ -458,3 +458,40 @@ func TestSnapshotResumesBeforeItIsReady(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelledFirstStartOfAClone: a first start given up while it waits
+// for the guest (Ctrl-C) leaves nothing running, keeps the clone's
+// snapshot, and the next start resumes it again.
+func TestCancelledFirstStartOfAClone(t *testing.T) {
+	vm, d, _, sn, _ := snapped(t)
+	ctx := context.Background()
+	if _, err := vm.Create(ctx, CreateRequest{Name: "clone", From: sn.Name}, noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	d.NotReady = true
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := vm.Start(cctx, "clone", "", noProgress{})
+	cancel()
+	if err == nil {
+		t.Fatal("a cancelled first start succeeded")
+	}
+	if got := stateOf(t, vm, "clone"); got.RestoreFrom != sn.ID || got.State != store.VMFailed {
+		t.Fatalf("clone after a cancelled first start: %+v", got)
+	}
+	if n := len(d.Running()); n != 1 {
+		t.Fatalf("%d fake VMMs run after a cancelled first start, want only the parent", n)
+	}
+	if err := vm.RemoveSnapshot(ctx, sn.Name); err == nil {
+		t.Fatal("the snapshot a clone still needs was removed")
+	}
+	d.NotReady = false
+	if _, err := vm.Start(ctx, "clone", "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if specs := d.Specs(); specs[len(specs)-1].Restore == nil {
+		t.Fatal("the start after a cancelled one booted instead of resuming")
+	}
+	if got := stateOf(t, vm, "clone"); got.RestoreFrom != "" || got.State != store.VMRunning {
+		t.Fatalf("clone after its first start: %+v", got)
+	}
+}
