@@ -495,3 +495,43 @@ func TestCancelledFirstStartOfAClone(t *testing.T) {
 		t.Fatalf("clone after its first start: %+v", got)
 	}
 }
+
+// TestConcurrentSnapshotsOfOneVM: two snapshots of one VM at once take
+// turns on the VM's lock; both are saved whole and the VM runs after.
+// Two of one name: one is saved, the other refused.
+func TestConcurrentSnapshotsOfOneVM(t *testing.T) {
+	vm, d, v := fakeVM(t)
+	d.Resume = (&resumer{}).resume
+	ctx := context.Background()
+	if _, err := vm.Start(ctx, v.Name, "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, names := range [][2]string{{"a", "b"}, {"c", "c"}} {
+		errs := make(chan error, 2)
+		for _, n := range names {
+			go func() {
+				_, err := vm.Snapshot(ctx, SnapshotRequest{VM: v.Name, Name: n}, noProgress{})
+				errs <- err
+			}()
+		}
+		e1, e2 := <-errs, <-errs
+		if names[0] != names[1] && (e1 != nil || e2 != nil) {
+			t.Fatalf("two snapshots of one VM: %v, %v", e1, e2)
+		}
+		if names[0] == names[1] && (e1 == nil) == (e2 == nil) {
+			t.Fatalf("two snapshots of one name: %v, %v", e1, e2)
+		}
+	}
+	sns, _ := vm.st.ListSnapshots(ctx)
+	if len(sns) != 3 {
+		t.Fatalf("snapshots = %d, want a, b and c", len(sns))
+	}
+	for _, sn := range sns {
+		if _, err := readSnapState(sn); err != nil || sn.State != store.SnapshotReady {
+			t.Errorf("snapshot %s: %s, %v", sn.Name, sn.State, err)
+		}
+	}
+	if d.Running()[0].Paused() {
+		t.Fatal("the VM stayed paused")
+	}
+}
