@@ -87,12 +87,14 @@ func (vm *vmManager) Snapshot(ctx context.Context, r SnapshotRequest, p imagemgr
 // saveSnapshot does the work of Snapshot once it is allowed: the row (as
 // saving), pause, disks, state, the row (ready), resume or stop.
 func (vm *vmManager) saveSnapshot(ctx context.Context, v store.VM, saver vmm.Snapshotter, sn store.Snapshot, stop bool, p imagemgr.Progress) (store.Snapshot, error) {
-	if err := os.MkdirAll(sn.Dir, 0o700); err != nil {
-		return store.Snapshot{}, fmt.Errorf("make the snapshot's directory: %w", err)
-	}
+	// The row (saving) before the directory: a bangerd killed in between
+	// leaves a row the next one removes, never a directory nobody knows.
 	if err := vm.st.PutSnapshot(ctx, sn); err != nil {
-		_ = os.RemoveAll(sn.Dir)
 		return store.Snapshot{}, err
+	}
+	if err := os.MkdirAll(sn.Dir, 0o700); err != nil {
+		vm.dropSnapshot(context.WithoutCancel(ctx), sn)
+		return store.Snapshot{}, fmt.Errorf("make the snapshot's directory: %w", err)
 	}
 	done, paused := false, false
 	defer func() {
@@ -288,6 +290,11 @@ func checkSnapFiles(sn store.Snapshot) error {
 	return nil
 }
 
+// snapTrashPrefix names the directories of snapshots being removed: a
+// snapshot's directory is renamed to it, then deleted, so that a bangerd
+// killed halfway leaves a name the next one knows to delete.
+const snapTrashPrefix = ".removing-"
+
 // removeSnapFiles removes a snapshot's directory, only where banger puts
 // it: a record naming another directory (a store copied from another
 // install, or edited) does not make bangerd delete that directory.
@@ -295,7 +302,24 @@ func (vm *vmManager) removeSnapFiles(sn store.Snapshot) error {
 	if want := vm.snapshotDir(sn.ID); filepath.Clean(sn.Dir) != want {
 		return fmt.Errorf("its directory %s is not %s, where this bangerd keeps it: left alone, remove it yourself if it is garbage", sn.Dir, want)
 	}
-	return os.RemoveAll(sn.Dir)
+	trash := vm.snapshotDir(snapTrashPrefix + sn.ID)
+	if err := os.Rename(sn.Dir, trash); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return os.RemoveAll(trash)
+}
+
+// sweepSnapTrash deletes what removals of snapshots cut short left.
+func (vm *vmManager) sweepSnapTrash() {
+	left, _ := filepath.Glob(vm.snapshotDir(snapTrashPrefix + "*"))
+	for _, dir := range left {
+		if err := os.RemoveAll(dir); err != nil {
+			vm.log.Warn("remove what a snapshot removal cut short left", "dir", dir, "error", err)
+		}
+	}
 }
 
 // dropSnapshot removes a snapshot's files, then its row.
@@ -335,6 +359,7 @@ func (vm *vmManager) RemoveSnapshot(ctx context.Context, name string) error {
 // pauses its VM, and only the daemon that paused it would have resumed
 // it. It runs after the running VMs have been adopted.
 func (vm *vmManager) removeUnfinishedSnapshots(ctx context.Context) {
+	vm.sweepSnapTrash()
 	sns, err := vm.st.ListSnapshots(ctx)
 	if err != nil {
 		vm.log.Warn("list snapshots", "error", err)

@@ -535,3 +535,31 @@ func TestConcurrentSnapshotsOfOneVM(t *testing.T) {
 		t.Fatal("the VM stayed paused")
 	}
 }
+
+// TestReconcileDeletesRemovalsCutShort: a snapshot rm renames the
+// directory aside before it deletes it; a bangerd killed during the
+// (long, for a big memory file) delete leaves it for the next one.
+func TestReconcileDeletesRemovalsCutShort(t *testing.T) {
+	vm, _, _, sn, _ := snapped(t)
+	ctx := context.Background()
+	if err := vm.RemoveSnapshot(ctx, sn.Name); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(sn.Dir)); len(ents) != 0 {
+		t.Fatalf("snapshot rm left %v", ents)
+	}
+	left := mkdir(t, vm.snapshotDir(snapTrashPrefix+"0123456789abcdef"))
+	if err := os.WriteFile(filepath.Join(left, "qemu.state"), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keep := mkdir(t, vm.snapshotDir("fedcba9876543210"))
+	if err := vm.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a removal cut short was left: %v", err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Fatalf("a snapshot directory that is not a removal's was deleted: %v", err)
+	}
+}
