@@ -327,7 +327,7 @@ func (vm *vmManager) dropSnapshot(ctx context.Context, sn store.Snapshot) {
 	if err := vm.removeSnapFiles(sn); err != nil {
 		vm.log.Warn("remove a snapshot's files", "snapshot", sn.Name, "error", err)
 	}
-	if err := vm.st.DeleteSnapshot(ctx, sn.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := vm.st.DeleteSnapshotByID(ctx, sn.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		vm.log.Warn("remove a snapshot's record", "snapshot", sn.Name, "error", err)
 	}
 }
@@ -345,7 +345,7 @@ func (vm *vmManager) RemoveSnapshot(ctx context.Context, name string) error {
 		// save to record a snapshot whose files are gone.
 		return inputf("snapshot %q is still being saved: wait for it (banger op ls shows the vm snapshot), then remove it", name)
 	}
-	if err := vm.st.DeleteSnapshot(ctx, name); err != nil {
+	if err := vm.st.DeleteSnapshotByID(ctx, sn.ID); err != nil {
 		return err
 	}
 	if err := vm.removeSnapFiles(sn); err != nil {

@@ -563,3 +563,25 @@ func TestReconcileDeletesRemovalsCutShort(t *testing.T) {
 		t.Fatalf("a snapshot directory that is not a removal's was deleted: %v", err)
 	}
 }
+
+// TestSnapshotRmRemovesTheRowItRead: a snapshot rm that read one
+// snapshot's row, while that snapshot was removed and another made under
+// its name, must not delete the new one's row.
+func TestSnapshotRmRemovesTheRowItRead(t *testing.T) {
+	vm, _, _, sn, _ := snapped(t)
+	ctx := context.Background()
+	old := sn
+	if err := vm.RemoveSnapshot(ctx, sn.Name); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshot made again under the name.
+	again, err := vm.Snapshot(ctx, SnapshotRequest{VM: sn.VMName, Name: sn.Name}, noProgress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the stale rm goes on with: the row it read.
+	vm.dropSnapshot(ctx, old)
+	if _, err := vm.st.GetSnapshotByID(ctx, again.ID); err != nil {
+		t.Fatalf("removing a stale snapshot removed the one made under its name since: %v", err)
+	}
+}
