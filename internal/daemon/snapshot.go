@@ -346,6 +346,11 @@ func (vm *vmManager) RemoveSnapshot(ctx context.Context, name string) error {
 		return inputf("snapshot %q is still being saved: wait for it (banger op ls shows the vm snapshot), then remove it", name)
 	}
 	if err := vm.st.DeleteSnapshotByID(ctx, sn.ID); err != nil {
+		var inUse *store.InUseError
+		if errors.As(err, &inUse) && len(inUse.VMs) > 0 {
+			return fmt.Errorf("%w; or start them: a VM made from a snapshot needs it only until its first start (banger vm start %s)",
+				err, strings.Join(inUse.VMs, " "))
+		}
 		return err
 	}
 	if err := vm.removeSnapFiles(sn); err != nil {
