@@ -251,7 +251,7 @@ func stateMatchesRecord(st vmm.State, sn store.Snapshot) error {
 		return fmt.Errorf("says vmm %q but the snapshot was saved under %q", st.VMM, sn.VMMKind)
 	case st.VMMVersion != sn.VMMVersion:
 		return fmt.Errorf("says vmm version %q but the snapshot was saved with %q", st.VMMVersion, sn.VMMVersion)
-	case int64(st.MemoryMiB)<<20 != sn.MemoryBytes:
+	case st.MemoryMiB != int(sn.MemoryBytes>>20): // as saveSnapshot words it
 		return fmt.Errorf("says %d MiB of memory but the snapshot has %d MiB", st.MemoryMiB, sn.MemoryBytes>>20)
 	case st.VCPUs != sn.VCPUs:
 		return fmt.Errorf("says %d vCPUs but the snapshot has %d", st.VCPUs, sn.VCPUs)

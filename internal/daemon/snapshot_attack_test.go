@@ -587,3 +587,28 @@ func TestSnapshotRmRemovesTheRowItRead(t *testing.T) {
 		t.Fatalf("removing a stale snapshot removed the one made under its name since: %v", err)
 	}
 }
+
+// TestSnapshotOfAnUnalignedMemorySize: a VM whose memory is not a whole
+// number of MiB (--memory in bytes) is saved with its MiB, as the VMM
+// gets it, and its snapshot's state still agrees with the record.
+func TestSnapshotOfAnUnalignedMemorySize(t *testing.T) {
+	vm, d, v := fakeVM(t)
+	d.Resume = (&resumer{}).resume
+	ctx := context.Background()
+	v.MemoryBytes = 512<<20 + 12345
+	if err := vm.st.PutVM(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Start(ctx, v.Name, "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Snapshot(ctx, SnapshotRequest{VM: v.Name, Name: "s1"}, noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.Create(ctx, CreateRequest{Name: "clone", From: "s1"}, noProgress{}); err != nil {
+		t.Fatalf("create --from the snapshot of a VM with unaligned memory: %v", err)
+	}
+	if _, err := vm.Start(ctx, "clone", "", noProgress{}); err != nil {
+		t.Fatal(err)
+	}
+}
