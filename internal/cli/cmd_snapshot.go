@@ -36,7 +36,7 @@ or ` + "`banger vm run --from SNAP`" + `. Without --name the snapshot is called
 NAME-<UTC time>; its name is printed when it is saved.`,
 		Args: exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			op, err := a.startOp(cmd.Context(), "/v1/vms/"+url.PathEscape(args[0])+"/snapshot", req, detach)
+			op, err := a.startOp(cmd.Context(), "/v1/vms/"+pathSegment(args[0])+"/snapshot", req, detach)
 			if err == nil && !detach {
 				fmt.Fprintln(a.stdout, op.Target)
 			}
@@ -91,7 +91,7 @@ func (a *app) newSnapshotInspectCmd() *cobra.Command {
 				return err
 			}
 			var s rpc.Snapshot
-			if err := c.Do(cmd.Context(), "GET", "/v1/snapshots/"+url.PathEscape(args[0]), nil, &s); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/v1/snapshots/"+pathSegment(args[0]), nil, &s); err != nil {
 				return err
 			}
 			if out.json() {
@@ -133,7 +133,7 @@ func (a *app) newSnapshotRemoveCmd() *cobra.Command {
 			}
 			failed := 0
 			for _, n := range args {
-				if err := c.Do(cmd.Context(), "DELETE", "/v1/snapshots/"+url.PathEscape(n), nil, nil); err != nil {
+				if err := c.Do(cmd.Context(), "DELETE", "/v1/snapshots/"+pathSegment(n), nil, nil); err != nil {
 					fmt.Fprintf(a.stderr, "banger: %s\n", oneLine(err))
 					failed++
 					continue
@@ -146,4 +146,16 @@ func (a *app) newSnapshotRemoveCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// pathSegment is name as one segment of an API path. url.PathEscape
+// leaves "." and ".." as they are, and the daemon's router cleans them
+// away: `snapshot rm ..` became DELETE /v1 ("no endpoint: the CLI may be
+// newer than the daemon") and `snapshot inspect .` read the whole list.
+// Escaped, they reach the daemon as names, which it reports not found.
+func pathSegment(name string) string {
+	if name == "." || name == ".." {
+		return strings.Repeat("%2E", len(name))
+	}
+	return url.PathEscape(name)
 }

@@ -184,4 +184,17 @@ func TestSnapshotListAndInspectOutput(t *testing.T) {
 	if code != cli.ExitFailure || out != "" || strings.Count(errs, "not found") != 2 {
 		t.Errorf("snapshot rm of unknown snapshots: exit %d, %s%s", code, out, errs)
 	}
+	// Dot names are names, not path steps the daemon's router cleans away
+	// (DELETE /v1, or the whole list read as one snapshot).
+	for _, args := range [][]string{{"snapshot", "rm", ".."}, {"snapshot", "rm", "."}, {"snapshot", "inspect", "."},
+		{"snapshot", "inspect", ".."}} {
+		code, out, errs = runCLI(args...)
+		if code != cli.ExitFailure || !strings.Contains(errs, "not found") || strings.Contains(errs, "no endpoint") {
+			t.Errorf("%v: exit %d, %s%s", args, code, out, errs)
+		}
+	}
+	code, _, errs = runCLI("vm", "snapshot", "..")
+	if code != cli.ExitFailure || !strings.Contains(errs, `VM "..": not found`) {
+		t.Errorf("vm snapshot ..: exit %d, %s", code, errs)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -67,6 +68,15 @@ func (vm *vmManager) createFrom(ctx context.Context, r CreateRequest, p imagemgr
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
 	}
+	// A snapshot rm that ran while the disks were cloned removed the
+	// snapshot before this row said a VM needs it (once the row is in,
+	// the store refuses that removal): the clone could never resume.
+	if _, err := vm.st.GetSnapshotByID(ctx, sn.ID); err != nil {
+		if derr := vm.st.DeleteVM(context.WithoutCancel(ctx), v.Name); derr != nil {
+			vm.log.Warn("remove the row of a clone whose snapshot went", "vm", v.Name, "error", derr)
+		}
+		return store.VM{}, inputf("snapshot %q was removed while %s was made from it: nothing was made", sn.Name, r.Name)
+	}
 	ok = true
 	if err := vm.ws.Commit(id); err != nil {
 		vm.log.Warn("VM created", "vm", v.Name, "error", err)
@@ -113,7 +123,37 @@ func (vm *vmManager) restoreOf(ctx context.Context, v store.VM, want string) (*v
 	if err != nil {
 		return nil, err
 	}
+	if v.State != store.VMCreated {
+		// An earlier first start got further than nothing (it failed, was
+		// cancelled, or its daemon died): its guest may have run on the
+		// clone's disks, which then no longer match the saved memory.
+		// Resuming over them would corrupt the guest's filesystems.
+		if err := vm.recloneDisks(ctx, v, sn, st); err != nil {
+			return nil, err
+		}
+	}
 	return &vmm.Restore{Dir: sn.Dir, State: st}, nil
+}
+
+// recloneDisks puts fresh clones of the snapshot's frozen disks in place
+// of v's, each made beside the disk and renamed over it.
+func (vm *vmManager) recloneDisks(ctx context.Context, v store.VM, sn store.Snapshot, st vmm.State) error {
+	disks := [][2]string{{snapRootDisk, v.COWDevice}}
+	if st.Drives > 1 {
+		disks = append(disks, [2]string{snapWorkDisk, vm.ws.Path(v.ID, workspace.WorkDiskName)})
+	}
+	for _, d := range disks {
+		tmp := d[1] + ".restore"
+		_ = os.Remove(tmp)
+		if _, err := workspace.CloneDisk(ctx, filepath.Join(sn.Dir, d[0]), tmp, workspace.Auto, workspace.CloneOptions{NoSync: true}); err != nil {
+			return fmt.Errorf("clone the disks of snapshot %s again for VM %s, whose last start did not finish: %w", sn.Name, v.Name, err)
+		}
+		if err := os.Rename(tmp, d[1]); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("clone the disks of snapshot %s again for VM %s: %w", sn.Name, v.Name, err)
+		}
+	}
+	return nil
 }
 
 // reidentify gives a guest resumed from a snapshot an identity of its own

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"banger/internal/atomicfile"
@@ -48,7 +51,7 @@ func (vm *vmManager) Snapshot(ctx context.Context, r SnapshotRequest, p imagemgr
 	}
 	defer unlock()
 	if r.Name == "" {
-		r.Name = v.Name + "-" + time.Now().UTC().Format("20060102-150405")
+		r.Name = defaultSnapshotName(v.Name, time.Now())
 	}
 	if err := imagemgr.ValidName("snapshot", r.Name); err != nil {
 		return store.Snapshot{}, vmInputError{err}
@@ -84,12 +87,14 @@ func (vm *vmManager) Snapshot(ctx context.Context, r SnapshotRequest, p imagemgr
 // saveSnapshot does the work of Snapshot once it is allowed: the row (as
 // saving), pause, disks, state, the row (ready), resume or stop.
 func (vm *vmManager) saveSnapshot(ctx context.Context, v store.VM, saver vmm.Snapshotter, sn store.Snapshot, stop bool, p imagemgr.Progress) (store.Snapshot, error) {
-	if err := os.MkdirAll(sn.Dir, 0o700); err != nil {
-		return store.Snapshot{}, fmt.Errorf("make the snapshot's directory: %w", err)
-	}
+	// The row (saving) before the directory: a bangerd killed in between
+	// leaves a row the next one removes, never a directory nobody knows.
 	if err := vm.st.PutSnapshot(ctx, sn); err != nil {
-		_ = os.RemoveAll(sn.Dir)
 		return store.Snapshot{}, err
+	}
+	if err := os.MkdirAll(sn.Dir, 0o700); err != nil {
+		vm.dropSnapshot(context.WithoutCancel(ctx), sn)
+		return store.Snapshot{}, fmt.Errorf("make the snapshot's directory: %w", err)
 	}
 	done, paused := false, false
 	defer func() {
@@ -127,18 +132,25 @@ func (vm *vmManager) saveSnapshot(ctx context.Context, v store.VM, saver vmm.Sna
 	if sn.SizeBytes, err = vmm.FilesSize(sn.Dir, sn.Files); err != nil {
 		return store.Snapshot{}, err
 	}
+	// The guest runs again before the row says ready: a bangerd killed
+	// from Pause on leaves the row saving, and the next bangerd, which
+	// removes such rows, resumes their VMs (removeUnfinishedSnapshots). A
+	// guest paused under a ready row would stay paused for good. With
+	// stop, too, the guest is resumed first, so that it shuts down
+	// cleanly and its own disk is as it would be after any stop.
+	p.Phase("resuming " + v.Name)
+	paused = false
+	rerr := saver.Resume(ctx)
+	p.Phase("recording the snapshot")
 	sn.State = store.SnapshotReady
-	if err := vm.st.PutSnapshot(ctx, sn); err != nil {
+	if err := vm.st.PutSnapshot(context.WithoutCancel(ctx), sn); err != nil {
 		return store.Snapshot{}, err
 	}
 	done = true
+	if rerr != nil {
+		return sn, fmt.Errorf("snapshot %s saved, but %s could not be resumed (stop and start it): %w", sn.Name, v.Name, rerr)
+	}
 	if stop {
-		// Resumed first, so that the guest shuts down cleanly and its own
-		// disk is as it would be after any stop.
-		paused = false
-		if err := saver.Resume(ctx); err != nil {
-			return sn, fmt.Errorf("snapshot %s saved, but resuming %s to stop it failed: %w", sn.Name, v.Name, err)
-		}
 		if _, err := vm.stopLocked(ctx, v, false); err != nil {
 			return sn, fmt.Errorf("snapshot %s saved, but stopping %s failed: %w", sn.Name, v.Name, err)
 		}
@@ -173,57 +185,211 @@ func writeSnapState(dir string, st vmm.State) error {
 	return nil
 }
 
-// readSnapState reads the State a snapshot saved.
+// maxSnapState bounds the state.json a snapshot's directory holds: banger
+// writes well under a KiB, and a planted huge one must not be read whole.
+const maxSnapState = 1 << 20
+
+// readSnapState reads the State a snapshot saved, and refuses one that
+// disagrees with the snapshot's record (a state.json edited to claim
+// another VMM, version or shape) or whose files are not the plain, regular
+// files of the snapshot's directory (a link planted there to lead a
+// restore to a host file).
 func readSnapState(sn store.Snapshot) (vmm.State, error) {
 	var st vmm.State
-	b, err := os.ReadFile(filepath.Join(sn.Dir, snapStateFile))
+	if err := checkSnapFiles(sn); err != nil {
+		return st, err
+	}
+	f, err := os.OpenFile(filepath.Join(sn.Dir, snapStateFile), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return st, fmt.Errorf("snapshot %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("snapshot %s: its state does not parse (%v): remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSnapState+1))
+	if err != nil {
+		return st, fmt.Errorf("snapshot %s: read its state: %w", sn.Name, err)
+	}
+	if st, err = parseSnapState(b); err != nil {
+		return st, fmt.Errorf("snapshot %s: its state %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, snapStateFile, err, sn.Name)
+	}
+	if err := stateMatchesRecord(st, sn); err != nil {
+		return st, fmt.Errorf("snapshot %s: its state %s %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, snapStateFile, err, sn.Name)
 	}
 	return st, nil
 }
 
+// parseSnapState decodes a state.json: at most maxSnapState bytes, its
+// files plain names.
+func parseSnapState(b []byte) (vmm.State, error) {
+	var st vmm.State
+	if len(b) > maxSnapState {
+		return st, fmt.Errorf("is over %d bytes", maxSnapState)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return vmm.State{}, fmt.Errorf("does not parse (%v)", err)
+	}
+	for _, f := range st.Files {
+		if !plainName(f) {
+			return vmm.State{}, fmt.Errorf("names %q, which is not a plain file name", f)
+		}
+	}
+	return st, nil
+}
+
+func plainName(f string) bool {
+	return f != "" && f != "." && f != ".." && !strings.ContainsRune(f, '/') && f == filepath.Base(f)
+}
+
+// stateMatchesRecord says where st disagrees with the store's record of
+// the snapshot, which banger wrote itself when it saved it.
+func stateMatchesRecord(st vmm.State, sn store.Snapshot) error {
+	listed := map[string]bool{}
+	for _, f := range sn.Files {
+		listed[f] = true
+	}
+	switch {
+	case st.VMM != sn.VMMKind:
+		return fmt.Errorf("says vmm %q but the snapshot was saved under %q", st.VMM, sn.VMMKind)
+	case st.VMMVersion != sn.VMMVersion:
+		return fmt.Errorf("says vmm version %q but the snapshot was saved with %q", st.VMMVersion, sn.VMMVersion)
+	case st.MemoryMiB != int(sn.MemoryBytes>>20): // as saveSnapshot words it
+		return fmt.Errorf("says %d MiB of memory but the snapshot has %d MiB", st.MemoryMiB, sn.MemoryBytes>>20)
+	case st.VCPUs != sn.VCPUs:
+		return fmt.Errorf("says %d vCPUs but the snapshot has %d", st.VCPUs, sn.VCPUs)
+	case st.Drives < 1 || st.Drives > 2:
+		return fmt.Errorf("says %d disks; a snapshot has 1 or 2", st.Drives)
+	}
+	for _, f := range st.Files {
+		if !listed[f] {
+			return fmt.Errorf("names file %q, which the snapshot's record does not list", f)
+		}
+	}
+	return nil
+}
+
+// checkSnapFiles refuses a snapshot whose directory or listed files are
+// not what banger wrote: a directory and regular files, not links (a
+// restore or a clone opens them as root and would follow a link planted
+// there to any host file).
+func checkSnapFiles(sn store.Snapshot) error {
+	fi, err := os.Lstat(sn.Dir)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("snapshot %s: its directory %s is not a directory (%v): remove it (banger snapshot rm %s)", sn.Name, sn.Dir, fi.Mode().Type(), sn.Name)
+	}
+	for _, f := range sn.Files {
+		fi, err := os.Lstat(filepath.Join(sn.Dir, f))
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w: remove it (banger snapshot rm %s) and take a new one", sn.Name, err, sn.Name)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("snapshot %s: its file %s is not a regular file (%v), so it is not what banger saved: remove it (banger snapshot rm %s)", sn.Name, f, fi.Mode().Type(), sn.Name)
+		}
+	}
+	return nil
+}
+
+// snapTrashPrefix names the directories of snapshots being removed: a
+// snapshot's directory is renamed to it, then deleted, so that a bangerd
+// killed halfway leaves a name the next one knows to delete.
+const snapTrashPrefix = ".removing-"
+
+// removeSnapFiles removes a snapshot's directory, only where banger puts
+// it: a record naming another directory (a store copied from another
+// install, or edited) does not make bangerd delete that directory.
+func (vm *vmManager) removeSnapFiles(sn store.Snapshot) error {
+	if want := vm.snapshotDir(sn.ID); filepath.Clean(sn.Dir) != want {
+		return fmt.Errorf("its directory %s is not %s, where this bangerd keeps it: left alone, remove it yourself if it is garbage", sn.Dir, want)
+	}
+	trash := vm.snapshotDir(snapTrashPrefix + sn.ID)
+	if err := os.Rename(sn.Dir, trash); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return os.RemoveAll(trash)
+}
+
+// sweepSnapTrash deletes what removals of snapshots cut short left.
+func (vm *vmManager) sweepSnapTrash() {
+	left, _ := filepath.Glob(vm.snapshotDir(snapTrashPrefix + "*"))
+	for _, dir := range left {
+		if err := os.RemoveAll(dir); err != nil {
+			vm.log.Warn("remove what a snapshot removal cut short left", "dir", dir, "error", err)
+		}
+	}
+}
+
 // dropSnapshot removes a snapshot's files, then its row.
 func (vm *vmManager) dropSnapshot(ctx context.Context, sn store.Snapshot) {
-	if err := os.RemoveAll(sn.Dir); err != nil {
+	if err := vm.removeSnapFiles(sn); err != nil {
 		vm.log.Warn("remove a snapshot's files", "snapshot", sn.Name, "error", err)
 	}
-	if err := vm.st.DeleteSnapshot(ctx, sn.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := vm.st.DeleteSnapshotByID(ctx, sn.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		vm.log.Warn("remove a snapshot's record", "snapshot", sn.Name, "error", err)
 	}
 }
 
 // RemoveSnapshot removes the snapshot called name: its row first (refused
-// while a VM made from it has its first start to come), then its files.
+// while a VM made from it has its first start to come, or while it is
+// being saved), then its files.
 func (vm *vmManager) RemoveSnapshot(ctx context.Context, name string) error {
 	sn, err := vm.st.GetSnapshot(ctx, name)
 	if err != nil {
 		return err
 	}
-	if err := vm.st.DeleteSnapshot(ctx, name); err != nil {
+	if sn.State == store.SnapshotSaving {
+		// Its files are being written: removing them now would leave the
+		// save to record a snapshot whose files are gone.
+		return inputf("snapshot %q is still being saved: wait for it (banger op ls shows the vm snapshot), then remove it", name)
+	}
+	if err := vm.st.DeleteSnapshotByID(ctx, sn.ID); err != nil {
+		var inUse *store.InUseError
+		if errors.As(err, &inUse) && len(inUse.VMs) > 0 {
+			return fmt.Errorf("%w; or start them: a VM made from a snapshot needs it only until its first start (banger vm start %s)",
+				err, strings.Join(inUse.VMs, " "))
+		}
 		return err
 	}
-	if err := os.RemoveAll(sn.Dir); err != nil {
-		return fmt.Errorf("snapshot %s is gone from the store, but its files in %s were not all removed: %w", name, sn.Dir, err)
+	if err := vm.removeSnapFiles(sn); err != nil {
+		return fmt.Errorf("snapshot %s is gone from the store, but its files were not all removed: %w", name, err)
 	}
 	return nil
 }
 
 // removeUnfinishedSnapshots removes the snapshots a daemon that died while
-// saving left half-written.
+// saving left half-written, and resumes the VMs it left paused: a save
+// pauses its VM, and only the daemon that paused it would have resumed
+// it. It runs after the running VMs have been adopted.
 func (vm *vmManager) removeUnfinishedSnapshots(ctx context.Context) {
+	vm.sweepSnapTrash()
 	sns, err := vm.st.ListSnapshots(ctx)
 	if err != nil {
 		vm.log.Warn("list snapshots", "error", err)
 		return
 	}
 	for _, sn := range sns {
-		if sn.State == store.SnapshotSaving {
-			vm.log.Warn("removing a snapshot left half-saved", "snapshot", sn.Name)
-			vm.dropSnapshot(ctx, sn)
+		if sn.State != store.SnapshotSaving {
+			continue
 		}
+		vm.log.Warn("removing a snapshot left half-saved", "snapshot", sn.Name)
+		vm.dropSnapshot(ctx, sn)
+		l := vm.getLive(sn.VMID)
+		if l == nil {
+			continue
+		}
+		saver, ok := l.m.(vmm.Snapshotter)
+		if !ok {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := saver.Resume(rctx); err != nil {
+			vm.log.Error("resume a VM a snapshot cut short left paused: resume it by stopping and starting it", "vm", sn.VMName, "error", err)
+		} else {
+			vm.log.Warn("resumed a VM a snapshot cut short had left paused", "vm", sn.VMName)
+		}
+		cancel()
 	}
 }

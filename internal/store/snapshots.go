@@ -140,15 +140,30 @@ func (s *Store) ListSnapshots(ctx context.Context) ([]Snapshot, error) {
 // files are the caller's to remove). A VM made from it whose first start
 // is still to come needs it: that is an *InUseError naming the VMs.
 func (s *Store) DeleteSnapshot(ctx context.Context, name string) error {
+	return s.deleteSnapshot(ctx, "name", name)
+}
+
+// DeleteSnapshotByID is DeleteSnapshot for the snapshot with id: a caller
+// that read a snapshot's row removes that one, never another made under
+// its name since.
+func (s *Store) DeleteSnapshotByID(ctx context.Context, id string) error {
+	return s.deleteSnapshot(ctx, "id", id)
+}
+
+func (s *Store) deleteSnapshot(ctx context.Context, column, key string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	var id string
-	err = tx.QueryRowContext(ctx, `SELECT id FROM snapshots WHERE name = ?`, name).Scan(&id)
+	var id, name string
+	// column is one of two constants, never the caller's input.
+	err = tx.QueryRowContext(ctx, `SELECT id, name FROM snapshots WHERE `+column+` = ?`, key).Scan(&id, &name)
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("snapshot %q: %w", name, ErrNotFound)
+		if column == "id" {
+			return fmt.Errorf("snapshot id %q: %w", key, ErrNotFound)
+		}
+		return fmt.Errorf("snapshot %q: %w", key, ErrNotFound)
 	}
 	if err != nil {
 		return err

@@ -76,6 +76,12 @@ func TestSnapshotRoundTripAndGuards(t *testing.T) {
 	if err := s.DeleteSnapshot(ctx, "warm-1"); !errors.As(err, &inUse) || !reflect.DeepEqual(inUse.VMs, []string{"clone"}) {
 		t.Fatalf("DeleteSnapshot under a clone not yet started = %v", err)
 	}
+	if err := s.DeleteSnapshotByID(ctx, "s1"); !errors.As(err, &inUse) || inUse.Name != "warm-1" {
+		t.Fatalf("DeleteSnapshotByID under a clone not yet started = %v", err)
+	}
+	if err := s.DeleteSnapshotByID(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DeleteSnapshotByID of an unknown id = %v", err)
+	}
 	if v, err := s.GetVM(ctx, "clone"); err != nil || v.RestoreFrom != "s1" {
 		t.Fatalf("GetVM(clone) = %+v, %v", v, err)
 	}
