@@ -62,6 +62,9 @@ func (d *Daemon) handleListVMs(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]rpc.VM, 0, len(vms))
 	for _, v := range vms {
+		if strings.HasPrefix(v.Name, warmHelperPrefix) {
+			continue // the warm pool's helper (vm inspect still shows it)
+		}
 		out = append(out, d.wireVM(r.Context(), v))
 	}
 	rpc.WriteJSON(w, http.StatusOK, out)
@@ -82,6 +85,11 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cr := CreateRequest{Name: req.Name, Image: req.Image, VCPUs: req.VCPUs, Memory: req.Memory, Disk: req.Disk, VMM: req.VMM, Publish: req.Publish, StartNow: req.Start, From: req.From}
+	// vm run in the default shape resumes a warm snapshot (warmpool.go).
+	var wr warmRun
+	if req.Start {
+		wr = d.vms.preferWarm(r.Context(), &cr)
+	}
 	if err := d.vms.validate(&cr); err != nil {
 		rpc.WriteError(w, vmAPIError(err))
 		return
@@ -99,8 +107,10 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		if req.Start {
-			_, err := d.vms.Start(ctx, cr.Name, "", p)
-			return err
+			if _, err := d.vms.Start(ctx, cr.Name, "", p); err != nil {
+				return err
+			}
+			d.vms.afterWarmRun(ctx, cr.Name, wr)
 		}
 		return nil
 	})
