@@ -16,6 +16,7 @@ import (
 	"banger/internal/daemon/vmm"
 	"banger/internal/daemon/workspace"
 	"banger/internal/guest/client"
+	"banger/internal/hostprobe"
 	"banger/internal/store"
 )
 
@@ -70,12 +71,17 @@ func guestSSHDUp(ctx context.Context, l vmm.AgentLink) (bool, error) {
 	return ex.Code == 0 && ex.Signal == "", nil
 }
 
+// errWarmFirecracker: Firecracker 1.14 reopens a snapshot's disks at the
+// paths they had, so a clone cannot resume a snapshot of another VM yet
+// (docs/snapshots.md): a warm snapshot could never serve.
+var errWarmFirecracker = errors.New("the warm pool needs QEMU: Firecracker cannot resume a snapshot in another VM yet")
+
 // warmShape is what a warm snapshot must have been made with to serve a
 // `vm run` now.
 type warmShape struct {
 	imageID, kernelID, vmm, vmmVersion, network string
-	vcpus                                      int
-	memory, disk                               int64
+	vcpus                                       int
+	memory, disk                                int64
 }
 
 // key names the shape: the part of a warm snapshot's name after the prefix.
@@ -101,6 +107,9 @@ func (w *warmPool) shape(ctx context.Context) (warmShape, error) {
 	drv, _, err := chooseVMM(vm.cfg.VMM, vm.host(), vm.drivers)
 	if err != nil {
 		return warmShape{}, err
+	}
+	if drv.Name() == hostprobe.VMMFirecracker {
+		return warmShape{}, errWarmFirecracker
 	}
 	s := warmShape{imageID: im.ID, kernelID: k.ID, vmm: drv.Name(), vcpus: vm.cfg.DefaultVCPUs,
 		memory: int64(vm.cfg.DefaultMemory), disk: int64(vm.cfg.DefaultDiskSize)}
@@ -228,7 +237,9 @@ func (w *warmPool) Kick() {
 			w.building = false
 			w.mu.Unlock()
 		}()
-		if err := w.refill(w.vm.bg); err != nil {
+		if err := w.refill(w.vm.bg); errors.Is(err, errWarmFirecracker) {
+			w.vm.log.Debug("warm pool", "reason", err)
+		} else if err != nil {
 			w.vm.log.Warn("warm pool", "error", err)
 		}
 	}()
