@@ -85,11 +85,6 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cr := CreateRequest{Name: req.Name, Image: req.Image, VCPUs: req.VCPUs, Memory: req.Memory, Disk: req.Disk, VMM: req.VMM, Publish: req.Publish, StartNow: req.Start, From: req.From}
-	// vm run in the default shape resumes a warm snapshot (warmpool.go).
-	var wr warmRun
-	if req.Start {
-		wr = d.vms.preferWarm(r.Context(), &cr)
-	}
 	if err := d.vms.validate(&cr); err != nil {
 		rpc.WriteError(w, vmAPIError(err))
 		return
@@ -103,16 +98,13 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 		kind = "vm run"
 	}
 	d.startOp(w, r, kind, cr.Name, func(ctx context.Context, p *opstate.Progress) error {
-		if _, err := d.vms.Create(ctx, cr, p); err != nil {
+		if req.Start {
+			// vm run: a warm snapshot resumed when one fits (warmpool.go).
+			_, err := d.vms.Run(ctx, cr, p)
 			return err
 		}
-		if req.Start {
-			if _, err := d.vms.Start(ctx, cr.Name, "", p); err != nil {
-				return err
-			}
-			d.vms.afterWarmRun(ctx, cr.Name, wr)
-		}
-		return nil
+		_, err := d.vms.Create(ctx, cr, p)
+		return err
 	})
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/buildinfo"
+	"banger/internal/daemon/imagemgr"
 	"banger/internal/daemon/vmm"
 	"banger/internal/daemon/workspace"
 	"banger/internal/guest/client"
@@ -379,6 +380,41 @@ func (w *warmPool) Start(ctx context.Context) {
 		return
 	}
 	w.Kick()
+}
+
+// Run makes and starts a VM (`vm run`; r is validated). In the default
+// shape it resumes a warm snapshot when a fresh one is ready; when that
+// resume fails (the snapshot went, the VMM refused it) the VM is removed
+// and made again to boot cold, so that the warm pool never fails a run
+// that a cold boot would have served. The VM's VMM reason says which.
+func (vm *vmManager) Run(ctx context.Context, r CreateRequest, p imagemgr.Progress) (store.VM, error) {
+	cold := r
+	wr := vm.preferWarm(ctx, &r)
+	v, made, err := vm.createAndStart(ctx, r, p)
+	if err != nil && wr.from != "" && ctx.Err() == nil {
+		vm.log.Warn("warm pool: resume failed, booting cold", "vm", r.Name, "snapshot", wr.from, "error", err)
+		if made {
+			if rerr := vm.Remove(ctx, r.Name, true); rerr != nil {
+				return store.VM{}, errors.Join(err, rerr)
+			}
+		}
+		wr = warmRun{why: fmt.Sprintf("warm snapshot %s could not be resumed (%v)", wr.from, err)}
+		v, _, err = vm.createAndStart(ctx, cold, p)
+	}
+	if err != nil {
+		return v, err
+	}
+	vm.afterWarmRun(ctx, r.Name, wr)
+	return vm.st.GetVM(ctx, r.Name)
+}
+
+// createAndStart makes and starts r; made says the VM was made.
+func (vm *vmManager) createAndStart(ctx context.Context, r CreateRequest, p imagemgr.Progress) (store.VM, bool, error) {
+	if _, err := vm.Create(ctx, r, p); err != nil {
+		return store.VM{}, false, err
+	}
+	v, err := vm.Start(ctx, r.Name, "", p)
+	return v, true, err
 }
 
 // warmRun is what the warm pool did for one `vm run`.

@@ -44,20 +44,15 @@ func warmVM(t *testing.T) (*vmManager, *vmmtest.Driver) {
 // run does what POST /v1/vms with start does (handleCreateVM).
 func run(t *testing.T, vm *vmManager, cr CreateRequest) store.VM {
 	t.Helper()
-	ctx := context.Background()
 	cr.StartNow = true
-	wr := vm.preferWarm(ctx, &cr)
 	if err := vm.validate(&cr); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := vm.Create(ctx, cr, noProgress{}); err != nil {
+	v, err := vm.Run(context.Background(), cr, noProgress{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := vm.Start(ctx, cr.Name, "", noProgress{}); err != nil {
-		t.Fatal(err)
-	}
-	vm.afterWarmRun(ctx, cr.Name, wr)
-	return stateOf(t, vm, cr.Name)
+	return v
 }
 
 // settled waits for the pool's build to end and returns the warm snapshots.
@@ -242,5 +237,27 @@ func TestShutdownCancelsAWarmBuild(t *testing.T) {
 	vm.warm.Kick()
 	if vm.warm.isBuilding() {
 		t.Fatal("a build started after Shutdown")
+	}
+}
+
+// TestFailedWarmResumeBootsCold: a clone that cannot take its identity
+// fails its resume; the run then boots cold, says why, and leaves one VM.
+func TestFailedWarmResumeBootsCold(t *testing.T) {
+	vm, d := warmVM(t)
+	run(t, vm, CreateRequest{Name: "a"})
+	sns := settled(t, vm)
+	if len(sns) != 1 {
+		t.Fatalf("warm snapshots: %+v", sns)
+	}
+	d.Resume = (&resumer{fail: true}).resume
+	b := run(t, vm, CreateRequest{Name: "b"})
+	if b.State != store.VMRunning || !strings.Contains(b.VMMReason, "booted cold: warm snapshot "+sns[0].Name+" could not be resumed") {
+		t.Fatalf("b after a failed resume: %s, reason %q", b.State, b.VMMReason)
+	}
+	if m := restoredMachine(d, "b"); m == nil || m.Restored() != nil {
+		t.Fatal("b does not run booted cold")
+	}
+	if b.RestoreFrom != "" {
+		t.Fatalf("b still names a snapshot to resume: %q", b.RestoreFrom)
 	}
 }
