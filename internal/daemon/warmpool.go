@@ -48,6 +48,7 @@ type warmPool struct {
 
 	mu       sync.Mutex
 	building bool
+	closed   bool // set by wait: no build starts after it
 	wg       sync.WaitGroup
 
 	// sshdUp says whether the helper's sshd is up (so that a clone's
@@ -226,7 +227,7 @@ func (w *warmPool) Kick() {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.building || w.vm.bg.Err() != nil {
+	if w.building || w.closed || w.vm.bg.Err() != nil {
 		return
 	}
 	w.building = true
@@ -247,7 +248,14 @@ func (w *warmPool) Kick() {
 }
 
 // wait waits for a build to end; Shutdown calls it after cancelling vm.bg.
-func (w *warmPool) wait() { w.wg.Wait() }
+// A Kick that raced it either started its build before (waited for here)
+// or sees closed and starts none.
+func (w *warmPool) wait() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.wg.Wait()
+}
 
 // refill removes stale warm snapshots and makes what is missing of
 // cfg.Warm fresh ones, one at a time.

@@ -58,7 +58,7 @@ func run(t *testing.T, vm *vmManager, cr CreateRequest) store.VM {
 // settled waits for the pool's build to end and returns the warm snapshots.
 func settled(t *testing.T, vm *vmManager) []store.Snapshot {
 	t.Helper()
-	vm.warm.wait()
+	vm.warm.wg.Wait() // the pool stays open, unlike with wait
 	sns, err := vm.warm.warmSnapshots(context.Background())
 	if err != nil {
 		t.Fatal(err)
