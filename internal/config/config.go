@@ -36,6 +36,7 @@ type Config struct {
 	DefaultVCPUs     int
 	DefaultMemory    Size
 	DefaultDiskSize  Size
+	Warm             int // how many warm snapshots of the default image bangerd keeps for vm run; 0 = none
 	LogLevel         string
 	OCIMaxEntries    int64  // most tar entries an OCI image may have
 	OCIMaxPathBytes  Size   // most bytes the names of an OCI image's entries may have together

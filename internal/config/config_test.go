@@ -88,6 +88,7 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			DefaultVCPUs:     2,
 			DefaultMemory:    1 << 30,
 			DefaultDiskSize:  8 << 30,
+			Warm:             1,
 			LogLevel:         "info",
 			OCIMaxEntries:    500_000,
 			OCIMaxPathBytes:  64 << 20,
@@ -125,6 +126,7 @@ func TestDefaultsWithoutXDG(t *testing.T) {
 			"default_vcpus":      "2 | default",
 			"default_memory":     "1GiB | default",
 			"default_disk_size":  "8GiB | default",
+			"warm":               "1 | default",
 			"log_level":          "info | default",
 			"oci_max_entries":    "500000 | default",
 			"oci_max_path_bytes": "64MiB | default",
@@ -339,6 +341,7 @@ oci_max_entries = 2000000
 oci_max_path_bytes = "256MiB"
 jailer_bin = "/opt/fc/jailer"
 release_url = "file:///srv/banger-releases/"
+warm = 0
 `
 
 func TestFileOverridesEveryKey(t *testing.T) {
@@ -369,6 +372,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		DefaultVCPUs:     64,
 		DefaultMemory:    1536 << 20,
 		DefaultDiskSize:  20 << 30,
+		Warm:             0,
 		LogLevel:         "debug",
 		OCIMaxEntries:    2_000_000,
 		OCIMaxPathBytes:  256 << 20,
@@ -385,7 +389,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 	for _, s := range settings {
 		order = append(order, s.Key)
 	}
-	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 22 {
+	if !reflect.DeepEqual(order, config.Keys()) || len(order) != 23 {
 		t.Errorf("settings order %v, want %v", order, config.Keys())
 	}
 	wantLines := map[string]int{
@@ -393,7 +397,7 @@ func TestFileOverridesEveryKey(t *testing.T) {
 		"ssh_key_path": 8, "state_dir": 9, "runtime_dir": 10, "catalog_base_url": 11,
 		"bridge_name": 12, "bridge_subnet": 13, "default_vcpus": 14, "default_memory": 15,
 		"default_disk_size": 16, "log_level": 17, "network": 18, "hosts_file": 19, "helper_socket": 20,
-		"oci_max_entries": 21, "oci_max_path_bytes": 22, "jailer_bin": 23, "release_url": 24,
+		"oci_max_entries": 21, "oci_max_path_bytes": 22, "jailer_bin": 23, "release_url": 24, "warm": 25,
 	}
 	for _, s := range settings {
 		if s.Source.Kind != config.SourceFile || s.Source.File != p || s.Source.Line != wantLines[s.Key] {
@@ -528,6 +532,9 @@ func TestInvalidValues(t *testing.T) {
 		{"default_memory", `"2Q"`, `unknown unit "Q"`},
 		{"default_memory", `true`, "use a size"},
 		{"default_disk_size", `"256M"`, "at least 512MiB"},
+		{"warm", `5`, "from 0 to 4"},
+		{"warm", `-1`, "from 0 to 4"},
+		{"warm", `"1"`, "from 0 to 4"},
 		{"default_disk_size", `1000`, "at least 512MiB"},
 		{"bridge_subnet", `"10.200.0.1/24"`, "not a network address (host bits are set): write 10.200.0.0/24"},
 		{"bridge_subnet", `"192.168.77.130/25"`, "write 192.168.77.128/25"},

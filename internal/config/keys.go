@@ -30,6 +30,7 @@ const (
 	MaxVCPUs       = 64
 	MinMemory      = 128 << 20 // 128MiB
 	MinDiskSize    = 512 << 20 // 512MiB
+	MaxWarm        = 4         // most warm snapshots the warm pool keeps
 	MinSubnetBits  = 16
 	MaxSubnetBits  = 29
 	maxIfNameBytes = 15
@@ -193,6 +194,19 @@ var keys = []keySpec{
 		def:  func(c *Config) { c.DefaultDiskSize = 8 << 30 },
 		set:  sizeSetter(func(c *Config) *Size { return &c.DefaultDiskSize }, MinDiskSize),
 		get:  func(c *Config) string { return c.DefaultDiskSize.String() },
+	},
+	{
+		name: "warm",
+		def:  func(c *Config) { c.Warm = 1 },
+		set: func(c *Config, v any, _ *environ) string {
+			n, ok := v.(int64)
+			if !ok || n < 0 || n > MaxWarm {
+				return fmt.Sprintf("use a whole number from 0 to %d, without quotes (0 turns the warm pool off)", MaxWarm)
+			}
+			c.Warm = int(n)
+			return ""
+		},
+		get: func(c *Config) string { return strconv.Itoa(c.Warm) },
 	},
 	{
 		name: "log_level",

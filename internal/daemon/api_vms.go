@@ -62,6 +62,9 @@ func (d *Daemon) handleListVMs(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]rpc.VM, 0, len(vms))
 	for _, v := range vms {
+		if strings.HasPrefix(v.Name, warmHelperPrefix) {
+			continue // the warm pool's helper (vm inspect still shows it)
+		}
 		out = append(out, d.wireVM(r.Context(), v))
 	}
 	rpc.WriteJSON(w, http.StatusOK, out)
@@ -95,14 +98,13 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 		kind = "vm run"
 	}
 	d.startOp(w, r, kind, cr.Name, func(ctx context.Context, p *opstate.Progress) error {
-		if _, err := d.vms.Create(ctx, cr, p); err != nil {
-			return err
-		}
 		if req.Start {
-			_, err := d.vms.Start(ctx, cr.Name, "", p)
+			// vm run: a warm snapshot resumed when one fits (warmpool.go).
+			_, err := d.vms.Run(ctx, cr, p)
 			return err
 		}
-		return nil
+		_, err := d.vms.Create(ctx, cr, p)
+		return err
 	})
 }
 

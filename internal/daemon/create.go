@@ -37,6 +37,10 @@ type CreateRequest struct {
 	// refused).
 	From    string
 	publish []store.PortMap // checked by validate
+	// warm marks the warm pool's helper VM (warmpool.go): it may take a
+	// name under warmHelperPrefix, and its root disk is never a dm
+	// snapshot, which snapshots cannot freeze.
+	warm bool
 }
 
 func randomName() string {
@@ -58,6 +62,9 @@ func (vm *vmManager) validate(r *CreateRequest) error {
 	}
 	if err := imagemgr.ValidName("VM", r.Name); err != nil {
 		return vmInputError{err}
+	}
+	if strings.HasPrefix(r.Name, warmHelperPrefix) && !r.warm {
+		return inputf("VM names starting with %q are kept for the warm pool's helper: pick another name", warmHelperPrefix)
 	}
 	if r.From != "" {
 		// The shape comes from the snapshot, checked by createFrom.
@@ -198,7 +205,7 @@ func (vm *vmManager) makeRootDisk(ctx context.Context, r CreateRequest, im store
 	// asking (through the helper for a user's bangerd); reflink is tried by
 	// the clone itself, which falls back to a copy under auto.
 	var facts hostprobe.Facts
-	if r.COW == workspace.DMSnap || r.COW == workspace.Auto || r.COW == "" {
+	if !r.warm && (r.COW == workspace.DMSnap || r.COW == workspace.Auto || r.COW == "") {
 		facts.Snapshots = hostprobe.SnapshotsFrom(vm.snapshotsAvailable(ctx))
 	}
 	kind, _, err := hostprobe.ChooseCOW(r.COW, facts)

@@ -145,6 +145,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("reconcile VMs with the store: %w", err)
 	}
 	defer d.vms.Shutdown()
+	// Helper VMs a killed bangerd left go; stale warm snapshots are remade.
+	d.vms.warm.Start(ctx)
 
 	ln, err := listen(socket)
 	if err != nil {

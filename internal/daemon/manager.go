@@ -59,6 +59,10 @@ type vmManager struct {
 	// (which keep their logs bounded) stop then.
 	bg     context.Context
 	bgStop context.CancelFunc
+
+	// warm keeps the warm snapshots `vm run` resumes (warmpool.go); its
+	// builds run under bg.
+	warm *warmPool
 }
 
 // liveVM is a VM whose VMM this daemon runs or has adopted.
@@ -74,6 +78,7 @@ func newVMManager(cfg config.Config, st *store.Store, images *imagemgr.Manager, 
 		net: &network{cfgMode: cfg.Network, hosts: cfg.HostsFile, st: st, log: log, priv: priv,
 			bridge: netmgr.Config{Bridge: cfg.BridgeName, Subnet: cfg.BridgeSubnet, DNSPort: bridgeDNSPort()}}}
 	vm.registerDrivers()
+	vm.warm = newWarmPool(vm)
 	return vm
 }
 
@@ -168,6 +173,9 @@ func (vm *vmManager) Shutdown() {
 	defer vm.priv.close()
 	defer vm.net.close()
 	vm.bgStop()
+	// A warm build in progress removes its helper VM and half snapshot
+	// as it ends, which needs the manager whole.
+	vm.warm.wait()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	for _, l := range vm.live {

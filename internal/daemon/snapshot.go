@@ -25,6 +25,7 @@ type SnapshotRequest struct {
 	VM   string // the running VM to save
 	Name string // the snapshot's name; "" picks <vm>-<time>
 	Stop bool   // stop the VM after saving instead of resuming it
+	Warm bool   // made by the warm pool (warmpool.go)
 }
 
 // The files of a snapshot's directory besides the VMM's own: the saved
@@ -79,7 +80,7 @@ func (vm *vmManager) Snapshot(ctx context.Context, r SnapshotRequest, p imagemgr
 	}
 	sn := store.Snapshot{ID: newVMID(), Name: r.Name, VMID: v.ID, VMName: v.Name, ImageID: v.ImageID,
 		KernelID: v.KernelID, VMMKind: v.VMMKind, AgentVersion: hello.Version, VCPUs: v.VCPUs,
-		MemoryBytes: v.MemoryBytes, DiskBytes: v.DiskBytes, State: store.SnapshotSaving, CreatedAt: time.Now().UTC()}
+		MemoryBytes: v.MemoryBytes, DiskBytes: v.DiskBytes, State: store.SnapshotSaving, Warm: r.Warm, CreatedAt: time.Now().UTC()}
 	sn.Dir = vm.snapshotDir(sn.ID)
 	return vm.saveSnapshot(ctx, v, saver, sn, r.Stop, p)
 }

@@ -54,6 +54,8 @@ type Driver struct {
 	// the agent announces the capability); nil leaves it unserved, as an
 	// old agent would.
 	Resume func(context.Context, proto.ResumedRequest) proto.ResumedResult
+	// AgentVersion is the version the fake agent says it is ("" = dev).
+	AgentVersion string
 
 	mu       sync.Mutex
 	nextPID  int
@@ -151,6 +153,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, vmm.Lau
 			Uptime:   func() (time.Duration, error) { return time.Second, nil },
 			PowerOff: func() error { m.powerOff(); return nil },
 			Resume:   d.Resume,
+			Version:  d.AgentVersion,
 		})
 	}()
 	if d.ExitAtBoot {
@@ -210,6 +213,7 @@ type Machine struct {
 }
 
 func (m *Machine) PID() int              { return m.pid }
+func (m *Machine) Name() string          { return m.name }
 func (m *Machine) StartTime() uint64     { return m.start }
 func (m *Machine) Done() <-chan struct{} { return m.done }
 func (m *Machine) Logs() []string        { return []string{m.d.ConsoleLog(m.dir)} }
