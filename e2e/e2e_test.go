@@ -50,7 +50,10 @@ func newEnv(bin, home, run, cfg, ns string) (*env, error) {
 	return w, nil
 }
 
-const baseConfig = "vmm = \"qemu\"\ndefault_memory = \"512MiB\"\ndefault_disk_size = \"1GiB\"\n"
+// warm = 0: a warm pool building in the background would change what
+// the other tests count (VM directories, QEMU processes, snapshots);
+// TestWarmPool turns it on in an env of its own.
+const baseConfig = "vmm = \"qemu\"\ndefault_memory = \"512MiB\"\ndefault_disk_size = \"1GiB\"\nwarm = 0\n"
 
 var world *env
 var skipReason string

@@ -36,7 +36,7 @@ var (
 	smallImage string // a small ext4 root filesystem
 )
 
-const baseConfig = "vmm = \"qemu\"\nnetwork = \"user\"\nhosts_file = \"\"\ncow = \"copy\"\ndefault_memory = \"256MiB\"\ndefault_disk_size = \"512MiB\"\ndefault_image_name = \"img\"\n"
+const baseConfig = "vmm = \"qemu\"\nnetwork = \"user\"\nhosts_file = \"\"\ncow = \"copy\"\ndefault_memory = \"256MiB\"\ndefault_disk_size = \"512MiB\"\ndefault_image_name = \"img\"\nwarm = 0\n"
 
 func TestMain(m *testing.M) {
 	root, err := os.MkdirTemp("", "banger-rel-")
