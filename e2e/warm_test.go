@@ -51,7 +51,7 @@ func TestWarmPool(t *testing.T) {
 	if r := vmmReason(t, u, "warm1"); !strings.Contains(r, "resumed from warm snapshot") {
 		t.Fatalf("the second run did not resume a warm snapshot: %s", r)
 	}
-	u.Must(t, "-q", "vm", "run", "--name", "big", "--cpus", "2", "--", "true")
+	u.Must(t, "-q", "vm", "run", "--name", "big", "--cpus", "1", "--", "true")
 	if r := vmmReason(t, u, "big"); strings.Contains(r, "resumed from warm") {
 		t.Fatalf("a run with a shape of its own resumed the warm snapshot: %s", r)
 	}
