@@ -27,11 +27,21 @@ func (vm *vmManager) waitReady(ctx context.Context, link vmm.AgentLink, m vmm.Ma
 			return errors.New("the VMM exited while the guest was booting")
 		default:
 		}
-		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		hctx, hcancel := context.WithTimeout(ctx, readyAsk)
 		h, err := c.Health(hctx)
+		unanswered := err != nil && hctx.Err() != nil && ctx.Err() == nil
 		hcancel()
 		if err == nil && h.Ready {
 			return nil
+		}
+		if unanswered {
+			// An asking that got no answer at all may sit on a session
+			// the guest no longer reads: a guest resumed from a snapshot
+			// reopens its serial port when it sees the new VMM's socket,
+			// and what the host sent before that is lost, leaving both
+			// ends of the multiplexed session waiting. Closing the link
+			// makes the next asking dial a fresh session.
+			link.Close()
 		}
 		if err == nil {
 			err = errors.New("the agent answers but the guest is not ready yet")
@@ -51,8 +61,12 @@ func (vm *vmManager) waitReady(ctx context.Context, link vmm.AgentLink, m vmm.Ma
 }
 
 // readyPoll is how often the agent is asked whether the guest is ready;
-// each asking is one small request on an open connection.
-const readyPoll = 50 * time.Millisecond
+// each asking is one small request on an open connection. readyAsk bounds
+// one asking.
+const (
+	readyPoll = 50 * time.Millisecond
+	readyAsk  = 5 * time.Second
+)
 
 func (vm *vmManager) recordHostKeys(ctx context.Context, v store.VM, link vmm.AgentLink) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)

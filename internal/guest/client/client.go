@@ -65,7 +65,13 @@ func (c *Client) start(ctx context.Context, t proto.Type, req any) (*stream, err
 		return nil, err
 	}
 	s := &stream{nc: nc, Conn: proto.NewConn(nc), ctx: ctx}
-	s.stop = context.AfterFunc(ctx, func() { nc.Close() })
+	// Closing a multiplexed (yamux) stream is a half-close that leaves a
+	// pending read waiting for the peer's close: the deadline ends it at
+	// once, whatever the transport.
+	s.stop = context.AfterFunc(ctx, func() {
+		_ = nc.SetDeadline(time.Now())
+		nc.Close()
+	})
 	err = s.WriteJSON(proto.TypeHello, c.hello)
 	if err == nil && t != 0 {
 		if req == nil {
