@@ -88,16 +88,15 @@ func snapshotDaemon(t *testing.T) string {
 	check(st.PutKernel(ctx, store.Kernel{ID: "k1", Name: "kern", VmlinuxPath: "/nowhere/vmlinux", CreatedAt: now}))
 	check(st.PutImage(ctx, store.Image{ID: "i1", Name: "img", RootfsPath: "/nowhere/rootfs.ext4", KernelRef: "kern",
 		OriginKind: store.OriginRegister, CreatedAt: now}))
-	for _, sn := range []store.Snapshot{
-		{ID: "s1", Name: "snap1", VMID: "v1", VMName: "dev", VMMKind: "qemu", VMMVersion: "8.2.2", VCPUs: 2,
-			MemoryBytes: 512 << 20, SizeBytes: 300 << 20, Files: []string{"state", "root.img"}},
-		{ID: "s2", Name: "warm-img", VMMKind: "qemu", VCPUs: 1, MemoryBytes: 256 << 20, SizeBytes: 100 << 20, Warm: true},
-	} {
+	put := func(st *store.Store, sn store.Snapshot) {
+		t.Helper()
 		sn.ImageID, sn.KernelID, sn.DiskBytes, sn.State, sn.CreatedAt = "i1", "k1", 1<<30, store.SnapshotReady, now
 		sn.Dir = filepath.Join(cfg.StateDir, "snapshots", sn.ID)
 		check(os.MkdirAll(sn.Dir, 0o700))
 		check(st.PutSnapshot(ctx, sn))
 	}
+	put(st, store.Snapshot{ID: "s1", Name: "snap1", VMID: "v1", VMName: "dev", VMMKind: "qemu", VMMVersion: "8.2.2", VCPUs: 2,
+		MemoryBytes: 512 << 20, SizeBytes: 300 << 20, Files: []string{"state", "root.img"}})
 	st.Close()
 	ready := make(chan rpc.VersionInfo, 1)
 	done := make(chan error, 1)
@@ -112,6 +111,13 @@ func snapshotDaemon(t *testing.T) string {
 	})
 	select {
 	case v := <-ready:
+		// The warm snapshot goes in once the daemon runs: at its start,
+		// with the pool off (cfg.Warm is 0 here), bangerd removes warm
+		// snapshots.
+		st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "banger.db"))
+		check(err)
+		put(st, store.Snapshot{ID: "s2", Name: "warm-img", VMMKind: "qemu", VCPUs: 1, MemoryBytes: 256 << 20, SizeBytes: 100 << 20, Warm: true})
+		st.Close()
 		return v.Socket
 	case err := <-done:
 		t.Fatalf("daemon exited during start: %v", err)
