@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"banger/internal/daemon/vmm"
@@ -28,6 +29,11 @@ type Driver struct {
 	Binary string
 	// noKVM holds why QEMU could not use this host's KVM, once seen.
 	noKVM atomic.Pointer[string]
+
+	// The version VMMVersion last read, and of which file.
+	versionMu  sync.Mutex
+	versionKey string
+	version    string
 }
 
 // NewDriver is the QEMU driver running binary.

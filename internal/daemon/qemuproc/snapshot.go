@@ -303,8 +303,36 @@ var (
 )
 
 // VMMVersion is BinaryVersion of the driver's binary.
+//
+// It asks the binary once per file: asking forks a QEMU, and every `vm
+// run` the warm pool serves asks (to match its snapshot) and so does the
+// restore. A binary replaced in place (another path, size or modification
+// time) is asked again.
 func (d *Driver) VMMVersion(ctx context.Context) (string, error) {
-	return BinaryVersion(ctx, d.Binary)
+	bin := d.Binary
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return BinaryVersion(ctx, d.Binary)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return BinaryVersion(ctx, d.Binary)
+	}
+	key := fmt.Sprintf("%s\x00%d\x00%d", path, fi.Size(), fi.ModTime().UnixNano())
+	d.versionMu.Lock()
+	defer d.versionMu.Unlock()
+	if d.versionKey == key {
+		return d.version, nil
+	}
+	v, err := BinaryVersion(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	d.versionKey, d.version = key, v
+	return v, nil
 }
 
 func (m *machine) Pause(ctx context.Context) error  { return m.p.Pause(ctx) }

@@ -209,3 +209,43 @@ func TestMigrateToFileThroughDescriptor(t *testing.T) {
 		}
 	}
 }
+
+// TestVMMVersionAsksOncePerBinary: a stand-in QEMU that counts its runs is
+// asked once however often VMMVersion is called, and again once the file
+// is replaced.
+func TestVMMVersionAsksOncePerBinary(t *testing.T) {
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	bin := filepath.Join(dir, "qemu-system-x86_64")
+	write := func(version string) {
+		t.Helper()
+		script := "#!/bin/sh\necho x >> " + count + "\necho 'QEMU emulator version " + version + "'\n"
+		tmp := bin + ".new"
+		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs := func() int {
+		b, _ := os.ReadFile(count)
+		return strings.Count(string(b), "x")
+	}
+	write("7.2.22")
+	d := NewDriver(bin)
+	ctx := context.Background()
+	for range 3 {
+		if v, err := d.VMMVersion(ctx); err != nil || v != "7.2.22" {
+			t.Fatalf("VMMVersion = %q, %v", v, err)
+		}
+	}
+	if n := runs(); n != 1 {
+		t.Fatalf("the binary ran %d times for three asks, want 1", n)
+	}
+	time.Sleep(10 * time.Millisecond) // a new modification time
+	write("8.2.2-longer")
+	if v, err := d.VMMVersion(ctx); err != nil || v != "8.2.2-longer" || runs() != 2 {
+		t.Fatalf("after the binary was replaced: %q, %v, %d runs", v, err, runs())
+	}
+}
