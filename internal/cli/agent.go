@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -89,7 +88,7 @@ func dialAgent(ctx context.Context, sock, vm string) (net.Conn, error) {
 		_ = conn.SetDeadline(dl)
 	}
 	req := fmt.Sprintf("GET /v1/vms/%s/agent HTTP/1.1\r\nHost: bangerd\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
-		url.PathEscape(vm), rpc.UpgradeAgent, rpc.HeaderAPIVersion, strconv.Itoa(buildinfo.APIVersion))
+		pathSegment(vm), rpc.UpgradeAgent, rpc.HeaderAPIVersion, strconv.Itoa(buildinfo.APIVersion))
 	if _, err := io.WriteString(conn, req); err != nil {
 		conn.Close()
 		return nil, err

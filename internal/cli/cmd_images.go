@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"time"
 
@@ -131,7 +130,7 @@ func (a *app) newKernelInspectCmd() *cobra.Command {
 				return err
 			}
 			var k rpc.Kernel
-			if err := c.Do(cmd.Context(), "GET", "/v1/kernels/"+url.PathEscape(args[0]), nil, &k); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/v1/kernels/"+pathSegment(args[0]), nil, &k); err != nil {
 				return err
 			}
 			if out.json() {
@@ -208,7 +207,7 @@ func (a *app) newImagePromoteCmd() *cobra.Command {
 against its source, and make the image managed. Your files are only read.`,
 		Args: exactArgs(1, "one image name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := a.startOp(cmd.Context(), "/v1/images/"+url.PathEscape(args[0])+"/promote", nil, detach)
+			_, err := a.startOp(cmd.Context(), "/v1/images/"+pathSegment(args[0])+"/promote", nil, detach)
 			return err
 		},
 	}
@@ -257,7 +256,7 @@ func (a *app) newImageInspectCmd() *cobra.Command {
 				return err
 			}
 			var im rpc.Image
-			if err := c.Do(cmd.Context(), "GET", "/v1/images/"+url.PathEscape(args[0]), nil, &im); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/v1/images/"+pathSegment(args[0]), nil, &im); err != nil {
 				return err
 			}
 			if out.json() {
@@ -297,7 +296,7 @@ func (a *app) newRemoveCmd(kind, plural string) *cobra.Command {
 			}
 			failed := 0
 			for _, n := range args {
-				if err := c.Do(cmd.Context(), "DELETE", "/v1/"+plural+"/"+url.PathEscape(n), nil, nil); err != nil {
+				if err := c.Do(cmd.Context(), "DELETE", "/v1/"+plural+"/"+pathSegment(n), nil, nil); err != nil {
 					fmt.Fprintf(a.stderr, "banger: %s\n", oneLine(err))
 					failed++
 					continue

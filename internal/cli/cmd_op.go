@@ -59,7 +59,7 @@ func (a *app) newOpCmd() *cobra.Command {
 				return err
 			}
 			var op rpc.Operation
-			if err := c.Do(cmd.Context(), "GET", "/v1/ops/"+url.PathEscape(args[0]), nil, &op); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/v1/ops/"+pathSegment(args[0]), nil, &op); err != nil {
 				return err
 			}
 			if showOut.json() {
@@ -97,7 +97,7 @@ func (a *app) newOpCmd() *cobra.Command {
 				return err
 			}
 			var op rpc.Operation
-			if err := c.Do(cmd.Context(), "POST", "/v1/ops/"+url.PathEscape(args[0])+"/cancel", nil, &op); err != nil {
+			if err := c.Do(cmd.Context(), "POST", "/v1/ops/"+pathSegment(args[0])+"/cancel", nil, &op); err != nil {
 				return err
 			}
 			if op.Terminal() {
@@ -158,7 +158,7 @@ func (a *app) follow(ctx context.Context, id string) (rpc.Operation, error) {
 				}
 				fmt.Fprintf(a.stderr, "\nbanger: cancelling %s (Ctrl-C again to stop waiting)\n", id)
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				if err := c.Do(cctx, "POST", "/v1/ops/"+url.PathEscape(id)+"/cancel", nil, nil); err != nil {
+				if err := c.Do(cctx, "POST", "/v1/ops/"+pathSegment(id)+"/cancel", nil, nil); err != nil {
 					a.warnf("cancel %s: %v", id, err)
 				}
 				cancel()
@@ -168,7 +168,7 @@ func (a *app) follow(ctx context.Context, id string) (rpc.Operation, error) {
 
 	r := newRenderer(a)
 	var last rpc.Operation
-	err = c.Stream(ctx, "GET", "/v1/ops/"+url.PathEscape(id)+"/watch", nil, func(raw json.RawMessage) error {
+	err = c.Stream(ctx, "GET", "/v1/ops/"+pathSegment(id)+"/watch", nil, func(raw json.RawMessage) error {
 		var op rpc.Operation
 		if err := json.Unmarshal(raw, &op); err != nil {
 			return fmt.Errorf("decode progress of %s: %w", id, err)

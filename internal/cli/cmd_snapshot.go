@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -146,16 +145,4 @@ func (a *app) newSnapshotRemoveCmd() *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// pathSegment is name as one segment of an API path. url.PathEscape
-// leaves "." and ".." as they are, and the daemon's router cleans them
-// away: `snapshot rm ..` became DELETE /v1 ("no endpoint: the CLI may be
-// newer than the daemon") and `snapshot inspect .` read the whole list.
-// Escaped, they reach the daemon as names, which it reports not found.
-func pathSegment(name string) string {
-	if name == "." || name == ".." {
-		return strings.Repeat("%2E", len(name))
-	}
-	return url.PathEscape(name)
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -107,7 +106,7 @@ func (a *app) getVM(ctx context.Context, name string) (rpc.VM, error) {
 		return rpc.VM{}, err
 	}
 	var v rpc.VM
-	err = c.Do(ctx, "GET", "/v1/vms/"+url.PathEscape(name), nil, &v)
+	err = c.Do(ctx, "GET", "/v1/vms/"+pathSegment(name), nil, &v)
 	return v, err
 }
 
@@ -156,7 +155,7 @@ func (a *app) newVMStartCmd() *cobra.Command {
 		Short: "Start a VM and wait until its guest agent is ready",
 		Args:  exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := a.startOp(cmd.Context(), "/v1/vms/"+url.PathEscape(args[0])+"/start", rpc.StartVMRequest{VMM: vmm}, detach)
+			_, err := a.startOp(cmd.Context(), "/v1/vms/"+pathSegment(args[0])+"/start", rpc.StartVMRequest{VMM: vmm}, detach)
 			return err
 		},
 	}
@@ -177,7 +176,7 @@ func (a *app) newVMStopCmd() *cobra.Command {
 				return err
 			}
 			var v rpc.VM
-			if err := c.Do(cmd.Context(), "POST", "/v1/vms/"+url.PathEscape(args[0])+"/stop", nil, &v); err != nil {
+			if err := c.Do(cmd.Context(), "POST", "/v1/vms/"+pathSegment(args[0])+"/stop", nil, &v); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "%s %s\n", v.Name, v.State)
@@ -194,7 +193,7 @@ func (a *app) newVMRestartCmd() *cobra.Command {
 		Short: "Stop and start a VM",
 		Args:  exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := a.startOp(cmd.Context(), "/v1/vms/"+url.PathEscape(args[0])+"/restart", nil, detach)
+			_, err := a.startOp(cmd.Context(), "/v1/vms/"+pathSegment(args[0])+"/restart", nil, detach)
 			return err
 		},
 	}
@@ -220,7 +219,7 @@ func (a *app) newVMRemoveCmd() *cobra.Command {
 			}
 			failed := 0
 			for _, n := range args {
-				if err := c.Do(cmd.Context(), "DELETE", "/v1/vms/"+url.PathEscape(n)+q, nil, nil); err != nil {
+				if err := c.Do(cmd.Context(), "DELETE", "/v1/vms/"+pathSegment(n)+q, nil, nil); err != nil {
 					fmt.Fprintf(a.stderr, "banger: %s\n", oneLine(err))
 					failed++
 					continue
@@ -320,7 +319,7 @@ func (a *app) removeQuietly(name string) {
 	if err != nil {
 		return
 	}
-	if err := c.Do(ctx, "DELETE", "/v1/vms/"+url.PathEscape(name)+"?force=1", nil, nil); err != nil {
+	if err := c.Do(ctx, "DELETE", "/v1/vms/"+pathSegment(name)+"?force=1", nil, nil); err != nil {
 		a.warnf("remove VM %s: %v", name, err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -297,7 +296,7 @@ func (a *app) ssh(ctx context.Context, name string, command []string) error {
 	// Record the host keys sshd serves now (an image may make them at first
 	// boot, after the guest reported ready).
 	if c, err := a.daemon(ctx); err == nil {
-		if err := c.Do(ctx, "POST", "/v1/vms/"+url.PathEscape(name)+"/hostkeys", nil, nil); err != nil {
+		if err := c.Do(ctx, "POST", "/v1/vms/"+pathSegment(name)+"/hostkeys", nil, nil); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"cmp"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -130,7 +129,7 @@ prints its bytes exactly.`,
 			if err != nil {
 				return err
 			}
-			p := "/v1/vms/" + url.PathEscape(args[0]) + "/logs"
+			p := "/v1/vms/" + pathSegment(args[0]) + "/logs"
 			if follow {
 				p += "?follow=1"
 			}

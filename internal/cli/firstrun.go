@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net/url"
 
 	"github.com/dustin/go-humanize"
 
@@ -41,7 +40,7 @@ func (a *app) firstRunNotice(ctx context.Context, image string) {
 		return
 	}
 	var im rpc.Image
-	if err := c.Do(ctx, "GET", "/v1/images/"+url.PathEscape(image), nil, &im); !rpc.IsCode(err, rpc.CodeNotFound) {
+	if err := c.Do(ctx, "GET", "/v1/images/"+pathSegment(image), nil, &im); !rpc.IsCode(err, rpc.CodeNotFound) {
 		return
 	}
 	if msg := firstRunText(e); msg != "" {

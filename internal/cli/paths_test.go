@@ -1,0 +1,52 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"banger/internal/cli"
+)
+
+// TestDotNamesAreNamesEverywhere: "." and ".." given where a VM, image,
+// kernel or operation name goes reach the daemon as names (not found), not
+// as path steps its router cleans away into another endpoint (a list read
+// as one record, DELETE /v1/vms/.. becoming DELETE /v1/ ...), and remove
+// nothing.
+func TestDotNamesAreNamesEverywhere(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
+	t.Setenv("BANGER_CONFIG", "")
+	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	sock := snapshotDaemon(t)
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := cli.Run(context.Background(), append([]string{"--socket", sock}, args...), strings.NewReader(""), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	for _, dot := range []string{".", ".."} {
+		for _, args := range [][]string{
+			{"vm", "inspect", dot}, {"vm", "start", dot}, {"vm", "stop", dot}, {"vm", "restart", dot},
+			{"vm", "rm", dot}, {"vm", "rm", "-f", dot}, {"vm", "logs", dot}, {"vm", "exec", dot, "--", "true"},
+			{"image", "inspect", dot}, {"image", "rm", dot}, {"image", "promote", dot},
+			{"kernel", "inspect", dot}, {"kernel", "rm", dot},
+			{"op", "show", dot}, {"op", "cancel", dot},
+		} {
+			code, out, errs := run(args...)
+			if code != cli.ExitFailure || !strings.Contains(errs, "not found") || strings.Contains(errs, "no endpoint") {
+				t.Errorf("banger %s: exit %d, want a not-found failure:\n%s%s", strings.Join(args, " "), code, out, errs)
+			}
+		}
+	}
+	// Nothing was removed on the way.
+	for _, args := range [][]string{{"image", "inspect", "img"}, {"kernel", "inspect", "kern"}, {"snapshot", "inspect", "snap1"}} {
+		if code, out, errs := run(args...); code != 0 {
+			t.Errorf("banger %s after the dot names: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+		}
+	}
+}
