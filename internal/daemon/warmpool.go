@@ -38,7 +38,15 @@ const (
 	warmReadyTimeout = 3 * time.Minute
 	// warmRemoveTimeout bounds the removal of the helper VM.
 	warmRemoveTimeout = 30 * time.Second
+	// warmRetry is how long the pool waits, after a build of a shape
+	// failed, before it boots another helper VM for that shape.
+	warmRetry = 10 * time.Minute
 )
+
+// errWarmMismatch is a build whose saved guest cannot serve today's shape:
+// its agent is another version than this bangerd (an image made by another
+// banger). Booting another helper of the same image would give the same.
+var errWarmMismatch = errors.New("the saved guest does not match the default shape")
 
 // warmPool builds warm snapshots one at a time in a goroutine the manager
 // owns: it runs under vm.bg, so Shutdown cancels it, and Shutdown waits
@@ -56,6 +64,49 @@ type warmPool struct {
 	sshdUp func(ctx context.Context, l vmm.AgentLink) (bool, error)
 	// poll is how often sshdUp is asked.
 	poll time.Duration
+
+	// held is the shape whose last build failed, heldWhy why and heldAt
+	// when. No helper VM is booted for that shape again until warmRetry
+	// has passed, or at all when the guest did not match (heldForGood):
+	// a new image or kernel, another shape or a new bangerd is another
+	// shape. Without it every cold `vm run` after a failed build would boot
+	// a helper in the background, in vain, beside the user's VM.
+	held        warmShape
+	heldWhy     string
+	heldAt      time.Time
+	heldForGood bool
+	// now is the pool's clock; tests move it.
+	now func() time.Time
+}
+
+// heldBack says why no build of shape s is tried now, or "".
+func (w *warmPool) heldBack(s warmShape) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.heldWhy == "" || w.held != s {
+		return ""
+	}
+	if w.heldForGood {
+		return w.heldWhy
+	}
+	if left := w.heldAt.Add(warmRetry).Sub(w.clock()); left > 0 {
+		return fmt.Sprintf("%s (tried again in %s)", w.heldWhy, left.Round(time.Minute))
+	}
+	return ""
+}
+
+// hold records that a build of shape s failed with err.
+func (w *warmPool) hold(s warmShape, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.held, w.heldWhy, w.heldAt, w.heldForGood = s, "the last warm snapshot build failed: "+err.Error(), w.clock(), errors.Is(err, errWarmMismatch)
+}
+
+func (w *warmPool) clock() time.Time {
+	if w.now != nil {
+		return w.now()
+	}
+	return time.Now()
 }
 
 func newWarmPool(vm *vmManager) *warmPool {
@@ -209,6 +260,9 @@ func (w *warmPool) Pick(ctx context.Context, r CreateRequest) (from, why string)
 	if w.isBuilding() {
 		return "", "no warm snapshot yet: being made"
 	}
+	if held := w.heldBack(s); held != "" {
+		return "", "no warm snapshot: " + held
+	}
 	return "", "no warm snapshot yet: made after this cold start"
 }
 
@@ -282,12 +336,21 @@ func (w *warmPool) refill(ctx context.Context) error {
 			w.vm.log.Warn("warm pool: remove a stale warm snapshot", "snapshot", sn.Name, "error", err)
 		}
 	}
+	if len(have) < w.vm.cfg.Warm {
+		if held := w.heldBack(s); held != "" {
+			w.vm.log.Debug("warm pool: no build", "reason", held)
+			return nil
+		}
+	}
 	for slot := 1; len(have) < w.vm.cfg.Warm; slot++ {
 		name := fmt.Sprintf("%s%d", s.key(), slot)
 		if have[name] {
 			continue
 		}
 		if err := w.build(ctx, s, name); err != nil {
+			if ctx.Err() == nil {
+				w.hold(s, err)
+			}
 			return fmt.Errorf("make warm snapshot %s: %w", name, err)
 		}
 		have[name] = true
@@ -331,8 +394,8 @@ func (w *warmPool) build(ctx context.Context, s warmShape, name string) (err err
 		// Made, yet not of today's shape (its agent is another version than
 		// this bangerd, or auto chose another VMM): it would never serve.
 		rerr := vm.RemoveSnapshot(context.WithoutCancel(ctx), sn.Name)
-		return errors.Join(fmt.Errorf("the saved guest does not match the default shape (agent %s, bangerd %s; vmm %s %s, want %s %s): refresh the image (banger image pull) so that its agent is this banger's",
-			sn.AgentVersion, buildinfo.Version, sn.VMMKind, sn.VMMVersion, s.vmm, s.vmmVersion), rerr)
+		return errors.Join(fmt.Errorf("%w (agent %s, bangerd %s; vmm %s %s, want %s %s): refresh the image (banger image pull) so that its agent is this banger's",
+			errWarmMismatch, sn.AgentVersion, buildinfo.Version, sn.VMMKind, sn.VMMVersion, s.vmm, s.vmmVersion), rerr)
 	}
 	vm.log.Info("warm pool: warm snapshot made", "snapshot", name, "took", time.Since(began).Round(time.Millisecond))
 	return nil

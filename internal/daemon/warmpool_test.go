@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,4 +261,79 @@ func TestFailedWarmResumeBootsCold(t *testing.T) {
 	if b.RestoreFrom != "" {
 		t.Fatalf("b still names a snapshot to resume: %q", b.RestoreFrom)
 	}
+}
+
+// TestFailedWarmBuildIsNotRetriedAtEveryRun: a build whose guest does not
+// match (its agent is another banger's) is not tried again for that shape,
+// and one that failed otherwise not before warmRetry: every cold vm run
+// does not boot a helper VM in the background in vain. A new image is a
+// new shape and is tried at once.
+func TestFailedWarmBuildIsNotRetriedAtEveryRun(t *testing.T) {
+	t.Run("agent mismatch", func(t *testing.T) {
+		vm, d := warmVM(t)
+		d.AgentVersion = "an-older-banger"
+		run(t, vm, CreateRequest{Name: "a"})
+		if sns := settled(t, vm); len(sns) != 0 {
+			t.Fatalf("a mismatched guest was kept as a warm snapshot: %+v", sns)
+		}
+		starts := len(d.Specs()) // a and its helper
+		if starts != 2 {
+			t.Fatalf("%d VMM starts after the first run, want a and one helper", starts)
+		}
+		for _, name := range []string{"b", "c"} {
+			v := run(t, vm, CreateRequest{Name: name})
+			settled(t, vm)
+			if !strings.Contains(v.VMMReason, "booted cold: no warm snapshot: the last warm snapshot build failed") ||
+				!strings.Contains(v.VMMReason, "an-older-banger") {
+				t.Fatalf("%s's reason: %q", name, v.VMMReason)
+			}
+		}
+		if n := len(d.Specs()); n != starts+2 {
+			t.Fatalf("%d VMM starts after two more runs, want %d: a helper was booted again", n, starts+2)
+		}
+		// A new default image is another shape: tried at once.
+		ctx := context.Background()
+		im, err := vm.st.GetImage(ctx, "img")
+		if err != nil {
+			t.Fatal(err)
+		}
+		im.ID, im.Name = "i2", "img2"
+		if err := vm.st.PutImage(ctx, im); err != nil {
+			t.Fatal(err)
+		}
+		vm.cfg.DefaultImageName = "img2"
+		d.AgentVersion = buildinfo.Version
+		run(t, vm, CreateRequest{Name: "d"})
+		if sns := settled(t, vm); len(sns) != 1 {
+			t.Fatalf("no warm snapshot of the new image: %+v", sns)
+		}
+		noHelpers(t, vm, d)
+	})
+	t.Run("failed save", func(t *testing.T) {
+		vm, d := warmVM(t)
+		clock := time.Now()
+		vm.warm.now = func() time.Time { return clock }
+		d.SaveErr = errors.New("disk full")
+		run(t, vm, CreateRequest{Name: "a"})
+		settled(t, vm)
+		starts := len(d.Specs())
+		b := run(t, vm, CreateRequest{Name: "b"})
+		settled(t, vm)
+		if n := len(d.Specs()); n != starts+1 {
+			t.Fatalf("%d VMM starts, want %d: the failed build was tried again at once", n, starts+1)
+		}
+		if !strings.Contains(b.VMMReason, "tried again in 10m") {
+			t.Fatalf("b's reason: %q", b.VMMReason)
+		}
+		if starts != 2 || !strings.Contains(b.VMMReason, "disk full") {
+			t.Fatalf("%d starts after the first run (want a and a helper); b's reason %q", starts, b.VMMReason)
+		}
+		clock = clock.Add(warmRetry + time.Second)
+		d.SaveErr = nil
+		run(t, vm, CreateRequest{Name: "c"})
+		if sns := settled(t, vm); len(sns) != 1 {
+			t.Fatalf("no warm snapshot once warmRetry passed: %+v", sns)
+		}
+		noHelpers(t, vm, d)
+	})
 }
