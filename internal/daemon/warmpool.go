@@ -17,7 +17,6 @@ import (
 	"banger/internal/daemon/vmm"
 	"banger/internal/daemon/workspace"
 	"banger/internal/guest/client"
-	"banger/internal/hostprobe"
 	"banger/internal/store"
 )
 
@@ -67,7 +66,8 @@ type warmPool struct {
 
 	// held is the shape whose last build failed, heldWhy why and heldAt
 	// when. No helper VM is booted for that shape again until warmRetry
-	// has passed, or at all when the guest did not match (heldForGood):
+	// has passed, or at all when the guest did not match or its VMM cannot
+	// save it (heldForGood):
 	// a new image or kernel, another shape or a new bangerd is another
 	// shape. Without it every cold `vm run` after a failed build would boot
 	// a helper in the background, in vain, beside the user's VM.
@@ -99,7 +99,10 @@ func (w *warmPool) heldBack(s warmShape) string {
 func (w *warmPool) hold(s warmShape, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.held, w.heldWhy, w.heldAt, w.heldForGood = s, "the last warm snapshot build failed: "+err.Error(), w.clock(), errors.Is(err, errWarmMismatch)
+	// A guest that did not match, or a VM its VMM cannot save (a jailed
+	// Firecracker), would fail the same way every time.
+	forGood := errors.Is(err, errWarmMismatch) || errors.Is(err, vmm.ErrNoSnapshots)
+	w.held, w.heldWhy, w.heldAt, w.heldForGood = s, "the last warm snapshot build failed: "+err.Error(), w.clock(), forGood
 }
 
 func (w *warmPool) clock() time.Time {
@@ -123,11 +126,6 @@ func guestSSHDUp(ctx context.Context, l vmm.AgentLink) (bool, error) {
 	}
 	return ex.Code == 0 && ex.Signal == "", nil
 }
-
-// errWarmFirecracker: Firecracker 1.14 reopens a snapshot's disks at the
-// paths they had, so a clone cannot resume a snapshot of another VM yet
-// (docs/snapshots.md): a warm snapshot could never serve.
-var errWarmFirecracker = errors.New("the warm pool needs QEMU: Firecracker cannot resume a snapshot in another VM yet")
 
 // warmShape is what a warm snapshot must have been made with to serve a
 // `vm run` now.
@@ -160,9 +158,6 @@ func (w *warmPool) shape(ctx context.Context) (warmShape, error) {
 	drv, _, err := chooseVMM(vm.cfg.VMM, vm.host(), vm.drivers)
 	if err != nil {
 		return warmShape{}, err
-	}
-	if drv.Name() == hostprobe.VMMFirecracker {
-		return warmShape{}, errWarmFirecracker
 	}
 	s := warmShape{imageID: im.ID, kernelID: k.ID, vmm: drv.Name(), vcpus: vm.cfg.DefaultVCPUs,
 		memory: int64(vm.cfg.DefaultMemory), disk: int64(vm.cfg.DefaultDiskSize)}
@@ -293,9 +288,7 @@ func (w *warmPool) Kick() {
 			w.building = false
 			w.mu.Unlock()
 		}()
-		if err := w.refill(w.vm.bg); errors.Is(err, errWarmFirecracker) {
-			w.vm.log.Debug("warm pool", "reason", err)
-		} else if err != nil {
+		if err := w.refill(w.vm.bg); err != nil {
 			w.vm.log.Warn("warm pool", "error", err)
 		}
 	}()

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -333,6 +334,23 @@ func TestFailedWarmBuildIsNotRetriedAtEveryRun(t *testing.T) {
 		run(t, vm, CreateRequest{Name: "c"})
 		if sns := settled(t, vm); len(sns) != 1 {
 			t.Fatalf("no warm snapshot once warmRetry passed: %+v", sns)
+		}
+		noHelpers(t, vm, d)
+	})
+	t.Run("VMM cannot save", func(t *testing.T) {
+		// A jailed Firecracker: tried once, not again after warmRetry.
+		vm, d := warmVM(t)
+		clock := time.Now()
+		vm.warm.now = func() time.Time { return clock }
+		d.SaveErr = fmt.Errorf("save the VM's state: %w under the jailer yet", vmm.ErrNoSnapshots)
+		run(t, vm, CreateRequest{Name: "a"})
+		settled(t, vm)
+		starts := len(d.Specs())
+		clock = clock.Add(2 * warmRetry)
+		b := run(t, vm, CreateRequest{Name: "b"})
+		settled(t, vm)
+		if n := len(d.Specs()); n != starts+1 || !strings.Contains(b.VMMReason, "under the jailer") || strings.Contains(b.VMMReason, "tried again") {
+			t.Fatalf("%d VMM starts (want %d); b's reason %q", n, starts+1, b.VMMReason)
 		}
 		noHelpers(t, vm, d)
 	})

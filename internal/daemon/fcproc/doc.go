@@ -9,4 +9,9 @@
 // passes --no-seccomp). With Config.Jail, Start runs it under Firecracker's
 // jailer (jail.go): a chroot of its own, a uid of its own, no capabilities;
 // Adopt, CleanupJail and SweepJails find and clean such a VM by its chroot.
+//
+// Unjailed, Firecracker runs in the VM's directory and is given its drives
+// (symlinks named DriveLinkName) and vsock socket by names relative to it,
+// so that a snapshot (snapshot.go) fits any VM of the same drives: a clone
+// restored in its own directory opens its own files.
 package fcproc

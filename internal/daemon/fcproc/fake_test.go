@@ -178,14 +178,22 @@ func TestStartFakeOrderBodiesAndStop(t *testing.T) {
 	}{
 		{"PUT", "/machine-config", map[string]any{"vcpu_count": 2, "mem_size_mib": 256}},
 		{"PUT", "/boot-source", map[string]any{"kernel_image_path": cfg.Kernel, "initrd_path": cfg.Initrd, "boot_args": cfg.BootArgs}},
-		{"PUT", "/drives/root", map[string]any{"drive_id": "root", "path_on_host": cfg.Drives[0].Path, "is_root_device": true, "is_read_only": false, "cache_type": "Writeback"}},
-		{"PUT", "/drives/data", map[string]any{"drive_id": "data", "path_on_host": cfg.Drives[1].Path, "is_root_device": false, "is_read_only": true, "cache_type": "Writeback"}},
+		{"PUT", "/drives/root", map[string]any{"drive_id": "root", "path_on_host": DriveLinkName("root"), "is_root_device": true, "is_read_only": false, "cache_type": "Writeback"}},
+		{"PUT", "/drives/data", map[string]any{"drive_id": "data", "path_on_host": DriveLinkName("data"), "is_root_device": false, "is_read_only": true, "cache_type": "Writeback"}},
 		{"PUT", "/network-interfaces/eth0", map[string]any{"iface_id": "eth0", "host_dev_name": "tap-test0", "guest_mac": "06:00:ac:10:00:02"}},
-		{"PUT", "/vsock", map[string]any{"guest_cid": 42, "uds_path": VsockPath(cfg.Dir)}},
+		{"PUT", "/vsock", map[string]any{"guest_cid": 42, "uds_path": VsockSocketName}},
 		{"PUT", "/actions", map[string]any{"action_type": "InstanceStart"}},
 	}
 	if len(calls) != len(want) {
 		t.Fatalf("fake saw %d configuration calls, want %d: %+v", len(calls), len(want), calls)
+	}
+	// The relative names lead to the drives, from the VM's directory,
+	// where Firecracker runs.
+	for _, d := range cfg.Drives {
+		abs, _ := filepath.Abs(d.Path)
+		if got, err := os.Readlink(filepath.Join(cfg.Dir, DriveLinkName(d.ID))); err != nil || got != abs {
+			t.Errorf("%s -> %q (%v), want %s", DriveLinkName(d.ID), got, err, abs)
+		}
 	}
 	spec := trySpec(t)
 	for i, w := range want {
@@ -317,6 +325,11 @@ func TestStartFailureAtEachStepCleansUp(t *testing.T) {
 		}, want: "is a directory"},
 		{step: StepCheckTap, setup: func(t *testing.T, cfg *Config) { cfg.Net.Tap = "tap-missing" }, want: "does not exist"},
 		{step: StepCheckTap, setup: func(t *testing.T, cfg *Config) { cfg.Net.Tap = "eth9" }, want: "not a tap"},
+		{step: StepLinkDrives, setup: func(t *testing.T, cfg *Config) {
+			if err := os.MkdirAll(filepath.Join(cfg.Dir, DriveLinkName("data"), "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, want: "link drive data"},
 		{step: StepSpawn, setup: func(t *testing.T, cfg *Config) { cfg.Binary = filepath.Join(cfg.Dir, "no-such-firecracker") }, want: "not found"},
 		{step: StepWaitAPI, env: map[string]string{"FCPROC_FAKE_MODE": "exit"}, want: "boom, exiting early"},
 		{step: StepWaitAPI, env: map[string]string{"FCPROC_FAKE_MODE": "noapi"}, setup: func(t *testing.T, cfg *Config) {
@@ -353,7 +366,7 @@ func TestStartFailureAtEachStepCleansUp(t *testing.T) {
 				t.Errorf("error %q does not name step %s and say %q", err, c.step, c.want)
 			}
 			pid := fakePID(t, cfg.Dir)
-			spawnedYet := c.step != StepRemoveStaleSockets && c.step != StepCheckTap && c.step != StepSpawn
+			spawnedYet := c.step != StepRemoveStaleSockets && c.step != StepCheckTap && c.step != StepLinkDrives && c.step != StepSpawn
 			if spawnedYet != (se.PID != 0) {
 				t.Errorf("StepError.PID = %d at step %s; want a process only once spawned", se.PID, c.step)
 			}

@@ -29,6 +29,13 @@ func APISocketPath(dir string) string { return filepath.Join(dir, APISocketName)
 // VsockPath is the vsock Unix socket (Firecracker's uds_path) of dir.
 func VsockPath(dir string) string { return filepath.Join(dir, VsockSocketName) }
 
+// DriveLinkName is the name, in the VM's directory, of the symlink to the
+// drive id's file. An unjailed Firecracker runs in the VM's directory and
+// is given its drives and vsock socket by these relative names, so that a
+// snapshot (which records them) names no other VM's files: a clone loads
+// it in its own directory, where the same names lead to its own disks.
+func DriveLinkName(id string) string { return "drive-" + id }
+
 // ConsoleLogPath is where the guest's serial console (Firecracker's stdout
 // and stderr) is written.
 func ConsoleLogPath(dir string) string { return filepath.Join(dir, ConsoleLogName) }

@@ -37,9 +37,12 @@ func (c *Client) VMConfig(ctx context.Context) (VMConfig, error) {
 	return v, err
 }
 
-// savedPaths are the host paths a snapshot holds: Firecracker 1.14 opens
-// the drives and binds the vsock socket at them again when it loads the
-// snapshot, and has no override for either.
+// savedPaths are the paths a snapshot holds: Firecracker 1.14 opens the
+// drives and binds the vsock socket at them again when it loads the
+// snapshot, and has no override for either. banger gives an unjailed
+// Firecracker names relative to the VM's directory (DriveLinkName,
+// VsockSocketName), so they fit any VM of the same drives; snapshots made
+// before that hold the parent's absolute paths.
 type savedPaths struct {
 	Vsock  string   `json:"vsock"`
 	Drives []string `json:"drives"`
@@ -49,10 +52,22 @@ func (sp savedPaths) String() string {
 	return fmt.Sprintf("vsock %s, drives %s", sp.Vsock, strings.Join(sp.Drives, " "))
 }
 
+// relativePaths are the paths an unjailed Firecracker is given for drives
+// ids: what a snapshot of it holds.
+func relativePaths(ids []string) savedPaths {
+	sp := savedPaths{Vsock: VsockSocketName}
+	for _, id := range ids {
+		sp.Drives = append(sp.Drives, DriveLinkName(id))
+	}
+	return sp
+}
+
 // checkPaths refuses a restore whose vsock socket or drives are not where
-// the snapshot names them: Firecracker would bind another VM's socket
-// path and write to another VM's disks.
-func checkPaths(dir string, want savedPaths) error {
+// the snapshot names them (want is the clone's relative names; legacy the
+// absolute paths of the VM itself, which an older snapshot of it holds):
+// Firecracker would bind another VM's socket path and write to another
+// VM's disks.
+func checkPaths(dir string, want, legacy savedPaths) error {
 	b, err := os.ReadFile(filepath.Join(dir, PathsFileName))
 	if err != nil {
 		return fmt.Errorf("read the snapshot's paths: %w", err)
@@ -61,11 +76,13 @@ func checkPaths(dir string, want savedPaths) error {
 	if err := json.Unmarshal(b, &saved); err != nil {
 		return fmt.Errorf("read the snapshot's paths in %s: %w", dir, err)
 	}
-	if saved.Vsock != want.Vsock || !slices.Equal(saved.Drives, want.Drives) {
-		return &vmm.MismatchError{Field: "Firecracker paths", Saved: saved.String(), Want: want.String(),
-			Hint: "Firecracker 1.14 reopens a snapshot's disks and vsock socket at the paths they had when it was made: restore it into the VM it was taken from (clones need per-VM paths such as the jailer's, not supported yet)"}
+	for _, ok := range []savedPaths{want, legacy} {
+		if saved.Vsock == ok.Vsock && slices.Equal(saved.Drives, ok.Drives) {
+			return nil
+		}
 	}
-	return nil
+	return &vmm.MismatchError{Field: "Firecracker paths", Saved: saved.String(), Want: want.String(),
+		Hint: "Firecracker 1.14 reopens a snapshot's disks and vsock socket at the paths it holds; this one holds absolute paths (made by an earlier build of banger), which only the VM it was taken from has: restore it there, or take a new snapshot"}
 }
 
 // VM is the body of PATCH /vm.
@@ -208,8 +225,8 @@ const StepLoadSnapshot = "load-snapshot"
 
 // Restore spawns Firecracker for cfg and loads the snapshot in r.Dir into
 // it, resuming the VM. The snapshot names the drives and the vsock socket
-// by the paths they had when it was made: they must be valid now (a tap is
-// given by cfg.Net). On failure the process is killed and reaped and the
+// relative to the VM's directory: cfg.Drives (linked in as DriveLinkName)
+// must have the ids of the snapshot's drives (a tap is given by cfg.Net). On failure the process is killed and reaped and the
 // error is a *StepError, as Start's.
 func Restore(ctx context.Context, cfg Config, r RestoreConfig) (*Process, error) {
 	if cfg.Jail != nil {
@@ -233,6 +250,7 @@ func Restore(ctx context.Context, cfg Config, r RestoreConfig) (*Process, error)
 	}{
 		{StepRemoveStaleSockets, s.removeStaleSockets},
 		{StepCheckTap, s.checkTap},
+		{StepLinkDrives, s.linkDrives},
 		{StepSpawn, s.spawn},
 		{StepWaitAPI, s.waitAPI},
 		{StepLoadSnapshot, func(ctx context.Context) error { return s.proc.client.LoadSnapshot(ctx, loadParams(cfg, r)) }},
@@ -313,7 +331,11 @@ func (d *Driver) restore(ctx context.Context, spec vmm.Spec, cfg Config) (vmm.Ma
 	if err := vmm.CheckRestore(spec.Restore.State, spec, vmm.Firecracker, v); err != nil {
 		return nil, l, err
 	}
-	if err := checkPaths(spec.Restore.Dir, savedPaths{Vsock: VsockPath(spec.RunDir), Drives: spec.Drives}); err != nil {
+	ids := make([]string, len(cfg.Drives))
+	for i, d := range cfg.Drives {
+		ids[i] = d.ID
+	}
+	if err := checkPaths(spec.Restore.Dir, relativePaths(ids), savedPaths{Vsock: VsockPath(spec.RunDir), Drives: spec.Drives}); err != nil {
 		return nil, l, err
 	}
 	if c := spec.Credential; c != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -88,7 +89,7 @@ func TestRestoreFakeLoadsOnly(t *testing.T) {
 	for _, s := range p.Steps {
 		names = append(names, s.Name)
 	}
-	if want := []string{StepRemoveStaleSockets, StepCheckTap, StepSpawn, StepWaitAPI, StepLoadSnapshot}; !reflect.DeepEqual(names, want) {
+	if want := []string{StepRemoveStaleSockets, StepCheckTap, StepLinkDrives, StepSpawn, StepWaitAPI, StepLoadSnapshot}; !reflect.DeepEqual(names, want) {
 		t.Errorf("steps %v, want %v", names, want)
 	}
 	calls := readCalls(t, cfg.Dir)
@@ -269,19 +270,19 @@ func TestSaveStateFiles(t *testing.T) {
 	if st.VMM != vmm.Firecracker || st.VMMVersion != "1.14.2" || len(st.Files) != 3 || st.Bytes < 1<<20 {
 		t.Errorf("state %+v", st)
 	}
-	if err := checkPaths(dir, savedPaths{Vsock: "/run/vm/fc.vsock", Drives: []string{"/d/root.ext4"}}); err != nil {
+	if err := checkPaths(dir, relativePaths([]string{"root"}), savedPaths{Vsock: "/run/vm/fc.vsock", Drives: []string{"/d/root.ext4"}}); err != nil {
 		t.Errorf("the paths it was saved with: %v", err)
 	}
 	for _, other := range []savedPaths{
 		{Vsock: "/run/clone/fc.vsock", Drives: []string{"/d/root.ext4"}},
 		{Vsock: "/run/vm/fc.vsock", Drives: []string{"/d/clone.ext4"}},
 	} {
-		err := checkPaths(dir, other)
+		err := checkPaths(dir, relativePaths([]string{"root"}), other)
 		if !errors.Is(err, vmm.ErrMismatch) || !strings.Contains(err.Error(), "Firecracker paths") {
 			t.Errorf("restore with %v: %v", other, err)
 		}
 	}
-	if err := checkPaths(t.TempDir(), savedPaths{}); err == nil {
+	if err := checkPaths(t.TempDir(), savedPaths{}, savedPaths{}); err == nil {
 		t.Error("a snapshot without its paths file passes")
 	}
 
@@ -321,4 +322,108 @@ func TestRealDriverRestoreRefusesOtherPaths(t *testing.T) {
 	if _, err := os.Stat(APISocketPath(spec.RunDir)); !os.IsNotExist(err) {
 		t.Errorf("Firecracker was spawned: %v", err)
 	}
+}
+
+// TestRealFirecrackerCloneUsesItsOwnFiles: a snapshot of a VM started by
+// Start names its drives and vsock socket relative to the VM's directory,
+// so a clone restored through the driver in another directory opens its
+// own disk and binds its own socket while the parent still runs; one of
+// another drive layout is refused before anything is spawned. (The guest
+// never runs on a host without usable KVM: only the VMM's side is checked.)
+func TestRealFirecrackerCloneUsesItsOwnFiles(t *testing.T) {
+	bin := realFirecracker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	files := t.TempDir()
+	parentDisk := sparseDisk(t, files)
+	cfg := Config{Name: "bgtest-" + randomSuffix(t), Binary: bin, Dir: t.TempDir(), Kernel: stubKernel(t, files),
+		BootArgs: "console=ttyS0", VCPUs: 1, MemoryMiB: 128, VsockCID: 3,
+		Drives: []DriveConfig{{ID: "root", Path: parentDisk, Root: true}}}
+	p, err := Start(ctx, cfg)
+	if errors.Is(err, ErrKVM) {
+		t.Skipf("Firecracker cannot start a VM here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(doneCtx(), nil)
+	vc, err := p.Client().VMConfig(ctx)
+	if err != nil || len(vc.Drives) != 1 || vc.Drives[0].PathOnHost != DriveLinkName("root") || vc.Vsock == nil || vc.Vsock.UDSPath != VsockSocketName {
+		t.Fatalf("the VM's config names %+v (vsock %+v), %v: want paths relative to its directory", vc.Drives, vc.Vsock, err)
+	}
+	if !openFile(t, p.PID, parentDisk) {
+		t.Fatalf("the parent has not opened its disk %s", parentDisk)
+	}
+	if err := p.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap := t.TempDir()
+	version, err := p.SaveState(ctx, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	cloneDisk := filepath.Join(t.TempDir(), "clone.ext4")
+	if err := os.WriteFile(cloneDisk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(cloneDisk, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	spec := vmm.Spec{Name: "clone", RunDir: t.TempDir(), Kernel: cfg.Kernel, VCPUs: 1, MemoryMiB: 128, Drives: []string{cloneDisk}}
+	st := vmm.State{VMM: vmm.Firecracker, VMMVersion: version, Files: []string{StateFileName, MemoryFileName, PathsFileName}}
+	spec.Restore = &vmm.Restore{Dir: snap, State: st.WithShape(spec)}
+	d := NewDriver(DriverConfig{Binary: bin})
+	m, l, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("restore a clone in another directory: %v", err)
+	}
+	defer m.Stop(doneCtx(), nil)
+	clone := m.(machine).p
+	if !l.Restored || !openFile(t, clone.PID, cloneDisk) || openFile(t, clone.PID, parentDisk) {
+		t.Errorf("the clone (restored %v) does not have its own disk open, or has the parent's", l.Restored)
+	}
+	if fi, err := os.Stat(VsockPath(spec.RunDir)); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("the clone's vsock socket is not in its directory: %v", err)
+	}
+	if info, err := clone.Client().InstanceInfo(ctx); err != nil || info.State != "Running" {
+		t.Errorf("the clone's instance info %+v, %v", info, err)
+	}
+
+	// Two drives where the snapshot has one: refused, nothing spawned.
+	other := spec
+	other.RunDir, other.Drives = t.TempDir(), []string{cloneDisk, parentDisk}
+	other.Restore = &vmm.Restore{Dir: snap, State: st.WithShape(other)}
+	if _, _, err := d.Start(ctx, other); !errors.Is(err, vmm.ErrMismatch) {
+		t.Errorf("restore with another drive layout: %v, want a mismatch", err)
+	}
+	if _, err := os.Stat(APISocketPath(other.RunDir)); !os.IsNotExist(err) {
+		t.Errorf("Firecracker was spawned for a refused restore: %v", err)
+	}
+}
+
+// openFile says whether process pid has path open.
+func openFile(t *testing.T, pid int, path string) bool {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && target == path {
+			return true
+		}
+	}
+	return false
+}
+
+// doneCtx is a cancelled context: Stop with it kills at once (the stub
+// guest would never answer a graceful stop).
+func doneCtx() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }

@@ -121,6 +121,7 @@ func (e *StepError) Unwrap() error { return e.Err }
 const (
 	StepRemoveStaleSockets = "remove-stale-sockets"
 	StepCheckTap           = "check-tap"
+	StepLinkDrives         = "link-drives"
 	StepSpawn              = "spawn"
 	StepWaitAPI            = "wait-api"
 	StepPutLogger          = "put-logger"
@@ -142,6 +143,7 @@ type step struct {
 var steps = []step{
 	{StepRemoveStaleSockets, (*starter).removeStaleSockets},
 	{StepCheckTap, (*starter).checkTap},
+	{StepLinkDrives, (*starter).linkDrives},
 	{StepSpawn, (*starter).spawn},
 	{StepWaitAPI, (*starter).waitAPI},
 	{StepPutLogger, (*starter).putLogger},
@@ -598,9 +600,35 @@ func (s *starter) putBootSource(ctx context.Context) error {
 	})
 }
 
+// linkDrives makes DriveLinkName(id) in the VM's directory a symlink to
+// each drive's file (replacing one a former start left), for an unjailed
+// Firecracker, which is given the relative names. A jail links its own.
+func (s *starter) linkDrives(context.Context) error {
+	if s.jail != nil {
+		return nil
+	}
+	for _, d := range s.cfg.Drives {
+		target, err := filepath.Abs(d.Path)
+		if err != nil {
+			return fmt.Errorf("drive %s: %w", d.ID, err)
+		}
+		link := filepath.Join(s.cfg.Dir, DriveLinkName(d.ID))
+		tmp := link + ".new"
+		_ = os.Remove(tmp)
+		if err := os.Symlink(target, tmp); err != nil {
+			return fmt.Errorf("link drive %s (%s) into %s: %w", d.ID, d.Path, s.cfg.Dir, err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("link drive %s (%s) into %s: %w", d.ID, d.Path, s.cfg.Dir, err)
+		}
+	}
+	return nil
+}
+
 func (s *starter) putDrives(ctx context.Context) error {
 	for _, d := range s.cfg.Drives {
-		path := d.Path
+		path := DriveLinkName(d.ID) // relative to Firecracker's directory, the VM's
 		if s.jail != nil {
 			path = s.jail.Drives[d.ID]
 		}
@@ -636,7 +664,7 @@ func (s *starter) putVsock(ctx context.Context) error {
 	if s.cfg.VsockCID == 0 {
 		return nil
 	}
-	uds := s.vsock
+	uds := VsockSocketName // relative to Firecracker's directory, the VM's
 	if s.jail != nil {
 		uds = jailVsock
 	}
