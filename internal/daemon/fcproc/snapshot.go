@@ -81,8 +81,11 @@ func checkPaths(dir string, want, legacy savedPaths) error {
 			return nil
 		}
 	}
-	return &vmm.MismatchError{Field: "Firecracker paths", Saved: saved.String(), Want: want.String(),
-		Hint: "Firecracker 1.14 reopens a snapshot's disks and vsock socket at the paths it holds; this one holds absolute paths (made by an earlier build of banger), which only the VM it was taken from has: restore it there, or take a new snapshot"}
+	hint := "Firecracker 1.14 reopens a snapshot's disks and vsock socket at the paths it holds; this one holds absolute paths (its VM was started by an earlier build of banger), which only the VM it was taken from has: restore it there, or restart that VM and take a new snapshot"
+	if !filepath.IsAbs(saved.Vsock) && !slices.ContainsFunc(saved.Drives, filepath.IsAbs) {
+		hint = "the snapshot's drives do not line up with this VM's: restore it with the disks it was saved with"
+	}
+	return &vmm.MismatchError{Field: "Firecracker paths", Saved: saved.String(), Want: want.String(), Hint: hint}
 }
 
 // VM is the body of PATCH /vm.

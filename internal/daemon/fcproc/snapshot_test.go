@@ -427,3 +427,36 @@ func doneCtx() context.Context {
 	cancel()
 	return ctx
 }
+
+// TestCheckPathsHintFitsTheMismatch: the hint of a refused restore says
+// what is wrong with this snapshot. One that holds banger's relative names
+// but other drives (a clone of another drive layout, or a paths file that
+// does not match its state) was told it "holds absolute paths (made by an
+// earlier build of banger)", which it does not; and a snapshot that does
+// hold absolute paths (of a VM started by an earlier build, even if saved
+// by this one) is only fixed by a snapshot taken after that VM restarts.
+func TestCheckPathsHintFitsTheMismatch(t *testing.T) {
+	write := func(sp savedPaths) string {
+		dir := t.TempDir()
+		b, _ := json.Marshal(sp)
+		if err := os.WriteFile(filepath.Join(dir, PathsFileName), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	legacy := savedPaths{Vsock: "/run/clone/fc.vsock", Drives: []string{"/d/clone.ext4", "/d/data.ext4"}}
+
+	err := checkPaths(write(relativePaths([]string{"root"})), relativePaths([]string{"root", "disk1"}), legacy)
+	if !errors.Is(err, vmm.ErrMismatch) {
+		t.Fatalf("another drive layout: %v, want a mismatch", err)
+	}
+	if strings.Contains(err.Error(), "absolute") || strings.Contains(err.Error(), "earlier build") {
+		t.Errorf("a snapshot of relative names is said to hold absolute paths: %v", err)
+	}
+
+	err = checkPaths(write(savedPaths{Vsock: "/run/parent/fc.vsock", Drives: []string{"/d/parent.ext4", "/d/data.ext4"}}),
+		relativePaths([]string{"root", "disk1"}), legacy)
+	if !errors.Is(err, vmm.ErrMismatch) || !strings.Contains(err.Error(), "absolute") || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("a snapshot of absolute paths: %v, want a hint that names them and the restart a new snapshot needs", err)
+	}
+}
