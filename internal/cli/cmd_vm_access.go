@@ -42,7 +42,7 @@ func (a *app) newVMExecCmd() *cobra.Command {
 			if len(before) != 1 || len(after) == 0 {
 				return usagef("usage: banger vm exec NAME -- CMD...")
 			}
-			return nil
+			return noEmptyArgs(cmd, before)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			before, after := splitDash(cmd, args)
@@ -267,7 +267,7 @@ func (a *app) newVMSSHCmd() *cobra.Command {
 			if len(before) != 1 {
 				return usagef("usage: banger vm ssh NAME [-- CMD...]")
 			}
-			return nil
+			return noEmptyArgs(cmd, before)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			before, after := splitDash(cmd, args)

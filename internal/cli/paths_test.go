@@ -50,3 +50,36 @@ func TestDotNamesAreNamesEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyNamesAreRefused: an empty name ("" from an unset shell
+// variable: banger vm rm "$VM") makes an empty path segment, which no
+// escaping can carry: the daemon's router cleaned /v1/vms//logs into
+// /v1/vms/logs (the VM called "logs"), POST /v1/vms//stop into
+// /v1/vms/stop, and the rest into "no endpoint: the CLI may be newer than
+// the daemon; run banger daemon restart". The CLI refuses it as a usage
+// error before it asks the daemon anything.
+func TestEmptyNamesAreRefused(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
+	t.Setenv("BANGER_CONFIG", "")
+	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	sock := snapshotDaemon(t)
+	for _, args := range [][]string{
+		{"vm", "inspect", ""}, {"vm", "start", ""}, {"vm", "stop", ""}, {"vm", "restart", ""},
+		{"vm", "rm", ""}, {"vm", "rm", "-f", "a", ""}, {"vm", "logs", ""}, {"vm", "exec", "", "--", "true"},
+		{"vm", "ssh", ""}, {"vm", "snapshot", ""},
+		{"image", "inspect", ""}, {"image", "rm", ""}, {"image", "promote", ""},
+		{"kernel", "inspect", ""}, {"kernel", "rm", ""},
+		{"op", "show", ""}, {"op", "cancel", ""},
+		{"snapshot", "inspect", ""}, {"snapshot", "rm", ""},
+	} {
+		var out, errb bytes.Buffer
+		code := cli.Run(context.Background(), append([]string{"--socket", sock}, args...), strings.NewReader(""), &out, &errb)
+		if code != cli.ExitUsage || !strings.Contains(errb.String(), "empty") {
+			t.Errorf("banger %q: exit %d, want a usage error about the empty name:\n%s%s", args, code, out.String(), errb.String())
+		}
+	}
+}

@@ -44,7 +44,7 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		if len(args) != n {
 			return usagef("%s takes %s (got %d arguments)", cmd.CommandPath(), what, len(args))
 		}
-		return nil
+		return noEmptyArgs(cmd, args)
 	}
 }
 
@@ -53,7 +53,7 @@ func maxArgs(n int, what string) cobra.PositionalArgs {
 		if len(args) > n {
 			return usagef("%s takes at most %s (got %d arguments)", cmd.CommandPath(), what, len(args))
 		}
-		return nil
+		return nil // vm create "" is the default image: it goes in no path
 	}
 }
 
@@ -62,8 +62,22 @@ func minArgs(n int, what string) cobra.PositionalArgs {
 		if len(args) < n {
 			return usagef("%s needs %s", cmd.CommandPath(), what)
 		}
-		return nil
+		return noEmptyArgs(cmd, args)
 	}
+}
+
+// noEmptyArgs refuses an empty argument (an unset shell variable, as in
+// banger vm rm "$VM"). Every argument these checks guard is a name, id,
+// path or reference, and a name goes into an API path, where an empty
+// segment cannot be carried: the daemon's router would clean
+// /v1/vms//logs into /v1/vms/logs, another endpoint or another VM.
+func noEmptyArgs(cmd *cobra.Command, args []string) error {
+	for _, a := range args {
+		if a == "" {
+			return usagef("%s: an argument is empty (an unset variable?)", cmd.CommandPath())
+		}
+	}
+	return nil
 }
 
 // group returns a command that only holds subcommands; run bare, it shows help.
