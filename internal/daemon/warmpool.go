@@ -90,7 +90,8 @@ func (w *warmPool) heldBack(s warmShape) string {
 		return w.heldWhy
 	}
 	if left := w.heldAt.Add(warmRetry).Sub(w.clock()); left > 0 {
-		return fmt.Sprintf("%s (tried again in %s)", w.heldWhy, left.Round(time.Minute))
+		// Rounded up: the last half minute is not "in 0s".
+		return fmt.Sprintf("%s (tried again in %s)", w.heldWhy, (left + time.Minute - 1).Truncate(time.Minute))
 	}
 	return ""
 }

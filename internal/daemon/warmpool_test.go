@@ -355,3 +355,29 @@ func TestFailedWarmBuildIsNotRetriedAtEveryRun(t *testing.T) {
 		noHelpers(t, vm, d)
 	})
 }
+
+// TestHeldBackNeverSaysZero: in the last half minute of warmRetry the
+// reason said "tried again in 0s" (left rounded to the nearest minute);
+// it rounds up, and a held shape never applies to another one.
+func TestHeldBackNeverSaysZero(t *testing.T) {
+	clock := time.Now()
+	w := &warmPool{now: func() time.Time { return clock }}
+	s := warmShape{imageID: "i1", kernelID: "k1", vmm: "firecracker", vmmVersion: "1.14.2", vcpus: 2, memory: 1 << 30, disk: 8 << 30}
+	w.hold(s, errors.New("disk full"))
+	if got := w.heldBack(s); !strings.Contains(got, "tried again in 10m") {
+		t.Errorf("just after the failure: %q", got)
+	}
+	other := s
+	other.imageID = "i2"
+	if got := w.heldBack(other); got != "" {
+		t.Errorf("another shape is held back: %q", got)
+	}
+	clock = clock.Add(warmRetry - 20*time.Second)
+	if got := w.heldBack(s); !strings.Contains(got, "tried again in 1m") {
+		t.Errorf("20s before the retry: %q", got)
+	}
+	clock = clock.Add(20 * time.Second)
+	if got := w.heldBack(s); got != "" {
+		t.Errorf("at warmRetry: %q", got)
+	}
+}
