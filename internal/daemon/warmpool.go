@@ -103,7 +103,9 @@ func (w *warmPool) hold(s warmShape, err error) {
 	// A guest that did not match, or a VM its VMM cannot save (a jailed
 	// Firecracker), would fail the same way every time.
 	forGood := errors.Is(err, errWarmMismatch) || errors.Is(err, vmm.ErrNoSnapshots)
-	w.held, w.heldWhy, w.heldAt, w.heldForGood = s, "the last warm snapshot build failed: "+err.Error(), w.clock(), forGood
+	// One line: it ends up in a VM's VMM reason (errors.Join gives two).
+	why := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	w.held, w.heldWhy, w.heldAt, w.heldForGood = s, "the last warm snapshot build failed: "+why, w.clock(), forGood
 }
 
 func (w *warmPool) clock() time.Time {
@@ -388,8 +390,8 @@ func (w *warmPool) build(ctx context.Context, s warmShape, name string) (err err
 		// Made, yet not of today's shape (its agent is another version than
 		// this bangerd, or auto chose another VMM): it would never serve.
 		rerr := vm.RemoveSnapshot(context.WithoutCancel(ctx), sn.Name)
-		return errors.Join(fmt.Errorf("%w (agent %s, bangerd %s; vmm %s %s, want %s %s): refresh the image (banger image pull) so that its agent is this banger's",
-			errWarmMismatch, sn.AgentVersion, buildinfo.Version, sn.VMMKind, sn.VMMVersion, s.vmm, s.vmmVersion), rerr)
+		return errors.Join(fmt.Errorf("%w (agent %s, bangerd %s; vmm %s %s, want %s %s): remake the image so that its agent is this banger's (banger image rm %s, then banger image pull or image build)",
+			errWarmMismatch, sn.AgentVersion, buildinfo.Version, sn.VMMKind, sn.VMMVersion, s.vmm, s.vmmVersion, vm.cfg.DefaultImageName), rerr)
 	}
 	vm.log.Info("warm pool: warm snapshot made", "snapshot", name, "took", time.Since(began).Round(time.Millisecond))
 	return nil

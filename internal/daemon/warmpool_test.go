@@ -292,6 +292,9 @@ func TestFailedWarmBuildIsNotRetriedAtEveryRun(t *testing.T) {
 		if n := len(d.Specs()); n != starts+2 {
 			t.Fatalf("%d VMM starts after two more runs, want %d: a helper was booted again", n, starts+2)
 		}
+		if r := vm.warm.heldBack(vm.warm.held); !strings.Contains(r, "banger image rm img, then banger image pull") || strings.Contains(r, "\n") {
+			t.Errorf("the held reason gives no way out, or is not one line: %q", r)
+		}
 		// A new default image is another shape: tried at once.
 		ctx := context.Background()
 		im, err := vm.st.GetImage(ctx, "img")
