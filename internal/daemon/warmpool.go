@@ -162,6 +162,11 @@ func (w *warmPool) shape(ctx context.Context) (warmShape, error) {
 	if err != nil {
 		return warmShape{}, err
 	}
+	if sc, ok := drv.(vmm.SaveChecker); ok {
+		if err := sc.CanSave(); err != nil {
+			return warmShape{}, fmt.Errorf("%s: %w", drv.Name(), err)
+		}
+	}
 	s := warmShape{imageID: im.ID, kernelID: k.ID, vmm: drv.Name(), vcpus: vm.cfg.DefaultVCPUs,
 		memory: int64(vm.cfg.DefaultMemory), disk: int64(vm.cfg.DefaultDiskSize)}
 	ver, ok := drv.(vmm.Versioner)
@@ -291,7 +296,9 @@ func (w *warmPool) Kick() {
 			w.building = false
 			w.mu.Unlock()
 		}()
-		if err := w.refill(w.vm.bg); err != nil {
+		if err := w.refill(w.vm.bg); errors.Is(err, vmm.ErrNoSnapshots) {
+			w.vm.log.Debug("warm pool", "reason", err)
+		} else if err != nil {
 			w.vm.log.Warn("warm pool", "error", err)
 		}
 	}()

@@ -340,6 +340,21 @@ func TestFailedWarmBuildIsNotRetriedAtEveryRun(t *testing.T) {
 		}
 		noHelpers(t, vm, d)
 	})
+	t.Run("VMM says at once it cannot save", func(t *testing.T) {
+		// A jailed Firecracker, seen before a helper is booted.
+		vm, d := warmVM(t)
+		d.CanSaveErr = fmt.Errorf("%w under the jailer yet", vmm.ErrNoSnapshots)
+		for _, name := range []string{"a", "b"} {
+			v := run(t, vm, CreateRequest{Name: name})
+			settled(t, vm)
+			if !strings.Contains(v.VMMReason, "booted cold: no warm snapshot: fake: this VMM cannot save") {
+				t.Fatalf("%s's reason: %q", name, v.VMMReason)
+			}
+		}
+		if n := len(d.Specs()); n != 2 {
+			t.Fatalf("%d VMM starts, want the two runs only: a helper was booted", n)
+		}
+	})
 	t.Run("VMM cannot save", func(t *testing.T) {
 		// A jailed Firecracker: tried once, not again after warmRetry.
 		vm, d := warmVM(t)

@@ -37,7 +37,7 @@ func realFirecracker(t *testing.T) string {
 	return bin
 }
 
-func stubKernel(t *testing.T, dir string) string {
+func stubKernel(t testing.TB, dir string) string {
 	t.Helper()
 	const (
 		loadAddr = 0x1000000

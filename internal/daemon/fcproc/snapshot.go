@@ -298,7 +298,29 @@ func loadParams(cfg Config, r RestoreConfig) SnapshotLoadParams {
 var (
 	_ vmm.Snapshotter = machine{}
 	_ vmm.Versioner   = (*Driver)(nil)
+	_ vmm.SaveChecker = (*Driver)(nil)
 )
+
+// CanSave says whether a VM started now could be saved: not when it would
+// run jailed, which is when bangerd is root and a jailer is there (a
+// configuration the jailer does not fit would run unjailed after all; it
+// is not told apart here).
+func (d *Driver) CanSave() error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if d.cfg.JailerBin != "" {
+		return errJailed
+	}
+	bin, err := FindBinary(d.cfg.Binary)
+	if err != nil {
+		return nil // no Firecracker: Start says so
+	}
+	if _, ok := JailerPath(bin); ok {
+		return errJailed
+	}
+	return nil
+}
 
 // VMMVersion is BinaryVersion of the driver's firecracker.
 func (d *Driver) VMMVersion(ctx context.Context) (string, error) {

@@ -460,3 +460,33 @@ func TestCheckPathsHintFitsTheMismatch(t *testing.T) {
 		t.Errorf("a snapshot of absolute paths: %v, want a hint that names them and the restart a new snapshot needs", err)
 	}
 }
+
+// TestCanSave: a root bangerd with a jailer beside Firecracker (or one
+// named by jailer_bin) would jail, and a jailed Firecracker is not saved:
+// CanSave says so before anything is started. Without a jailer it can.
+func TestCanSave(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if err := NewDriver(DriverConfig{}).CanSave(); err != nil {
+			t.Fatalf("not root: %v, want nil (no jail)", err)
+		}
+		t.Skip("not root: the jailer is never used")
+	}
+	t.Setenv("PATH", t.TempDir()) // no jailer on PATH
+	bare, jailed := t.TempDir(), t.TempDir()
+	for _, f := range []string{filepath.Join(bare, "firecracker"), filepath.Join(jailed, "firecracker"), filepath.Join(jailed, "jailer")} {
+		if err := os.WriteFile(f, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := NewDriver(DriverConfig{Binary: filepath.Join(bare, "firecracker")}).CanSave(); err != nil {
+		t.Errorf("no jailer: %v", err)
+	}
+	for _, c := range []DriverConfig{
+		{Binary: filepath.Join(jailed, "firecracker")},
+		{Binary: filepath.Join(bare, "firecracker"), JailerBin: filepath.Join(jailed, "jailer")},
+	} {
+		if err := NewDriver(c).CanSave(); !errors.Is(err, vmm.ErrNoSnapshots) || !strings.Contains(err.Error(), "jailer") {
+			t.Errorf("%+v: %v, want ErrNoSnapshots about the jailer", c, err)
+		}
+	}
+}

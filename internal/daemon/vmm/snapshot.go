@@ -33,6 +33,13 @@ type Versioner interface {
 	VMMVersion(ctx context.Context) (string, error)
 }
 
+// SaveChecker is implemented by a Driver whose VMs cannot always be saved:
+// CanSave says, without starting anything, whether a VM it starts now
+// could be (an error wrapping ErrNoSnapshots when not).
+type SaveChecker interface {
+	CanSave() error
+}
+
 // Network kinds of a State.
 const (
 	NetTap  = "tap"  // Spec.Net.Tap set

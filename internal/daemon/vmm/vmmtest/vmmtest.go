@@ -50,6 +50,8 @@ type Driver struct {
 	VersionErr error
 	// SaveErr makes SaveState fail, writing nothing.
 	SaveErr error
+	// CanSaveErr is CanSave's answer.
+	CanSaveErr error
 	// Resume, when set, is the agent's answer to a resumed request (and
 	// the agent announces the capability); nil leaves it unserved, as an
 	// old agent would.
@@ -283,3 +285,6 @@ func (m *Machine) Stop(ctx context.Context, graceful func(context.Context) error
 	<-m.served
 	return nil
 }
+
+// CanSave returns CanSaveErr.
+func (d *Driver) CanSave() error { return d.CanSaveErr }
