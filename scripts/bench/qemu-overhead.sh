@@ -7,10 +7,20 @@
 # variants alternate run by run.
 #
 #   scripts/bench/qemu-overhead.sh [RUNS]     (default 5; prints Markdown)
+#   BENCH_WARM=1 scripts/bench/qemu-overhead.sh [RUNS]
+#
+# BENCH_WARM=1 adds a fourth variant: `banger vm run --rm -- true` resumed
+# from the warm pool (warm = 1). The same test image is registered twice,
+# as `bench` and as the default image `bench-warm`, so `vm run bench` still
+# boots cold with the same bytes and shape, and `vm run` resumes a clone of
+# the warm snapshot; a run that did not resume stops the benchmark.
 #
 # Each banger run is also split into phases from its progress lines, stamped
-# as they arrive: create (until QEMU is started), QEMU start, boot until the
-# guest agent is ready, and exec plus removal.
+# as they arrive. Off a terminal the CLI prints a phase's line when the
+# phase is over, so each stamp is the end of its phase: create and QEMU
+# start (until the "starting qemu" line), boot until the guest agent is
+# ready (until the "waiting for the guest agent" line), and exec plus
+# removal (from the operation's "succeeded" line to the end).
 #
 # Needs: build/bin/{banger,bangerd,banger-vsock-agent} (make build),
 # qemu-system-x86_64, busybox-static, openssh-server, debugfs, and the cached
@@ -61,6 +71,12 @@ mkdir -p "$HOME/.config/banger"
 # User-mode networking: a benchmark must not set up a bridge, NAT rules or
 # ip_forward on the host it runs on (as root, network = auto would).
 printf 'vmm = "qemu"\nnetwork = "user"\nhosts_file = ""\ndefault_memory = "512MiB"\ndefault_disk_size = "1GiB"\n' >"$HOME/.config/banger/config.toml"
+warm=${BENCH_WARM:-0}
+if [ "$warm" = 1 ]; then
+  printf 'warm = 1\ndefault_image_name = "bench-warm"\n' >>"$HOME/.config/banger/config.toml"
+else
+  printf 'warm = 0\n' >>"$HOME/.config/banger/config.toml"
+fi
 banger() { "$bin/banger" "$@"; }
 
 say "importing kernel $deb"
@@ -69,6 +85,10 @@ banger kernel inspect bench-kernel -o json >"$root/kernel.json"
 say "building test image"
 bash "$repo/scripts/make-test-image.sh" "$root/test.ext4" "$bin/banger-vsock-agent" 192 >/dev/null
 banger image register bench --rootfs "$root/test.ext4" --kernel bench-kernel >/dev/null
+if [ "$warm" = 1 ]; then
+  cp --sparse=always "$root/test.ext4" "$root/warm.ext4"
+  banger image register bench-warm --rootfs "$root/warm.ext4" --kernel bench-kernel >/dev/null
+fi
 
 # The bare image: the same tree whose init mounts /proc, runs true and
 # powers off at once.
@@ -101,6 +121,18 @@ for _ in $(seq 1 3000); do
 done
 wait "$vmrun" || skip "banger vm run --rm -- true failed in the warm-up run"
 [ -s "$root/qemu.args" ] || skip "could not read the QEMU command line banger used"
+if [ "$warm" = 1 ]; then
+  # A cold run of the default image makes the pool save its snapshot in
+  # the background; wait until it is ready.
+  say "warm pool: cold run of the default image, then waiting for the warm snapshot"
+  banger vm run --rm -- true >/dev/null 2>&1 || skip "banger vm run --rm -- true of the default image failed"
+  for _ in $(seq 1 600); do
+    banger snapshot ls -o json 2>/dev/null | tr -d ' \n' | grep -q '"state":"ready","warm":true' && break
+    sleep 0.5
+  done
+  banger snapshot ls -o json 2>/dev/null | tr -d ' \n' | grep -q '"state":"ready","warm":true' ||
+    skip "no warm snapshot within 5 minutes: $(banger snapshot ls 2>&1 | tail -3)"
+fi
 
 # banger hands QEMU open files and sockets: the console log and the disk
 # through -add-fd (then /dev/fdset/N), the QMP and agent sockets as fd=N.
@@ -174,7 +206,18 @@ stamp() { local l; while IFS= read -r l; do printf '%s000 %s\n' "${EPOCHREALTIME
 # phase FILE T0 PATTERN: milliseconds from T0 to the first progress line
 # matching PATTERN.
 phase() { awk -v t0="$2" -v p="$3" '$0 ~ p {printf "%d", ($1 - t0) / 1000000; exit}' "$1"; }
-declare -a tb tq tk pc ps pr pe
+declare -a tb tq tk tw pc ps pe
+# warm_run: one `vm run --rm -- true` of the default image, which must
+# resume the warm snapshot (its progress says the clone got its identity).
+warm_run() {
+  local t0 t1
+  sync
+  t0=$(now)
+  banger vm run --rm -- true 2>"$root/warm.progress" >/dev/null || { say "warm banger vm run failed: $(tail -3 "$root/warm.progress")"; exit 1; }
+  t1=$(now)
+  grep -q 'own identity' "$root/warm.progress" || { say "a warm-pool run booted cold: $(tail -3 "$root/warm.progress")"; exit 1; }
+  tw+=($(((t1 - t0) / 1000000)))
+}
 for i in $(seq 1 "$runs"); do
   say "run $i/$runs"
   # The bare run ended by SIGKILL goes first on odd runs and last on even
@@ -184,6 +227,7 @@ for i in $(seq 1 "$runs"); do
     t0=$(now); bare_kill || { say "bare QEMU (killed) failed: $(tail -5 "$root/bare-kill.out")"; exit 1; }; t1=$(now)
     tk+=($(((t1 - t0) / 1000000)))
   fi
+  if [ "$warm" = 1 ] && [ $((i % 2)) = 1 ]; then warm_run; fi
   sync
   # The progress lines (stderr) are stamped as they arrive, to split the
   # run into phases.
@@ -194,7 +238,7 @@ for i in $(seq 1 "$runs"); do
   c=$(phase "$root/progress" "$t0" 'starting qemu'); s=$(phase "$root/progress" "$t0" 'waiting for the guest agent')
   r=$(phase "$root/progress" "$t0" 'succeeded')
   if [ -n "$c" ] && [ -n "$s" ] && [ -n "$r" ]; then
-    pc+=("$c"); ps+=($((s - c))); pr+=($((r - s))); pe+=($((tb[-1] - r)))
+    pc+=("$c"); ps+=($((s - c))); pe+=($((tb[-1] - r)))
   fi
   sync
   rm -f "$baredir"/*.sock
@@ -205,6 +249,7 @@ for i in $(seq 1 "$runs"); do
     t0=$(now); bare_kill || { say "bare QEMU (killed) failed: $(tail -5 "$root/bare-kill.out")"; exit 1; }; t1=$(now)
     tk+=($(((t1 - t0) / 1000000)))
   fi
+  if [ "$warm" = 1 ] && [ $((i % 2)) = 0 ]; then warm_run; fi
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
@@ -231,7 +276,30 @@ declare -a pk_
 for i in "${!tb[@]}"; do pk_+=("$(awk -v a="${tb[$i]}" -v b="${tk[$i]}" 'BEGIN {printf "%d", (a/b-1)*1000}')"); done
 printf 'Median of the paired overheads against the bare run ended by SIGKILL (same iteration): %s.\n' \
   "$(awk -v p="$(median "${pk_[@]}")" 'BEGIN {printf "%+.1f%%", p/10}')"
+if [ "$warm" = 1 ]; then
+  mw=$(median "${tw[@]}")
+  printf '\n#### banger vm run --rm -- true from the warm pool (same runs, interleaved)\n\n'
+  echo "| variant | runs | median | min | max |"
+  echo "|---|---:|---:|---:|---:|"
+  printf '| warm: a clone of the warm snapshot | %s | %s ms | %s ms | %s ms |\n' "$runs" "$mw" "$(minv "${tw[@]}")" "$(maxv "${tw[@]}")"
+  printf '| cold: banger, same image bytes and shape | %s | %s ms | %s ms | %s ms |\n' "$runs" "$mb" "$(minv "${tb[@]}")" "$(maxv "${tb[@]}")"
+  printf '| bare QEMU, ended by SIGKILL | %s | %s ms | %s ms | %s ms |\n' "$runs" "$mk" "$(minv "${tk[@]}")" "$(maxv "${tk[@]}")"
+  printf '| bare QEMU, guest poweroff | %s | %s ms | %s ms | %s ms |\n' "$runs" "$mq" "$(minv "${tq[@]}")" "$(maxv "${tq[@]}")"
+  # Paired ratios: each warm run against the cold and bare runs of its round.
+  declare -a rb_ rk_ rq_
+  for i in "${!tw[@]}"; do
+    rb_+=("$(awk -v a="${tb[$i]}" -v b="${tw[$i]}" 'BEGIN {printf "%d", a/b*100}')")
+    rk_+=("$(awk -v a="${tk[$i]}" -v b="${tw[$i]}" 'BEGIN {printf "%d", a/b*100}')")
+    rq_+=("$(awk -v a="${tq[$i]}" -v b="${tw[$i]}" 'BEGIN {printf "%d", a/b*100}')")
+  done
+  x() { awk -v p="$1" 'BEGIN {printf "%.1fx", p/100}'; }
+  printf '\nPaired per round (median, min-max): cold banger / warm %s (%s-%s); bare killed / warm %s (%s-%s); bare poweroff / warm %s (%s-%s).\n' \
+    "$(x "$(median "${rb_[@]}")")" "$(x "$(minv "${rb_[@]}")")" "$(x "$(maxv "${rb_[@]}")")" \
+    "$(x "$(median "${rk_[@]}")")" "$(x "$(minv "${rk_[@]}")")" "$(x "$(maxv "${rk_[@]}")")" \
+    "$(x "$(median "${rq_[@]}")")" "$(x "$(minv "${rq_[@]}")")" "$(x "$(maxv "${rq_[@]}")")"
+  printf 'All warm runs (ms): %s.\n' "${tw[*]}"
+fi
 if [ ${#pc[@]} -gt 0 ]; then
-  printf '\nPhases of the banger runs, from its progress lines (median ms): create %s, QEMU start %s, boot until the agent is ready %s, exec and removal %s.\n' \
-    "$(median "${pc[@]}")" "$(median "${ps[@]}")" "$(median "${pr[@]}")" "$(median "${pe[@]}")"
+  printf '\nPhases of the banger runs, from its progress lines (median ms): create and QEMU start %s, boot until the agent is ready %s, exec and removal %s.\n' \
+    "$(median "${pc[@]}")" "$(median "${ps[@]}")" "$(median "${pe[@]}")"
 fi

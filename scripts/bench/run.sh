@@ -4,12 +4,15 @@
 # See docs/performance.md.
 #
 #   scripts/bench/run.sh [ITEM...]   items: go bundle oci clone fc kernel copyin qemu
-#                                    (default: all but qemu and copyin)
+#                                    warm snapshot
+#                                    (default: all but copyin, qemu, warm, snapshot)
 #
 # Environment:
 #   BENCH_RUNS=N              timed runs of each variant (default 5)
 #   BANGER_BENCH_LARGE=1      also run the 1 GiB guest-agent copy-in (copyin)
-#   BANGER_BENCH_QEMU=1       also run banger vm run vs bare QEMU (qemu)
+#   BANGER_BENCH_QEMU=1       also run the QEMU boots: banger vm run vs bare
+#                             QEMU (qemu), the same with the warm pool (warm),
+#                             vm snapshot and vm create --from (snapshot)
 #   BANGER_TEST_FIRECRACKER   firecracker binary for fc (skipped when unset)
 #   BENCH_GO_TIMEOUT=S        bound on each go test run (default 240 s)
 #   BANGER_BENCH_KERNEL_DEB   linux-image .deb for kernel (default: the one
@@ -28,7 +31,7 @@ items=("$@")
 if [ ${#items[@]} -eq 0 ]; then
   items=(go bundle oci clone fc kernel)
   [ "${BANGER_BENCH_LARGE:-}" = 1 ] && items+=(copyin)
-  [ "${BANGER_BENCH_QEMU:-}" = 1 ] && items+=(qemu)
+  [ "${BANGER_BENCH_QEMU:-}" = 1 ] && items+=(qemu warm snapshot)
 fi
 
 {
@@ -92,7 +95,11 @@ for item in "${items[@]}"; do
       copyin_bench >>"$res" ;;
     qemu)
       scripts/bench/qemu-overhead.sh "$runs" >>"$res" ;;
-    *) echo "bench: unknown item $item (want go bundle oci clone fc kernel copyin qemu)" >&2; exit 2 ;;
+    warm)
+      BENCH_WARM=1 scripts/bench/qemu-overhead.sh "$runs" >>"$res" ;;
+    snapshot)
+      scripts/bench/snapshot.sh "$runs" >>"$res" ;;
+    *) echo "bench: unknown item $item (want go bundle oci clone fc kernel copyin qemu warm snapshot)" >&2; exit 2 ;;
   esac
 done
 cat "$res"
