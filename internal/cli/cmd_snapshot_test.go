@@ -66,6 +66,25 @@ func TestSnapshotUsageErrors(t *testing.T) {
 // snapshotDaemon runs a daemon in-process over a store holding one ready
 // snapshot "snap1" of VM "dev" (and a warm one whose VM is gone), and
 // returns its socket.
+// snapshotCLI runs the CLI against snapshotDaemon's daemon, in a HOME of
+// the test's own that can never start another.
+func snapshotCLI(t *testing.T) func(args ...string) (int, string, string) {
+	t.Helper()
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
+	t.Setenv("BANGER_CONFIG", "")
+	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	sock := snapshotDaemon(t)
+	return func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := cli.Run(context.Background(), append([]string{"--socket", sock}, args...), strings.NewReader(""), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+}
+
 func snapshotDaemon(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -128,19 +147,7 @@ func snapshotDaemon(t *testing.T) string {
 }
 
 func TestSnapshotListAndInspectOutput(t *testing.T) {
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	t.Setenv("BANGER_CONFIG", "")
-	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
-	sock := snapshotDaemon(t)
-	runCLI := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		code := cli.Run(context.Background(), append([]string{"--socket", sock}, args...), strings.NewReader(""), &out, &errb)
-		return code, out.String(), errb.String()
-	}
+	runCLI := snapshotCLI(t)
 
 	code, out, errs := runCLI("snapshot", "ls")
 	if code != cli.ExitOK {

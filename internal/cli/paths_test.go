@@ -1,9 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
-	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,19 +13,7 @@ import (
 // as one record, DELETE /v1/vms/.. becoming DELETE /v1/ ...), and remove
 // nothing.
 func TestDotNamesAreNamesEverywhere(t *testing.T) {
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	t.Setenv("BANGER_CONFIG", "")
-	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
-	sock := snapshotDaemon(t)
-	run := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		code := cli.Run(context.Background(), append([]string{"--socket", sock}, args...), strings.NewReader(""), &out, &errb)
-		return code, out.String(), errb.String()
-	}
+	run := snapshotCLI(t)
 	for _, dot := range []string{".", ".."} {
 		for _, args := range [][]string{
 			{"vm", "inspect", dot}, {"vm", "start", dot}, {"vm", "stop", dot}, {"vm", "restart", dot},
@@ -59,14 +44,7 @@ func TestDotNamesAreNamesEverywhere(t *testing.T) {
 // the daemon; run banger daemon restart". The CLI refuses it as a usage
 // error before it asks the daemon anything.
 func TestEmptyNamesAreRefused(t *testing.T) {
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	t.Setenv("BANGER_CONFIG", "")
-	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
-	sock := snapshotDaemon(t)
+	run := snapshotCLI(t)
 	for _, args := range [][]string{
 		{"vm", "inspect", ""}, {"vm", "start", ""}, {"vm", "stop", ""}, {"vm", "restart", ""},
 		{"vm", "rm", ""}, {"vm", "rm", "-f", "a", ""}, {"vm", "logs", ""}, {"vm", "exec", "", "--", "true"},
@@ -76,10 +54,9 @@ func TestEmptyNamesAreRefused(t *testing.T) {
 		{"op", "show", ""}, {"op", "cancel", ""},
 		{"snapshot", "inspect", ""}, {"snapshot", "rm", ""},
 	} {
-		var out, errb bytes.Buffer
-		code := cli.Run(context.Background(), append([]string{"--socket", sock}, args...), strings.NewReader(""), &out, &errb)
-		if code != cli.ExitUsage || !strings.Contains(errb.String(), "empty") {
-			t.Errorf("banger %q: exit %d, want a usage error about the empty name:\n%s%s", args, code, out.String(), errb.String())
+		code, out, errs := run(args...)
+		if code != cli.ExitUsage || !strings.Contains(errs, "empty") {
+			t.Errorf("banger %q: exit %d, want a usage error about the empty name:\n%s%s", args, code, out, errs)
 		}
 	}
 }

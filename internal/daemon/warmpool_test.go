@@ -87,6 +87,23 @@ func noHelpers(t *testing.T, vm *vmManager, d *vmmtest.Driver) {
 	}
 }
 
+// newDefaultImage makes the default image another one, img2, of another
+// id and the same files (a store row cannot change its id under the same
+// name while VMs use it).
+func newDefaultImage(t *testing.T, vm *vmManager) {
+	t.Helper()
+	ctx := context.Background()
+	im, err := vm.st.GetImage(ctx, "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.ID, im.Name = "i2", "img2"
+	if err := vm.st.PutImage(ctx, im); err != nil {
+		t.Fatal(err)
+	}
+	vm.cfg.DefaultImageName = "img2"
+}
+
 func restoredMachine(d *vmmtest.Driver, name string) *vmmtest.Machine {
 	for _, m := range d.Running() {
 		if m.Name() == name {
@@ -143,7 +160,6 @@ func TestWarmSnapshotGoesStale(t *testing.T) {
 	for _, change := range []string{"image", "agent"} {
 		t.Run(change, func(t *testing.T) {
 			vm, d := warmVM(t)
-			ctx := context.Background()
 			run(t, vm, CreateRequest{Name: "a"})
 			old := settled(t, vm)
 			if len(old) != 1 {
@@ -151,18 +167,7 @@ func TestWarmSnapshotGoesStale(t *testing.T) {
 			}
 			switch change {
 			case "image":
-				im, err := vm.st.GetImage(ctx, "img")
-				if err != nil {
-					t.Fatal(err)
-				}
-				// The default image is now another one, of another id
-				// (a store row cannot change its id under the same name
-				// while VMs use it).
-				im.ID, im.Name = "i2", "img2"
-				if err := vm.st.PutImage(ctx, im); err != nil {
-					t.Fatal(err)
-				}
-				vm.cfg.DefaultImageName = "img2"
+				newDefaultImage(t, vm)
 			case "agent":
 				was := buildinfo.Version
 				buildinfo.Version = "dev-next"
@@ -296,16 +301,7 @@ func TestFailedWarmBuildIsNotRetriedAtEveryRun(t *testing.T) {
 			t.Errorf("the held reason gives no way out, or is not one line: %q", r)
 		}
 		// A new default image is another shape: tried at once.
-		ctx := context.Background()
-		im, err := vm.st.GetImage(ctx, "img")
-		if err != nil {
-			t.Fatal(err)
-		}
-		im.ID, im.Name = "i2", "img2"
-		if err := vm.st.PutImage(ctx, im); err != nil {
-			t.Fatal(err)
-		}
-		vm.cfg.DefaultImageName = "img2"
+		newDefaultImage(t, vm)
 		d.AgentVersion = buildinfo.Version
 		run(t, vm, CreateRequest{Name: "d"})
 		if sns := settled(t, vm); len(sns) != 1 {

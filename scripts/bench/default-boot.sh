@@ -39,14 +39,11 @@ bin=$repo/build/bin
 say() { echo "default-boot: $*" >&2; }
 skip() { printf '\n#### default image cold boot: banger vs bare QEMU\n\nSkipped: %s\n' "$*"; exit 0; }
 
-command -v qemu-system-x86_64 >/dev/null 2>&1 || skip "qemu-system-x86_64 is not installed"
-for b in banger bangerd banger-vsock-agent; do
-  [ -x "$bin/$b" ] || skip "$bin/$b is missing (run make build)"
-done
+# shellcheck source=scripts/bench/lib.sh
+. "$repo/scripts/bench/lib.sh"
+bench_need qemu-system-x86_64
 for f in "$@"; do [ -f "$f" ] || skip "no image file $f"; done
-cache=${BANGER_TEST_CACHE:-$HOME/.cache/banger-test}
-deb=$(find "$cache" -maxdepth 1 -name 'linux-image-*_amd64.deb' 2>/dev/null | sort | tail -n1)
-[ -n "$deb" ] || skip "no cached Debian kernel package in $cache (run the e2e tests once: make e2e)"
+bench_kernel_deb
 
 root=$(mktemp -d /tmp/banger-dboot-XXXXXX)
 run=$(mktemp -d /tmp/bgd-XXXXXX)

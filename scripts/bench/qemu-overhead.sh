@@ -48,15 +48,10 @@ bin=$repo/build/bin
 say() { echo "qemu-overhead: $*" >&2; }
 skip() { printf '\n#### banger vm run vs bare QEMU\n\nSkipped: %s\n' "$*"; exit 0; }
 
-for t in qemu-system-x86_64 debugfs mkfs.ext4 busybox; do
-  command -v "$t" >/dev/null 2>&1 || skip "$t is not installed"
-done
-for b in banger bangerd banger-vsock-agent; do
-  [ -x "$bin/$b" ] || skip "$bin/$b is missing (run make build)"
-done
-cache=${BANGER_TEST_CACHE:-$HOME/.cache/banger-test}
-deb=$(find "$cache" -maxdepth 1 -name 'linux-image-*_amd64.deb' 2>/dev/null | sort | tail -n1)
-[ -n "$deb" ] || skip "no cached Debian kernel package in $cache (run the e2e tests once: make e2e)"
+# shellcheck source=scripts/bench/lib.sh
+. "$repo/scripts/bench/lib.sh"
+bench_need qemu-system-x86_64 debugfs mkfs.ext4 busybox
+bench_kernel_deb
 
 root=$(mktemp -d /tmp/banger-qbench-XXXXXX)
 run=$(mktemp -d /tmp/bgq-XXXXXX)
