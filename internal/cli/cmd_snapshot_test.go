@@ -22,14 +22,7 @@ import (
 // again, and the snapshot commands check their arguments, all before the
 // daemon is reached (exit 2, one clear line).
 func TestSnapshotUsageErrors(t *testing.T) {
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	t.Setenv("BANGER_CONFIG", "")
-	// None of these cases may reach the daemon; never leave one running.
-	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	noDaemonHome(t)
 	cases := []struct {
 		args []string
 		err  string
@@ -70,13 +63,7 @@ func TestSnapshotUsageErrors(t *testing.T) {
 // the test's own that can never start another.
 func snapshotCLI(t *testing.T) func(args ...string) (int, string, string) {
 	t.Helper()
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	t.Setenv("BANGER_CONFIG", "")
-	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	noDaemonHome(t)
 	sock := snapshotDaemon(t)
 	return func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer

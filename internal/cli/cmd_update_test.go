@@ -23,13 +23,7 @@ import (
 )
 
 func TestUpdateFlagErrors(t *testing.T) {
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	t.Setenv("BANGER_CONFIG", "")
-	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	noDaemonHome(t)
 	for _, c := range []struct {
 		args []string
 		err  string

@@ -11,14 +11,7 @@ import (
 )
 
 func TestExitCodes(t *testing.T) {
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CONFIG_HOME", "")
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	t.Setenv("BANGER_CONFIG", "")
-	// None of these cases needs the daemon; never leave one running.
-	t.Setenv("BANGER_DAEMON_BIN", "/bin/false")
+	home := noDaemonHome(t)
 	cases := []struct {
 		args []string
 		code int
