@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"banger/internal/buildinfo"
@@ -136,12 +138,13 @@ type warmShape struct {
 	imageID, kernelID, vmm, vmmVersion, network string
 	vcpus                                       int
 	memory, disk                                int64
+	rootfs                                      string // the image file's device, inode, size and mtime
 }
 
 // key names the shape: the part of a warm snapshot's name after the prefix.
 func (s warmShape) key() string {
-	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%d\x00%d\x00%d",
-		s.imageID, s.kernelID, s.vmm, s.vmmVersion, s.network, s.vcpus, s.memory, s.disk))
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%d\x00%d\x00%d\x00%s",
+		s.imageID, s.kernelID, s.vmm, s.vmmVersion, s.network, s.vcpus, s.memory, s.disk, s.rootfs))
 	return warmSnapPrefix + hex.EncodeToString(h[:6]) + "-"
 }
 
@@ -167,8 +170,19 @@ func (w *warmPool) shape(ctx context.Context) (warmShape, error) {
 			return warmShape{}, fmt.Errorf("%s: %w", drv.Name(), err)
 		}
 	}
+	// A registered image keeps its id when its file is rebuilt in place:
+	// the file's identity is part of the shape, so that a warm snapshot
+	// of the old content goes stale.
+	fi, err := os.Stat(im.RootfsPath)
+	if err != nil {
+		return warmShape{}, fmt.Errorf("root filesystem of image %s: %w", im.Name, err)
+	}
+	rootfs := fmt.Sprintf("%d:%d", fi.Size(), fi.ModTime().UnixNano())
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		rootfs = fmt.Sprintf("%d:%d:%s", st.Dev, st.Ino, rootfs)
+	}
 	s := warmShape{imageID: im.ID, kernelID: k.ID, vmm: drv.Name(), vcpus: vm.cfg.DefaultVCPUs,
-		memory: int64(vm.cfg.DefaultMemory), disk: int64(vm.cfg.DefaultDiskSize)}
+		memory: int64(vm.cfg.DefaultMemory), disk: int64(vm.cfg.DefaultDiskSize), rootfs: rootfs}
 	ver, ok := drv.(vmm.Versioner)
 	if !ok {
 		return warmShape{}, fmt.Errorf("%s cannot save a running guest", drv.Name())

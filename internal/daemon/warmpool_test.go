@@ -157,7 +157,7 @@ func TestWarmPoolMakesASnapshotAndVMRunResumesIt(t *testing.T) {
 // the warm snapshot stale: the next vm run boots cold and says so, and the
 // pool removes it and makes a new one.
 func TestWarmSnapshotGoesStale(t *testing.T) {
-	for _, change := range []string{"image", "agent"} {
+	for _, change := range []string{"image", "agent", "image file"} {
 		t.Run(change, func(t *testing.T) {
 			vm, d := warmVM(t)
 			run(t, vm, CreateRequest{Name: "a"})
@@ -168,6 +168,15 @@ func TestWarmSnapshotGoesStale(t *testing.T) {
 			switch change {
 			case "image":
 				newDefaultImage(t, vm)
+			case "image file":
+				// A registered image rebuilt in place keeps its id.
+				im, err := vm.st.GetImage(context.Background(), "img")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Truncate(im.RootfsPath, 8<<20); err != nil {
+					t.Fatal(err)
+				}
 			case "agent":
 				was := buildinfo.Version
 				buildinfo.Version = "dev-next"
