@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -548,10 +549,17 @@ func TestDefaultImageBuildsAndBoots(t *testing.T) {
 	if r := bangerenv.Need("debootstrap", "apt-get"); r != "" {
 		t.Skip(r)
 	}
+	// The agent answers before systemd has started its units (the
+	// initramfs starts it early): the command waits for systemd to answer
+	// before it asks about the agent's unit.
 	stdout, stderr, code := w.CLISplit(nil, "vm", "run", "--rm", "--name", "golden", "--",
-		"sh", "-c", "systemctl is-active banger-agent.service; test -x /usr/sbin/sshd && echo has-sshd; . /etc/os-release; echo $VERSION_CODENAME")
+		"sh", "-c", "echo early=$(cat /run/banger/early-agent); i=0; until systemctl is-active -q banger-agent.service || [ $i -ge 300 ]; do i=$((i+1)); sleep 0.2; done; "+
+			"systemctl is-active banger-agent.service; test -x /usr/sbin/sshd && echo has-sshd; . /etc/os-release; echo $VERSION_CODENAME")
 	if code != 0 {
 		t.Fatalf("vm run (default image): exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !regexp.MustCompile(`early=[0-9]+\n`).MatchString(stdout) {
+		t.Errorf("the initramfs did not start the agent before systemd (no pid in /run/banger/early-agent):\n%s", stdout)
 	}
 	for _, want := range []string{"active", "has-sshd", "bookworm"} {
 		if !strings.Contains(stdout, want) {

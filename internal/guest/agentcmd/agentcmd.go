@@ -109,12 +109,25 @@ func Run(args []string) int {
 
 	switch cmd {
 	case "boot":
+		if earlyDone(ctx, env, earlyPoll) {
+			fmt.Println("banger-vsock-agent: the early agent the initramfs started did the boot duties")
+			return 0
+		}
 		if os.Getenv(EnvTestRoot) == "" {
 			waitWritable(ctx, rootReadOnly, rootPoll, rootWait)
 		}
 		runBoot(ctx, st, env)
 		return 0
 	case "serve":
+		if pid := earlyAgent(env); pid > 0 {
+			// The port is the early agent's: serve once it is gone, so that
+			// systemd restarts a serving agent from then on.
+			logf("the early agent (pid %d) serves; waiting for it to exit", pid)
+			if err := boot.WaitEarlyAgent(ctx, func() bool { return earlyAgent(env) == pid }, earlyPoll); err != nil {
+				return 0
+			}
+			logf("the early agent (pid %d) exited; serving", pid)
+		}
 		opts := agentOptions(func() bool { return boot.Ready(env.ReadyFile) })
 		if err := serve(ctx, st, opts); err != nil {
 			logf("%v", err)
@@ -177,6 +190,53 @@ func bootEnv() boot.Env {
 		DevDir:      filepath.Join(root, "dev"),
 		SetHostname: func(string) error { return errors.New("not set under " + EnvTestRoot) },
 	}
+}
+
+// earlyPoll is how often the units' agent looks at the early agent.
+const earlyPoll = 200 * time.Millisecond
+
+// earlyAgent is the pid of the agent banger's initramfs started before
+// systemd (boot.EarlyAgentFile), or 0.
+func earlyAgent(env boot.Env) int {
+	file, proc := boot.EarlyAgentFile, "/proc"
+	if root := os.Getenv(EnvTestRoot); root != "" {
+		file, proc = filepath.Join(root, boot.EarlyAgentFile), filepath.Join(root, "proc")
+	}
+	return boot.EarlyAgent(file, proc, "banger-vsock-agent")
+}
+
+// earlyDone says whether the early agent did the boot duties: it waits
+// while that agent runs and its ready file is not there. An early agent
+// that is gone before it was ready leaves the duties to the caller.
+func earlyDone(ctx context.Context, env boot.Env, poll time.Duration) bool {
+	ready := env.ReadyFile
+	if ready == "" {
+		ready = boot.DefaultReadyFile
+	}
+	for {
+		if earlyAgent(env) == 0 {
+			return boot.Ready(ready) && earlyStarted(env)
+		}
+		if boot.Ready(ready) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(poll):
+		}
+	}
+}
+
+// earlyStarted says whether an early agent was started at this boot (its
+// file is there, whatever became of it).
+func earlyStarted(env boot.Env) bool {
+	file := boot.EarlyAgentFile
+	if root := os.Getenv(EnvTestRoot); root != "" {
+		file = filepath.Join(root, boot.EarlyAgentFile)
+	}
+	_, err := os.Stat(file)
+	return err == nil
 }
 
 // How long and how often the boot command waits for / to be writable.

@@ -65,13 +65,16 @@ func (b *booter) boot() error {
 		return err
 	}
 	b.moveMounts()
-	b.shareAgent("/init", NewRoot)
+	lent := b.shareAgent("/init", NewRoot)
 	if err := b.switchRoot(); err != nil {
 		return err
 	}
 	st, err := os.Stat(b.cfg.Init)
 	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("init %s is missing or not an executable file on the root filesystem %s (set init= on the kernel command line to another program)", b.cfg.Init, b.cfg.Root)
+	}
+	if !b.cfg.Test && earlyAgentWanted("/", b.cfg.Init, lent) {
+		b.startEarlyAgent()
 	}
 	if b.cfg.Test {
 		fmt.Fprintln(b.console, TestMarker)

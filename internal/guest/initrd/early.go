@@ -1,0 +1,113 @@
+package initrd
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// AgentUnitLink is how banger's image build enables the serving unit: an
+// image with it runs the agent from systemd.
+const AgentUnitLink = "/etc/systemd/system/sysinit.target.wants/banger-agent.service"
+
+// agentPath is the environment's PATH for the early agent: systemd's
+// default, which the agent's unit would have had (the boot duties run
+// resize2fs and ssh-keygen from it).
+const agentPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// earlyAgentWanted says, after the switch to the new root, whether the
+// initramfs starts the image's agent itself before its init: when the
+// agent is this build (lent: it knows EarlyAgentFile and its units
+// stand aside for it), the image runs it from systemd units, and the init
+// is systemd, which would start those units only once it has loaded them
+// all (one to two and a half seconds under emulation). An image whose init
+// is the agent itself, or anything else, is left as it is. root is "/"
+// after the switch; tests give a tree of their own.
+func earlyAgentWanted(root, init string, lent bool) bool {
+	if !lent {
+		return false
+	}
+	if _, err := os.Lstat(filepath.Join(root, AgentUnitLink)); err != nil {
+		return false
+	}
+	target, err := filepath.EvalSymlinks(filepath.Join(root, init))
+	if err != nil || filepath.Base(target) != "systemd" {
+		return false
+	}
+	fi, err := os.Stat(filepath.Join(root, "run"))
+	return err == nil && fi.IsDir()
+}
+
+// startEarlyAgent mounts /run (a tmpfs, as systemd would; it keeps one
+// that is there) and /dev/pts (for the agent's terminals), starts
+// "RootAgent run" in a session of its own with the console as its output,
+// and records its pid in EarlyAgentFile. Systemd, started next as PID
+// 1, inherits it. On any failure nothing is left running and the image's
+// units serve as they always did.
+func (b *booter) startEarlyAgent() {
+	if err := mountIfNot("/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=20%,nr_inodes=800k"); err != nil {
+		b.warnf("early agent: mount /run: %v; leaving the agent to its units", err)
+		return
+	}
+	if err := os.MkdirAll("/dev/pts", 0o755); err == nil {
+		if err := mountIfNot("/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "gid=5,mode=0620,ptmxmode=000"); err != nil {
+			b.warnf("early agent: mount /dev/pts: %v; its terminals wait for systemd's", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(EarlyAgentFile), 0o755); err != nil {
+		b.warnf("early agent: %v; leaving the agent to its units", err)
+		return
+	}
+	cmd := exec.Command(RootAgent, "run")
+	cmd.Env = []string{agentPath, "HOME=/root"}
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = b.console, b.console
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		b.warnf("early agent: start %s: %v; leaving the agent to its units", RootAgent, err)
+		return
+	}
+	pid := cmd.Process.Pid
+	tmp := EarlyAgentFile + ".tmp"
+	err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, EarlyAgentFile)
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		_ = os.Remove(tmp)
+		b.warnf("early agent: record its pid: %v; leaving the agent to its units", err)
+		return
+	}
+	// Not waited for: the init this process becomes reaps it.
+	_ = cmd.Process.Release()
+	b.logf("started %s before %s (pid %d)", RootAgent, b.cfg.Init, pid)
+}
+
+// mountIfNot mounts fstype on dir unless dir is a mount point already.
+func mountIfNot(dir, fstype string, flags uintptr, data string) error {
+	if mounted, err := isMountPoint(dir); err != nil || mounted {
+		return err
+	}
+	return unix.Mount(fstype, dir, fstype, flags, data)
+}
+
+// isMountPoint says whether dir is on another device than its parent.
+func isMountPoint(dir string) (bool, error) {
+	var st, parent unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(filepath.Dir(dir), &parent); err != nil {
+		return false, err
+	}
+	if st.Dev != parent.Dev {
+		return true, nil
+	}
+	return false, nil
+}
