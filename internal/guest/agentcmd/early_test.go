@@ -37,6 +37,7 @@ func TestEarlyDone(t *testing.T) {
 	}
 	write(early, "4242\n")
 	write(comm, "banger-vsock-ag\n") // the kernel keeps 15 bytes
+	write(filepath.Join(root, "proc", "4242", "stat"), "4242 (banger-vsock-ag) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 5 0 500 12345 67\n")
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		write(env.ReadyFile, "ready\n")

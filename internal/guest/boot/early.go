@@ -16,16 +16,30 @@ import (
 const EarlyAgentFile = initrd.EarlyAgentFile
 
 // EarlyAgent reads the early agent's pid from file (EarlyAgentFile): 0
-// when there is none, or when that process no longer runs a program whose
-// name starts like comm (the kernel truncates it to 15 bytes), under
-// procDir (/proc).
+// when there is none, or when that process, under procDir (/proc), is no
+// longer the one recorded (another start time: the pid was reused), has
+// exited (a zombie), or does not run a program whose name starts like comm
+// (the kernel truncates it to 15 bytes).
 func EarlyAgent(file, procDir, comm string) int {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return 0
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	f := strings.Fields(string(b))
+	if len(f) == 0 || len(f) > 2 {
+		return 0
+	}
+	pid, err := strconv.Atoi(f[0])
 	if err != nil || pid <= 1 {
+		return 0
+	}
+	// The start time the initramfs recorded (initrd.EarlyAgentRecord): the
+	// file outlives the agent, and a pid given to another process later
+	// has another start time. An agent that exited and is not yet reaped
+	// (a zombie) no longer serves.
+	if state, start, err := initrd.ProcState(procDir, pid); err != nil || state == 'Z' {
+		return 0
+	} else if len(f) == 2 && f[1] != strconv.FormatUint(start, 10) {
 		return 0
 	}
 	c, err := os.ReadFile(fmt.Sprintf("%s/%d/comm", procDir, pid))

@@ -2,12 +2,14 @@ package boot_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"banger/internal/guest/boot"
+	"banger/internal/guest/initrd"
 )
 
 func TestEarlyAgent(t *testing.T) {
@@ -19,11 +21,14 @@ func TestEarlyAgent(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(proc, "77", "comm"), []byte("banger-vsock-ag\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(proc, "77", "stat"), []byte("77 (banger-vsock-ag) S 1 77 77 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 5 0 500 12345 67\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		content string
 		want    int
 	}{
-		{"77\n", 77}, {"77", 77}, {"78\n", 0}, {"1\n", 0}, {"-3\n", 0}, {"seventy\n", 0}, {"", 0},
+		{"77\n", 77}, {"77", 77}, {"77 500\n", 77}, {"77 501\n", 0}, {"77 500 9\n", 0}, {"78\n", 0}, {"1\n", 0}, {"-3\n", 0}, {"seventy\n", 0}, {"", 0},
 	} {
 		if err := os.WriteFile(file, []byte(c.content), 0o644); err != nil {
 			t.Fatal(err)
@@ -47,5 +52,50 @@ func TestEarlyAgent(t *testing.T) {
 	cancel()
 	if err := boot.WaitEarlyAgent(ctx, func() bool { return true }, time.Hour); err == nil {
 		t.Error("a cancelled wait returned nil")
+	}
+}
+
+// TestEarlyAgentPidReused: the pid file outlives the early agent (/run is
+// kept until the next boot), so once that agent has exited its pid can be
+// another process's, and the name check alone takes any process called
+// banger-vsock-agent (a guest user's renamed program, or a later serving
+// agent that got the same pid after the pids wrapped: it then waits for
+// itself forever) for the early agent. The record carries the process's
+// start time, which a reused pid does not have; a zombie is not running.
+func TestEarlyAgentPidReused(t *testing.T) {
+	dir := t.TempDir()
+	file, proc := filepath.Join(dir, "early-agent"), filepath.Join(dir, "proc")
+	stat := func(state string, start int) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(proc, "77"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, "77", "comm"), []byte("banger-vsock-ag\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// The name in parentheses may hold spaces and parentheses.
+		s := fmt.Sprintf("77 (banger-vs) k) %s 1 77 77 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 5 0 %d 12345 67 ...\n", state, start)
+		if err := os.WriteFile(filepath.Join(proc, "77", "stat"), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stat("S", 500)
+	rec, err := initrd.EarlyAgentRecord(proc, 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(rec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := boot.EarlyAgent(file, proc, "banger-vsock-agent"); got != 77 {
+		t.Fatalf("the early agent itself (record %q): pid %d, want 77", rec, got)
+	}
+	stat("Z", 500)
+	if got := boot.EarlyAgent(file, proc, "banger-vsock-agent"); got != 0 {
+		t.Errorf("the early agent exited, not yet reaped: pid %d, want 0", got)
+	}
+	stat("S", 900)
+	if got := boot.EarlyAgent(file, proc, "banger-vsock-agent"); got != 0 {
+		t.Errorf("pid 77 reused by another banger-vsock-agent: pid %d, want 0", got)
 	}
 }

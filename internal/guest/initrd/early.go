@@ -1,10 +1,12 @@
 package initrd
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -73,7 +75,10 @@ func (b *booter) startEarlyAgent() {
 	}
 	pid := cmd.Process.Pid
 	tmp := EarlyAgentFile + ".tmp"
-	err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	rec, err := EarlyAgentRecord("/proc", pid)
+	if err == nil {
+		err = os.WriteFile(tmp, []byte(rec), 0o644)
+	}
 	if err == nil {
 		err = os.Rename(tmp, EarlyAgentFile)
 	}
@@ -110,4 +115,41 @@ func isMountPoint(dir string) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// EarlyAgentRecord is what EarlyAgentFile holds for the process pid: its
+// pid and its start time (field 22 of procDir/<pid>/stat, in clock ticks
+// since the machine booted), so that a later process given the same pid
+// is not taken for it.
+func EarlyAgentRecord(procDir string, pid int) (string, error) {
+	_, start, err := ProcState(procDir, pid)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d %d\n", pid, start), nil
+}
+
+// ProcState reads the state letter (field 3) and the start time (field
+// 22) of procDir/<pid>/stat. The program's name, field 2, is in
+// parentheses and may hold spaces and parentheses itself: the fields are
+// counted after its last ')'.
+func ProcState(procDir string, pid int) (state byte, start uint64, err error) {
+	b, err := os.ReadFile(filepath.Join(procDir, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("%s/%d/stat: no program name", procDir, pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("%s/%d/stat: too few fields", procDir, pid)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s/%d/stat: start time: %w", procDir, pid, err)
+	}
+	return f[0][0], start, nil
 }
