@@ -64,6 +64,15 @@ func (b *booter) startEarlyAgent() {
 		b.warnf("early agent: %v; leaving the agent to its units", err)
 		return
 	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		// syscall.Setrlimit, not unix's: it also tells the Go runtime
+		// that the children get this limit, not the one it started with.
+		want := serviceNofile(lim)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+			b.warnf("early agent: open-files limit: %v", err)
+		}
+	}
 	cmd := exec.Command(RootAgent, "run")
 	cmd.Env = []string{agentPath, "HOME=/root"}
 	cmd.Dir = "/"
@@ -152,4 +161,21 @@ func ProcState(procDir string, pid int) (state byte, start uint64, err error) {
 		return 0, 0, fmt.Errorf("%s/%d/stat: start time: %w", procDir, pid, err)
 	}
 	return f[0][0], start, nil
+}
+
+// serviceNofile is the open-files limit for the early agent, from the
+// current one: what systemd gives the agent's unit (its services' default,
+// 1024 soft, 524288 hard) rather than the kernel's for init (hard 4096),
+// which the commands `vm exec` starts would otherwise keep. A larger hard
+// limit is kept. Systemd, started next, inherits it and raises its own.
+func serviceNofile(cur syscall.Rlimit) syscall.Rlimit {
+	const soft, hard = 1024, 524288
+	lim := syscall.Rlimit{Cur: soft, Max: hard}
+	if cur.Max > lim.Max {
+		lim.Max = cur.Max
+	}
+	if cur.Cur < lim.Cur {
+		lim.Cur = cur.Cur
+	}
+	return lim
 }

@@ -3,6 +3,7 @@ package initrd
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -62,5 +63,23 @@ func TestEarlyAgentWanted(t *testing.T) {
 	}
 	if earlyAgentWanted(noRun, "/sbin/init", true) {
 		t.Error("an image without /run: wanted")
+	}
+}
+
+// TestEarlyAgentNofile: the early agent, and every command `vm exec` starts
+// from it, would keep the kernel's open-files limit for init (hard 4096)
+// where the agent's unit gives systemd's service default (hard 524288): a
+// `vm exec -- ulimit -n 65536` that works under the unit failed. The
+// initramfs gives it the unit's limit, never lowering a larger one.
+func TestEarlyAgentNofile(t *testing.T) {
+	for _, c := range []struct{ cur, want syscall.Rlimit }{
+		{syscall.Rlimit{Cur: 4096, Max: 4096}, syscall.Rlimit{Cur: 1024, Max: 524288}},
+		{syscall.Rlimit{Cur: 1024, Max: 4096}, syscall.Rlimit{Cur: 1024, Max: 524288}},
+		{syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}, syscall.Rlimit{Cur: 1024, Max: 1 << 20}},
+		{syscall.Rlimit{Cur: 512, Max: 512}, syscall.Rlimit{Cur: 512, Max: 524288}},
+	} {
+		if got := serviceNofile(c.cur); got != c.want {
+			t.Errorf("from %+v: %+v, want %+v", c.cur, got, c.want)
+		}
 	}
 }
