@@ -27,8 +27,9 @@ const agentPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 // stand aside for it), the image runs it from systemd units, and the init
 // is systemd, which would start those units only once it has loaded them
 // all (one to two and a half seconds under emulation). An image whose init
-// is the agent itself, or anything else, is left as it is. root is "/"
-// after the switch; tests give a tree of their own.
+// is the agent itself, or anything else, is left as it is, and so is a root
+// mounted read-only (the units' agent waits for the remount; the early one
+// would not). root is "/" after the switch; tests give a tree of their own.
 func earlyAgentWanted(root, init string, lent bool) bool {
 	if !lent {
 		return false
@@ -40,7 +41,7 @@ func earlyAgentWanted(root, init string, lent bool) bool {
 	if err != nil || filepath.Base(target) != "systemd" {
 		return false
 	}
-	fi, err := os.Stat(filepath.Join(root, "run"))
+	fi, err := os.Lstat(filepath.Join(root, "run"))
 	return err == nil && fi.IsDir()
 }
 

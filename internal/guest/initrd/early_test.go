@@ -64,6 +64,17 @@ func TestEarlyAgentWanted(t *testing.T) {
 	if earlyAgentWanted(noRun, "/sbin/init", true) {
 		t.Error("an image without /run: wanted")
 	}
+	// A /run that is a link (to /var/run, say): mounting over it would
+	// mount over its target.
+	if err := os.Symlink("var/run", filepath.Join(noRun, "run")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(noRun, "var/run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if earlyAgentWanted(noRun, "/sbin/init", true) {
+		t.Error("an image whose /run is a link: wanted")
+	}
 }
 
 // TestEarlyAgentNofile: the early agent, and every command `vm exec` starts

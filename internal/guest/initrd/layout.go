@@ -16,12 +16,13 @@ const (
 	// EarlyAgentFile is written when the initramfs started the image's
 	// agent itself, before systemd ("banger-vsock-agent run": the boot
 	// duties, serving meanwhile), so that the agent is ready before
-	// systemd has loaded its units. It holds that agent's pid. The
-	// image's units then stand aside: the boot unit waits for the early
-	// agent's ready file, the serving unit for the early agent to exit
-	// (and serves after it, under systemd's restarts). /run is a tmpfs
-	// the initramfs mounted, which systemd keeps: the file is gone at the
-	// next boot.
+	// systemd has loaded its units. It holds that agent's pid and start
+	// time (EarlyAgentRecord), so that a later process of the same pid is
+	// not taken for it. The image's units then stand aside: the boot unit
+	// waits for the early agent's ready file, the serving unit for the
+	// early agent to exit (and serves after it, under systemd's
+	// restarts). /run is a tmpfs the initramfs mounted, which systemd
+	// keeps: the file is gone at the next boot.
 	EarlyAgentFile = "/run/banger/early-agent"
 	// TestMarker is printed on the console after a successful switch when
 	// the kernel command line has banger.initrd_test=1.

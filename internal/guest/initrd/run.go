@@ -73,7 +73,7 @@ func (b *booter) boot() error {
 	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("init %s is missing or not an executable file on the root filesystem %s (set init= on the kernel command line to another program)", b.cfg.Init, b.cfg.Root)
 	}
-	if !b.cfg.Test && earlyAgentWanted("/", b.cfg.Init, lent) {
+	if !b.cfg.Test && !b.cfg.ReadOnly && earlyAgentWanted("/", b.cfg.Init, lent) {
 		b.startEarlyAgent()
 	}
 	if b.cfg.Test {
