@@ -558,8 +558,8 @@ func TestDefaultImageBuildsAndBoots(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("vm run (default image): exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	if !regexp.MustCompile(`early=[0-9]+\n`).MatchString(stdout) {
-		t.Errorf("the initramfs did not start the agent before systemd (no pid in /run/banger/early-agent):\n%s", stdout)
+	if !regexp.MustCompile(`early=[0-9]+ [0-9]+\n`).MatchString(stdout) {
+		t.Errorf("the initramfs did not start the agent before systemd (no pid and start time in /run/banger/early-agent):\n%s", stdout)
 	}
 	for _, want := range []string{"active", "has-sshd", "bookworm"} {
 		if !strings.Contains(stdout, want) {
