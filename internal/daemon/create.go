@@ -140,17 +140,12 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	if err != nil {
 		return store.VM{}, err
 	}
-	id := newVMID()
-	dir, err := vm.ws.Create(id)
+	nd, err := vm.newVMDir()
 	if err != nil {
 		return store.VM{}, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = vm.ws.Remove(id)
-		}
-	}()
+	defer nd.drop()
+	id, dir := nd.id, nd.path
 	p.Phase("making the root disk")
 	disk, used, err := vm.makeRootDisk(ctx, r, im, dir, p)
 	if err != nil {
@@ -173,10 +168,7 @@ func (vm *vmManager) Create(ctx context.Context, r CreateRequest, p imagemgr.Pro
 	if err := vm.st.PutVM(ctx, v); err != nil {
 		return store.VM{}, err
 	}
-	ok = true
-	if err := vm.ws.Commit(id); err != nil {
-		vm.log.Warn("VM created", "vm", v.Name, "error", err)
-	}
+	nd.keep(v.Name)
 	return v, nil
 }
 
@@ -255,4 +247,36 @@ func (vm *vmManager) kernel(ctx context.Context, name string, p imagemgr.Progres
 	}
 	p.Phase("pulling kernel " + name)
 	return vm.images.PullKernel(ctx, name, p)
+}
+
+// vmDir is a new VM's directory while the VM is made: drop (deferred)
+// removes it unless keep, once the VM's row is in the store, committed it.
+type vmDir struct {
+	vm       *vmManager
+	id, path string
+	kept     bool
+}
+
+// newVMDir makes a new VM id and its directory.
+func (vm *vmManager) newVMDir() (*vmDir, error) {
+	id := newVMID()
+	dir, err := vm.ws.Create(id)
+	if err != nil {
+		return nil, err
+	}
+	return &vmDir{vm: vm, id: id, path: dir}, nil
+}
+
+func (d *vmDir) drop() {
+	if !d.kept {
+		_ = d.vm.ws.Remove(d.id)
+	}
+}
+
+// keep commits the directory of the VM name, which is recorded.
+func (d *vmDir) keep(name string) {
+	d.kept = true
+	if err := d.vm.ws.Commit(d.id); err != nil {
+		d.vm.log.Warn("VM created", "vm", name, "error", err)
+	}
 }

@@ -39,17 +39,12 @@ func (vm *vmManager) createFrom(ctx context.Context, r CreateRequest, p imagemgr
 	if err != nil {
 		return store.VM{}, err
 	}
-	id := newVMID()
-	dir, err := vm.ws.Create(id)
+	nd, err := vm.newVMDir()
 	if err != nil {
 		return store.VM{}, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = vm.ws.Remove(id)
-		}
-	}()
+	defer nd.drop()
+	id, dir := nd.id, nd.path
 	p.Phase("cloning the snapshot's disks")
 	disk := filepath.Join(dir, workspace.RootDiskName)
 	used, err := workspace.CloneDisk(ctx, filepath.Join(sn.Dir, snapRootDisk), disk, workspace.Auto, workspace.CloneOptions{NoSync: r.StartNow})
@@ -77,10 +72,7 @@ func (vm *vmManager) createFrom(ctx context.Context, r CreateRequest, p imagemgr
 		}
 		return store.VM{}, inputf("snapshot %q was removed while %s was made from it: nothing was made", sn.Name, r.Name)
 	}
-	ok = true
-	if err := vm.ws.Commit(id); err != nil {
-		vm.log.Warn("VM created", "vm", v.Name, "error", err)
-	}
+	nd.keep(v.Name)
 	return v, nil
 }
 
