@@ -123,7 +123,7 @@ func Run(args []string) int {
 			// The port is the early agent's: serve once it is gone, so that
 			// systemd restarts a serving agent from then on.
 			logf("the early agent (pid %d) serves; waiting for it to exit", pid)
-			if err := boot.WaitEarlyAgent(ctx, func() bool { return earlyAgent(env) == pid }, earlyPoll); err != nil {
+			if err := boot.WaitEarlyAgentExit(ctx, pid, func() bool { return earlyAgent(env) == pid }, earlyPoll); err != nil {
 				return 0
 			}
 			logf("the early agent (pid %d) exited; serving", pid)

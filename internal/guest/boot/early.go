@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"banger/internal/guest/initrd"
 )
 
@@ -64,4 +66,42 @@ func WaitEarlyAgent(ctx context.Context, alive func() bool, poll time.Duration) 
 		}
 	}
 	return nil
+}
+
+// WaitEarlyAgentExit waits until process pid exits or ctx ends, without
+// waking up meanwhile (the unit's agent waits like this for the VM's
+// whole life): a pidfd becomes readable when its process exits. alive is
+// asked once the pidfd is open, so that pid is still the early agent and
+// not a later process. Where pidfds are missing it polls alive every poll.
+// On ctx's end the goroutine that waits is left to the process's exit,
+// which follows.
+func WaitEarlyAgentExit(ctx context.Context, pid int, alive func() bool, poll time.Duration) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return WaitEarlyAgent(ctx, alive, poll)
+	}
+	if !alive() {
+		unix.Close(fd)
+		return nil
+	}
+	exited := make(chan error, 1)
+	go func() {
+		defer unix.Close(fd)
+		for {
+			_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+			if err != unix.EINTR {
+				exited <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-exited:
+		if err != nil {
+			return WaitEarlyAgent(ctx, alive, poll)
+		}
+		return nil
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -97,5 +98,52 @@ func TestEarlyAgentPidReused(t *testing.T) {
 	stat("S", 900)
 	if got := boot.EarlyAgent(file, proc, "banger-vsock-agent"); got != 0 {
 		t.Errorf("pid 77 reused by another banger-vsock-agent: pid %d, want 0", got)
+	}
+}
+
+// TestWaitEarlyAgentExit: the wait ends when the process exits (a pidfd,
+// no polling), at once when alive says the pid is no longer the early
+// agent, and when ctx ends.
+func TestWaitEarlyAgentExit(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot start sleep: %v", err)
+	}
+	defer cmd.Process.Kill()
+	never := func() bool { t.Error("alive polled though a pidfd was open"); return true }
+	once := 0
+	alive := func() bool { once++; return once == 1 || never() }
+	done := make(chan error, 1)
+	go func() {
+		done <- boot.WaitEarlyAgentExit(context.Background(), cmd.Process.Pid, alive, time.Millisecond)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("returned while the process runs: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	cmd.Process.Kill()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no return after the process exited")
+	}
+	cmd.Wait()
+
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	if err := boot.WaitEarlyAgentExit(context.Background(), other.Process.Pid, func() bool { return false }, time.Millisecond); err != nil {
+		t.Fatalf("a pid that is not the early agent: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := boot.WaitEarlyAgentExit(ctx, other.Process.Pid, func() bool { return true }, time.Millisecond); err == nil {
+		t.Fatal("a cancelled wait returned nil")
 	}
 }
